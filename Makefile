@@ -1,0 +1,58 @@
+# SafeEdge developer entry points. Every target sets up what it needs from nothing:
+# the virtual environment (.venv), the Python packages, and the system packages the tests use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SYSTEM_PACKAGES := mosquitto mosquitto-clients socat
+export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
+
+.PHONY: demo test check system-deps venv clean lint format
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "SafeEdge needs Python >= 3.11"' \
+	  || { echo "error: Python 3.11 or newer is required (found $$($(PYTHON) --version))"; exit 1; }
+	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV) \
+	  || { echo "error: could not create $(VENV); on Debian: apt-get install python3-venv"; exit 1; }
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP)
+
+# System packages: installed with apt-get when missing and we are root; otherwise the exact
+# command is printed and the target fails (the tests need real brokers and pty pairs).
+system-deps:
+	@missing=""; \
+	for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing system packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  else \
+	    echo "error: missing system packages:$$missing"; \
+	    echo "run:   sudo apt-get install -y$$missing"; exit 1; \
+	  fi; \
+	fi
+
+demo: $(STAMP)
+	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || $(MAKE) --no-print-directory system-deps \
+	  || echo "note: no Mosquitto; the demo runs without a broker and the agent buffers"
+	$(BIN)/safeedge demo $(DEMO_ARGS)
+
+test: system-deps $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+check: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .cache .demo .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info

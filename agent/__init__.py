@@ -1,0 +1,4 @@
+"""SafeEdge agent: config, CLI, pipeline wiring, uplink."""
+
+__version__ = "0.1.0"
+__all__ = ["__version__"]

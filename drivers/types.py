@@ -1,0 +1,71 @@
+"""Plain data that leaves the drivers package: quality codes and columnar sample batches.
+
+Invariants of a :class:`SampleBatch`:
+- all four arrays have the same length;
+- ``value`` is NaN exactly when ``quality`` is not GOOD (a value that could not be read is never
+  replaced by an old one);
+- ``ts_ms`` is UTC epoch milliseconds taken when the read completed.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["Quality", "SampleBatch"]
+
+
+class Quality(enum.IntEnum):
+    """Per-sample quality code (uint8 on the wire and in arrays)."""
+
+    GOOD = 0
+    BAD_COMM = 1  # no answer / connection lost
+    BAD_DEVICE = 2  # Modbus exception response
+    BAD_RANGE = 3  # outside the measuring range or a fault current
+    STALE = 4  # value not refreshed in time
+
+    @property
+    def wire_name(self) -> str:
+        """Name used in the uplink contract (``bad_comm``...)."""
+        return self.name.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class SampleBatch:
+    """Columnar samples; ``tag`` indexes the agent's tag table."""
+
+    tag: NDArray[np.int32]
+    ts_ms: NDArray[np.int64]
+    value: NDArray[np.float64]
+    quality: NDArray[np.uint8]
+
+    def __post_init__(self) -> None:
+        n = len(self.tag)
+        if not (len(self.ts_ms) == len(self.value) == len(self.quality) == n):
+            raise ValueError("SampleBatch arrays must have equal lengths")
+
+    def __len__(self) -> int:
+        return len(self.tag)
+
+    @staticmethod
+    def empty() -> SampleBatch:
+        return SampleBatch(
+            tag=np.empty(0, np.int32),
+            ts_ms=np.empty(0, np.int64),
+            value=np.empty(0, np.float64),
+            quality=np.empty(0, np.uint8),
+        )
+
+    @staticmethod
+    def concat(batches: list[SampleBatch]) -> SampleBatch:
+        if not batches:
+            return SampleBatch.empty()
+        return SampleBatch(
+            tag=np.concatenate([b.tag for b in batches]).astype(np.int32, copy=False),
+            ts_ms=np.concatenate([b.ts_ms for b in batches]).astype(np.int64, copy=False),
+            value=np.concatenate([b.value for b in batches]).astype(np.float64, copy=False),
+            quality=np.concatenate([b.quality for b in batches]).astype(np.uint8, copy=False),
+        )
