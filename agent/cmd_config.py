@@ -1,0 +1,63 @@
+"""``safeedge check-config FILE``: validate a config file before it is deployed.
+
+Runs exactly the loading and validation of ``safeedge run`` (:func:`agent.config.load_config`),
+so a file that passes here is accepted by the agent. It opens no other file: TLS, password and
+buffer files are not checked (commissioning does that on the gateway).
+
+Exit codes: 0 valid (a one-line summary on stdout); 78 (EX_CONFIG) invalid, unreadable or
+missing (every issue on stderr, one per line: ``FILE: PATH: MESSAGE (hint: HINT)``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from agent.config import AgentConfig, ConfigError, load_config
+
+__all__ = ["register", "summary"]
+
+_EX_CONFIG = 78
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "check-config",
+        help="validate a config file (exit 0 valid, 78 invalid)",
+        description="Validate a SafeEdge config file and list every problem found.",
+    )
+    p.add_argument("file", metavar="FILE", type=Path, help="agent config file (TOML)")
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    path: Path = args.file
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        count = len(exc.issues)
+        print(
+            f"safeedge: {path}: {count} problem{'s' if count != 1 else ''}, config not valid",
+            file=sys.stderr,
+        )
+        return _EX_CONFIG
+    print(f"{path}: ok: {summary(cfg)}")
+    return 0
+
+
+def summary(cfg: AgentConfig) -> str:
+    """One line: ``site S gateway G: 2 devices, 14 tags, 3 rules, 1 serial port``."""
+    tags = sum(len(d.tags) for d in cfg.devices)
+    counts = [
+        _count(len(cfg.devices), "device"),
+        _count(tags, "tag"),
+        _count(len(cfg.rules), "rule"),
+        _count(len(cfg.serial_ports), "serial port"),
+    ]
+    return f"site {cfg.gateway.site} gateway {cfg.gateway.id}: " + ", ".join(counts)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
