@@ -1,0 +1,133 @@
+"""Sans-I/O decoding of Modbus registers and bits into engineering values.
+
+Word orders name the bytes of a 32-bit value as ``A B C D`` from most to least significant,
+in the order they appear on the wire (register by register, high byte first):
+
+========  ==========================  =====================================================
+order     32-bit registers            rule (applies to 16/32/64-bit values alike)
+========  ==========================  =====================================================
+ABCD      ``[AB, CD]``                big-endian words, big-endian bytes (Modbus default)
+CDAB      ``[CD, AB]``                words reversed ("word swap"), bytes big-endian
+BADC      ``[BA, DC]``                words big-endian, bytes swapped in each word
+DCBA      ``[DC, BA]``                everything reversed (little-endian)
+========  ==========================  =====================================================
+
+A 64-bit value extends the same rule (CDAB on ``ABCDEFGH`` is ``[GH, EF, CD, AB]``); a 16-bit
+value is affected only by the byte swap (BADC, DCBA).
+
+Contracts:
+- ``bool`` on a coil / discrete input is the bit; on a register table it is ``register != 0``.
+  Coils and discrete inputs carry only ``bool`` (:func:`check_tag`).
+- Engineering value = ``raw * scale + offset``. A value outside the tag's ``range`` (inclusive)
+  or not finite (a float register holding NaN/inf) is ``(NaN, Quality.BAD_RANGE)``; anything
+  else is ``(value, Quality.GOOD)``. 64-bit integers are converted to float64 (exact up to 2**53).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Sequence
+
+from drivers.config import DataType, TagConfig, WordOrder
+from drivers.errors import DriverConfigError
+from drivers.types import Quality
+
+__all__ = [
+    "BIT_TABLES",
+    "check_tag",
+    "decode_registers",
+    "decode_tag",
+    "encode_registers",
+    "to_engineering",
+    "word_count",
+]
+
+BIT_TABLES = frozenset({"coil", "discrete"})
+
+# struct format and register count per type (bool occupies one register on register tables)
+_FORMATS: dict[str, tuple[str, int]] = {
+    "bool": ("H", 1),
+    "int16": ("h", 1),
+    "uint16": ("H", 1),
+    "int32": ("i", 2),
+    "uint32": ("I", 2),
+    "int64": ("q", 4),
+    "uint64": ("Q", 4),
+    "float32": ("f", 2),
+    "float64": ("d", 4),
+}
+
+
+def word_count(data_type: DataType) -> int:
+    """Registers occupied by one value of ``data_type`` on a register table."""
+    return _FORMATS[data_type][1]
+
+
+def check_tag(tag: TagConfig) -> None:
+    """Raise :class:`DriverConfigError` when the tag cannot be decoded as configured."""
+    if tag.table in BIT_TABLES and tag.type != "bool":
+        raise DriverConfigError(
+            f"tag {tag.name!r}: table {tag.table!r} holds single bits; its type must be 'bool', "
+            f"not {tag.type!r}"
+        )
+    if tag.table not in BIT_TABLES and tag.address + word_count(tag.type) - 1 > 0xFFFF:
+        raise DriverConfigError(
+            f"tag {tag.name!r}: a {tag.type} at address {tag.address} runs past register 65535"
+        )
+
+
+def _swap(order: WordOrder) -> tuple[bool, bool]:
+    """(reverse the words, swap the bytes inside each word)."""
+    return order in ("CDAB", "DCBA"), order in ("BADC", "DCBA")
+
+
+def decode_registers(registers: Sequence[int], data_type: DataType, order: WordOrder) -> float:
+    """Raw value of ``registers`` (exactly ``word_count(data_type)`` of them, 0..65535 each)."""
+    fmt, words = _FORMATS[data_type]
+    if len(registers) != words:
+        raise ValueError(f"a {data_type} needs {words} registers, got {len(registers)}")
+    reverse_words, swap_bytes = _swap(order)
+    regs = list(reversed(registers)) if reverse_words else list(registers)
+    raw = b"".join(struct.pack("<H" if swap_bytes else ">H", r & 0xFFFF) for r in regs)
+    (value,) = struct.unpack(">" + fmt, raw)
+    if data_type == "bool":
+        return 1.0 if value else 0.0
+    return float(value)
+
+
+def encode_registers(value: float, data_type: DataType, order: WordOrder) -> list[int]:
+    """Inverse of :func:`decode_registers` (used by simulators and tests to build registers)."""
+    fmt, _words = _FORMATS[data_type]
+    if fmt in ("f", "d"):
+        raw = struct.pack(">" + fmt, float(value))
+    else:
+        raw = struct.pack(">" + fmt, round(value))
+    reverse_words, swap_bytes = _swap(order)
+    regs = [
+        struct.unpack("<H" if swap_bytes else ">H", raw[i : i + 2])[0]
+        for i in range(0, len(raw), 2)
+    ]
+    return list(reversed(regs)) if reverse_words else regs
+
+
+def to_engineering(raw: float, tag: TagConfig) -> tuple[float, Quality]:
+    """Apply scale and offset, then the range and finiteness checks (see module contract)."""
+    value = raw * tag.scale + tag.offset
+    if not math.isfinite(value):
+        return math.nan, Quality.BAD_RANGE
+    if tag.range is not None and not (tag.range[0] <= value <= tag.range[1]):
+        return math.nan, Quality.BAD_RANGE
+    return value, Quality.GOOD
+
+
+def decode_tag(
+    tag: TagConfig, data: Sequence[int] | Sequence[bool], default_order: WordOrder
+) -> tuple[float, Quality]:
+    """Engineering value of one tag from its own registers (or its single bit)."""
+    if tag.table in BIT_TABLES:
+        if len(data) != 1:
+            raise ValueError(f"tag {tag.name!r}: one bit expected, got {len(data)}")
+        return to_engineering(1.0 if data[0] else 0.0, tag)
+    order = tag.byte_order or default_order
+    return to_engineering(decode_registers([int(r) for r in data], tag.type, order), tag)

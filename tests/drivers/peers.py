@@ -1,0 +1,222 @@
+"""Real peers for the driver tests: a pymodbus server with known registers, a silent TCP peer,
+a socat pty pair. The register contents are written by hand from byte patterns (not produced by
+the codec under test), and EXPECTED lists what each tag must read as.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from drivers.config import TagConfig
+
+# holding registers 0..41, address -> raw register; hand-encoded
+HOLDING: dict[int, int] = {
+    0: 0x1234,
+    1: 0xFFFE,
+    2: 0x0102, 3: 0x0304,  # int32 0x01020304 ABCD
+    4: 0x0304, 5: 0x0102,  # CDAB
+    6: 0x0201, 7: 0x0403,  # BADC
+    8: 0x0403, 9: 0x0201,  # DCBA
+    10: 0xFFFF, 11: 0xFFFE,  # int32 -2 / uint32 4294967294
+    12: 0xC2F6, 13: 0xE979,  # float32 -123.456 ABCD
+    14: 0xE979, 15: 0xC2F6,  # CDAB
+    16: 0x0102, 17: 0x0304, 18: 0x0506, 19: 0x0708,  # int64 0x0102030405060708 ABCD
+    20: 0x0807, 21: 0x0605, 22: 0x0403, 23: 0x0201,  # DCBA
+    24: 0x8000, 25: 0x0000, 26: 0x0000, 27: 0x0001,  # uint64 2**63 + 1
+    28: 0xC004, 29: 0x0000, 30: 0x0000, 31: 0x0000,  # float64 -2.5
+    32: 0x0100,  # bool (register != 0)
+    33: 0x0000,  # bool false
+    34: 500,  # uint16 500 * 0.1 - 10 = 40
+    35: 0x7FC0, 36: 0x0000,  # float32 NaN
+    37: 0x0000, 38: 0x0000, 39: 0x0000, 40: 0x0000, 41: 0x0000,
+}  # fmt: skip
+INPUT: dict[int, int] = {0: 100, 1: 200, 2: 0xFFFF}
+COILS = [True, False, True, True] + [False] * 12
+DISCRETE = [False, True] + [False] * 14
+
+INT32 = 0x01020304
+INT64 = 0x0102030405060708
+
+# (tag, expected value or None for NaN, expected quality name)
+EXPECTED: list[tuple[TagConfig, float | None, str]] = [
+    (TagConfig(name="u16", address=0, type="uint16"), 0x1234, "GOOD"),
+    (TagConfig(name="u16-badc", address=0, type="uint16", byte_order="BADC"), 0x3412, "GOOD"),
+    (TagConfig(name="u16-dcba", address=0, type="uint16", byte_order="DCBA"), 0x3412, "GOOD"),
+    (TagConfig(name="i16", address=1, type="int16"), -2, "GOOD"),
+    (TagConfig(name="u16-fffe", address=1, type="uint16"), 65534, "GOOD"),
+    (TagConfig(name="i32-abcd", address=2, type="int32"), INT32, "GOOD"),
+    (TagConfig(name="i32-cdab", address=4, type="int32", byte_order="CDAB"), INT32, "GOOD"),
+    (TagConfig(name="i32-badc", address=6, type="int32", byte_order="BADC"), INT32, "GOOD"),
+    (TagConfig(name="i32-dcba", address=8, type="int32", byte_order="DCBA"), INT32, "GOOD"),
+    (TagConfig(name="i32-neg", address=10, type="int32"), -2, "GOOD"),
+    (TagConfig(name="u32", address=10, type="uint32"), 4294967294, "GOOD"),
+    (TagConfig(name="f32-abcd", address=12, type="float32"), -123.45600128173828, "GOOD"),
+    (TagConfig(name="f32-cdab", address=14, type="float32", byte_order="CDAB"),
+     -123.45600128173828, "GOOD"),
+    (TagConfig(name="i64-abcd", address=16, type="int64"), float(INT64), "GOOD"),
+    (TagConfig(name="i64-dcba", address=20, type="int64", byte_order="DCBA"), float(INT64),
+     "GOOD"),
+    (TagConfig(name="u64", address=24, type="uint64"), float(2**63 + 1), "GOOD"),
+    (TagConfig(name="f64", address=28, type="float64"), -2.5, "GOOD"),
+    (TagConfig(name="bool-reg", address=32, type="bool"), 1.0, "GOOD"),
+    (TagConfig(name="bool-reg0", address=33, type="bool"), 0.0, "GOOD"),
+    (TagConfig(name="scaled", address=34, scale=0.1, offset=-10.0), 40.0, "GOOD"),
+    (TagConfig(name="out-of-range", address=34, scale=0.1, offset=-10.0, range=(0.0, 30.0)),
+     None, "BAD_RANGE"),
+    (TagConfig(name="f32-nan", address=35, type="float32"), None, "BAD_RANGE"),
+    (TagConfig(name="in0", table="input", address=0), 100, "GOOD"),
+    (TagConfig(name="in1", table="input", address=1, scale=0.5), 100.0, "GOOD"),
+    (TagConfig(name="in2", table="input", address=2, type="int16"), -1, "GOOD"),
+    (TagConfig(name="coil0", table="coil", address=0, type="bool"), 1.0, "GOOD"),
+    (TagConfig(name="coil1", table="coil", address=1, type="bool"), 0.0, "GOOD"),
+    (TagConfig(name="coil3", table="coil", address=3, type="bool"), 1.0, "GOOD"),
+    (TagConfig(name="di0", table="discrete", address=0, type="bool"), 0.0, "GOOD"),
+    (TagConfig(name="di1", table="discrete", address=1, type="bool"), 1.0, "GOOD"),
+]  # fmt: skip
+
+
+def sim_device(unit_id: int = 1, *, holding_offset: int = 0) -> SimDevice:
+    """A device with the registers above; ``holding_offset`` added to every holding value."""
+    holding = [(HOLDING[a] + holding_offset) & 0xFFFF for a in sorted(HOLDING)]
+    return SimDevice(
+        id=unit_id,
+        simdata=(
+            [SimData(address=0, values=COILS, datatype=DataType.BITS)],
+            [SimData(address=0, values=DISCRETE, datatype=DataType.BITS)],
+            [SimData(address=0, values=holding, datatype=DataType.REGISTERS)],
+            [SimData(address=0, values=[INPUT[a] for a in sorted(INPUT)],
+                     datatype=DataType.REGISTERS)],
+        ),
+    )  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def tcp_server(port: int, *devices: SimDevice) -> AsyncIterator[ModbusTcpServer]:
+    server = ModbusTcpServer(list(devices) or [sim_device()], address=("127.0.0.1", port))
+    await server.serve_forever(background=True)
+    try:
+        yield server
+    finally:
+        await server.shutdown()  # type: ignore[no-untyped-call]
+
+
+@contextlib.asynccontextmanager
+async def serial_server(path: str, *devices: SimDevice) -> AsyncIterator[ModbusSerialServer]:
+    server = ModbusSerialServer(list(devices), port=path, baudrate=115200)
+    await server.serve_forever(background=True)
+    try:
+        yield server
+    finally:
+        await server.shutdown()  # type: ignore[no-untyped-call]
+
+
+@contextlib.asynccontextmanager
+async def silent_peer(port: int) -> AsyncIterator[list[bytes]]:
+    """Accepts connections, reads requests (returned list), never answers."""
+    received: list[bytes] = []
+    writers: list[asyncio.StreamWriter] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(1024):
+                received.append(data)
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    try:
+        yield received
+    finally:
+        server.close()
+        for writer in writers:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+        await server.wait_closed()
+
+
+@contextlib.contextmanager
+def pty_pair(directory: Path) -> Iterator[tuple[str, str]]:
+    """Two linked pseudo-terminals (socat), as paths ``(a, b)``; bytes written to one come
+    out of the other."""
+    socat = shutil.which("socat")
+    assert socat, "socat is required for the RTU tests"
+    a, b = directory / "ttyA", directory / "ttyB"
+    proc = subprocess.Popen(
+        [socat, "-d", "-d", f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 5.0
+        while not (a.exists() and b.exists()):
+            assert proc.poll() is None, "socat exited"
+            assert time.monotonic() < deadline, "socat did not create the pty pair"
+            time.sleep(0.01)
+        yield str(a), str(b)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)
+
+
+def same(value: float, expected: float | None) -> bool:
+    if expected is None:
+        return math.isnan(value)
+    return value == expected
+
+
+@contextlib.asynccontextmanager
+async def late_once_proxy(port: int, upstream: int, delay_s: float) -> AsyncIterator[None]:
+    """Forwards to ``upstream``; the very first answer (of any connection) comes ``delay_s``
+    late, later answers on that connection queue behind it, as on a real slow link."""
+    delayed = False
+    writers: list[asyncio.StreamWriter] = []
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, slow: bool) -> None:
+        nonlocal delayed
+        with contextlib.suppress(ConnectionError):
+            while data := await src.read(1024):
+                if slow and not delayed:
+                    delayed = True
+                    await asyncio.sleep(delay_s)
+                dst.write(data)
+                await dst.drain()
+        dst.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", upstream)
+        writers.extend((writer, up_writer))
+        for coro in (pump(reader, up_writer, False), pump(up_reader, writer, True)):
+            task = asyncio.create_task(coro)
+            tasks.add(task)
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    try:
+        yield
+    finally:
+        server.close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for writer in writers:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+        await server.wait_closed()
