@@ -1,0 +1,45 @@
+"""Encrypted SQLite store-and-forward buffer (a leaf: imports no other SafeEdge package).
+
+Public API: :class:`Store` (open, append, lease, release, release_all, settle, resend, stats,
+maintain, take_evictions, rotate_key, close), :func:`record_id`, the plain data it hands out
+(:class:`Record`, :class:`Stream`, :class:`StoreStats`, :class:`StreamStats`,
+:class:`Eviction`) and the exception tree drawn in :mod:`buffer.errors`.
+"""
+
+from buffer.errors import (
+    BufferClosedError,
+    BufferCorruptError,
+    BufferError,
+    BufferFullError,
+    BufferInUseError,
+    BufferIOError,
+    BufferKeyError,
+    BufferMismatchError,
+    BufferNeedsHumanError,
+    BufferPermanentError,
+    BufferTransientError,
+)
+from buffer.record import Record, Stream
+from buffer.stats import Eviction, StoreStats, StreamStats
+from buffer.store import Store, record_id
+
+__all__ = [
+    "BufferClosedError",
+    "BufferCorruptError",
+    "BufferError",
+    "BufferFullError",
+    "BufferIOError",
+    "BufferInUseError",
+    "BufferKeyError",
+    "BufferMismatchError",
+    "BufferNeedsHumanError",
+    "BufferPermanentError",
+    "BufferTransientError",
+    "Eviction",
+    "Record",
+    "Store",
+    "StoreStats",
+    "Stream",
+    "StreamStats",
+    "record_id",
+]

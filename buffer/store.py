@@ -1,0 +1,574 @@
+"""The encrypted store-and-forward buffer.
+
+Invariants:
+1. Durable before acknowledged: ``append`` returns only after its single transaction committed
+   (alarm appends with ``synchronous=FULL``, so they survive a power cut; others with NORMAL,
+   which survives a process crash). A failed append stored nothing and consumed no seq.
+2. Seqs are per stream, start at 1, and are never reused: the last seq lives in ``streams``,
+   advanced in the same transaction as the rows it names, never lowered by eviction, restart or
+   key rotation.
+3. Nothing deleted before acknowledged: ``settle(accepted=...)`` marks records delivered; they
+   stay (the site's local record, and ``resend``) until retention or capacity removes them.
+4. Every drop is counted: undelivered records removed by capacity or retention are counted per
+   stream (persistently) and reported by :meth:`Store.take_evictions`; rejected records are
+   dead-lettered with their reason and counted; records failing authentication are moved to
+   ``quarantine`` and counted. Undelivered alarms and events are never evicted; only
+   undelivered telemetry is, oldest first, and only after every delivered or dead record.
+5. Leases live in memory only: a record is handed out by ``lease`` at most once until it is
+   released or settled; after a restart every unsettled record is leased again (at-least-once).
+6. The database never holds a plaintext payload (see :mod:`buffer.crypto`).
+
+Threading: a Store is used from one thread only (the agent's event loop thread); the SQLite
+connection refuses use from another thread. One process at a time: ``<db>.lock`` is held with
+``flock`` while the store is open.
+
+On-disk format: :mod:`buffer.schema` (database) and :mod:`buffer.crypto` (key file, sealing).
+Capacity counts ``len(nonce) + len(sealed) + 64`` bytes per record, not the file size; SQLite
+reuses freed pages and ``maintain`` returns free pages to the file system.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, Self
+
+from buffer import crypto
+from buffer.errors import (
+    BufferClosedError,
+    BufferInUseError,
+    BufferMismatchError,
+    RecordAuthError,
+    from_os_error,
+    from_sqlite,
+)
+from buffer.keyring import KeyRing
+from buffer.record import Record, Stream
+from buffer.schema import open_database
+from buffer.stats import Eviction, EvictionReason, StoreStats, StreamStats
+
+__all__ = ["Store", "record_id"]
+
+# Record states. SQL text spells them (and Stream.TELEMETRY = 2) as literals: SQLite uses a
+# partial index only when the query's WHERE names the same literal as the index's WHERE.
+_PENDING, _DELIVERED, _DEAD = 0, 1, 2
+_ROW_OVERHEAD = 64
+_CHUNK = 512
+_MS_PER_DAY = 86_400_000
+_SELECT_ROW = "SELECT id, stream, seq, created_ms, key_id, nonce, sealed FROM records"
+_Row = tuple[int, int, int, int, int, bytes, bytes]
+_Candidate = tuple[int, int, int, int, int, int]  # id, stream, seq, created_ms, size, state
+
+
+def _wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def record_id(gateway_id: str, stream: Stream, seq: int) -> str:
+    """The record's deterministic id on the wire: ``gateway/stream/seq``."""
+    return f"{gateway_id}/{Stream(stream).wire_name}/{seq}"
+
+
+class Store:
+    """Encrypted, durable, prioritised record store. Build it with :meth:`open`."""
+
+    def __init__(
+        self,
+        *,
+        conn: sqlite3.Connection,
+        lock_fd: int,
+        keys: KeyRing,
+        gateway_id: str,
+        retention_days: float,
+        capacity_bytes: int,
+        clock_ms: Callable[[], int],
+        recovered_from: Path | None,
+    ) -> None:
+        """Private: use :meth:`open`."""
+        self._conn: sqlite3.Connection | None = conn
+        self._lock_fd = lock_fd
+        self._keys = keys
+        self._gateway = gateway_id
+        self._retention_ms = int(retention_days * _MS_PER_DAY)
+        self._capacity = capacity_bytes
+        self._clock_ms = clock_ms
+        self.recovered_from = recovered_from
+        """Where a corrupt or foreign database was moved on open (None: nothing was)."""
+        self._leased: set[tuple[Stream, int]] = set()
+        self._evictions: dict[tuple[Stream, EvictionReason], tuple[int, int, int]] = {}
+        self._last_seq = {
+            Stream(s): n for s, n in conn.execute("SELECT stream, last_seq FROM streams")
+        }
+        self._bytes: int = conn.execute("SELECT COALESCE(SUM(size), 0) FROM records").fetchone()[0]
+
+    @classmethod
+    def open(
+        cls,
+        *,
+        path: Path,
+        key_file: Path,
+        gateway_id: str,
+        cipher: Literal["aes-256-gcm", "sm4-gcm"] = "aes-256-gcm",
+        retention_days: float = 30.0,
+        capacity_bytes: int = 1 << 30,
+        clock_ms: Callable[[], int] = _wall_clock_ms,
+    ) -> Store:
+        """Open (creating as needed) the database at ``path`` and the key file ``key_file``.
+
+        Creates missing parent directories (mode 0700), the database (WAL) and the key file
+        (mode 0600, one fresh key). A corrupt or foreign database is moved aside and reported
+        in :attr:`recovered_from`. Raises :class:`BufferKeyError` (needs a human) for a key
+        file readable by group/others, malformed, or not holding the records' keys;
+        :class:`BufferMismatchError` for another gateway's database or a newer schema;
+        :class:`BufferInUseError` when another process has the store open.
+        """
+        if not gateway_id:
+            raise ValueError("gateway_id must not be empty")
+        if capacity_bytes <= 0 or retention_days <= 0:
+            raise ValueError("capacity_bytes and retention_days must be positive")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            lock_fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise from_os_error(exc, f"{path}: creating the buffer") from exc
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(lock_fd)
+            raise BufferInUseError(f"{path}: another process has the buffer open") from exc
+        conn: sqlite3.Connection | None = None
+        try:
+            conn, recovered = open_database(path, now_ms=clock_ms())
+            if recovered is not None and key_file.exists():
+                # The moved-aside records stay readable even after keys are pruned here.
+                shutil.copy2(key_file, recovered.with_name(recovered.name + ".key"))
+            _bind_gateway(conn, path, gateway_id)
+            keys = KeyRing.load(conn, key_file, cipher, clock_ms())
+            return cls(
+                conn=conn,
+                lock_fd=lock_fd,
+                keys=keys,
+                gateway_id=gateway_id,
+                retention_days=retention_days,
+                capacity_bytes=capacity_bytes,
+                clock_ms=clock_ms,
+                recovered_from=recovered,
+            )
+        except BaseException as exc:
+            if conn is not None:
+                conn.close()
+            os.close(lock_fd)
+            if isinstance(exc, sqlite3.Error):
+                raise from_sqlite(exc, f"{path}: opening the buffer") from exc
+            if isinstance(exc, OSError):
+                raise from_os_error(exc, f"{path}: opening the buffer") from exc
+            raise
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def append(
+        self, stream: Stream, payloads: Sequence[bytes], *, created_ms: int | None = None
+    ) -> list[int]:
+        """Seal and store ``payloads`` in one transaction; return their seqs (consecutive).
+
+        Durable when it returns. When the store would exceed its capacity, delivered records
+        and then undelivered telemetry are evicted first, in the same transaction (counted).
+        Raises :class:`BufferFullError` / :class:`BufferIOError` (transient; nothing stored).
+        """
+        conn = self._live()
+        stream = Stream(stream)
+        if not payloads:
+            return []
+        created = self._clock_ms() if created_ms is None else created_ms
+        key = self._keys.active
+        first = self._last_seq[stream] + 1
+        rows = []
+        incoming = 0
+        for seq, payload in enumerate(payloads, start=first):
+            aad = crypto.associated_data(self._gateway, stream, seq, created, key.id)
+            nonce, sealed = key.seal(crypto.pack(payload), aad)
+            size = len(nonce) + len(sealed) + _ROW_OVERHEAD
+            rows.append((stream, seq, created, key.id, nonce, sealed, size))
+            incoming += size
+        last = first + len(payloads) - 1
+        evicted: list[_Candidate] = []
+        with self._transaction("append", durable=stream is Stream.ALARM):
+            overflow = self._bytes + incoming - self._capacity
+            if overflow > 0:
+                evicted = self._evict_for_capacity(conn, overflow)
+            conn.executemany(
+                "INSERT INTO records(stream, seq, created_ms, key_id, nonce, sealed, size)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            conn.execute("UPDATE streams SET last_seq = ? WHERE stream = ?", (last, stream))
+            self._keys.count_seals(conn, key.id, len(rows))
+        self._last_seq[stream] = last
+        self._bytes += incoming
+        self._forget(evicted, "capacity")
+        self._keys.after_commit(key.id, len(rows))
+        if self._keys.needs_rotation():
+            self.rotate_key()
+        return list(range(first, last + 1))
+
+    def settle(
+        self,
+        *,
+        accepted: Iterable[tuple[Stream, int]] = (),
+        rejected: Iterable[tuple[Stream, int, str]] = (),
+    ) -> None:
+        """Mark ``accepted`` delivered and dead-letter ``rejected`` with its reason; un-lease both.
+
+        Only undelivered records change state; unknown or already settled keys are ignored.
+        One transaction: on failure nothing changed and the leases are kept.
+        """
+        conn = self._live()
+        ok = [(Stream(s), q) for s, q in accepted]
+        bad = [(Stream(s), q, reason) for s, q, reason in rejected]
+        now = self._clock_ms()
+        with self._transaction("settle"):
+            conn.executemany(
+                "UPDATE records SET state = ?, settled_ms = ?"
+                " WHERE stream = ? AND seq = ? AND state = ?",
+                [(_DELIVERED, now, s, q, _PENDING) for s, q in ok],
+            )
+            for s, q, reason in bad:
+                cur = conn.execute(
+                    "UPDATE records SET state = ?, reason = ?, settled_ms = ?"
+                    " WHERE stream = ? AND seq = ? AND state = ?",
+                    (_DEAD, reason, now, s, q, _PENDING),
+                )
+                if cur.rowcount:
+                    conn.execute("UPDATE streams SET dead = dead + 1 WHERE stream = ?", (s,))
+        self._leased.difference_update(ok)
+        self._leased.difference_update((s, q) for s, q, _ in bad)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def lease(self, *, max_count: int, max_bytes: int) -> list[Record]:
+        """Hand out undelivered, unleased records: alarm, then event, then telemetry; by seq.
+
+        Stops at ``max_count`` records or before ``max_bytes`` of payload would be exceeded,
+        but always returns at least one record when any is available. Records failing
+        authentication are quarantined and skipped.
+        """
+        conn = self._live()
+        if max_count < 1 or max_bytes < 1:
+            raise ValueError("max_count and max_bytes must be positive")
+        out: list[Record] = []
+        total = 0
+        bad: list[tuple[_Row, str]] = []
+        for stream in Stream:
+            after = 0
+            while len(out) < max_count:
+                batch = conn.execute(
+                    _SELECT_ROW + " WHERE stream = ? AND state = 0 AND seq > ?"
+                    " ORDER BY seq LIMIT ?",
+                    (stream, after, min(max_count - len(out) + len(self._leased), _CHUNK)),
+                ).fetchall()
+                if not batch:
+                    break
+                for row in batch:
+                    after = row[2]
+                    if (stream, row[2]) in self._leased:
+                        continue
+                    try:
+                        record = self._unseal(row)
+                    except RecordAuthError as exc:
+                        bad.append((row, str(exc)))
+                        continue
+                    if out and total + len(record.payload) > max_bytes:
+                        self._quarantine(bad)
+                        return self._take(out)
+                    out.append(record)
+                    total += len(record.payload)
+                    if len(out) >= max_count:
+                        break
+        self._quarantine(bad)
+        return self._take(out)
+
+    def release(self, keys: Iterable[tuple[Stream, int]]) -> None:
+        """Give leases back (the publish was lost); unknown keys are ignored."""
+        self._leased.difference_update((Stream(s), q) for s, q in keys)
+
+    def release_all(self) -> None:
+        """Give every lease back (e.g. on disconnect)."""
+        self._leased.clear()
+
+    def resend(self, stream: Stream, from_seq: int, to_seq: int) -> list[Record]:
+        """Records of ``stream`` with ``from_seq <= seq <= to_seq`` still retained, whatever
+        their state, by seq. Leases are not changed; the caller bounds the range."""
+        conn = self._live()
+        rows = conn.execute(
+            _SELECT_ROW + " WHERE stream = ? AND seq BETWEEN ? AND ? ORDER BY seq",
+            (Stream(stream), from_seq, to_seq),
+        ).fetchall()
+        out: list[Record] = []
+        bad: list[tuple[_Row, str]] = []
+        for row in rows:
+            try:
+                out.append(self._unseal(row))
+            except RecordAuthError as exc:
+                bad.append((row, str(exc)))
+        self._quarantine(bad)
+        return out
+
+    def stats(self) -> StoreStats:
+        """A consistent snapshot (one scan of the records table)."""
+        conn = self._live()
+        counts: dict[tuple[int, int], tuple[int, int, int]] = {}
+        for s, state, n, size, oldest in conn.execute(
+            "SELECT stream, state, count(*), SUM(size), MIN(created_ms) FROM records"
+            " GROUP BY stream, state"
+        ):
+            counts[(s, state)] = (n, size, oldest)
+        leased: dict[Stream, int] = {}
+        for s, _ in self._leased:
+            leased[s] = leased.get(s, 0) + 1
+        streams = {}
+        for s, last, evicted, dead, quarantined in conn.execute(
+            "SELECT stream, last_seq, evicted, dead, quarantined FROM streams"
+        ):
+            stream = Stream(s)
+            by_state = [counts.get((s, st), (0, 0, None)) for st in (_PENDING, _DELIVERED, _DEAD)]
+            streams[stream] = StreamStats(
+                undelivered=by_state[0][0],
+                delivered=by_state[1][0],
+                dead=by_state[2][0],
+                leased=leased.get(stream, 0),
+                bytes=sum(c[1] for c in by_state),
+                last_seq=last,
+                oldest_undelivered_ms=by_state[0][2],
+                evicted=evicted,
+                dead_total=dead,
+                quarantined=quarantined,
+            )
+        return StoreStats(
+            streams=streams,
+            bytes=self._bytes,
+            capacity_bytes=self._capacity,
+            quarantine_rows=conn.execute("SELECT count(*) FROM quarantine").fetchone()[0],
+            active_key_id=self._keys.active.id,
+            key_ids=self._keys.ids(),
+        )
+
+    # -- housekeeping ----------------------------------------------------------------------
+
+    def maintain(self) -> None:
+        """Apply retention (age), enforce capacity, prune retired keys, return free pages.
+
+        Records older than ``retention_days``: delivered and dead ones are deleted; undelivered
+        telemetry is evicted (counted, reported); undelivered alarms and events are kept until
+        delivered. Works in short transactions so appends are never blocked for long.
+        """
+        conn = self._live()
+        cutoff = self._clock_ms() - self._retention_ms
+        queries: list[tuple[str, tuple[int, ...], bool]] = [
+            (
+                "SELECT id, stream, seq, created_ms, size, state FROM records"
+                " WHERE state <> 0 AND created_ms < ? ORDER BY created_ms LIMIT ?",
+                (cutoff,),
+                False,
+            ),
+            (
+                "SELECT id, stream, seq, created_ms, size, state FROM records"
+                " WHERE stream = 2 AND state = 0 AND created_ms < ? ORDER BY created_ms LIMIT ?",
+                (cutoff,),
+                True,
+            ),
+        ]
+        for query, args, counted in queries:
+            while True:
+                with self._transaction("retention"):
+                    victims = conn.execute(query, (*args, _CHUNK)).fetchall()
+                    self._delete(conn, victims)
+                self._forget(victims, "retention" if counted else None)
+                if len(victims) < _CHUNK:
+                    break
+        with self._transaction("retention"):
+            conn.execute("DELETE FROM quarantine WHERE created_ms < ?", (cutoff,))
+        if self._bytes > self._capacity:
+            with self._transaction("capacity"):
+                evicted = self._evict_for_capacity(conn, self._bytes - self._capacity)
+            self._forget(evicted, "capacity")
+        try:
+            self._keys.prune(conn)
+            conn.execute("PRAGMA incremental_vacuum")
+        except sqlite3.Error as exc:
+            raise from_sqlite(exc, "maintenance") from exc
+
+    def take_evictions(self) -> list[Eviction]:
+        """Evictions of undelivered records since the last call (then forgotten here; the
+        per-stream totals stay in :meth:`stats`)."""
+        out = [
+            Eviction(stream, count, first, last, reason)
+            for (stream, reason), (count, first, last) in sorted(self._evictions.items())
+        ]
+        self._evictions.clear()
+        return out
+
+    def rotate_key(self) -> int:
+        """Seal new records with a fresh key (written to the key file first); old keys stay
+        until no retained record needs them (pruned by :meth:`maintain`). Returns its id."""
+        conn = self._live()
+        try:
+            return self._keys.rotate(conn, self._clock_ms())
+        except sqlite3.Error as exc:
+            raise from_sqlite(exc, "rotating the key") from exc
+
+    def close(self) -> None:
+        """Drop leases, close the database, release the lock. Idempotent."""
+        if self._conn is None:
+            return
+        self._leased.clear()
+        try:
+            self._conn.close()
+        finally:
+            self._conn = None
+            os.close(self._lock_fd)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _live(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise BufferClosedError("the store is closed")
+        return self._conn
+
+    @contextmanager
+    def _transaction(self, doing: str, *, durable: bool = False) -> Iterator[None]:
+        """BEGIN IMMEDIATE .. COMMIT; rolls back on any error; translates SQLite errors."""
+        conn = self._live()
+        try:
+            if durable:
+                conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise from_sqlite(exc, doing) from exc
+        finally:
+            if durable:
+                conn.execute("PRAGMA synchronous = NORMAL")
+
+    def _unseal(self, row: _Row) -> Record:
+        _, stream, seq, created, key_id, nonce, sealed = row
+        key = self._keys.get(key_id)
+        aad = crypto.associated_data(self._gateway, stream, seq, created, key_id)
+        payload = crypto.unpack(key.open(nonce, sealed, aad))
+        return Record(stream=Stream(stream), seq=seq, created_ms=created, payload=payload)
+
+    def _take(self, records: list[Record]) -> list[Record]:
+        self._leased.update((r.stream, r.seq) for r in records)
+        return records
+
+    def _quarantine(self, bad: list[tuple[_Row, str]]) -> None:
+        """Move records that failed authentication out of ``records`` (counted per stream)."""
+        if not bad:
+            return
+        conn = self._live()
+        now = self._clock_ms()
+        moved: list[tuple[Stream, int, int]] = []
+        with self._transaction("quarantine"):
+            for row, reason in bad:
+                rid, stream, seq = row[0], Stream(row[1]), row[2]
+                size = conn.execute("SELECT size FROM records WHERE id = ?", (rid,)).fetchone()
+                if size is None:
+                    continue
+                conn.execute(
+                    "INSERT INTO quarantine(stream, seq, created_ms, key_id, nonce, sealed,"
+                    " reason, at_ms) SELECT stream, seq, created_ms, key_id, nonce, sealed, ?, ?"
+                    " FROM records WHERE id = ?",
+                    (reason, now, rid),
+                )
+                conn.execute("DELETE FROM records WHERE id = ?", (rid,))
+                conn.execute(
+                    "UPDATE streams SET quarantined = quarantined + 1 WHERE stream = ?", (stream,)
+                )
+                moved.append((stream, seq, size[0]))
+        for stream, seq, size in moved:
+            self._bytes -= size
+            self._leased.discard((stream, seq))
+
+    def _evict_for_capacity(self, conn: sqlite3.Connection, need: int) -> list[_Candidate]:
+        """Inside a transaction: delete delivered/dead records oldest first, then undelivered
+        telemetry by seq, until ``need`` bytes are freed or nothing evictable is left. Alarms
+        and events that are undelivered are never touched (the store may then exceed its
+        capacity; a full disk surfaces as BufferFullError)."""
+        evicted: list[_Candidate] = []
+        freed = 0
+        for query in (
+            "SELECT id, stream, seq, created_ms, size, state FROM records"
+            " WHERE state <> 0 ORDER BY created_ms, id LIMIT ?",
+            "SELECT id, stream, seq, created_ms, size, state FROM records"
+            " WHERE stream = 2 AND state = 0 ORDER BY seq LIMIT ?",
+        ):
+            while freed < need:
+                batch = conn.execute(query, (_CHUNK,)).fetchall()
+                if not batch:
+                    break
+                take = []
+                for cand in batch:
+                    take.append(cand)
+                    freed += cand[4]
+                    if freed >= need:
+                        break
+                self._delete(conn, take)
+                evicted.extend(take)
+        return evicted
+
+    def _delete(self, conn: sqlite3.Connection, victims: list[_Candidate]) -> None:
+        """Inside a transaction: delete ``victims``, counting undelivered ones per stream."""
+        conn.executemany("DELETE FROM records WHERE id = ?", [(v[0],) for v in victims])
+        dropped: dict[int, int] = {}
+        for v in victims:
+            if v[5] == _PENDING:
+                dropped[v[1]] = dropped.get(v[1], 0) + 1
+        for s, n in dropped.items():
+            conn.execute("UPDATE streams SET evicted = evicted + ? WHERE stream = ?", (n, s))
+
+    def _forget(self, victims: list[_Candidate], reason: EvictionReason | None) -> None:
+        """After commit: account freed bytes, drop leases, record evictions of pending rows."""
+        for _, s, seq, created, size, state in victims:
+            stream = Stream(s)
+            self._bytes -= size
+            self._leased.discard((stream, seq))
+            if state != _PENDING or reason is None:
+                continue
+            count, first, last = self._evictions.get((stream, reason), (0, created, created))
+            self._evictions[(stream, reason)] = (count + 1, min(first, created), max(last, created))
+
+
+def _bind_gateway(conn: sqlite3.Connection, path: Path, gateway_id: str) -> None:
+    """A database is bound to one gateway id (its records' associated data names it)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'gateway_id'").fetchone()
+    if row is None:
+        conn.execute("INSERT INTO meta(key, value) VALUES ('gateway_id', ?)", (gateway_id,))
+    elif row[0] != gateway_id:
+        raise BufferMismatchError(
+            f"{path}: this buffer belongs to gateway {row[0]!r}, not {gateway_id!r}; "
+            "fix gateway.id or move the database aside"
+        )

@@ -1,0 +1,148 @@
+"""Model-based test: the Store against a plain in-memory list model.
+
+The model keeps, per stream, a list of [seq, payload, state] and a set of leased keys; every
+operation of the store is mirrored and compared, including across reopen (leases forgotten,
+everything else kept).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from buffer import Store, Stream
+from tests.buffer.conftest import Clock
+
+PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
+Key = tuple[Stream, int]
+
+streams = st.sampled_from(list(Stream))
+payloads = st.lists(st.binary(max_size=60), max_size=4)
+
+
+class StoreModel(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tmp = tempfile.TemporaryDirectory()
+        self.clock = Clock()
+        self.records: dict[Stream, list[list[object]]] = {s: [] for s in Stream}
+        self.last_seq = dict.fromkeys(Stream, 0)
+        self.leased: set[Key] = set()
+        self.store = self.open()
+
+    def open(self) -> Store:
+        root = Path(self.tmp.name)
+        return Store.open(
+            path=root / "b.db", key_file=root / "k", gateway_id="gw", clock_ms=self.clock
+        )
+
+    def teardown(self) -> None:
+        self.store.close()
+        self.tmp.cleanup()
+
+    def state(self, key: Key) -> str | None:
+        for seq, _, state in self.records[key[0]]:
+            if seq == key[1]:
+                return str(state)
+        return None
+
+    def set_state(self, key: Key, state: str) -> None:
+        for rec in self.records[key[0]]:
+            if rec[0] == key[1]:
+                rec[2] = state
+
+    @rule(stream=streams, batch=payloads)
+    def append(self, stream: Stream, batch: list[bytes]) -> None:
+        seqs = self.store.append(stream, batch)
+        first = self.last_seq[stream] + 1
+        assert seqs == list(range(first, first + len(batch)))
+        for seq, payload in zip(seqs, batch, strict=True):
+            self.records[stream].append([seq, payload, PENDING])
+        self.last_seq[stream] += len(batch)
+        self.clock.advance(7)
+
+    @rule(max_count=st.integers(1, 6), max_bytes=st.integers(1, 150))
+    def lease(self, max_count: int, max_bytes: int) -> None:
+        expected: list[tuple[Stream, int, bytes]] = []
+        total = 0
+        for stream in Stream:
+            for seq, payload, state in self.records[stream]:
+                assert isinstance(seq, int)
+                assert isinstance(payload, bytes)
+                if state != PENDING or (stream, seq) in self.leased:
+                    continue
+                if len(expected) == max_count or (expected and total + len(payload) > max_bytes):
+                    break
+                expected.append((stream, seq, payload))
+                total += len(payload)
+            else:
+                continue
+            break
+        got = self.store.lease(max_count=max_count, max_bytes=max_bytes)
+        assert [(r.stream, r.seq, r.payload) for r in got] == expected
+        self.leased.update((s, q) for s, q, _ in expected)
+
+    @precondition(lambda self: self.leased)
+    @rule(data=st.data())
+    def release(self, data: st.DataObject) -> None:
+        chosen = data.draw(st.sets(st.sampled_from(sorted(self.leased))))
+        self.store.release(chosen)
+        self.leased -= chosen
+
+    @rule()
+    def release_all(self) -> None:
+        self.store.release_all()
+        self.leased.clear()
+
+    @rule(data=st.data())
+    def settle(self, data: st.DataObject) -> None:
+        candidates = st.tuples(streams, st.integers(1, max(self.last_seq.values()) + 2))
+        accepted = data.draw(st.lists(candidates, max_size=4))
+        rejected = data.draw(st.lists(candidates, max_size=3))
+        self.store.settle(accepted=accepted, rejected=[(s, q, "no") for s, q in rejected])
+        for key in accepted:
+            if self.state(key) == PENDING:
+                self.set_state(key, DELIVERED)
+        for key in rejected:
+            if self.state(key) == PENDING:
+                self.set_state(key, DEAD)
+        self.leased -= set(accepted) | set(rejected)
+
+    @rule(stream=streams, lo=st.integers(0, 12), span=st.integers(0, 12))
+    def resend(self, stream: Stream, lo: int, span: int) -> None:
+        got = self.store.resend(stream, lo, lo + span)
+        expected = [(q, p) for q, p, _ in self.records[stream] if lo <= q <= lo + span]  # type: ignore[operator]
+        assert [(r.seq, r.payload) for r in got] == expected
+
+    @rule()
+    def reopen(self) -> None:
+        self.store.close()
+        self.store = self.open()
+        self.leased.clear()
+
+    @invariant()
+    def stats_agree_with_the_model(self) -> None:
+        stats = self.store.stats()
+        for stream in Stream:
+            s = stats.streams[stream]
+            states = [r[2] for r in self.records[stream]]
+            assert s.last_seq == self.last_seq[stream]
+            assert (s.undelivered, s.delivered, s.dead) == (
+                states.count(PENDING),
+                states.count(DELIVERED),
+                states.count(DEAD),
+            )
+            assert s.dead_total == states.count(DEAD)
+            assert s.leased == sum(1 for k in self.leased if k[0] == stream)
+            assert s.evicted == s.quarantined == 0
+        assert stats.bytes == sum(s.bytes for s in stats.streams.values())
+
+
+StoreModel.TestCase.settings = settings(
+    max_examples=30, stateful_step_count=25, deadline=None, database=None
+)
+test_the_store_behaves_like_the_list_model = StoreModel.TestCase
