@@ -1,0 +1,91 @@
+"""``safeedge run``: the agent daemon.
+
+Exit codes: 0 after a clean stop (SIGTERM/SIGINT), 78 (EX_CONFIG) when the config, a rule, the
+buffer key or a credential needs a human (systemd's unit does not restart on 78), 1 on an
+unexpected failure (systemd restarts it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from agent.logs import kv, setup_logging
+
+__all__ = ["EX_CONFIG", "register", "run_agent"]
+
+EX_CONFIG = 78
+log = logging.getLogger("safeedge.run")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("run", help="run the agent (poll, evaluate, buffer, forward)")
+    p.add_argument("--config", "-c", required=True, type=Path, help="agent config file (TOML)")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level)
+    return run_agent(args.config)
+
+
+def run_agent(config_path: Path) -> int:
+    """Load, build and run the agent until SIGTERM/SIGINT; returns the process exit code."""
+    from agent.config import ConfigError, load_config, resolved_paths
+
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        print(f"safeedge: {config_path}: invalid config, not starting", file=sys.stderr)
+        return EX_CONFIG
+    paths = resolved_paths(cfg, config_path)
+    # numba reads NUMBA_CACHE_DIR when first imported: set it before the rules package loads.
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(paths.data_dir / "numba-cache"))
+
+    from agent.pipeline import Pipeline
+    from buffer import BufferNeedsHumanError
+    from drivers import DriverConfigError
+    from rules import RuleConfigError
+
+    password = None
+    if paths.password_file is not None:
+        try:
+            password = paths.password_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            print(f"safeedge: uplink.password_file {paths.password_file}: {exc}", file=sys.stderr)
+            return EX_CONFIG
+    try:
+        pipeline = Pipeline(cfg, paths, password=password)
+    except (RuleConfigError, DriverConfigError) as exc:
+        print(f"safeedge: {config_path}: {exc}", file=sys.stderr)
+        return EX_CONFIG
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await pipeline.run(stop)
+
+    log.info(
+        kv(
+            "starting",
+            site=cfg.gateway.site,
+            gateway=cfg.gateway.id,
+            config=config_path,
+            data_dir=paths.data_dir,
+        )
+    )
+    try:
+        asyncio.run(main())
+    except BufferNeedsHumanError as exc:
+        print(f"safeedge: buffer: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    return 0

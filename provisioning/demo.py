@@ -1,0 +1,233 @@
+"""``safeedge demo``: the agent's main job on a simulated site, end to end, on one machine.
+
+Starts, on free loopback ports: the tank-farm simulator (a real Modbus TCP server), a
+Mosquitto broker (when installed), the agent as its own process (``safeedge run``), and a
+listener playing the central platform. Prints what the platform receives; the agent's own log
+goes to ``WORKDIR/agent.log`` and its locally raised alarms are echoed as ``[agent]`` lines.
+Ctrl-C (or ``--duration``) stops the agent first (so it flushes), then the broker and the
+simulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from provisioning.cmd_listen import format_lines
+from provisioning.listen import Listener, Message
+from provisioning.localbroker import LocalBroker, find_mosquitto, free_port
+from provisioning.simulator import TankFarmSimulator, tank_farm_config
+
+__all__ = ["DemoOptions", "DemoResult", "run_demo"]
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    workdir: Path
+    duration_s: float | None = None  # None: until Ctrl-C
+    seed: int = 1
+    time_scale: float = 1.0
+    leak_start_s: float = 10.0
+    broker: bool = True  # False: run without a broker (the agent buffers)
+
+
+@dataclass(slots=True)
+class DemoResult:
+    received: dict[str, int] = field(default_factory=dict)
+    alarms: list[str] = field(default_factory=list)
+    gaps: int = 0
+    agent_exit: int | None = None
+
+
+def _out(out: TextIO, line: str) -> None:
+    print(line, file=out, flush=True)
+
+
+def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> DemoResult:
+    """Run the demo; returns what the platform side received (for tests and the summary)."""
+    if opts.workdir.exists():
+        shutil.rmtree(opts.workdir)
+    opts.workdir.mkdir(parents=True)
+    result = DemoResult()
+    mosquitto = find_mosquitto() if opts.broker else None
+    broker: LocalBroker | None = None
+    mqtt_port = free_port()
+    if mosquitto is not None:
+        broker = LocalBroker(opts.workdir / "broker", binary=mosquitto, port=mqtt_port)
+        broker.start()
+        _out(out, f"[demo] Mosquitto on 127.0.0.1:{mqtt_port}")
+    else:
+        _out(
+            out,
+            "[demo] no Mosquitto broker (install: apt-get install mosquitto); the agent keeps "
+            "monitoring and alarming and buffers everything until a broker is reachable",
+        )
+    modbus_port = free_port()
+    config_path = opts.workdir / "agent.toml"
+    config_path.write_text(
+        tank_farm_config(
+            modbus_host="127.0.0.1",
+            modbus_port=modbus_port,
+            mqtt_host="127.0.0.1",
+            mqtt_port=mqtt_port,
+            data_dir=str(opts.workdir / "data"),
+        )
+    )
+    lock = threading.Lock()
+
+    def on_message(m: Message) -> None:
+        with lock:
+            result.received[m.kind] = result.received.get(m.kind, 0) + 1
+            if m.gap is not None:
+                result.gaps += m.gap.count
+            if m.kind == "alarm":
+                result.alarms.extend(format_lines(m))
+            for line in format_lines(m):
+                _out(out, f"[platform] {line}")
+
+    listener: Listener | None = None
+    if broker is not None:
+        listener = Listener(
+            host="127.0.0.1",
+            port=mqtt_port,
+            on_message=on_message,
+            client_id="safeedge-demo-platform",
+            session_expiry_s=3600,
+        )
+        listener.start()
+
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    agent_log = opts.workdir / "agent.log"
+    agent: subprocess.Popen[bytes] | None = None
+    try:
+        with _Simulator(opts, modbus_port) as sim_thread:
+            _out(
+                out,
+                f"[demo] tank-farm simulator on 127.0.0.1:{modbus_port} (seed {opts.seed}); "
+                f"the leak on GT-102 starts at t={opts.leak_start_s / opts.time_scale:.0f} s",
+            )
+            with agent_log.open("wb") as log_file:
+                agent = subprocess.Popen(
+                    [sys.executable, "-m", "agent", "run", "--config", str(config_path)],
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # Ctrl-C reaches us; we stop the agent in order
+                )
+            _out(out, f"[demo] agent started (pid {agent.pid}); its log: {agent_log}")
+            _follow(agent, agent_log, opts, stop, out, sim_thread)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if agent is not None:
+            result.agent_exit = _stop_agent(agent)
+            _out(out, f"[demo] agent stopped (exit {result.agent_exit})")
+        time.sleep(0.3)  # the last PUBACKed records reach the listener
+        if listener is not None:
+            listener.stop()
+        if broker is not None:
+            broker.stop()
+    _out(out, f"[demo] received: {result.received or 'nothing'}; seq gaps: {result.gaps}")
+    return result
+
+
+def _follow(
+    agent: subprocess.Popen[bytes],
+    agent_log: Path,
+    opts: DemoOptions,
+    stop: threading.Event,
+    out: TextIO,
+    sim: _Simulator,
+) -> None:
+    """Echo the agent's alarm lines until the duration passes, Ctrl-C, or the agent exits."""
+    started = time.monotonic()
+    offset = 0
+    while not stop.is_set():
+        if opts.duration_s is not None and time.monotonic() - started >= opts.duration_s:
+            return
+        if agent.poll() is not None:
+            _out(out, f"[demo] the agent exited with {agent.returncode}; see {agent_log}")
+            return
+        if sim.error is not None:
+            _out(out, f"[demo] the simulator failed: {sim.error}")
+            return
+        with agent_log.open("rb") as f:
+            f.seek(offset)
+            chunk = f.read()
+        complete = chunk.rfind(b"\n") + 1
+        offset += complete
+        for raw in chunk[:complete].splitlines():
+            line = raw.decode(errors="replace")
+            if " alarm " in line or " ERROR " in line or "uplink" in line:
+                _out(out, f"[agent]    {line.split(' ', 3)[-1]}")
+        stop.wait(0.2)
+
+
+def _stop_agent(agent: subprocess.Popen[bytes]) -> int:
+    if agent.poll() is None:
+        agent.send_signal(signal.SIGTERM)
+        try:
+            agent.wait(15)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            agent.wait()
+    return int(agent.returncode)
+
+
+class _Simulator:
+    """Runs the simulator's asyncio server on a thread of its own."""
+
+    def __init__(self, opts: DemoOptions, port: int) -> None:
+        self._opts = opts
+        self._port = port
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="simulator", daemon=True)
+        self._started = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._main())
+        except BaseException as exc:  # reported to the caller, never lost
+            self.error = exc
+            self._started.set()
+        finally:
+            self._loop.close()
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        sim = TankFarmSimulator(
+            host="127.0.0.1",
+            port=self._port,
+            seed=self._opts.seed,
+            time_scale=self._opts.time_scale,
+            leak_start_s=self._opts.leak_start_s,
+        )
+        async with sim:
+            self._started.set()
+            await self._stop.wait()
+
+    def __enter__(self) -> _Simulator:
+        self._thread.start()
+        self._started.wait(10)
+        if self.error is not None:
+            raise RuntimeError(f"simulator failed to start: {self.error}") from self.error
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._stop is not None:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(5)

@@ -1,0 +1,74 @@
+"""The pipeline in-process against the simulator (a real Modbus TCP server): alarms are raised
+and kept locally while no broker is reachable."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from agent.config import loads_config, resolved_paths
+from agent.pipeline import Pipeline
+from buffer import Store
+from buffer.record import Stream
+from provisioning.localbroker import free_port
+from provisioning.simulator import TankFarmSimulator, tank_farm_config
+
+pytestmark = pytest.mark.integration
+
+
+def _gt102_high(store: Store) -> list[tuple[str, int]]:
+    last = store.stats().streams[Stream.ALARM].last_seq
+    bodies = [json.loads(r.payload) for r in store.resend(Stream.ALARM, 1, last)] if last else []
+    return [
+        (b["event"], b["level"]) for b in bodies if (b["tag"], b["alarm"]) == ("GT-102", "high")
+    ]
+
+
+def test_alarms_are_raised_and_buffered_while_the_broker_is_unreachable(tmp_path: Path) -> None:
+    modbus_port, dead_mqtt_port = free_port(), free_port()
+    config_path = tmp_path / "agent.toml"
+    config_path.write_text(
+        tank_farm_config(
+            modbus_host="127.0.0.1",
+            modbus_port=modbus_port,
+            mqtt_host="127.0.0.1",
+            mqtt_port=dead_mqtt_port,  # nothing listens here: the uplink stays down
+            data_dir=str(tmp_path / "data"),
+        )
+    )
+    cfg = loads_config(config_path.read_text(), source=str(config_path))
+    paths = resolved_paths(cfg, config_path)
+
+    async def scenario() -> None:
+        pipeline = Pipeline(cfg, paths, flush_timeout_s=0.5)
+        stop = asyncio.Event()
+        task = asyncio.create_task(pipeline.run(stop))
+        try:
+            await asyncio.wait_for(pipeline.ready.wait(), 60)
+            # The PLC comes up after the agent; its leak starts 2 s (scenario 10 s) later.
+            sim = TankFarmSimulator(port=modbus_port, time_scale=5.0, leak_start_s=10.0, seed=3)
+            async with sim:
+                for _ in range(300):  # the store is read on the loop thread, as the agent does
+                    assert pipeline.store is not None
+                    if ("escalate", 2) in _gt102_high(pipeline.store):
+                        break
+                    await asyncio.sleep(0.1)
+            assert pipeline.uplink is not None
+            assert not pipeline.uplink.connected
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
+
+    asyncio.run(scenario())
+
+    with Store.open(path=paths.buffer_path, key_file=paths.buffer_key_file, gateway_id="GW1") as s:
+        stats = s.stats()
+        gt102 = _gt102_high(s)
+        telemetry = stats.streams[Stream.TELEMETRY]
+    assert stats.streams[Stream.ALARM].delivered == 0
+    assert gt102[:2] == [("raise", 1), ("escalate", 2)]
+    assert telemetry.undelivered >= 2
+    assert telemetry.delivered == 0

@@ -1,0 +1,49 @@
+"""``safeedge demo`` as `make demo` runs it: simulator, Mosquitto, agent and listener."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from provisioning.demo import DemoOptions, run_demo
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_the_demo_prints_a_level_1_then_a_level_2_alarm_received_by_the_platform(
+    tmp_path: Path,
+) -> None:
+    out = io.StringIO()
+    result = run_demo(
+        DemoOptions(workdir=tmp_path / "demo", duration_s=25, time_scale=4, leak_start_s=24),
+        out=out,
+    )
+    text = out.getvalue()
+    assert result.agent_exit == 0, text
+    assert result.gaps == 0
+    raise_lines = [line for line in result.alarms if "GT-102 high RAISE level 1 (major)" in line]
+    escalate_lines = [
+        line for line in result.alarms if "GT-102 high ESCALATE level 2 (critical)" in line
+    ]
+    assert raise_lines, text
+    assert escalate_lines, text
+    assert text.index(raise_lines[0]) < text.index(escalate_lines[0])
+    assert "[agent]    safeedge.pipeline alarm tag=GT-102 alarm=high event=raise level=1" in text
+    assert result.received.get("telemetry", 0) >= 10
+
+
+def test_the_demo_without_a_broker_keeps_alarming_and_says_it_buffers(tmp_path: Path) -> None:
+    out = io.StringIO()
+    result = run_demo(
+        DemoOptions(
+            workdir=tmp_path / "demo", duration_s=20, time_scale=4, leak_start_s=24, broker=False
+        ),
+        out=out,
+    )
+    text = out.getvalue()
+    assert result.agent_exit == 0, text
+    assert "buffers everything until a broker is reachable" in text
+    assert "alarm tag=GT-102 alarm=high event=raise level=1" in text
+    assert result.received == {}
