@@ -32,7 +32,7 @@ import msgspec
 from agent import __version__
 from agent.alarm_ids import AlarmIds
 from agent.codec import alarm_body, event_body, telemetry_body
-from agent.config import AgentConfig, DeviceConfig, ResolvedPaths
+from agent.config import AgentConfig, ResolvedPaths
 from agent.forwarder import Forwarder
 from agent.logs import RateLimiter, kv
 from agent.notify import notify, watchdog_interval_s
@@ -42,7 +42,6 @@ from buffer import BufferError as StoreError
 from buffer import Store
 from buffer.record import Stream
 from drivers import ModbusDevice, Quality, SampleBatch, build_device
-from drivers.config import ModbusRtuDeviceConfig
 from rules import RuleEngine
 from rules.events import AlarmEvent
 
@@ -69,12 +68,6 @@ class PipelineStats:
     last_poll_monotonic: float = field(default_factory=time.monotonic)
 
 
-def _bus_key(cfg: DeviceConfig) -> str:
-    if isinstance(cfg, ModbusRtuDeviceConfig):
-        return f"serial:{cfg.serial_port}"
-    return f"device:{cfg.name}"
-
-
 class Pipeline:
     """Builds every component from the config (no I/O) and runs them until ``stop`` is set."""
 
@@ -99,7 +92,7 @@ class Pipeline:
             device = build_device(
                 dev_cfg, tag_index=self.tags.index, serial_ports=serial_ports, clock_ms=clock_ms
             )
-            self._buses.setdefault(_bus_key(dev_cfg), []).append(device)
+            self._buses.setdefault(device.bus, []).append(device)
         self._online: dict[str, bool] = {}
         self._alarm_ids = AlarmIds(cfg.gateway.id)
         self.uplink: Uplink | None = None

@@ -293,6 +293,12 @@ class ModbusDevice:
     def __repr__(self) -> str:
         return f"<ModbusDevice {self.name} {self._link.key} unit {self.unit_id}>"
 
+    @property
+    def bus(self) -> str:
+        """The physical link this device's requests travel on. Devices with the same ``bus``
+        must be polled by one task, one request at a time (one owner per bus)."""
+        return self._link.key
+
     async def __aenter__(self) -> ModbusDevice:
         self._link.enter()
         return self
