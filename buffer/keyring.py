@@ -98,6 +98,24 @@ class KeyRing:
         ring._sealed = row.fetchone()[0]
         return ring
 
+    @classmethod
+    def load_read_only(cls, conn: sqlite3.Connection, path: Path) -> KeyRing:
+        """Read the key file and check it against the database, writing nothing (for readers
+        beside a running agent). Raises :class:`BufferKeyError` as :meth:`load` does; records
+        naming a key the file lacks fail authentication one by one instead."""
+        keys = {k.id: k for k in crypto.read_key_file(path)}
+        for kid, c, nonce, sealed in conn.execute(
+            "SELECT key_id, cipher, check_nonce, check_sealed FROM keys"
+        ):
+            key = keys.get(kid)
+            if key is not None and (key.cipher != c or not key.matches(nonce, sealed)):
+                raise BufferKeyError(
+                    f"{path}: key {kid} is not the key this buffer was sealed with "
+                    "(wrong key file?)"
+                )
+        active = max(keys.values(), key=lambda k: k.id)
+        return cls(path=path, cipher=active.cipher, keys=keys, active=active, sealed=0)
+
     def get(self, key_id: int) -> Key:
         """The key with this id; :class:`RecordAuthError` if the ring does not hold it."""
         key = self._keys.get(key_id)

@@ -1,14 +1,16 @@
-"""Plain data the store hands out: statistics and eviction reports."""
+"""Plain data the store hands out (statistics, eviction reports, limits) and the one query
+that computes statistics from a database (used by the store and the read-only reader)."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 from buffer.record import Stream
 
-__all__ = ["Eviction", "EvictionReason", "StoreStats", "StreamStats"]
+__all__ = ["Eviction", "EvictionReason", "StoreStats", "StreamLimit", "StreamStats", "query_stats"]
 
 EvictionReason = Literal["capacity", "retention"]
 
@@ -51,6 +53,21 @@ class StoreStats:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamLimit:
+    """One stream's limits: ``capacity_bytes`` bounds its accounted bytes (None: only the
+    store's total does); ``retention_days`` overrides the store's retention (None: inherit)."""
+
+    capacity_bytes: int | None = None
+    retention_days: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.capacity_bytes is not None and self.capacity_bytes <= 0:
+            raise ValueError("capacity_bytes must be positive")
+        if self.retention_days is not None and self.retention_days <= 0:
+            raise ValueError("retention_days must be positive")
+
+
+@dataclass(frozen=True, slots=True)
 class Eviction:
     """Undelivered records of one stream dropped since the last report: how many, the
     creation-time span ``first_ts``..``last_ts`` (UTC epoch ms), and why."""
@@ -60,3 +77,56 @@ class Eviction:
     first_ts: int
     last_ts: int
     reason: EvictionReason
+
+
+def query_stats(
+    conn: sqlite3.Connection,
+    *,
+    leased: Mapping[Stream, int],
+    capacity_bytes: int,
+    active_key_id: int,
+    key_ids: tuple[int, ...],
+) -> StoreStats:
+    """A consistent snapshot: one read transaction over ``records``, ``streams`` and
+    ``quarantine`` (``bytes`` is summed from the rows, so it is right for any reader)."""
+    counts: dict[tuple[int, int], tuple[int, int, int | None]] = {}
+    started = not conn.in_transaction
+    if started:
+        conn.execute("BEGIN")
+    try:
+        for s, state, n, size, oldest in conn.execute(
+            "SELECT stream, state, count(*), SUM(size), MIN(created_ms) FROM records"
+            " GROUP BY stream, state"
+        ):
+            counts[(s, state)] = (n, size, oldest)
+        rows = conn.execute(
+            "SELECT stream, last_seq, evicted, dead, quarantined FROM streams"
+        ).fetchall()
+        quarantine_rows: int = conn.execute("SELECT count(*) FROM quarantine").fetchone()[0]
+    finally:
+        if started:
+            conn.execute("COMMIT")
+    streams = {}
+    for s, last, evicted, dead, quarantined in rows:
+        stream = Stream(s)
+        by_state = [counts.get((s, st), (0, 0, None)) for st in (0, 1, 2)]
+        streams[stream] = StreamStats(
+            undelivered=by_state[0][0],
+            delivered=by_state[1][0],
+            dead=by_state[2][0],
+            leased=leased.get(stream, 0),
+            bytes=sum(c[1] for c in by_state),
+            last_seq=last,
+            oldest_undelivered_ms=by_state[0][2],
+            evicted=evicted,
+            dead_total=dead,
+            quarantined=quarantined,
+        )
+    return StoreStats(
+        streams=streams,
+        bytes=sum(st.bytes for st in streams.values()),
+        capacity_bytes=capacity_bytes,
+        quarantine_rows=quarantine_rows,
+        active_key_id=active_key_id,
+        key_ids=key_ids,
+    )

@@ -13,7 +13,14 @@ Invariants:
    stream (persistently) and reported by :meth:`Store.take_evictions`; rejected records are
    dead-lettered with their reason and counted; records failing authentication are moved to
    ``quarantine`` and counted. Undelivered alarms and events are never evicted; only
-   undelivered telemetry is, oldest first, and only after every delivered or dead record.
+   undelivered telemetry is, oldest first, and only after every delivered or dead record
+   (of the stream over its own capacity, or of any stream for the store's total capacity).
+   Retention is per stream (:class:`StreamLimit`).
+7. A full disk never locks alarms out: a telemetry append that would leave less than
+   ``reserve_bytes`` of room (see :mod:`buffer.space`) is refused with ``BufferFullError``
+   before anything is written; alarms and events may use the reserve. ``maintain`` frees
+   delivered records while room is short. A genuine SQLITE_FULL rolls the append back and
+   raises ``BufferFullError``; the store stays usable.
 5. Leases live in memory only: a record is handed out by ``lease`` at most once until it is
    released or settled; after a restart every unsettled record is leased again (at-least-once).
 6. The database never holds a plaintext payload (see :mod:`buffer.crypto`).
@@ -34,7 +41,7 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -43,6 +50,7 @@ from typing import Literal, Self
 from buffer import crypto
 from buffer.errors import (
     BufferClosedError,
+    BufferFullError,
     BufferInUseError,
     BufferMismatchError,
     RecordAuthError,
@@ -52,7 +60,8 @@ from buffer.errors import (
 from buffer.keyring import KeyRing
 from buffer.record import Record, Stream
 from buffer.schema import open_database
-from buffer.stats import Eviction, EvictionReason, StoreStats, StreamStats
+from buffer.space import room_bytes
+from buffer.stats import Eviction, EvictionReason, StoreStats, StreamLimit, query_stats
 
 __all__ = ["Store", "record_id"]
 
@@ -88,6 +97,9 @@ class Store:
         gateway_id: str,
         retention_days: float,
         capacity_bytes: int,
+        stream_limits: Mapping[Stream, StreamLimit],
+        reserve_bytes: int,
+        path: Path,
         clock_ms: Callable[[], int],
         recovered_from: Path | None,
     ) -> None:
@@ -96,8 +108,15 @@ class Store:
         self._lock_fd = lock_fd
         self._keys = keys
         self._gateway = gateway_id
-        self._retention_ms = int(retention_days * _MS_PER_DAY)
+        limits = {s: stream_limits.get(s, StreamLimit()) for s in Stream}
+        self._retention_ms = {
+            s: int((lim.retention_days or retention_days) * _MS_PER_DAY)
+            for s, lim in limits.items()
+        }
+        self._stream_capacity = {s: lim.capacity_bytes for s, lim in limits.items()}
         self._capacity = capacity_bytes
+        self._reserve = reserve_bytes
+        self._path = path
         self._clock_ms = clock_ms
         self.recovered_from = recovered_from
         """Where a corrupt or foreign database was moved on open (None: nothing was)."""
@@ -106,7 +125,10 @@ class Store:
         self._last_seq = {
             Stream(s): n for s, n in conn.execute("SELECT stream, last_seq FROM streams")
         }
-        self._bytes: int = conn.execute("SELECT COALESCE(SUM(size), 0) FROM records").fetchone()[0]
+        self._stream_bytes = dict.fromkeys(Stream, 0)
+        for s, size in conn.execute("SELECT stream, SUM(size) FROM records GROUP BY stream"):
+            self._stream_bytes[Stream(s)] = size
+        self._bytes = sum(self._stream_bytes.values())
 
     @classmethod
     def open(
@@ -118,21 +140,33 @@ class Store:
         cipher: Literal["aes-256-gcm", "sm4-gcm"] = "aes-256-gcm",
         retention_days: float = 30.0,
         capacity_bytes: int = 1 << 30,
+        stream_limits: Mapping[Stream, StreamLimit] | None = None,
+        reserve_bytes: int = 16 << 20,
+        max_file_bytes: int | None = None,
         clock_ms: Callable[[], int] = _wall_clock_ms,
     ) -> Store:
         """Open (creating as needed) the database at ``path`` and the key file ``key_file``.
 
-        Creates missing parent directories (mode 0700), the database (WAL) and the key file
-        (mode 0600, one fresh key). A corrupt or foreign database is moved aside and reported
-        in :attr:`recovered_from`. Raises :class:`BufferKeyError` (needs a human) for a key
-        file readable by group/others, malformed, or not holding the records' keys;
-        :class:`BufferMismatchError` for another gateway's database or a newer schema;
-        :class:`BufferInUseError` when another process has the store open.
+        ``retention_days`` and ``capacity_bytes`` apply to the store (capacity: all streams
+        together); ``stream_limits`` overrides retention and bounds bytes per stream.
+        ``reserve_bytes`` of room (disk, or ``max_file_bytes``) are kept for alarms and events.
+        ``max_file_bytes`` is a hard ceiling on the database file (SQLite ``max_page_count``;
+        None: the disk is the limit). Creates missing parent directories (mode 0700), the
+        database (WAL) and the key file (mode 0600, one fresh key). A corrupt or foreign
+        database is moved aside and reported in :attr:`recovered_from`. Raises
+        :class:`BufferKeyError` (needs a human) for a key file readable by group/others,
+        malformed, or not holding the records' keys; :class:`BufferMismatchError` for another
+        gateway's database or a newer schema; :class:`BufferInUseError` when another process
+        has the store open.
         """
         if not gateway_id:
             raise ValueError("gateway_id must not be empty")
         if capacity_bytes <= 0 or retention_days <= 0:
             raise ValueError("capacity_bytes and retention_days must be positive")
+        if reserve_bytes < 0:
+            raise ValueError("reserve_bytes must not be negative")
+        if max_file_bytes is not None and max_file_bytes <= reserve_bytes:
+            raise ValueError("max_file_bytes must be larger than reserve_bytes")
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -152,6 +186,9 @@ class Store:
                 shutil.copy2(key_file, recovered.with_name(recovered.name + ".key"))
             _bind_gateway(conn, path, gateway_id)
             keys = KeyRing.load(conn, key_file, cipher, clock_ms())
+            if max_file_bytes is not None:
+                page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+                conn.execute(f"PRAGMA max_page_count = {max(1, max_file_bytes // page_size)}")
             return cls(
                 conn=conn,
                 lock_fd=lock_fd,
@@ -159,6 +196,9 @@ class Store:
                 gateway_id=gateway_id,
                 retention_days=retention_days,
                 capacity_bytes=capacity_bytes,
+                stream_limits=stream_limits or {},
+                reserve_bytes=reserve_bytes,
+                path=path,
                 clock_ms=clock_ms,
                 recovered_from=recovered,
             )
@@ -179,9 +219,11 @@ class Store:
     ) -> list[int]:
         """Seal and store ``payloads`` in one transaction; return their seqs (consecutive).
 
-        Durable when it returns. When the store would exceed its capacity, delivered records
-        and then undelivered telemetry are evicted first, in the same transaction (counted).
-        Raises :class:`BufferFullError` / :class:`BufferIOError` (transient; nothing stored).
+        Durable when it returns. When the stream or the store would exceed its capacity,
+        delivered records and then undelivered telemetry are evicted first, in the same
+        transaction (counted). Raises :class:`BufferFullError` (transient; nothing stored) for a
+        telemetry append that would eat into the reserve, or on a genuine SQLITE_FULL;
+        :class:`BufferIOError` for other I/O failures.
         """
         conn = self._live()
         stream = Stream(stream)
@@ -199,11 +241,16 @@ class Store:
             rows.append((stream, seq, created, key.id, nonce, sealed, size))
             incoming += size
         last = first + len(payloads) - 1
+        if stream is Stream.TELEMETRY:
+            self._check_room(conn, incoming)
         evicted: list[_Candidate] = []
         with self._transaction("append", durable=stream is Stream.ALARM):
-            overflow = self._bytes + incoming - self._capacity
+            cap = self._stream_capacity[stream]
+            if cap is not None and self._stream_bytes[stream] + incoming > cap:
+                evicted = self._evict(conn, self._stream_bytes[stream] + incoming - cap, stream)
+            overflow = self._bytes - sum(v[4] for v in evicted) + incoming - self._capacity
             if overflow > 0:
-                evicted = self._evict_for_capacity(conn, overflow)
+                evicted += self._evict(conn, overflow, None)
             conn.executemany(
                 "INSERT INTO records(stream, seq, created_ms, key_id, nonce, sealed, size)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -213,6 +260,7 @@ class Store:
             self._keys.count_seals(conn, key.id, len(rows))
         self._last_seq[stream] = last
         self._bytes += incoming
+        self._stream_bytes[stream] += incoming
         self._forget(evicted, "capacity")
         self._keys.after_commit(key.id, len(rows))
         if self._keys.needs_rotation():
@@ -322,40 +370,15 @@ class Store:
         return out
 
     def stats(self) -> StoreStats:
-        """A consistent snapshot (one scan of the records table)."""
+        """A consistent snapshot (one read transaction)."""
         conn = self._live()
-        counts: dict[tuple[int, int], tuple[int, int, int]] = {}
-        for s, state, n, size, oldest in conn.execute(
-            "SELECT stream, state, count(*), SUM(size), MIN(created_ms) FROM records"
-            " GROUP BY stream, state"
-        ):
-            counts[(s, state)] = (n, size, oldest)
         leased: dict[Stream, int] = {}
         for s, _ in self._leased:
             leased[s] = leased.get(s, 0) + 1
-        streams = {}
-        for s, last, evicted, dead, quarantined in conn.execute(
-            "SELECT stream, last_seq, evicted, dead, quarantined FROM streams"
-        ):
-            stream = Stream(s)
-            by_state = [counts.get((s, st), (0, 0, None)) for st in (_PENDING, _DELIVERED, _DEAD)]
-            streams[stream] = StreamStats(
-                undelivered=by_state[0][0],
-                delivered=by_state[1][0],
-                dead=by_state[2][0],
-                leased=leased.get(stream, 0),
-                bytes=sum(c[1] for c in by_state),
-                last_seq=last,
-                oldest_undelivered_ms=by_state[0][2],
-                evicted=evicted,
-                dead_total=dead,
-                quarantined=quarantined,
-            )
-        return StoreStats(
-            streams=streams,
-            bytes=self._bytes,
+        return query_stats(
+            conn,
+            leased=leased,
             capacity_bytes=self._capacity,
-            quarantine_rows=conn.execute("SELECT count(*) FROM quarantine").fetchone()[0],
             active_key_id=self._keys.active.id,
             key_ids=self._keys.ids(),
         )
@@ -363,42 +386,60 @@ class Store:
     # -- housekeeping ----------------------------------------------------------------------
 
     def maintain(self) -> None:
-        """Apply retention (age), enforce capacity, prune retired keys, return free pages.
+        """Apply retention (age, per stream), enforce capacities, free delivered records while
+        room is short of twice the reserve, prune retired keys, return free pages.
 
-        Records older than ``retention_days``: delivered and dead ones are deleted; undelivered
-        telemetry is evicted (counted, reported); undelivered alarms and events are kept until
-        delivered. Works in short transactions so appends are never blocked for long.
+        Records older than their stream's retention: delivered and dead ones are deleted;
+        undelivered telemetry is evicted (counted, reported); undelivered alarms and events are
+        kept until delivered. Works in short transactions so appends are never blocked for long.
         """
         conn = self._live()
-        cutoff = self._clock_ms() - self._retention_ms
-        queries: list[tuple[str, tuple[int, ...], bool]] = [
-            (
-                "SELECT id, stream, seq, created_ms, size, state FROM records"
-                " WHERE state <> 0 AND created_ms < ? ORDER BY created_ms LIMIT ?",
-                (cutoff,),
-                False,
-            ),
-            (
-                "SELECT id, stream, seq, created_ms, size, state FROM records"
-                " WHERE stream = 2 AND state = 0 AND created_ms < ? ORDER BY created_ms LIMIT ?",
-                (cutoff,),
-                True,
-            ),
-        ]
-        for query, args, counted in queries:
-            while True:
-                with self._transaction("retention"):
-                    victims = conn.execute(query, (*args, _CHUNK)).fetchall()
-                    self._delete(conn, victims)
-                self._forget(victims, "retention" if counted else None)
-                if len(victims) < _CHUNK:
-                    break
-        with self._transaction("retention"):
-            conn.execute("DELETE FROM quarantine WHERE created_ms < ?", (cutoff,))
+        now = self._clock_ms()
+        for stream in Stream:
+            cutoff = now - self._retention_ms[stream]
+            queries: list[tuple[str, EvictionReason | None]] = [
+                (
+                    "SELECT id, stream, seq, created_ms, size, state FROM records"
+                    " WHERE state <> 0 AND stream = ? AND created_ms < ?"
+                    " ORDER BY created_ms LIMIT ?",
+                    None,
+                ),
+            ]
+            if stream is Stream.TELEMETRY:
+                queries.append(
+                    (
+                        "SELECT id, stream, seq, created_ms, size, state FROM records"
+                        " WHERE stream = 2 AND state = 0 AND stream = ? AND created_ms < ?"
+                        " ORDER BY created_ms LIMIT ?",
+                        "retention",
+                    ),
+                )
+            for query, reason in queries:
+                while True:
+                    with self._transaction("retention"):
+                        victims = conn.execute(query, (stream, cutoff, _CHUNK)).fetchall()
+                        self._delete(conn, victims)
+                    self._forget(victims, reason)
+                    if len(victims) < _CHUNK:
+                        break
+            with self._transaction("retention"):
+                conn.execute(
+                    "DELETE FROM quarantine WHERE stream = ? AND created_ms < ?", (stream, cutoff)
+                )
+            cap = self._stream_capacity[stream]
+            if cap is not None and self._stream_bytes[stream] > cap:
+                with self._transaction("capacity"):
+                    evicted = self._evict(conn, self._stream_bytes[stream] - cap, stream)
+                self._forget(evicted, "capacity")
         if self._bytes > self._capacity:
             with self._transaction("capacity"):
-                evicted = self._evict_for_capacity(conn, self._bytes - self._capacity)
+                evicted = self._evict(conn, self._bytes - self._capacity, None)
             self._forget(evicted, "capacity")
+        short = 2 * self._reserve - self._room(conn)
+        if short > 0:
+            with self._transaction("freeing room"):
+                freed = self._evict(conn, short, None, delivered_only=True)
+            self._forget(freed, None)
         try:
             self._keys.prune(conn)
             conn.execute("PRAGMA incremental_vacuum")
@@ -511,23 +552,37 @@ class Store:
                 moved.append((stream, seq, size[0]))
         for stream, seq, size in moved:
             self._bytes -= size
+            self._stream_bytes[stream] -= size
             self._leased.discard((stream, seq))
 
-    def _evict_for_capacity(self, conn: sqlite3.Connection, need: int) -> list[_Candidate]:
+    def _evict(
+        self,
+        conn: sqlite3.Connection,
+        need: int,
+        stream: Stream | None,
+        *,
+        delivered_only: bool = False,
+    ) -> list[_Candidate]:
         """Inside a transaction: delete delivered/dead records oldest first, then undelivered
-        telemetry by seq, until ``need`` bytes are freed or nothing evictable is left. Alarms
-        and events that are undelivered are never touched (the store may then exceed its
-        capacity; a full disk surfaces as BufferFullError)."""
+        telemetry by seq, until ``need`` bytes are freed or nothing evictable is left; only
+        records of ``stream`` unless it is None. Alarms and events that are undelivered are
+        never touched (the store may then exceed its capacity; a full disk surfaces as
+        BufferFullError)."""
+        which = None if stream is None else int(stream)
+        queries = [
+            "SELECT id, stream, seq, created_ms, size, state FROM records"
+            " WHERE state <> 0 AND (?1 IS NULL OR stream = ?1) ORDER BY created_ms, id LIMIT ?2"
+        ]
+        if not delivered_only and stream in (None, Stream.TELEMETRY):
+            queries.append(
+                "SELECT id, stream, seq, created_ms, size, state FROM records"
+                " WHERE stream = 2 AND state = 0 ORDER BY seq LIMIT ?2"  # ?1 unused
+            )
         evicted: list[_Candidate] = []
         freed = 0
-        for query in (
-            "SELECT id, stream, seq, created_ms, size, state FROM records"
-            " WHERE state <> 0 ORDER BY created_ms, id LIMIT ?",
-            "SELECT id, stream, seq, created_ms, size, state FROM records"
-            " WHERE stream = 2 AND state = 0 ORDER BY seq LIMIT ?",
-        ):
+        for query in queries:
             while freed < need:
-                batch = conn.execute(query, (_CHUNK,)).fetchall()
+                batch = conn.execute(query, (which, _CHUNK)).fetchall()
                 if not batch:
                     break
                 take = []
@@ -539,6 +594,23 @@ class Store:
                 self._delete(conn, take)
                 evicted.extend(take)
         return evicted
+
+    def _room(self, conn: sqlite3.Connection) -> int:
+        try:
+            return room_bytes(conn, self._path)
+        except sqlite3.Error as exc:
+            raise from_sqlite(exc, "measuring free space") from exc
+        except OSError as exc:
+            raise from_os_error(exc, "measuring free space") from exc
+
+    def _check_room(self, conn: sqlite3.Connection, incoming: int) -> None:
+        """Refuse a telemetry append that would leave less than the reserve (see module)."""
+        room = self._room(conn)
+        if room - 2 * incoming < self._reserve:
+            raise BufferFullError(
+                f"telemetry refused: {room} bytes of room left and the last {self._reserve} "
+                "are kept for alarms and events; free disk space or lower the buffer's capacity"
+            )
 
     def _delete(self, conn: sqlite3.Connection, victims: list[_Candidate]) -> None:
         """Inside a transaction: delete ``victims``, counting undelivered ones per stream."""
@@ -555,6 +627,7 @@ class Store:
         for _, s, seq, created, size, state in victims:
             stream = Stream(s)
             self._bytes -= size
+            self._stream_bytes[stream] -= size
             self._leased.discard((stream, seq))
             if state != _PENDING or reason is None:
                 continue
