@@ -1,16 +1,20 @@
-"""Field side of SafeEdge: Modbus TCP and Modbus RTU devices.
+"""Field side of SafeEdge: Modbus TCP, Modbus RTU and serial-line (ASCII) devices.
 
-``build_device(cfg, tag_index=..., serial_ports=...)`` turns a device config into a
-:class:`ModbusDevice` (no I/O); ``async with device: batch = await device.poll()``.
-Failures are named by remedy in :mod:`drivers.errors`.
+``build_device(cfg, tag_index=..., serial_ports=...)`` turns a device config into a device
+(no I/O); ``async with device: batch = await device.poll()``. Failures are named by remedy in
+:mod:`drivers.errors`.
 """
 
+from drivers.devices import AnyDeviceConfig, Device, build_device
 from drivers.errors import DeviceUnavailable, DriverConfigError, DriverError, ProtocolError
-from drivers.modbus import ModbusDevice, ProbeRead, ProbeResult, build_device, wall_clock_ms
+from drivers.modbus import ModbusDevice, ProbeRead, ProbeResult, wall_clock_ms
 from drivers.planner import PlannedPoint, ReadRequest, plan_reads
+from drivers.serial_line import SerialLineDevice
 from drivers.types import Quality, SampleBatch
 
 __all__ = [
+    "AnyDeviceConfig",
+    "Device",
     "DeviceUnavailable",
     "DriverConfigError",
     "DriverError",
@@ -22,6 +26,7 @@ __all__ = [
     "Quality",
     "ReadRequest",
     "SampleBatch",
+    "SerialLineDevice",
     "build_device",
     "plan_reads",
     "wall_clock_ms",

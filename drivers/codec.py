@@ -29,7 +29,7 @@ import math
 import struct
 from collections.abc import Sequence
 
-from drivers.config import DataType, TagConfig, WordOrder
+from drivers.config import DataType, SerialLineTagConfig, TagConfig, WordOrder
 from drivers.errors import DriverConfigError
 from drivers.types import Quality
 
@@ -111,7 +111,7 @@ def encode_registers(value: float, data_type: DataType, order: WordOrder) -> lis
     return list(reversed(regs)) if reverse_words else regs
 
 
-def to_engineering(raw: float, tag: TagConfig) -> tuple[float, Quality]:
+def to_engineering(raw: float, tag: TagConfig | SerialLineTagConfig) -> tuple[float, Quality]:
     """Apply scale and offset, then the range and finiteness checks (see module contract)."""
     value = raw * tag.scale + tag.offset
     if not math.isfinite(value):

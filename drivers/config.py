@@ -11,8 +11,12 @@ from typing import Annotated, Literal
 import msgspec
 
 __all__ = [
+    "Checksum",
+    "ExcludeConfig",
     "ModbusRtuDeviceConfig",
     "ModbusTcpDeviceConfig",
+    "SerialLineDeviceConfig",
+    "SerialLineTagConfig",
     "SerialPortConfig",
     "TagConfig",
 ]
@@ -28,6 +32,9 @@ DataType = Literal[
     "bool", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64"
 ]
 WordOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
+Checksum = Literal["none", "xor", "crc16_modbus", "sum8"]
+MaxBits = Annotated[int, msgspec.Meta(ge=1, le=2000)]
+Backoff = Annotated[float, msgspec.Meta(ge=1.0, le=3600.0)]
 
 
 class TagConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -43,6 +50,15 @@ class TagConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     description: str = ""
     byte_order: WordOrder | None = None  # None: the device's
     range: tuple[float, float] | None = None  # valid measuring range, engineering units
+
+
+class ExcludeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Addresses a device refuses to read: no block read may cover ``address .. address+count-1``
+    of ``table`` (a tag inside the range is read alone)."""
+
+    table: Table = "holding"
+    address: Address
+    count: Annotated[int, msgspec.Meta(ge=1, le=65536)] = 1
 
 
 class ModbusTcpDeviceConfig(
@@ -64,6 +80,9 @@ class ModbusTcpDeviceConfig(
     byte_order: WordOrder = "ABCD"
     max_registers: Annotated[int, msgspec.Meta(ge=1, le=125)] = 125
     max_gap: Annotated[int, msgspec.Meta(ge=0, le=124)] = 10
+    max_bits: MaxBits = 2000
+    exclude: tuple[ExcludeConfig, ...] = ()
+    backoff_max_s: Backoff = 60.0
     tags: tuple[TagConfig, ...] = ()
 
 
@@ -85,6 +104,9 @@ class ModbusRtuDeviceConfig(
     byte_order: WordOrder = "ABCD"
     max_registers: Annotated[int, msgspec.Meta(ge=1, le=125)] = 125
     max_gap: Annotated[int, msgspec.Meta(ge=0, le=124)] = 10
+    max_bits: MaxBits = 2000
+    exclude: tuple[ExcludeConfig, ...] = ()
+    backoff_max_s: Backoff = 60.0
     tags: tuple[TagConfig, ...] = ()
 
 
@@ -97,3 +119,61 @@ class SerialPortConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     parity: Literal["N", "E", "O"] = "N"
     bytesize: Literal[7, 8] = 8
     stopbits: Literal[1, 2] = 1
+
+
+class SerialLineTagConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One value taken from the frames of a serial-line device.
+
+    ``field`` is a named group of the device's ``pattern`` (``parse = "regex"``) or a 0-based
+    field index (``parse = "delimited"``). ``key``: only frames whose key field (the device's
+    ``key_field``) equals it carry this tag (one line per channel). ``value = raw * scale +
+    offset``.
+    """
+
+    name: Name
+    field: str | Annotated[int, msgspec.Meta(ge=0, le=255)]
+    key: str | None = None
+    scale: float = 1.0
+    offset: float = 0.0
+    unit: str = ""
+    description: str = ""
+    range: tuple[float, float] | None = None
+
+
+class SerialLineDeviceConfig(
+    msgspec.Struct,
+    frozen=True,
+    forbid_unknown_fields=True,
+    kw_only=True,
+    tag="serial_line",
+    tag_field="driver",
+):
+    """A device that pushes or answers ASCII lines (gas controller, analyser) on its own port.
+
+    Framing: ``framing = "terminator"`` cuts frames at ``terminator``; ``"start_end"`` takes
+    what lies between ``start`` and ``end`` (bytes outside are garbage). Checksum: when not
+    ``"none"``, a frame ends with ``checksum_separator`` and the checksum in hex (2 digits for
+    xor / sum8, 4 for crc16_modbus, high byte first), computed over the frame text before the
+    separator (NMEA: ``start = "$"``, ``checksum = "xor"``, separator ``"*"``). ``poll_request``
+    (when not empty) is written at every poll and the first frame after it is the answer.
+    A tag that got no frame within a poll period reports STALE (BAD_COMM when nothing came).
+    """
+
+    name: Name
+    serial_port: Name
+    poll_interval_s: Seconds = 1.0
+    timeout_s: Seconds = 1.0
+    framing: Literal["terminator", "start_end"] = "terminator"
+    terminator: str = "\r\n"
+    start: str = ""
+    end: str = ""
+    max_frame: Annotated[int, msgspec.Meta(ge=8, le=4096)] = 256
+    checksum: Checksum = "none"
+    checksum_separator: str = "*"
+    parse: Literal["regex", "delimited"] = "delimited"
+    pattern: str = ""
+    delimiter: str = ","
+    key_field: str | Annotated[int, msgspec.Meta(ge=0, le=255)] | None = None
+    poll_request: str = ""
+    backoff_max_s: Backoff = 60.0
+    tags: tuple[SerialLineTagConfig, ...] = ()

@@ -12,7 +12,8 @@
                                  does not fit a request, a bool type on a register table...)
 
 pymodbus' own exceptions are translated into these in exactly one place
-(``drivers.modbus._translated``), always chained (``raise ... from exc``).
+(``drivers.modbus_io.translated``), the serial line's OS errors in ``drivers.serial_line``;
+always chained (``raise ... from exc``).
 """
 
 from __future__ import annotations

@@ -12,11 +12,20 @@ Contracts of :meth:`ModbusDevice.poll`:
   gives ``BAD_DEVICE`` to the tags of that request only; decoding rules are in
   :mod:`drivers.codec`;
 - ``ts_ms`` is taken when each request completed (or failed);
-- ``online`` is False after a poll that could not reach the device and True after a poll that
-  did (exception responses come from a reachable device).
+- ``online`` is False after a poll that could not reach the device (or was skipped by the
+  breaker) and True after a poll that did (exception responses come from a reachable device);
+- circuit breaker (:mod:`drivers.breaker`): after failed polls the next ones are skipped with no
+  I/O (BAD_COMM samples) for 1, 3, 7... periods, capped by ``backoff_max_s``;
+- an exception response 2 or 3 (illegal data address / value) to a request that covers more
+  than one tag or a gap is split: each tag of it is read alone once, in the same poll. A tag the
+  device refuses alone is read alone from then on (BAD_DEVICE); if every tag succeeded alone the
+  gaps of that request are excluded from future block reads. The plan is remade at once, so
+  the device costs its minimal request count again from the next poll on. Other exception codes
+  (device busy, failure...) give BAD_DEVICE to that request's tags and change nothing.
 
-Connections: each TCP device owns its connection. All RTU devices on one serial port share one
-:class:`_Link` (one pymodbus client, one lock), so requests on a line never overlap. After a
+Connections: one :class:`Link` (one pymodbus client, one lock) per TCP endpoint ``host:port``
+— several unit ids behind one Modbus TCP gateway share it — and per serial port path (every
+RTU device on the line), so requests on a link never overlap. After a
 timeout the connection is closed and reopened by the next request: on TCP this drops late
 replies that would be taken for the next answer; on RTU, reopening the port flushes it.
 pymodbus' automatic reconnection is disabled (``reconnect_delay=0``) because reconnection is
@@ -26,22 +35,19 @@ event loop (they bind to it) and use ``retries=0``.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import numpy as np
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
-from pymodbus.framer import FramerType
 
+from drivers.breaker import Breaker
 from drivers.codec import decode_tag
 from drivers.config import (
+    ExcludeConfig,
     ModbusRtuDeviceConfig,
     ModbusTcpDeviceConfig,
     SerialPortConfig,
@@ -49,182 +55,24 @@ from drivers.config import (
     WordOrder,
 )
 from drivers.errors import DeviceUnavailable, DriverConfigError, ProtocolError
-from drivers.planner import ReadRequest, plan_reads
+from drivers.modbus_io import Link, execute, serial_link, tcp_link
+from drivers.planner import AddressRange, PlannedPoint, ReadRequest, plan_reads
 from drivers.types import Quality, SampleBatch
 
-__all__ = ["ModbusDevice", "ProbeRead", "ProbeResult", "build_device", "wall_clock_ms"]
+__all__ = [
+    "ModbusDevice",
+    "ProbeRead",
+    "ProbeResult",
+    "build_modbus_device",
+    "wall_clock_ms",
+]
 
-_EXCEPTION_NAMES = {
-    1: "illegal function",
-    2: "illegal data address",
-    3: "illegal data value",
-    4: "device failure",
-    5: "acknowledge",
-    6: "device busy",
-    7: "negative acknowledge",
-    8: "memory parity error",
-    10: "gateway path unavailable",
-    11: "gateway target failed to respond",
-}
+_ISOLATE_CODES = frozenset({2, 3})  # the request itself is refused: find the address
 
 
 def wall_clock_ms() -> int:
     """UTC epoch milliseconds (the default clock of devices)."""
     return time.time_ns() // 1_000_000
-
-
-# -- the one place where pymodbus' failures become ours ---------------------------------------
-
-
-@contextlib.contextmanager
-def _translated(device: str, what: str, timeout_s: float) -> Iterator[None]:
-    """Translate every failure of a pymodbus call into the drivers' exceptions (chained)."""
-    try:
-        yield
-    except TimeoutError as exc:  # our own bound (asyncio.timeout) or pymodbus' wait_for
-        raise DeviceUnavailable(device, f"{what}: no answer within {timeout_s:g} s") from exc
-    except (ConnectionException, ModbusIOException, OSError) as exc:
-        raise DeviceUnavailable(device, f"{what}: {exc}") from exc
-    except ValueError as exc:  # raised before sending: the request itself is impossible
-        raise DriverConfigError(f"device {device!r}: {what}: {exc}") from exc
-    except ModbusException as exc:
-        raise ProtocolError(device, f"{what}: {exc}") from exc
-
-
-async def _connect(client: Any, device: str, timeout_s: float) -> None:
-    with _translated(device, "connect", timeout_s):
-        async with asyncio.timeout(timeout_s):
-            ok = await client.connect()
-        if not ok:
-            raise ConnectionException("connection failed")
-
-
-async def _execute(
-    client: Any, req: ReadRequest, unit_id: int, device: str, timeout_s: float
-) -> list[int] | list[bool]:
-    """Run one planned read; the data has exactly ``req.count`` items."""
-    read = {
-        "holding": client.read_holding_registers,
-        "input": client.read_input_registers,
-        "coil": client.read_coils,
-        "discrete": client.read_discrete_inputs,
-    }[req.table]
-    what = f"read {req.table} {req.address}+{req.count}"
-    with _translated(device, what, timeout_s):
-        async with asyncio.timeout(timeout_s):
-            rr = await read(req.address, count=req.count, device_id=unit_id)
-    if rr.isError():
-        code = int(getattr(rr, "exception_code", 0) or 0)
-        name = _EXCEPTION_NAMES.get(code, "unknown")
-        raise ProtocolError(
-            device, f"{what}: exception response {code} ({name})", exception_code=code
-        )
-    data: list[int] | list[bool] = list(rr.bits if req.is_bits else rr.registers)
-    if len(data) < req.count:
-        raise ProtocolError(device, f"{what}: short reply ({len(data)} items)")
-    return data[: req.count]
-
-
-# -- connections ------------------------------------------------------------------------------
-
-
-class _Link:
-    """One connection (a TCP endpoint, or a serial line shared by its devices).
-
-    The pymodbus client and the lock are created inside the running loop on first use and
-    dropped when the last user leaves, so a link can serve successive event loops (tests).
-    """
-
-    def __init__(self, key: str, factory: Callable[[float], Any], *, owner: object = None) -> None:
-        self.key = key
-        self.owner = owner  # the config this link was made for
-        self._factory = factory
-        self.timeout_s = 0.0  # the client's own timeout: the longest of its devices'
-        self._client: Any = None
-        self._lock: asyncio.Lock | None = None
-        self._users = 0
-
-    @property
-    def in_use(self) -> bool:
-        return self._users > 0
-
-    def enter(self) -> None:
-        self._users += 1
-
-    def leave(self) -> None:
-        self._users = max(0, self._users - 1)
-        if self._users == 0:
-            self.reset()
-            self._client = None
-            self._lock = None
-
-    @contextlib.asynccontextmanager
-    async def owned(self) -> AsyncIterator[None]:
-        """Exclusive use of the connection (one request stream per bus)."""
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
-            yield
-
-    async def client(self, device: str, timeout_s: float) -> Any:
-        """The connected client; connects first if needed (raises DeviceUnavailable)."""
-        if self._client is None:
-            self._client = self._factory(self.timeout_s)
-        if not self._client.connected:
-            await _connect(self._client, device, timeout_s)
-        return self._client
-
-    def reset(self) -> None:
-        """Close the connection; the next :meth:`client` reconnects."""
-        if self._client is not None:
-            self._client.close()
-
-
-_SERIAL_LINKS: dict[str, _Link] = {}  # by port path: one owner per physical line
-
-
-def _tcp_link(cfg: ModbusTcpDeviceConfig) -> _Link:
-    def factory(timeout_s: float) -> Any:
-        return AsyncModbusTcpClient(
-            cfg.host,
-            port=cfg.port,
-            name=cfg.name,
-            timeout=timeout_s,
-            retries=0,
-            reconnect_delay=0,
-            reconnect_delay_max=0,
-        )
-
-    return _Link(f"tcp:{cfg.host}:{cfg.port}/{cfg.name}", factory)
-
-
-def _serial_link(port: SerialPortConfig) -> _Link:
-    link = _SERIAL_LINKS.get(port.path)
-    if link is not None and link.owner == port:
-        return link
-    if link is not None and link.in_use:
-        raise DriverConfigError(
-            f"serial port {port.path!r} is already open with other settings ({link.owner}); "
-            "one physical line has one configuration"
-        )
-
-    def factory(timeout_s: float) -> Any:
-        return AsyncModbusSerialClient(
-            port.path,
-            framer=FramerType.RTU,
-            baudrate=port.baudrate,
-            bytesize=port.bytesize,
-            parity=port.parity,
-            stopbits=port.stopbits,
-            name=port.name,
-            timeout=timeout_s,
-            retries=0,
-            reconnect_delay=0,
-            reconnect_delay_max=0,
-        )
-
-    link = _SERIAL_LINKS[port.path] = _Link(f"serial:{port.path}", factory, owner=port)
-    return link
 
 
 # -- probe results ----------------------------------------------------------------------------
@@ -260,6 +108,29 @@ class ProbeResult:
 # -- the device -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class _Limits:
+    """A device's planning limits (from its config)."""
+
+    max_registers: int
+    max_bits: int
+    max_gap: int
+    excluded: tuple[AddressRange, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Samples:
+    """The arrays of one poll under construction (by tag position)."""
+
+    value: np.ndarray[Any, np.dtype[np.float64]]
+    quality: np.ndarray[Any, np.dtype[np.uint8]]
+    ts: np.ndarray[Any, np.dtype[np.int64]]
+
+    def bad(self, points: Sequence[PlannedPoint], now: int) -> None:
+        for p in points:
+            self.value[p.tag], self.quality[p.tag], self.ts[p.tag] = np.nan, Quality.BAD_DEVICE, now
+
+
 class ModbusDevice:
     """One Modbus unit (TCP, or RTU on a shared serial line). See the module contract."""
 
@@ -273,9 +144,10 @@ class ModbusDevice:
         byte_order: WordOrder,
         tags: Sequence[TagConfig],
         tag_ids: Sequence[int],
-        plan: Sequence[ReadRequest],
-        link: _Link,
+        limits: _Limits,
+        link: Link,
         clock_ms: Callable[[], int],
+        backoff_max_s: float = 60.0,
     ) -> None:
         self.name = name
         self.unit_id = unit_id
@@ -283,11 +155,15 @@ class ModbusDevice:
         self.timeout_s = timeout_s
         self.byte_order: WordOrder = byte_order
         self.tags = tuple(tags)
-        self.requests = tuple(plan)
         self.online = False
+        self.breaker = Breaker(poll_interval_s=poll_interval_s, backoff_max_s=backoff_max_s)
+        self.refused: list[AddressRange] = []  # gaps the device refused at run time
+        self.alone: set[int] = set()  # tags (positions) the device refused in a block
+        self._limits = limits
         self._tag_ids = np.asarray(tag_ids, dtype=np.int32)
         self._link = link
         self._clock_ms = clock_ms
+        self.requests = self._plan()
         link.timeout_s = max(link.timeout_s, timeout_s)
 
     def __repr__(self) -> str:
@@ -311,37 +187,93 @@ class ModbusDevice:
     ) -> None:
         self._link.leave()
 
+    def _plan(self) -> tuple[ReadRequest, ...]:
+        lim = self._limits
+        return plan_reads(
+            self.tags,
+            max_registers=lim.max_registers,
+            max_bits=lim.max_bits,
+            max_gap=lim.max_gap,
+            excluded=[*lim.excluded, *self.refused],
+            alone=self.alone,
+        )
+
     async def poll(self) -> SampleBatch:
         """Read every tag once (never raises for communication problems)."""
         n = len(self.tags)
-        value = np.full(n, np.nan, dtype=np.float64)
-        quality = np.full(n, Quality.BAD_COMM, dtype=np.uint8)
-        ts = np.zeros(n, dtype=np.int64)
+        out = _Samples(
+            value=np.full(n, np.nan, dtype=np.float64),
+            quality=np.full(n, Quality.BAD_COMM, dtype=np.uint8),
+            ts=np.zeros(n, dtype=np.int64),
+        )
         reached = False
-        async with self._link.owned():
-            try:
-                client = await self._link.client(self.name, self.timeout_s)
-                reached = True
-                for req in self.requests:
-                    try:
-                        data = await _execute(client, req, self.unit_id, self.name, self.timeout_s)
-                    except ProtocolError:
-                        for p in req.points:
-                            quality[p.tag] = Quality.BAD_DEVICE
-                            ts[p.tag] = self._clock_ms()
-                        continue
-                    now = self._clock_ms()
-                    for p in req.points:
-                        tag = self.tags[p.tag]
-                        v, q = decode_tag(tag, data[p.offset : p.offset + p.width], self.byte_order)
-                        value[p.tag], quality[p.tag], ts[p.tag] = v, q, now
-            except DeviceUnavailable:
-                reached = False
-                self._link.reset()
+        if self.breaker.allow():
+            async with self._link.owned():
+                try:
+                    client = await self._link.client(self.name, self.timeout_s)
+                    reached = True
+                    replan = False
+                    for req in self.requests:
+                        replan |= await self._read(client, req, out)
+                    if replan:
+                        self.requests = self._plan()
+                except DeviceUnavailable:
+                    reached = False
+                    self._link.reset()
+            (self.breaker.succeeded if reached else self.breaker.failed)()
         if not reached:
-            ts[quality == Quality.BAD_COMM] = self._clock_ms()
+            out.ts[out.quality == Quality.BAD_COMM] = self._clock_ms()
         self.online = reached
-        return SampleBatch(tag=self._tag_ids.copy(), ts_ms=ts, value=value, quality=quality)
+        return SampleBatch(
+            tag=self._tag_ids.copy(), ts_ms=out.ts, value=out.value, quality=out.quality
+        )
+
+    async def _read(self, client: Any, req: ReadRequest, out: _Samples) -> bool:
+        """One planned request into ``out``; True when the plan must be remade."""
+        try:
+            data = await execute(client, req, self.unit_id, self.name, self.timeout_s)
+        except ProtocolError as exc:
+            widths = sum(p.width for p in req.points)
+            if exc.exception_code in _ISOLATE_CODES and (len(req.points) > 1 or req.count > widths):
+                await self._isolate(client, req, out)
+                return True
+            out.bad(req.points, self._clock_ms())
+            return False
+        self._decode(req, data, out)
+        return False
+
+    async def _isolate(self, client: Any, req: ReadRequest, out: _Samples) -> None:
+        """Read each tag of a refused block alone, once; remember what the device refused."""
+        refused_alone = False
+        for p in req.points:
+            single = ReadRequest(
+                req.table, req.address + p.offset, p.width, (PlannedPoint(p.tag, 0, p.width),)
+            )
+            try:
+                data = await execute(client, single, self.unit_id, self.name, self.timeout_s)
+            except ProtocolError:
+                self.alone.add(p.tag)
+                refused_alone = True
+                out.bad(single.points, self._clock_ms())
+                continue
+            self._decode(single, data, out)
+        if not refused_alone:  # every tag reads alone: an address in a gap is refused
+            covered = sorted((req.address + p.offset, req.address + p.offset + p.width)
+                             for p in req.points)  # fmt: skip
+            cursor = req.address
+            for start, end in covered:
+                if start > cursor:
+                    self.refused.append((req.table, cursor, start))
+                cursor = max(cursor, end)
+
+    def _decode(
+        self, req: ReadRequest, data: Sequence[int] | Sequence[bool], out: _Samples
+    ) -> None:
+        now = self._clock_ms()
+        for p in req.points:
+            tag = self.tags[p.tag]
+            v, q = decode_tag(tag, data[p.offset : p.offset + p.width], self.byte_order)
+            out.value[p.tag], out.quality[p.tag], out.ts[p.tag] = v, q, now
 
     async def probe(self) -> ProbeResult:
         """Read-only check for commissioning: connect, then try each planned request once.
@@ -364,7 +296,7 @@ class ModbusDevice:
                 error = ""
                 try:
                     client = await self._link.client(self.name, self.timeout_s)
-                    await _execute(client, req, self.unit_id, self.name, self.timeout_s)
+                    await execute(client, req, self.unit_id, self.name, self.timeout_s)
                 except ProtocolError as exc:
                     error = exc.reason
                 except DeviceUnavailable as exc:
@@ -380,7 +312,11 @@ class ModbusDevice:
         return ProbeRead(req.table, req.address, req.count, names, ok, error, rtt_ms)
 
 
-def build_device(
+def _excluded(rules: Sequence[ExcludeConfig]) -> tuple[AddressRange, ...]:
+    return tuple((r.table, r.address, r.address + r.count) for r in rules)
+
+
+def build_modbus_device(
     cfg: ModbusTcpDeviceConfig | ModbusRtuDeviceConfig,
     *,
     tag_index: Mapping[str, int],
@@ -396,12 +332,18 @@ def build_device(
     missing = [t.name for t in cfg.tags if t.name not in tag_index]
     if missing:
         raise DriverConfigError(f"device {cfg.name!r}: tags not in the tag table: {missing}")
+    limits = _Limits(cfg.max_registers, cfg.max_bits, cfg.max_gap, _excluded(cfg.exclude))
     try:
-        plan = plan_reads(cfg.tags, max_registers=cfg.max_registers, max_gap=cfg.max_gap)
+        plan_reads(
+            cfg.tags,
+            max_registers=limits.max_registers,
+            max_bits=limits.max_bits,
+            max_gap=limits.max_gap,
+        )
     except DriverConfigError as exc:
         raise DriverConfigError(f"device {cfg.name!r}: {exc}") from exc
     if isinstance(cfg, ModbusTcpDeviceConfig):
-        link = _tcp_link(cfg)
+        link = tcp_link(cfg)
     else:
         port = serial_ports.get(cfg.serial_port)
         if port is None:
@@ -409,7 +351,7 @@ def build_device(
                 f"device {cfg.name!r}: serial_port {cfg.serial_port!r} is not defined in "
                 f"[[serial_ports]] (known: {sorted(serial_ports)})"
             )
-        link = _serial_link(port)
+        link = serial_link(port)
     return ModbusDevice(
         name=cfg.name,
         unit_id=cfg.unit_id,
@@ -418,7 +360,8 @@ def build_device(
         byte_order=cfg.byte_order,
         tags=cfg.tags,
         tag_ids=[tag_index[t.name] for t in cfg.tags],
-        plan=plan,
+        limits=limits,
         link=link,
         clock_ms=clock_ms,
+        backoff_max_s=cfg.backoff_max_s,
     )

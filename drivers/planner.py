@@ -6,6 +6,14 @@ and grouped greedily: a tag joins the current request when the hole before it is
 (``max_bits`` bits for coils / discrete inputs). Among plans that group tags in address order
 this is the minimum number of requests (each request is extended as far as the limits allow).
 
+Exclusions: ``excluded`` lists address ranges ``(table, start, end)`` (end exclusive) that no
+request may cover beyond the tags that live there: a request never bridges a gap through an
+excluded address, and a tag that overlaps an excluded range is read alone (its own registers
+only). ``alone`` names more tags (by position) to read alone. Both come from the device config
+(``exclude``) and from addresses the device refused at run time (see :mod:`drivers.modbus`).
+The greedy plan stays minimal under these constraints: an excluded address or an alone tag is a
+hard cut, and between cuts the argument above holds.
+
 Invariants (tested):
 - every tag is in exactly one request, and its whole value lies inside that request: a
   multi-register value is never split;
@@ -15,18 +23,27 @@ Invariants (tested):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from drivers.codec import BIT_TABLES, check_tag, word_count
 from drivers.config import Table, TagConfig
 from drivers.errors import DriverConfigError
 
-__all__ = ["MAX_BITS", "MAX_REGISTERS", "PlannedPoint", "ReadRequest", "plan_reads"]
+__all__ = [
+    "MAX_BITS",
+    "MAX_REGISTERS",
+    "AddressRange",
+    "PlannedPoint",
+    "ReadRequest",
+    "plan_reads",
+]
 
 MAX_REGISTERS = 125  # Modbus limit for FC03/FC04
 MAX_BITS = 2000  # Modbus limit for FC01/FC02
 _TABLE_ORDER: tuple[Table, ...] = ("holding", "input", "coil", "discrete")
+
+AddressRange = tuple[Table, int, int]  # (table, first address, end address exclusive)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +79,8 @@ def plan_reads(
     max_registers: int = MAX_REGISTERS,
     max_bits: int = MAX_BITS,
     max_gap: int = 10,
+    excluded: Sequence[AddressRange] = (),
+    alone: Collection[int] = (),
 ) -> tuple[ReadRequest, ...]:
     """Plan the block reads covering ``tags`` (see the module docstring for the contract).
 
@@ -84,15 +103,23 @@ def plan_reads(
     requests: list[ReadRequest] = []
     for table in _TABLE_ORDER:
         limit = max_bits if table in BIT_TABLES else max_registers
-        members = sorted(
-            (i for i, t in enumerate(tags) if t.table == table),
-            key=lambda i: (tags[i].address, _width(tags[i]), i),
-        )
+        holes = sorted((s, e) for t, s, e in excluded if t == table and e > s)
+        single = set(alone)
+        members = []
+        for i, t in enumerate(tags):
+            if t.table != table:
+                continue
+            if i in single or _hits(holes, t.address, t.address + _width(t)):
+                requests.append(_request(table, t.address, t.address + _width(t), [i], tags))
+            else:
+                members.append(i)
+        members.sort(key=lambda i: (tags[i].address, _width(tags[i]), i))
         group: list[int] = []
         start = end = 0  # current request spans [start, end)
         for i in members:
             a, w = tags[i].address, _width(tags[i])
-            if group and a - end <= max_gap and max(end, a + w) - start <= limit:
+            fits = a - end <= max_gap and max(end, a + w) - start <= limit
+            if group and fits and not _hits(holes, end, a):
                 group.append(i)
                 end = max(end, a + w)
                 continue
@@ -101,7 +128,13 @@ def plan_reads(
             group, start, end = [i], a, a + w
         if group:
             requests.append(_request(table, start, end, group, tags))
-    return tuple(requests)
+    order = {t: k for k, t in enumerate(_TABLE_ORDER)}
+    return tuple(sorted(requests, key=lambda r: (order[r.table], r.address, r.count)))
+
+
+def _hits(holes: Sequence[tuple[int, int]], start: int, end: int) -> bool:
+    """Does ``[start, end)`` overlap any of the sorted ``holes``?"""
+    return any(s < end and start < e for s, e in holes)
 
 
 def _request(

@@ -1,8 +1,11 @@
 """``safeedge simulate``: run the simulated tank farm (a Modbus TCP server) until stopped.
 
 Prints one line when listening (address and register map), then serves until SIGINT/SIGTERM
-(exit 0). ``--print-config`` prints the matching agent config instead and exits. Exit 1 when
-the port cannot be opened, 2 for bad arguments.
+(exit 0). ``--rtu`` adds a Modbus RTU analyser and ``--gas`` an ASCII gas controller, each on a
+pseudo-terminal whose path is printed (``rtu: PATH`` / ``gas: PATH``); ``--config-out FILE``
+writes the agent config for everything started, with those paths. ``--print-config`` prints
+the matching agent config (TCP only) instead and exits. Exit 1 when a port cannot be opened,
+2 for bad arguments.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from provisioning.simulator import (
     register_map_summary,
     tank_farm_config,
 )
+from provisioning.simulator_serial import GasControllerSimulator, RtuAnalyserSimulator
 
 __all__ = ["register"]
 
@@ -50,6 +54,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="print the agent config for this site and exit",
     )
+    p.add_argument("--rtu", action="store_true", help="also run a Modbus RTU analyser on a pty")
+    p.add_argument("--gas", action="store_true", help="also run an ASCII gas controller on a pty")
+    p.add_argument("--config-out", help="write the agent config for what runs to this file")
     p.add_argument("--mqtt-host", default="127.0.0.1", help="for --print-config (127.0.0.1)")
     p.add_argument("--mqtt-port", type=int, default=1883, help="for --print-config (1883)")
     p.add_argument(
@@ -83,20 +90,43 @@ def run(args: argparse.Namespace) -> int:
         print(f"safeedge simulate: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(_serve(sim))
+        asyncio.run(_serve(sim, args))
     except OSError as exc:
         print(f"safeedge simulate: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
-async def _serve(sim: TankFarmSimulator) -> None:
+async def _serve(sim: TankFarmSimulator, args: argparse.Namespace) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    rtu = RtuAnalyserSimulator(seed=sim.seed, time_scale=sim.time_scale) if args.rtu else None
+    gas = GasControllerSimulator(seed=sim.seed, time_scale=sim.time_scale) if args.gas else None
     try:
-        async with sim:
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(sim)
+            for extra in (rtu, gas):
+                if extra is not None:
+                    await stack.enter_async_context(extra)
+            if rtu is not None:
+                print(f"rtu: {rtu.agent_path} (unit 2; input 0 AT-201 H2S, 1 AT-202 O2)")
+            if gas is not None:
+                print(f"gas: {gas.agent_path} (pushes $GAS,<ch>,<%LEL>,LEL*<xor> lines)")
+            if args.config_out:
+                with open(args.config_out, "w", encoding="utf-8") as f:  # noqa: ASYNC230
+                    f.write(
+                        tank_farm_config(
+                            modbus_host=sim.host,
+                            modbus_port=sim.port,
+                            mqtt_host=args.mqtt_host,
+                            mqtt_port=args.mqtt_port,
+                            data_dir=args.data_dir,
+                            rtu_path=rtu.agent_path if rtu else None,
+                            gas_path=gas.agent_path if gas else None,
+                        )
+                    )
             print(
                 f"safeedge simulate: tank farm on {sim.host}:{sim.port} unit {sim.unit_id} "
                 f"({len(REGISTER_MAP)} points, seed {sim.seed}, time scale {sim.time_scale:g}, "

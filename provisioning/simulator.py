@@ -377,12 +377,16 @@ def tank_farm_config(
     site: str = "DEMO",
     gateway: str = "GW1",
     uplink_enabled: bool = True,
+    rtu_path: str | None = None,
+    gas_path: str | None = None,
 ) -> str:
     """The agent's TOML config for the simulated tank farm (see agent/config.py).
 
     One ``modbus_tcp`` device (poll 1 s, timeout 0.5 s) with a tag per :data:`REGISTER_MAP`
     entry, and ``[[rules]]`` for gas (high 25 / high_high 50 %LEL, deadband 2), temperature,
-    pressure and level.
+    pressure and level. ``rtu_path`` adds the RTU analyser (``modbus_rtu``, unit 2: AT-201
+    H2S, AT-202 O2) and ``gas_path`` the ASCII gas controller (``serial_line``: GT-301, GT-302)
+    of :mod:`provisioning.simulator_serial`, each on its own ``[[serial_ports]]`` entry.
     """
     lines = [
         "# SafeEdge agent config for the simulated tank farm (safeedge simulate).",
@@ -401,6 +405,7 @@ def tank_farm_config(
         'path = "buffer.db"',
         'key_file = "buffer.key"',
         "",
+        *_serial_ports(rtu_path, gas_path),
         "[[devices]]",
         'driver = "modbus_tcp"',
         f"name = {_toml_str(DEVICE_NAME)}",
@@ -427,7 +432,44 @@ def tank_farm_config(
         ]
         if spec.byte_order is not None:
             lines.append(f"byte_order = {_toml_str(spec.byte_order)}")
+    lines += _serial_devices(rtu_path, gas_path)
     for match, comment, keys in _RULES:
         lines += ["", f"# {comment}", "[[rules]]", f"match = {_toml_str(match)}"]
         lines += [f"{k} = {_toml_float(v)}" for k, v in keys.items()]
     return "\n".join(lines) + "\n"
+
+
+def _serial_ports(rtu_path: str | None, gas_path: str | None) -> list[str]:
+    out: list[str] = []
+    for name, path in (("rtu-line", rtu_path), ("gas-line", gas_path)):
+        if path is not None:
+            out += ["[[serial_ports]]", f"name = {_toml_str(name)}", f"path = {_toml_str(path)}",
+                    "baudrate = 115200", ""]  # fmt: skip
+    return out
+
+
+def _serial_devices(rtu_path: str | None, gas_path: str | None) -> list[str]:
+    out: list[str] = []
+    if rtu_path is not None:
+        out += ["", "[[devices]]", 'driver = "modbus_rtu"', 'name = "analyser-rtu"',
+                'serial_port = "rtu-line"', "unit_id = 2", "poll_interval_s = 1.0",
+                "timeout_s = 0.5"]  # fmt: skip
+        for name, address, scale, unit, lo, hi, what in (
+            ("AT-201", 0, 0.1, "ppm", 0.0, 100.0, "H2S, pump P-101"),
+            ("AT-202", 1, 0.01, "%vol", 0.0, 25.0, "O2, tank T-101 pit"),
+        ):
+            out += ["", "[[devices.tags]]", f"name = {_toml_str(name)}", 'table = "input"',
+                    f"address = {address}", f"scale = {_toml_float(scale)}",
+                    f"unit = {_toml_str(unit)}", f"description = {_toml_str(what)}",
+                    f"range = [{_toml_float(lo)}, {_toml_float(hi)}]"]  # fmt: skip
+    if gas_path is not None:
+        out += ["", "[[devices]]", 'driver = "serial_line"', 'name = "gas-controller"',
+                'serial_port = "gas-line"', "poll_interval_s = 1.0", "timeout_s = 0.5",
+                'framing = "start_end"', 'start = "$"', 'end = "\\r\\n"', 'checksum = "xor"',
+                "key_field = 1"]  # fmt: skip
+        for name, channel in (("GT-301", 1), ("GT-302", 2)):
+            out += ["", "[[devices.tags]]", f"name = {_toml_str(name)}", "field = 2",
+                    f'key = "{channel}"', 'unit = "%LEL"',
+                    f'description = "combustible gas, controller channel {channel}"',
+                    "range = [0.0, 100.0]"]  # fmt: skip
+    return out

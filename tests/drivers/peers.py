@@ -8,11 +8,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
@@ -220,3 +221,86 @@ async def late_once_proxy(port: int, upstream: int, delay_s: float) -> AsyncIter
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
         await server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def fault_proxy(
+    port: int, upstream: int, *, close_after_replies: int | None = None
+) -> AsyncIterator[list[int]]:
+    """Forwards TCP to ``upstream``; yields ``[connections accepted]``. With
+    ``close_after_replies``, the FIRST connection is closed by the "device" after that many
+    replies (a device restarting mid-poll); later connections pass through."""
+    accepted = [0]
+    writers: list[asyncio.StreamWriter] = []
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, limit: int | None) -> None:
+        sent = 0
+        with contextlib.suppress(ConnectionError):
+            while data := await src.read(4096):
+                if limit is not None and sent >= limit:
+                    break
+                dst.write(data)
+                await dst.drain()
+                sent += 1
+        for w in writers:
+            w.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted[0] += 1
+        limit = close_after_replies if accepted[0] == 1 else None
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", upstream)
+        writers.extend((writer, up_writer))
+        for coro in (pump(reader, up_writer, None), pump(up_reader, writer, limit)):
+            task = asyncio.create_task(coro)
+            tasks.add(task)
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    try:
+        yield accepted
+    finally:
+        server.close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for writer in writers:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+        await server.wait_closed()
+
+
+def open_raw(path: str) -> int:
+    """A non-blocking fd on a (socat, already raw) pty path."""
+    return os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+
+
+@contextlib.asynccontextmanager
+async def serial_relay(
+    near: str, far: str, mutate: Callable[[int, bytes], bytes]
+) -> AsyncIterator[None]:
+    """Relays bytes between two pty paths; replies (far → near) pass through
+    ``mutate(reply number, bytes)`` — to corrupt a CRC or add garbage on the line."""
+    loop = asyncio.get_running_loop()
+    a, b = open_raw(near), open_raw(far)
+    replies = [0]
+
+    def forward(src: int, dst: int, is_reply: bool) -> None:
+        try:
+            data = os.read(src, 4096)
+        except BlockingIOError:
+            return
+        if is_reply:
+            data = mutate(replies[0], data)
+            replies[0] += 1
+        os.write(dst, data)
+
+    loop.add_reader(a, forward, a, b, False)
+    loop.add_reader(b, forward, b, a, True)
+    try:
+        yield
+    finally:
+        loop.remove_reader(a)
+        loop.remove_reader(b)
+        os.close(a)
+        os.close(b)

@@ -134,3 +134,31 @@ def test_two_thousand_coils_fit_one_request_and_one_more_needs_another() -> None
     tags = [TagConfig(name=f"c{i}", table="coil", type="bool", address=i) for i in range(2001)]
     plan = plan_reads(tags)
     assert [(r.address, r.count) for r in plan] == [(0, 2000), (2000, 1)]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    tag_sets(max_address=150),
+    st.lists(st.tuples(st.sampled_from(["holding", "input"]), st.integers(0, 160),
+                       st.integers(1, 6)), max_size=5),
+    st.sets(st.integers(0, 39), max_size=4),
+)  # fmt: skip
+def test_excluded_addresses_are_never_bridged_and_alone_tags_get_their_own_request(
+    tags: list[TagConfig], holes: list[tuple[Table, int, int]], alone: set[int]
+) -> None:
+    excluded = [(t, a, a + n) for t, a, n in holes]
+    plan = plan_reads(tags, max_gap=12, excluded=excluded, alone=alone)
+    assert Counter(p.tag for r in plan for p in r.points) == Counter(range(len(tags)))
+    for req in plan:
+        hits = any(t == req.table and a < req.address + req.count and req.address < b
+                   for t, a, b in excluded)  # fmt: skip
+        if hits or any(p.tag in alone for p in req.points):
+            assert len(req.points) == 1
+            assert req.count == req.points[0].width  # the tag's own registers only
+
+
+def test_an_excluded_gap_splits_a_block_that_max_gap_would_bridge() -> None:
+    tags = [TagConfig(name="a", address=9), TagConfig(name="b", address=20)]
+    assert [(r.address, r.count) for r in plan_reads(tags, max_gap=20)] == [(9, 12)]
+    plan = plan_reads(tags, max_gap=20, excluded=[("holding", 15, 16)])
+    assert [(r.address, r.count) for r in plan] == [(9, 1), (20, 1)]

@@ -239,3 +239,67 @@ def test_simulate_serves_until_sigterm_and_announces_its_address() -> None:
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+@pytest.mark.integration
+def test_the_rtu_analyser_and_the_gas_controller_on_ptys_are_read_by_the_generated_config(
+    tmp_path: Path,
+) -> None:
+    """All three drivers: the config generated with the pty paths builds devices that read
+    the serial simulators' values (the TCP PLC is not started: its device is not polled)."""
+    from agent.config import loads_config
+    from provisioning.simulator_serial import (
+        GasControllerSimulator,
+        RtuAnalyserSimulator,
+        serial_values,
+    )
+
+    async def main() -> dict[str, tuple[float, str]]:
+        rtu = RtuAnalyserSimulator(seed=5, directory=tmp_path)
+        gas = GasControllerSimulator(seed=5, push_period_s=0.1)
+        out: dict[str, tuple[float, str]] = {}
+        async with rtu, gas:
+            cfg = loads_config(config_text(rtu_path=rtu.agent_path, gas_path=gas.agent_path))
+            ports = {p.name: p for p in cfg.serial_ports}
+            names = [t.name for d in cfg.devices for t in d.tags]
+            index = {n: i for i, n in enumerate(names)}
+            for dev_cfg in cfg.devices[1:]:
+                device = build_device(dev_cfg, tag_index=index, serial_ports=ports)
+                async with device:
+                    await asyncio.sleep(0.3)  # the controller pushes every 0.1 s
+                    batch = await device.poll()
+                    assert device.online, device
+                for t, v, q in zip(batch.tag, batch.value, batch.quality, strict=True):
+                    out[names[int(t)]] = (float(v), Quality(int(q)).name)
+        return out
+
+    got = asyncio.run(main())
+    assert sorted(got) == ["AT-201", "AT-202", "GT-301", "GT-302"]
+    assert all(q == "GOOD" for _, q in got.values()), got
+    band = [serial_values(t, 5) for t in np.arange(0.0, 60.0, 0.5)]
+    for name, (value, _) in got.items():
+        lo = min(b[name] for b in band)
+        hi = max(b[name] for b in band)
+        assert lo - 0.01 <= value <= hi + 0.01, (name, value)
+
+
+@pytest.mark.integration
+def test_simulate_with_rtu_and_gas_prints_the_pty_paths_and_writes_a_valid_config(
+    tmp_path: Path,
+) -> None:
+    out_file = tmp_path / "site.toml"
+    args = [sys.executable, "-m", "agent", "simulate", "--port", str(free_port()),
+            "--rtu", "--gas", "--config-out", str(out_file)]  # fmt: skip
+    with subprocess.Popen(args, stdout=subprocess.PIPE, text=True, cwd=REPO) as proc:
+        try:
+            assert proc.stdout is not None
+            lines = [proc.stdout.readline() for _ in range(3)]
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    assert lines[0].startswith("rtu: ")
+    assert lines[1].startswith("gas: /dev/pts/")
+    text = out_file.read_text(encoding="utf-8")
+    assert lines[0].split()[1] in text
+    assert lines[1].split()[1] in text
+    assert proc.returncode == 0

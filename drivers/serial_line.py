@@ -1,0 +1,233 @@
+"""Serial-line devices (ASCII lines from gas controllers, analysers): the port side.
+
+``build_serial_line_device(cfg, ...)`` does no I/O. The device owns its serial port
+exclusively (``bus`` is ``serial:<path>``; the agent's config check refuses a second user).
+While entered, the port is read whenever bytes arrive (``loop.add_reader``), and every frame
+is timestamped when its last byte was read; :mod:`drivers.lineproto` turns bytes into readings.
+
+Contracts of :meth:`SerialLineDevice.poll`:
+- with ``poll_request``, the request is written and the poll waits up to ``timeout_s`` for a
+  frame; without it, the device pushes frames on its own;
+- every tag with a reading since the last poll gives its newest reading, with that frame's
+  time; a value is sent once, never again with a new timestamp;
+- a tag with no reading for ``poll_interval_s + timeout_s`` (a period, plus the lateness
+  allowed to a frame) gives NaN: ``STALE`` if other frames came from the device within the last
+  period, ``BAD_COMM`` if nothing did (or the port cannot be opened); then again once per such
+  interval. A tag sent less than that ago and not read since gives no sample in that poll;
+- ``online`` is True when a frame was accepted since the previous poll;
+- it never raises for communication problems. The port is (re)opened by the poll that needs it;
+  with ``poll_request``, the circuit breaker of :mod:`drivers.breaker` skips polls of a silent
+  device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Callable, Mapping
+from types import TracebackType
+
+import numpy as np
+import serial
+
+from drivers.breaker import Breaker
+from drivers.config import SerialLineDeviceConfig, SerialPortConfig
+from drivers.errors import DeviceUnavailable, DriverConfigError
+from drivers.lineproto import LineProtocol
+from drivers.types import Quality, SampleBatch
+
+__all__ = ["SerialLineDevice", "build_serial_line_device"]
+
+_PARITY = {"N": serial.PARITY_NONE, "E": serial.PARITY_EVEN, "O": serial.PARITY_ODD}
+
+
+class SerialLineDevice:
+    """One device on its own serial line. See the module contract."""
+
+    def __init__(
+        self,
+        *,
+        cfg: SerialLineDeviceConfig,
+        port: SerialPortConfig,
+        tag_ids: list[int],
+        clock_ms: Callable[[], int],
+    ) -> None:
+        self.name = cfg.name
+        self.poll_interval_s = cfg.poll_interval_s
+        self.timeout_s = cfg.timeout_s
+        self.port = port
+        self.protocol = LineProtocol(cfg)
+        self.tags = cfg.tags
+        self.online = False
+        self.breaker = Breaker(poll_interval_s=cfg.poll_interval_s, backoff_max_s=cfg.backoff_max_s)
+        self._tag_ids = np.asarray(tag_ids, dtype=np.int32)
+        self._clock_ms = clock_ms
+        self._period_ms = round(cfg.poll_interval_s * 1000)
+        self._stale_ms = round((cfg.poll_interval_s + cfg.timeout_s) * 1000)
+        n = len(cfg.tags)
+        self._value = np.full(n, np.nan)
+        self._quality = np.full(n, Quality.BAD_COMM, dtype=np.uint8)
+        self._ts = np.zeros(n, dtype=np.int64)
+        self._fresh = np.zeros(n, dtype=bool)  # a reading not yet sent
+        self._last_sent = np.full(n, -(2**62), dtype=np.int64)  # ts of the last good-or-not send
+        self._frames_at_poll = 0
+        self._last_frame_ms = -(2**62)
+        self._serial: serial.Serial | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._arrived = asyncio.Event()
+        self.read_errors = 0  # times the port failed while open (closed, reopened by a poll)
+
+    def __repr__(self) -> str:
+        return f"<SerialLineDevice {self.name} {self.port.path}>"
+
+    @property
+    def bus(self) -> str:
+        """``serial:<path>``: the device is the only user of its line."""
+        return f"serial:{self.port.path}"
+
+    async def __aenter__(self) -> SerialLineDevice:
+        self._loop = asyncio.get_running_loop()
+        self._arrived = asyncio.Event()
+        with contextlib.suppress(DeviceUnavailable):
+            self._open()  # early, so pushed frames are not lost; else the first poll retries
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._close()
+        self._loop = None
+
+    # -- port ------------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        if self._serial is not None:
+            return
+        assert self._loop is not None, "use the device as an async context manager"
+        p = self.port
+        try:
+            ser = serial.Serial(
+                port=p.path,
+                baudrate=p.baudrate,
+                bytesize=p.bytesize,
+                parity=_PARITY[p.parity],
+                stopbits=p.stopbits,
+                timeout=0,
+                exclusive=True,
+            )
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise DeviceUnavailable(self.name, f"cannot open {p.path}: {exc}") from exc
+        ser.reset_input_buffer()
+        self._serial = ser
+        self._loop.add_reader(ser.fileno(), self._on_readable)
+
+    def _close(self) -> None:
+        if self._serial is None:
+            return
+        if self._loop is not None:
+            self._loop.remove_reader(self._serial.fileno())
+        with contextlib.suppress(OSError, serial.SerialException):
+            self._serial.close()
+        self._serial = None
+
+    def _on_readable(self) -> None:
+        assert self._serial is not None
+        try:
+            data = os.read(self._serial.fileno(), 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:  # the other end went away (EOF / EIO): reopened by the next poll
+            self.read_errors += 1
+            self._close()
+            return
+        self.feed(data)
+
+    def feed(self, data: bytes) -> None:
+        """Bytes read from the line (called by the reader; public for the sans-I/O tests)."""
+        before = self.protocol.frames
+        readings = self.protocol.feed(data)
+        if self.protocol.frames == before:
+            return
+        now = self._clock_ms()
+        self._last_frame_ms = now
+        for r in readings:
+            self._value[r.tag], self._quality[r.tag], self._ts[r.tag] = r.value, r.quality, now
+            self._fresh[r.tag] = True
+        self._arrived.set()
+
+    # -- polling ---------------------------------------------------------------------------
+
+    async def poll(self) -> SampleBatch:
+        """One sample per tag that has news (see the module contract); never raises."""
+        request = self.protocol.request
+        if request and self.breaker.allow():
+            answered = await self._ask(request)
+            (self.breaker.succeeded if answered else self.breaker.failed)()
+        elif not request:
+            with contextlib.suppress(DeviceUnavailable):
+                self._open()
+        now = self._clock_ms()
+        heard = self.protocol.frames > self._frames_at_poll
+        self._frames_at_poll = self.protocol.frames
+        self.online = heard
+        fresh = self._fresh.copy()
+        lapsed = ~fresh & (now - self._last_sent >= self._stale_ms)
+        recent = now - self._last_frame_ms <= self._period_ms
+        missing = Quality.STALE if recent else Quality.BAD_COMM
+        pick = fresh | lapsed
+        value = np.where(fresh, self._value, np.nan)[pick]
+        quality = np.where(fresh, self._quality, missing).astype(np.uint8)[pick]
+        ts = np.where(fresh, self._ts, now)[pick]
+        self._last_sent[pick] = ts
+        self._fresh[:] = False
+        return SampleBatch(tag=self._tag_ids[pick], ts_ms=ts, value=value, quality=quality)
+
+    async def _ask(self, request: bytes) -> bool:
+        """Write the poll request and wait for a frame; True when one came in time."""
+        try:
+            self._open()
+            assert self._serial is not None
+            self._arrived.clear()
+            os.write(self._serial.fileno(), request)
+        except DeviceUnavailable:
+            return False
+        except OSError:
+            self.read_errors += 1
+            self._close()
+            return False
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await self._arrived.wait()
+        except TimeoutError:
+            return False
+        return True
+
+
+def build_serial_line_device(
+    cfg: SerialLineDeviceConfig,
+    *,
+    tag_index: Mapping[str, int],
+    serial_ports: Mapping[str, SerialPortConfig],
+    clock_ms: Callable[[], int],
+) -> SerialLineDevice:
+    """Build (no I/O) the device for ``cfg``; raises :class:`DriverConfigError` for a tag
+    missing from ``tag_index``, an unknown serial port, or framing/parsing settings that
+    cannot work."""
+    missing = [t.name for t in cfg.tags if t.name not in tag_index]
+    if missing:
+        raise DriverConfigError(f"device {cfg.name!r}: tags not in the tag table: {missing}")
+    port = serial_ports.get(cfg.serial_port)
+    if port is None:
+        raise DriverConfigError(
+            f"device {cfg.name!r}: serial_port {cfg.serial_port!r} is not defined in "
+            f"[[serial_ports]] (known: {sorted(serial_ports)})"
+        )
+    return SerialLineDevice(
+        cfg=cfg, port=port, tag_ids=[tag_index[t.name] for t in cfg.tags], clock_ms=clock_ms
+    )
