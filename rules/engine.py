@@ -10,15 +10,19 @@ Contract: design/RULES.md (exactly), with the resolutions written down in docs/r
   clock step must not stop alarming); such samples are counted in ``clamped_samples``.
 - ``acknowledge`` only touches the acknowledgement state of ``high``/``low``; timers, windows
   and other checks are untouched.
-- Window checks (roc, trend) keep per-tag ring buffers in two flat arrays; a ring grows (never
-  shrinks) before a batch when it could overflow, so sizing needs no guess about sample rates.
+- Window checks (roc, trend) share one ring of recent valid samples per tag, all rings in one
+  flat array. A ring doubles (never shrinks) when the kernel finds it full before a sample, so
+  sizing needs no guess about sample rates; growth goes into slack at the end of the array and
+  only rarely re-packs it (amortised O(1) per sample, a few times while the windows fill).
+- Per call the Python overhead is a few array checks and one ``AlarmEvent`` per transition:
+  the kernel writes into output buffers kept between calls, grown only when a batch needs more.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Final, get_args
+from typing import Any, Final, get_args
 
 import numpy as np
 from numpy.typing import NDArray
@@ -39,8 +43,8 @@ _EVENTS: Final[tuple[Transition, ...]] = (
     "ack",
 )
 _KINDS: Final[tuple[AlarmKind, ...]] = get_args(AlarmKind)
-_MAX_EVENTS_PER_SAMPLE: Final = 7
-_MIN_RING: Final = 16
+_MIN_RING: Final = 16  # rows; capacities stay powers of two
+_MIN_OUT: Final = 1024  # event rows, doubled when a batch needs more
 
 
 def _param_row(values: dict[str, ParamValue]) -> NDArray[np.float64]:
@@ -91,26 +95,18 @@ class RuleEngine:
         self._params[:, kn.P_HAS] = 0.0
         self._st_i = np.zeros((n_tags, kn.N_STATE_I), dtype=np.int64)
         self._st_f = np.zeros((n_tags, kn.N_STATE_F), dtype=np.float64)
-        self._st_i[:, kn.S_ROC_RING] = -1
-        self._st_i[:, kn.S_TR_RING] = -1
-        ring_tags: list[int] = []
         for k, tp in enumerate(merged):
-            if tp is None:
-                continue
-            self._params[k] = _param_row(tp.values)
-            for col, flag in ((kn.S_ROC_RING, kn.P_ROC_LIM), (kn.S_TR_RING, kn.P_TR_W_MS)):
-                if not math.isnan(self._params[k, flag]):
-                    self._st_i[k, col] = len(ring_tags)
-                    ring_tags.append(k)
-        self._ring_tag = np.asarray(ring_tags, dtype=np.int64)
-        n_rings = len(ring_tags)
-        self._meta = np.zeros((n_rings, 4), dtype=np.int64)
-        self._meta[:, kn.R_CAP] = _MIN_RING
-        self._meta[:, kn.R_OFF] = np.arange(n_rings, dtype=np.int64) * _MIN_RING
-        self._buf_t = np.zeros(n_rings * _MIN_RING, dtype=np.int64)
-        self._buf_v = np.zeros(n_rings * _MIN_RING, dtype=np.float64)
-        self._out_i = np.empty((0, 4), dtype=np.int64)  # reused between batches
-        self._out_f = np.empty(0, dtype=np.float64)
+            if tp is not None:
+                self._params[k] = _param_row(tp.values)
+        p = self._params
+        ring = ~(np.isnan(p[:, kn.P_ROC_LIM]) & np.isnan(p[:, kn.P_TR_W_MS]))
+        n_rings = int(ring.sum())
+        self._st_i[ring, kn.S_RING_CAP] = _MIN_RING
+        self._st_i[ring, kn.S_RING_OFF] = np.arange(n_rings, dtype=np.int64) * _MIN_RING
+        self._buf = np.zeros((n_rings * _MIN_RING, 2), dtype=np.float64)  # rows (ts, value)
+        self._used = n_rings * _MIN_RING  # rows of _buf given to rings (the rest is slack)
+        self._out_i = np.empty((_MIN_OUT, 4), dtype=np.int64)  # reused between batches
+        self._out_f = np.empty(_MIN_OUT, dtype=np.float64)
 
     @property
     def clamped_samples(self) -> int:
@@ -118,47 +114,49 @@ class RuleEngine:
         return int(self._st_i[:, kn.S_CLAMPED].sum())
 
     def warm_up(self) -> None:
-        """Compile the kernel (or load it from ``NUMBA_CACHE_DIR``) without touching state."""
-        e_i = np.zeros(0, dtype=np.int64)
+        """Compile the kernels (or load them from ``NUMBA_CACHE_DIR``) without touching state."""
+        none = np.zeros(0, dtype=np.int64)
         kn.evaluate_batch(
-            np.zeros(0, dtype=np.int32),
-            e_i,
-            np.zeros(0, dtype=np.float64),
-            np.zeros(0, dtype=np.uint8),
-            self._params[:0],
-            self._st_i[:0],
-            self._st_f[:0],
-            self._meta[:0],
-            e_i,
-            np.zeros(0, dtype=np.float64),
-            np.zeros((0, 4), dtype=np.int64),
-            np.zeros(0, dtype=np.float64),
-        )
+            0, 0,
+            np.zeros(0, dtype=np.int32), none, np.zeros(0, dtype=np.float64),
+            np.zeros(0, dtype=np.uint8), self._params, self._st_i, self._st_f, self._buf,
+            self._out_i, self._out_f,
+        )  # fmt: skip
+        kn.move_rings(self._params, self._st_i, self._buf, self._buf, none, none, none)
 
-    def _grow_rings(self, tag: NDArray[np.int32]) -> None:
-        if self._ring_tag.size == 0:
+    def _grow_rings(self) -> None:
+        """Double every full ring: into the slack of ``_buf`` when it fits, else compact all
+        rings into a new buffer with 25 % slack (rare: a few times while the windows fill)."""
+        st = self._st_i
+        cap = st[:, kn.S_RING_CAP]
+        oldest = st[:, kn.S_HEAD].copy()
+        for seq, flag in ((kn.S_ROC_SEQ, kn.P_ROC_LIM), (kn.S_TR_SEQ, kn.P_TR_W_MS)):
+            on = ~np.isnan(self._params[:, flag])
+            oldest[on] = np.minimum(oldest[on], st[on, seq])
+        full = np.flatnonzero((cap > 0) & (st[:, kn.S_HEAD] - oldest >= cap))
+        new_cap = cap[full] * 2
+        extra = int(new_cap.sum())
+        if self._used + extra <= self._buf.shape[0]:
+            new_off = self._used + np.cumsum(new_cap) - new_cap
+            kn.move_rings(self._params, st, self._buf, self._buf, full, new_off, new_cap)
+            self._used += extra
             return
-        counts = np.bincount(tag, minlength=len(self.tag_names))
-        need = self._meta[:, kn.R_N] + counts[self._ring_tag]
-        caps = self._meta[:, kn.R_CAP]
-        if np.all(need <= caps):
-            return
-        new_caps = np.where(need > caps, np.maximum(need, 2 * caps), caps)
-        new_off = np.concatenate(([0], np.cumsum(new_caps)[:-1])).astype(np.int64)
-        buf_t = np.zeros(int(new_caps.sum()), dtype=np.int64)
-        buf_v = np.zeros(int(new_caps.sum()), dtype=np.float64)
-        cnt = self._meta[:, kn.R_N]
-        ring_of = np.repeat(np.arange(cnt.size), cnt)
-        within = np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-        old = self._meta[ring_of]
-        src = old[:, kn.R_OFF] + (old[:, kn.R_START] + within) % old[:, kn.R_CAP]
-        dst = new_off[ring_of] + within
-        buf_t[dst] = self._buf_t[src]
-        buf_v[dst] = self._buf_v[src]
-        self._meta[:, kn.R_OFF] = new_off
-        self._meta[:, kn.R_CAP] = new_caps
-        self._meta[:, kn.R_START] = 0
-        self._buf_t, self._buf_v = buf_t, buf_v
+        caps = cap.copy()
+        caps[full] = new_cap
+        rings = np.flatnonzero(caps > 0)
+        live = int(caps.sum())
+        buf = np.zeros((live + live // 4, 2), dtype=np.float64)
+        new_off = np.cumsum(caps[rings]) - caps[rings]
+        kn.move_rings(self._params, st, self._buf, buf, rings, new_off, caps[rings])
+        self._buf, self._used = buf, live
+
+    def _grow_out(self, count: int) -> None:
+        size = 2 * self._out_f.shape[0]
+        out_i = np.empty((size, 4), dtype=np.int64)
+        out_f = np.empty(size, dtype=np.float64)
+        out_i[:count] = self._out_i[:count]
+        out_f[:count] = self._out_f[:count]
+        self._out_i, self._out_f = out_i, out_f
 
     def evaluate(
         self,
@@ -172,10 +170,10 @@ class RuleEngine:
         Raises ``ValueError`` (a caller bug) when the arrays differ in length or a tag index
         is outside the tag table.
         """
-        tag = np.ascontiguousarray(tag, dtype=np.int32)
-        ts = np.ascontiguousarray(ts_ms, dtype=np.int64)
-        val = np.ascontiguousarray(value, dtype=np.float64)
-        qual = np.ascontiguousarray(quality, dtype=np.uint8)
+        tag = _c_array(tag, np.int32)
+        ts = _c_array(ts_ms, np.int64)
+        val = _c_array(value, np.float64)
+        qual = _c_array(quality, np.uint8)
         n = tag.shape[0]
         if not (ts.shape == val.shape == qual.shape == (n,)):
             raise ValueError("tag, ts_ms, value and quality must be 1-d arrays of one length")
@@ -183,16 +181,23 @@ class RuleEngine:
             return []
         if int(tag.min()) < 0 or int(tag.max()) >= len(self.tag_names):
             raise ValueError(f"tag index outside 0..{len(self.tag_names) - 1}")
-        self._grow_rings(tag)
-        if self._out_f.size < n * _MAX_EVENTS_PER_SAMPLE:
-            self._out_i = np.empty((n * _MAX_EVENTS_PER_SAMPLE, 4), dtype=np.int64)
-            self._out_f = np.empty(n * _MAX_EVENTS_PER_SAMPLE, dtype=np.float64)
-        out_i, out_f = self._out_i, self._out_f
-        count = kn.evaluate_batch(
-            tag, ts, val, qual, self._params, self._st_i, self._st_f,
-            self._meta, self._buf_t, self._buf_v, out_i, out_f,
-        )  # fmt: skip
-        return [_event(out_i[e], float(out_f[e]), tag, ts, val) for e in range(int(count))]
+        count, i = 0, 0
+        while True:
+            count, i = kn.evaluate_batch(
+                i, count, tag, ts, val, qual, self._params, self._st_i, self._st_f,
+                self._buf, self._out_i, self._out_f,
+            )  # fmt: skip
+            if i >= n:
+                break
+            if self._out_f.shape[0] - count < kn.MAX_EVENTS:
+                self._grow_out(count)
+            else:
+                self._grow_rings()
+        if count == 0:
+            return []
+        rows = self._out_i[:count].tolist()
+        extras = self._out_f[:count].tolist()
+        return [_event(row, extra, tag, ts, val) for row, extra in zip(rows, extras, strict=True)]
 
     def acknowledge(self, tag: int, ts_ms: int, alarm: AlarmKind | None = None) -> list[AlarmEvent]:
         """Acknowledge ``high`` and/or ``low`` of one tag at ``ts_ms``.
@@ -225,14 +230,20 @@ class RuleEngine:
         return dict(self._values[tag])
 
 
+def _c_array(a: NDArray[Any], dtype: type[np.generic]) -> NDArray[Any]:
+    """Contiguous and writeable: a read-only array would make numba compile a second kernel."""
+    out = np.ascontiguousarray(a, dtype=dtype)
+    return out if out.flags.writeable else out.copy()
+
+
 def _event(
-    row: NDArray[np.int64],
+    row: list[int],
     extra_v: float,
     tag: NDArray[np.int32],
     ts: NDArray[np.int64],
     val: NDArray[np.float64],
 ) -> AlarmEvent:
-    i, kind, ev, level = (int(x) for x in row)
+    i, kind, ev, level = row
     v = float(val[i])
     name = _KINDS[kind]
     extra: dict[str, float | str] = {}
