@@ -21,7 +21,7 @@ from agent import __version__
 
 __all__ = ["main"]
 
-_BUILTIN = ("agent.cmd_run", "agent.cmd_config", "agent.cmd_rules")
+_BUILTIN = ("agent.cmd_run", "agent.cmd_config", "agent.cmd_rules", "agent.cmd_buffer")
 
 
 class _CommandModule(Protocol):

@@ -12,6 +12,7 @@ Shapes::
                 "severity"}
     event      {"kind", "ts", <fields...>}
     state      {"online", "ts", "session", "agent"}
+    cmd/result {"id", "status", "detail", "ts"}
 
 Numbers that are not finite (NaN, ±inf) are written as ``null`` wherever they occur. Severity is
 derived from the level *after* the event: 2 → ``critical``, 1 → ``major``, 0 → ``normal`` (a
@@ -37,12 +38,15 @@ __all__ = [
     "SEVERITY_BY_LEVEL",
     "Alarm",
     "BytesLike",
+    "CmdResult",
     "CodecError",
     "Envelope",
     "Point",
     "State",
     "alarm_body",
+    "cmd_result_payload",
     "decode_alarm",
+    "decode_cmd_result",
     "decode_envelope",
     "decode_event",
     "decode_state",
@@ -332,3 +336,33 @@ def decode_state(data: BytesLike) -> State:
         return _state_decoder.decode(data)
     except msgspec.DecodeError as exc:
         raise CodecError(f"malformed state payload: {exc}") from exc
+
+
+# -- command result --------------------------------------------------------------------------
+
+
+class CmdResult(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``R/cmd/result``: ``id`` is None when the command's id could not be read."""
+
+    id: str | None
+    status: Literal["ok", "rejected", "error"]
+    detail: str
+    ts: int
+
+
+_cmd_result_decoder: Final = msgspec.json.Decoder(CmdResult)
+
+
+def cmd_result_payload(
+    *, id: str | None, status: Literal["ok", "rejected", "error"], detail: str, ts_ms: int
+) -> bytes:
+    """The ``R/cmd/result`` payload answering one command."""
+    return _encoder.encode(CmdResult(id=id, status=status, detail=detail, ts=ts_ms))
+
+
+def decode_cmd_result(data: BytesLike) -> CmdResult:
+    """Inverse of :func:`cmd_result_payload`; raises :class:`CodecError`."""
+    try:
+        return _cmd_result_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise CodecError(f"malformed cmd/result payload: {exc}") from exc

@@ -4,9 +4,11 @@ Structure (reference for installers: docs/config.md)::
 
     [gateway]        site, id, data_dir
     [uplink]         MQTT broker, topic prefix, TLS, credentials
+    [commands]       trusted Ed25519 keys of the platform for signed downlink commands
     [buffer]         buffer.config.BufferConfig
     [[serial_ports]] drivers.config.SerialPortConfig
-    [[devices]]      drivers.config.ModbusTcpDeviceConfig | ModbusRtuDeviceConfig (by ``driver``)
+    [[devices]]      drivers.config.ModbusTcpDeviceConfig | ModbusRtuDeviceConfig
+                     | SerialLineDeviceConfig (by ``driver``)
       [[devices.tags]]
     [[rules]]        rules.config.RuleConfig
 
@@ -23,6 +25,8 @@ are resolved by :func:`resolved_paths`, never opened or checked here.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import difflib
 import json
 import re
@@ -36,15 +40,26 @@ import msgspec
 import msgspec.inspect as mi
 
 from buffer.config import BufferConfig
-from drivers.config import ModbusRtuDeviceConfig, ModbusTcpDeviceConfig, SerialPortConfig
+from drivers.codec import tag_problems as modbus_tag_problems
+from drivers.config import (
+    ModbusRtuDeviceConfig,
+    ModbusTcpDeviceConfig,
+    SerialLineDeviceConfig,
+    SerialLineTagConfig,
+    SerialPortConfig,
+    TagConfig,
+)
+from drivers.lineproto import config_problems as serial_line_problems
 from rules.config import RuleConfig
 
 __all__ = [
     "AgentConfig",
+    "CommandsConfig",
     "ConfigError",
     "ConfigIssue",
     "DeviceConfig",
     "GatewayConfig",
+    "ReportByExceptionConfig",
     "ResolvedPaths",
     "TlsConfig",
     "UplinkConfig",
@@ -57,7 +72,7 @@ __all__ = [
 _ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
 Id = Annotated[str, msgspec.Meta(pattern=_ID_PATTERN)]
 
-DeviceConfig = ModbusTcpDeviceConfig | ModbusRtuDeviceConfig
+DeviceConfig = ModbusTcpDeviceConfig | ModbusRtuDeviceConfig | SerialLineDeviceConfig
 
 
 class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -70,6 +85,18 @@ class TlsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     ca_file: str
     cert_file: str | None = None  # cert_file and key_file: both or neither
     key_file: str | None = None
+
+
+class ReportByExceptionConfig(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
+):
+    """``[uplink.report_by_exception]``: present = telemetry is reported by exception
+    (agent/telemetry.py): a tag's sample is sent when its quality changes, its value moves by
+    more than its deadband, or ``integrity_s`` passed since it was last sent."""
+
+    deadband: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    deadbands: dict[str, Annotated[float, msgspec.Meta(ge=0)]] = {}
+    integrity_s: Annotated[float, msgspec.Meta(gt=0, le=86400)] = 300.0
 
 
 class UplinkConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -86,13 +113,33 @@ class UplinkConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     backfill_after_s: Annotated[float, msgspec.Meta(ge=0)] = 10.0
     max_inflight: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 100
     telemetry_batch: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 200
+    telemetry_max_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16_777_216)] = 65536
+    telemetry_linger_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 0
+    drain_rate: Annotated[float, msgspec.Meta(ge=0)] = 0.0  # backfill messages/s; 0: unlimited
+    report_by_exception: ReportByExceptionConfig | None = None
     reconnect_min_s: Annotated[float, msgspec.Meta(gt=0)] = 0.5
     reconnect_max_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+
+
+class CommandsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Signed downlink commands (design/UPLINK.md, docs/uplink.md).
+
+    ``trusted_keys`` maps a key id (the command's ``kid``) to the base64 of a raw 32-byte
+    Ed25519 public key (``safeedge sign-command keygen`` prints it). With no key every command
+    is rejected (``unknown_key``). ``seen_ids_max`` bounds the persisted replay store;
+    ``max_resend`` bounds the records one ``resend`` command may republish.
+    """
+
+    enabled: bool = True
+    trusted_keys: dict[Id, str] = {}
+    seen_ids_max: Annotated[int, msgspec.Meta(ge=100, le=1_000_000)] = 10_000
+    max_resend: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 10_000
 
 
 class AgentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     gateway: GatewayConfig
     uplink: UplinkConfig = UplinkConfig()
+    commands: CommandsConfig = CommandsConfig()
     buffer: BufferConfig = BufferConfig()
     serial_ports: tuple[SerialPortConfig, ...] = ()
     devices: tuple[DeviceConfig, ...] = ()
@@ -459,8 +506,18 @@ def check_config(cfg: AgentConfig) -> list[ConfigIssue]:
     credential pairs, reconnect bounds, and the rules (:func:`rules.check_rules`).
     """
     issues = _uplink_issues(cfg.uplink)
+    issues += _commands_issues(cfg.commands)
     issues += _port_issues(cfg.serial_ports)
     issues += _device_issues(cfg)
+    rbe = cfg.uplink.report_by_exception
+    if rbe is not None:
+        known = {t.name for d in cfg.devices for t in d.tags}
+        for name in rbe.deadbands:
+            if name not in known:
+                close = difflib.get_close_matches(name, sorted(known), n=1)
+                hint = f'did you mean "{close[0]}"?' if close else "use a configured tag name"
+                path = f"uplink.report_by_exception.deadbands.{name}"
+                issues.append(ConfigIssue(path, "unknown tag", hint))
     if cfg.rules:
         tag_names = list(dict.fromkeys(t.name for d in cfg.devices for t in d.tags))
         issues += _rule_issues(cfg.rules, tag_names)
@@ -507,6 +564,7 @@ def _device_issues(cfg: AgentConfig) -> list[ConfigIssue]:
     tag_names: dict[str, str] = {}
     endpoints: dict[tuple[str, int, int], str] = {}
     bus_units: dict[tuple[str, int], str] = {}
+    port_users: dict[str, list[tuple[str, DeviceConfig]]] = {}
     for i, device in enumerate(cfg.devices):
         here = _device_path(i, device)
         if device.name in device_names:
@@ -526,10 +584,11 @@ def _device_issues(cfg: AgentConfig) -> list[ConfigIssue]:
                 issues.append(ConfigIssue(f"{here}.unit_id", msg, hint))
             else:
                 endpoints[endpoint] = here
+        elif device.serial_port not in port_names:
+            issues.append(_unknown_port(here, device.serial_port, port_names))
         else:
-            if device.serial_port not in port_names:
-                issues.append(_unknown_port(here, device.serial_port, port_names))
-            else:
+            port_users.setdefault(device.serial_port, []).append((here, device))
+            if isinstance(device, ModbusRtuDeviceConfig):
                 unit = (device.serial_port, device.unit_id)
                 if unit in bus_units:
                     msg = (
@@ -553,7 +612,12 @@ def _device_issues(cfg: AgentConfig) -> list[ConfigIssue]:
         if not device.tags:
             hint = "add [[devices.tags]] tables under this device, or remove the device"
             issues.append(ConfigIssue(f"{here}.tags", "device has no tags", hint))
-        for j, tag in enumerate(device.tags):
+        if isinstance(device, SerialLineDeviceConfig):
+            issues += [ConfigIssue(f"{here}.{k}", m, h) for k, m, h in serial_line_problems(device)]
+        else:
+            issues += _exclude_issues(here, device)
+        tags: Sequence[TagConfig | SerialLineTagConfig] = device.tags
+        for j, tag in enumerate(tags):
             tag_path = f'{here}.tags[{j}] "{tag.name}"'
             if tag.name in tag_names:
                 msg = f'duplicate tag name "{tag.name}"'
@@ -561,8 +625,53 @@ def _device_issues(cfg: AgentConfig) -> list[ConfigIssue]:
                 issues.append(ConfigIssue(f"{tag_path}.name", msg, hint))
             else:
                 tag_names[tag.name] = tag_path
-            issues += _tag_issues(tag_path, tag)
+            if isinstance(device, SerialLineDeviceConfig):
+                issues += _range_issues(tag_path, tag.range)
+            else:
+                issues += _tag_issues(tag_path, tag)
+    issues += _exclusive_port_issues(port_users)
     return issues
+
+
+def _exclusive_port_issues(
+    port_users: dict[str, list[tuple[str, DeviceConfig]]],
+) -> list[ConfigIssue]:
+    """A serial-line device owns its port: no other device may use it."""
+    issues: list[ConfigIssue] = []
+    for port, users in port_users.items():
+        owner = next((u for u in users if isinstance(u[1], SerialLineDeviceConfig)), None)
+        if owner is None or len(users) == 1:
+            continue
+        for here, _device in users:
+            if here != owner[0]:
+                msg = f'serial port "{port}" is owned by the serial-line device {owner[0]}'
+                hint = (
+                    "a serial_line device needs its port for itself: give this device another "
+                    "[[serial_ports]] entry (another physical line)"
+                )
+                issues.append(ConfigIssue(f"{here}.serial_port", msg, hint))
+    return issues
+
+
+def _exclude_issues(
+    here: str, device: ModbusTcpDeviceConfig | ModbusRtuDeviceConfig
+) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    for k, ex in enumerate(device.exclude):
+        if ex.address + ex.count > 65536:
+            msg = f"exclude {ex.address}+{ex.count} runs past the last address 65535"
+            hint = f"count may be at most {65536 - ex.address} here"
+            issues.append(ConfigIssue(f"{here}.exclude[{k}].count", msg, hint))
+    return issues
+
+
+def _range_issues(tag_path: str, bounds: tuple[float, float] | None) -> list[ConfigIssue]:
+    if bounds is None or bounds[0] < bounds[1]:
+        return []
+    low, high = bounds
+    msg = f"range [{low:g}, {high:g}]: min must be less than max"
+    hint = "write range = [min, max], e.g. [0, 100] for 0-100 %LEL"
+    return [ConfigIssue(f"{tag_path}.range", msg, hint)]
 
 
 def _unknown_port(here: str, name: str, known: Sequence[str]) -> ConfigIssue:
@@ -596,6 +705,7 @@ def _tag_issues(tag_path: str, tag: Any) -> list[ConfigIssue]:
         msg = f"range [{low:g}, {high:g}]: min must be less than max"
         hint = "write range = [min, max], e.g. [0, 100] for 0-100 %LEL"
         issues.append(ConfigIssue(f"{tag_path}.range", msg, hint))
+    issues += [ConfigIssue(f"{tag_path}.{k}", m, h) for k, m, h in modbus_tag_problems(tag)]
     return issues
 
 
@@ -620,6 +730,20 @@ def _uplink_issues(uplink: UplinkConfig) -> list[ConfigIssue]:
         )
         hint = "the back-off starts at reconnect_min_s and grows up to reconnect_max_s"
         issues.append(ConfigIssue("uplink.reconnect_min_s", msg, hint))
+    return issues
+
+
+def _commands_issues(commands: CommandsConfig) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    for kid, text in commands.trusted_keys.items():
+        try:
+            raw = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) != 32:
+            msg = "not the base64 of a 32-byte Ed25519 public key"
+            hint = "paste the public key printed by `safeedge sign-command keygen` (44 characters)"
+            issues.append(ConfigIssue(f"commands.trusted_keys.{kid}", msg, hint))
     return issues
 
 

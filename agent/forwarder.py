@@ -6,20 +6,38 @@ Invariants:
   is released back to the buffer and leased again later (at-least-once, same id);
 - records are leased alarm first, then event, then telemetry, FIFO within a stream (the store's
   order), and published in that order;
+- a rejected record (MQTT 5 PUBACK reason >= 0x80, e.g. 0x87 not authorized) is never a silent
+  loss: besides the dead-letter it becomes a ``publish_rejected`` event (stream, seq, id,
+  reason) on the event stream. A rejected *event* is dead-lettered, counted and logged only:
+  reporting it on the stream that is being refused would loop;
+- with ``drain_rate`` > 0, records published as ``backfill`` (older than ``backfill_after_s``)
+  go out at most that many per second (a token bucket holding one second's worth), so a long
+  outage's backlog does not saturate a thin uplink; fresh records are never throttled. The
+  store leases FIFO per stream, so fresh telemetry still waits behind older telemetry;
+- ``resend`` records (the platform's ``resend`` command) go out before leased records, with
+  their original ids, within the same in-flight window; their answers change nothing in the
+  store (a lost one is queued again);
 - the forwarder runs on the agent's event loop thread, the only thread that touches the store.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from agent.codec import encode_envelope
+from agent.codec import encode_envelope, event_body
+from agent.logs import RateLimiter, kv
 from agent.uplink import Uplink
+from buffer import BufferError as StoreError
 from buffer import Store
-from buffer.record import Stream
+from buffer.record import Record, Stream
 
 __all__ = ["Forwarder", "ForwarderStats"]
+
+log = logging.getLogger(__name__)
 
 _MAX_LEASE_BYTES = 4 << 20
 
@@ -30,6 +48,14 @@ class ForwarderStats:
     delivered: int = 0
     rejected: int = 0
     lost: int = 0
+    resent: int = 0  # resend records acknowledged by the broker
+
+
+@dataclass(frozen=True, slots=True)
+class _Resent:
+    """Token of a resend publish (the store is not settled by its answer)."""
+
+    record: Record
 
 
 class Forwarder:
@@ -45,6 +71,8 @@ class Forwarder:
         backfill_after_s: float,
         max_inflight: int,
         clock_ms: Callable[[], int],
+        drain_rate: float = 0.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._uplink = uplink
@@ -53,7 +81,17 @@ class Forwarder:
         self._backfill_after_ms = int(backfill_after_s * 1000)
         self._max_inflight = max_inflight
         self._clock_ms = clock_ms
+        self._resends: deque[Record] = deque()
+        self._rate = drain_rate
+        self._monotonic = monotonic
+        self._tokens = max(drain_rate, 1.0)
+        self._refilled = monotonic()
+        self._limiter = RateLimiter(60.0)
         self.stats = ForwarderStats()
+
+    def resend(self, records: Iterable[Record]) -> None:
+        """Queue already stored records to be published again with their original ids."""
+        self._resends.extend(records)
 
     def settle_results(self) -> int:
         """Apply the broker's answers to the store; returns how many were handled."""
@@ -64,6 +102,12 @@ class Forwarder:
         rejected: list[tuple[Stream, int, str]] = []
         lost: list[tuple[Stream, int]] = []
         for result in results:
+            if isinstance(result.token, _Resent):
+                if result.lost:
+                    self._resends.appendleft(result.token.record)
+                elif result.accepted:
+                    self.stats.resent += 1
+                continue
             stream, seq = result.token
             if result.accepted:
                 accepted.append((stream, seq))
@@ -75,6 +119,8 @@ class Forwarder:
             self._store.settle(accepted=accepted, rejected=rejected)
         if lost:
             self._store.release(lost)
+        if rejected:
+            self._report_rejected(rejected)
         self.stats.delivered += len(accepted)
         self.stats.rejected += len(rejected)
         self.stats.lost += len(lost)
@@ -84,23 +130,40 @@ class Forwarder:
         """Lease what the in-flight window allows and publish it; returns how many were sent."""
         if not self._uplink.connected:
             return 0
-        budget = self._max_inflight - self._uplink.inflight
-        if budget <= 0:
+        inflight = self._uplink.inflight
+        budget = self._max_inflight - inflight
+        # Refill the window in batches (a quarter at a time): one lease query and one settle
+        # transaction per batch instead of per PUBACK.
+        if budget <= 0 or (inflight and budget < max(1, self._max_inflight // 4)):
             return 0
-        records = self._store.lease(max_count=budget, max_bytes=_MAX_LEASE_BYTES)
         now = self._clock_ms()
         sent = 0
+        while self._resends and sent < budget:
+            record = self._resends.popleft()
+            if not self._uplink.publish(
+                record.stream.wire_name, self._envelope(record, now), token=_Resent(record)
+            ):
+                self._resends.appendleft(record)
+                return sent
+            sent += 1
+        if sent >= budget:
+            return sent
+        limit = budget - sent
+        if self._rate > 0:
+            t = self._monotonic()
+            cap = max(self._rate, 1.0)
+            self._tokens = min(cap, self._tokens + (t - self._refilled) * self._rate)
+            self._refilled = t
+            limit = min(limit, int(self._tokens) + 16)  # + a few fresh records past the limit
+        records = self._store.lease(max_count=limit, max_bytes=_MAX_LEASE_BYTES)
         for i, record in enumerate(records):
             stream = record.stream.wire_name
-            envelope = encode_envelope(
-                site=self._site,
-                gateway=self._gateway,
-                stream=stream,
-                seq=record.seq,
-                ts_ms=record.created_ms,
-                backfill=now - record.created_ms > self._backfill_after_ms,
-                body=record.payload,
-            )
+            if self._rate > 0 and now - record.created_ms > self._backfill_after_ms:
+                if self._tokens < 1:
+                    self._store.release((r.stream, r.seq) for r in records[i:])
+                    break
+                self._tokens -= 1
+            envelope = self._envelope(record, now)
             if not self._uplink.publish(stream, envelope, token=(record.stream, record.seq)):
                 # Disconnected between lease and publish: hand the rest back untouched.
                 self._store.release((r.stream, r.seq) for r in records[i:])
@@ -108,6 +171,54 @@ class Forwarder:
             sent += 1
         self.stats.published += sent
         return sent
+
+    def _envelope(self, record: Record, now: int) -> bytes:
+        return encode_envelope(
+            site=self._site,
+            gateway=self._gateway,
+            stream=record.stream.wire_name,
+            seq=record.seq,
+            ts_ms=record.created_ms,
+            backfill=now - record.created_ms > self._backfill_after_ms,
+            body=record.payload,
+        )
+
+    def _report_rejected(self, rejected: list[tuple[Stream, int, str]]) -> None:
+        now = self._clock_ms()
+        events = [
+            event_body(
+                "publish_rejected",
+                now,
+                {
+                    "stream": s.wire_name,
+                    "seq": q,
+                    "id": f"{self._gateway}/{s.wire_name}/{q}",
+                    "reason": reason,
+                },
+            )
+            for s, q, reason in rejected
+            if s is not Stream.EVENT
+        ]
+        ok, suppressed = self._limiter.allow("rejected")
+        if ok:
+            first = rejected[0]
+            log.error(
+                kv(
+                    "publish_rejected",
+                    count=len(rejected),
+                    stream=first[0].wire_name,
+                    seq=first[1],
+                    reason=first[2],
+                    rejected_total=self.stats.rejected + len(rejected),
+                    suppressed=suppressed,
+                    remedy="check the broker ACL for this gateway's topics",
+                )
+            )
+        if events:
+            try:
+                self._store.append(Stream.EVENT, events)
+            except StoreError as exc:  # the dead-letter rows still record the loss
+                log.error(kv("publish_rejected_event_not_stored", error=exc))  # noqa: TRY400
 
     def pump(self) -> int:
         """Settle answers, then publish; returns the amount of work done (0 when idle)."""

@@ -28,20 +28,30 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+import numpy as np
 
 from agent import __version__
 from agent.alarm_ids import AlarmIds
-from agent.codec import alarm_body, event_body, telemetry_body
+from agent.codec import alarm_body, event_body
+from agent.commands import (
+    AckAlarmArgs,
+    CommandProcessor,
+    CommandRejectedError,
+    ReplayStore,
+    ResendArgs,
+    load_public_keys,
+)
 from agent.config import AgentConfig, ResolvedPaths
 from agent.forwarder import Forwarder
 from agent.logs import RateLimiter, kv
 from agent.notify import notify, watchdog_interval_s
 from agent.tags import TagTable, config_hash
+from agent.telemetry import ExceptionFilter, TelemetryBatcher
 from agent.uplink import Uplink
 from buffer import BufferError as StoreError
 from buffer import Store
 from buffer.record import Stream
-from drivers import ModbusDevice, Quality, SampleBatch, build_device
+from drivers import Device, Quality, SampleBatch, build_device
 from rules import RuleEngine
 from rules.events import AlarmEvent
 
@@ -87,7 +97,7 @@ class Pipeline:
         self.tags = TagTable(cfg)
         self.engine = RuleEngine(self.tags.names, cfg.rules)
         serial_ports = {p.name: p for p in cfg.serial_ports}
-        self._buses: dict[str, list[ModbusDevice]] = {}
+        self._buses: dict[str, list[Device]] = {}
         for dev_cfg in cfg.devices:
             device = build_device(
                 dev_cfg, tag_index=self.tags.index, serial_ports=serial_ports, clock_ms=clock_ms
@@ -95,6 +105,17 @@ class Pipeline:
             self._buses.setdefault(device.bus, []).append(device)
         self._online: dict[str, bool] = {}
         self._alarm_ids = AlarmIds(cfg.gateway.id)
+        up = cfg.uplink
+        self._batcher = TelemetryBatcher(
+            max_points=up.telemetry_batch,
+            max_bytes=up.telemetry_max_bytes,
+            linger_ms=up.telemetry_linger_ms,
+        )
+        self._rbe: ExceptionFilter | None = None
+        if up.report_by_exception is not None:
+            rbe = up.report_by_exception
+            bands = np.array([rbe.deadbands.get(n, rbe.deadband) for n in self.tags.names])
+            self._rbe = ExceptionFilter(bands, int(rbe.integrity_s * 1000))
         self.uplink: Uplink | None = None
         if cfg.uplink.enabled:
             self.uplink = Uplink(
@@ -104,7 +125,11 @@ class Pipeline:
                 agent_version=__version__,
                 password=password,
                 clock_ms=clock_ms,
+                on_command=self._on_command if cfg.commands.enabled else None,
+                on_results=self._on_uplink_results,
             )
+        self.commands: CommandProcessor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.store: Store | None = None
         self.forwarder: Forwarder | None = None
         self.stats = PipelineStats()
@@ -117,6 +142,7 @@ class Pipeline:
     async def run(self, stop: asyncio.Event) -> None:
         """Warm up, open, connect, report ready, run until ``stop``; then flush and close."""
         loop = asyncio.get_running_loop()
+        self._loop = loop
         t0 = time.monotonic()
         await loop.run_in_executor(None, self.engine.warm_up)
         log.info(kv("rules_ready", tags=len(self.tags), seconds=f"{time.monotonic() - t0:.2f}"))
@@ -135,8 +161,11 @@ class Pipeline:
                         backfill_after_s=self.cfg.uplink.backfill_after_s,
                         max_inflight=self.cfg.uplink.max_inflight,
                         clock_ms=self._clock_ms,
+                        drain_rate=self.cfg.uplink.drain_rate,
                     )
                     self.uplink.set_meta(self._meta())
+                    if self.cfg.commands.enabled:
+                        self.commands = self._command_processor()
                     self.uplink.start()
                 else:
                     log.warning(kv("uplink_disabled", note="records are kept in the buffer"))
@@ -155,6 +184,8 @@ class Pipeline:
             for name, bus in self._buses.items()
         ]
         helpers = [asyncio.create_task(self._maintain(), name="maintain")]
+        if self._batcher.linger_ms > 0:
+            helpers.append(asyncio.create_task(self._linger(), name="linger"))
         forward = None
         if self.forwarder is not None:
             forward = asyncio.create_task(self._forward(), name="forward")
@@ -174,6 +205,9 @@ class Pipeline:
         for task in [*polls, *helpers]:
             task.cancel()
         await asyncio.gather(*polls, *helpers, return_exceptions=True)
+        held = self._batcher.flush()
+        if held:
+            self._append(Stream.TELEMETRY, held)
         for task in done:
             if task is not stopper:  # these loops run forever: ending at all is a failure
                 if forward is not None and task is not forward:
@@ -212,7 +246,9 @@ class Pipeline:
             gateway_id=self.cfg.gateway.id,
             cipher=buf.cipher,
             retention_days=buf.retention_days,
-            capacity_bytes=int(buf.capacity_mb * 1024 * 1024),
+            capacity_bytes=buf.capacity_bytes,
+            stream_limits=buf.stream_limits(),
+            reserve_bytes=buf.reserve_bytes,
             clock_ms=self._clock_ms,
         )
         if store.recovered_from is not None:
@@ -223,7 +259,7 @@ class Pipeline:
 
     # -- polling ---------------------------------------------------------------------------
 
-    async def _poll_bus(self, name: str, devices: Sequence[ModbusDevice]) -> None:
+    async def _poll_bus(self, name: str, devices: Sequence[Device]) -> None:
         """Poll every device of one bus at its own period, one request stream at a time."""
         loop = asyncio.get_running_loop()
         due = {d.name: loop.time() for d in devices}
@@ -243,19 +279,20 @@ class Pipeline:
                 nxt += missed * period
             due[device.name] = nxt
 
-    def _on_batch(self, device: ModbusDevice, batch: SampleBatch) -> None:
+    def _on_batch(self, device: Device, batch: SampleBatch) -> None:
         self.stats.polls += 1
         self.stats.samples += len(batch)
         self.stats.last_poll_monotonic = time.monotonic()
         self._track_device(device, batch)
+        if not len(batch):  # e.g. a serial-line device with no new frame this period
+            return
         events = self.engine.evaluate(batch.tag, batch.ts_ms, batch.value, batch.quality)
         if events:
             self.stats.alarms += len(events)
             self._append(Stream.ALARM, [self._encode_alarm(e) for e in events])
-        if len(batch):
-            self._append(Stream.TELEMETRY, [self._encode_points(batch)])
+        self._append_telemetry(batch)
 
-    def _track_device(self, device: ModbusDevice, batch: SampleBatch) -> None:
+    def _track_device(self, device: Device, batch: SampleBatch) -> None:
         was = self._online.get(device.name)
         now = device.online
         if was == now or (was is None and now):
@@ -267,25 +304,30 @@ class Pipeline:
         (log.info if now else log.warning)(kv(kind, device=device.name))
         self._append_event(kind, device=device.name, at_ms=ts)
 
-    def _encode_points(self, batch: SampleBatch) -> bytes:
+    def _append_telemetry(self, batch: SampleBatch) -> None:
+        tag, ts, value, quality = batch.tag, batch.ts_ms, batch.value, batch.quality
+        if self._rbe is not None:
+            keep = self._rbe.select(tag, ts, value, quality)
+            tag, ts, value, quality = tag[keep], ts[keep], value[keep], quality[keep]
         names = self.tags.names
-        values = batch.value.tolist()
         points = [
-            (
-                names[t],
-                ts,
-                v if not math.isnan(v) else None,
-                _QUALITY_NAMES[q] if q else None,
-            )
-            for t, ts, v, q in zip(
-                batch.tag.tolist(),
-                batch.ts_ms.tolist(),
-                values,
-                batch.quality.tolist(),
-                strict=True,
+            (names[t], s, v if not math.isnan(v) else None, _QUALITY_NAMES[q] if q else None)
+            for t, s, v, q in zip(
+                tag.tolist(), ts.tolist(), value.tolist(), quality.tolist(), strict=True
             )
         ]
-        return telemetry_body(points)
+        bodies = self._batcher.add(points, self._clock_ms())
+        if bodies:
+            self._append(Stream.TELEMETRY, bodies)
+
+    async def _linger(self) -> None:
+        """Close telemetry records that waited ``telemetry_linger_ms`` (only when > 0)."""
+        period = max(self._batcher.linger_ms / 4000, 0.005)
+        while True:
+            await asyncio.sleep(period)
+            bodies = self._batcher.due(self._clock_ms())
+            if bodies:
+                self._append(Stream.TELEMETRY, bodies)
 
     def _encode_alarm(self, event: AlarmEvent) -> bytes:
         tag = self.tags[event.tag]
@@ -354,6 +396,40 @@ class Pipeline:
             else:
                 await asyncio.sleep(0)
 
+    # -- commands (design/UPLINK.md; verification in agent/commands.py) ----------------------
+
+    def _command_processor(self) -> CommandProcessor:
+        replay = ReplayStore(
+            self.paths.data_dir / "commands_seen.json",
+            max_ids=self.cfg.commands.seen_ids_max,
+            clock_ms=self._clock_ms,
+        )
+        return CommandProcessor(
+            gateway=self.cfg.gateway.id,
+            trusted_keys=load_public_keys(self.cfg.commands.trusted_keys),
+            replay=replay,
+            handlers=_CommandActions(self),
+            clock_ms=self._clock_ms,
+        )
+
+    def _on_uplink_results(self) -> None:
+        """Network thread: PUBACKs arrived; wake the forwarder instead of letting it idle."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake.set)
+
+    def _on_command(self, raw: bytes) -> None:
+        """Network thread: hand the bytes to the loop thread (store and engine live there)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._handle_command, raw)
+
+    def _handle_command(self, raw: bytes) -> None:
+        if self.commands is None or self.uplink is None:
+            return  # arrived before the processor exists or after shutdown began
+        result = self.commands.handle(raw)
+        self.uplink.publish_untracked("cmd/result", result.payload())
+
     async def _watchdog(self, interval: float) -> None:
         """Pet systemd's watchdog only while polling makes progress."""
         slowest = max((d.poll_interval_s for b in self._buses.values() for d in b), default=1.0)
@@ -400,3 +476,44 @@ class Pipeline:
         if self.forwarder is not None:
             out["delivered"] = self.forwarder.stats.delivered
         return out
+
+
+class _CommandActions:
+    """What verified commands do to the running pipeline (loop thread only)."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._p = pipeline
+
+    def ack_alarm(self, args: AckAlarmArgs) -> str:
+        p = self._p
+        index = p.tags.index.get(args.tag)
+        if index is None:
+            raise CommandRejectedError("bad_args", f"ack_alarm: unknown tag {args.tag!r}")
+        events = p.engine.acknowledge(index, p._clock_ms(), args.alarm)
+        who = {k: v for k, v in (("user", args.user), ("comment", args.comment)) if v is not None}
+        for event in events:
+            event.extra.update(who)
+        if events:
+            p.stats.alarms += len(events)
+            p._append(Stream.ALARM, [p._encode_alarm(e) for e in events])
+        done = ", ".join(f"{e.alarm} {e.event}" for e in events) or "nothing to acknowledge"
+        return f"{args.tag}: {done}"
+
+    def rebirth(self) -> str:
+        uplink = self._p.uplink
+        assert uplink is not None
+        return "state and meta republished" if uplink.rebirth() else "not connected"
+
+    def resend(self, args: ResendArgs) -> str:
+        p = self._p
+        assert p.store is not None
+        assert p.forwarder is not None
+        limit = p.cfg.commands.max_resend
+        if args.to_seq - args.from_seq + 1 > limit:
+            raise CommandRejectedError(
+                "bad_args", f"resend: at most {limit} records per command ([commands].max_resend)"
+            )
+        stream = Stream[args.stream.upper()]
+        records = p.store.resend(stream, args.from_seq, args.to_seq)
+        p.forwarder.resend(records)
+        return f"{len(records)} {args.stream} records queued for resend"

@@ -29,6 +29,8 @@ Contract (design/UPLINK.md, design/STACK.md):
   state with ``online: false`` (retained, QoS 1); its ``ts`` is when that session's connection
   attempt began (the broker cannot know the time of death). ``session`` counts successful
   connections of this process, from 1.
+- A half-open connection (the peer vanished without a FIN) is detected within
+  1.5 × ``keepalive_s`` (:func:`mqtt_keepalive`); its in-flight tokens are then ``lost``.
 - Reconnects forever: the delay before retry ``n`` (0-based, reset by a successful CONNACK) is
   drawn uniformly from ``[min, min(max, min·2^(n+1))]`` (full jitter over the exponential
   window, so a fleet does not reconnect in lock-step after a broker restart).
@@ -69,6 +71,7 @@ __all__ = [
     "UplinkConfigError",
     "UplinkStats",
     "backoff_delay",
+    "mqtt_keepalive",
 ]
 
 log = logging.getLogger(__name__)
@@ -110,6 +113,16 @@ class UplinkStats:
     lost: int
 
 
+def mqtt_keepalive(keepalive_s: int) -> int:
+    """The MQTT keepalive given to paho for a configured ``keepalive_s``: three quarters of it.
+
+    paho sends PINGREQ after one keepalive without traffic and drops the connection when no
+    answer came one keepalive later, so its worst case is two keepalives; ¾ of the configured
+    value keeps the detection of a half-open connection within 1.5 × ``keepalive_s``.
+    """
+    return max(1, (3 * keepalive_s) // 4)
+
+
 def backoff_delay(
     attempt: int, min_s: float, max_s: float, uniform: Callable[[float, float], float]
 ) -> float:
@@ -142,6 +155,8 @@ class Uplink:
     Arguments (keyword-only): ``config`` the uplink section; ``site`` and ``gateway`` the ids in
     the topic root; ``agent_version`` goes into ``R/state``; ``password`` for the configured
     ``username``; ``on_command`` receives raw ``R/cmd`` payloads on the network thread;
+    ``on_results`` is called on the network thread when results become available after
+    :meth:`take_results` emptied them (once per batch, not per PUBACK: wake a consumer with it);
     ``clock_ms`` wall-clock epoch milliseconds for the state timestamps.
     """
 
@@ -154,6 +169,7 @@ class Uplink:
         agent_version: str,
         password: str | None = None,
         on_command: Callable[[bytes], None] | None = None,
+        on_results: Callable[[], None] | None = None,
         clock_ms: Callable[[], int] = _wall_ms,
     ) -> None:
         self._cfg = config
@@ -163,6 +179,7 @@ class Uplink:
             raise UplinkConfigError(f"uplink topic root: {exc}") from exc
         self._agent_version = agent_version
         self._on_command = on_command
+        self._on_results = on_results
         self._clock_ms = clock_ms
         self._state_topic = f"{self.root}/state"
         self._meta_topic = f"{self.root}/meta"
@@ -233,7 +250,9 @@ class Uplink:
         self._set_will()
         self._set_next_delay()
         kwargs: dict[str, Any] = {"clean_start": True} if self._v5 else {}
-        self._client.connect_async(self._cfg.host, self._cfg.port, self._cfg.keepalive_s, **kwargs)
+        self._client.connect_async(
+            self._cfg.host, self._cfg.port, mqtt_keepalive(self._cfg.keepalive_s), **kwargs
+        )
         self._client.loop_start()
         log.info(kv("uplink_starting", host=self._cfg.host, port=self._cfg.port, root=self.root))
 
@@ -302,6 +321,25 @@ class Uplink:
             self._meta = payload
         if self._connected:
             self._publish(self._meta_topic, payload, _INTERNAL, True)
+
+    def publish_untracked(self, suffix: str, payload: bytes) -> bool:
+        """QoS 1 to ``{root}/{suffix}`` with no result reported (``cmd/result``: not buffered,
+        a platform that misses an answer asks again with a new command). False when not
+        connected."""
+        if not suffix or any(c in suffix for c in "+#\0") or suffix.startswith("/"):
+            raise ValueError(f"invalid topic suffix {suffix!r}")
+        return self._publish(f"{self.root}/{suffix}", payload, _INTERNAL, False)
+
+    def rebirth(self) -> bool:
+        """Republish the retained ``R/state`` (online, same session) and ``R/meta`` now.
+        False when not connected (the next connect publishes both anyway)."""
+        with self._lock:
+            meta = self._meta
+        if not self._publish(self._state_topic, self._state(online=True), _INTERNAL, True):
+            return False
+        if meta is not None:
+            self._publish(self._meta_topic, meta, _INTERNAL, True)
+        return True
 
     def _publish(self, topic: str, payload: bytes, token: Hashable, retain: bool) -> bool:
         with self._lock:
@@ -440,6 +478,8 @@ class Uplink:
             stopping = self._stopping
             if was_connected:
                 self._n["disconnects"] += 1
+        if self._on_results is not None:
+            self._notify_results()
         if stopping:
             return
         self._set_will()
@@ -452,10 +492,21 @@ class Uplink:
     ) -> None:
         with self._lock:
             token = self._inflight.pop(mid, None)
+            first = not self._results
             if token is None and self._publishing:
                 self._early[mid] = reason  # publish() may not have returned yet
             elif token is not None:
                 self._add(self._answer(token, reason))
+            first = first and bool(self._results)
+        if first and self._on_results is not None:
+            self._notify_results()
+
+    def _notify_results(self) -> None:
+        assert self._on_results is not None
+        try:
+            self._on_results()
+        except Exception as exc:  # never let the consumer's hook kill the network thread
+            self._log_limited("results", logging.ERROR, "uplink_results_hook_failed", error=exc)
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         if msg.topic != self._cmd_topic or self._on_command is None:

@@ -6,8 +6,10 @@ Readable lines (default), alarms first-word prominent::
     DATA   3 points: GT-101=20.5 GT-102=null(bad_comm) GT-103=1.2  [S1/G1 #7]
     GAP    telemetry seq 5..7 missing (3)  [S1/G1]
 
-or, with ``--json``, one JSON object per message (the body verbatim). Runs until interrupted
-or until ``--count`` messages were printed. Exit 0, or 1 when the broker cannot be reached.
+or, with ``--json``, one JSON object per message (the body verbatim). With ``--validate`` each
+message is checked against the JSON Schemas: ``INVALID`` lines (or ``schema_errors``) follow it.
+Runs until interrupted or until ``--count`` messages were printed. Exit 0, or 1 when the broker
+cannot be reached (or validation is asked for without jsonschema or the schema files).
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--site", default=None, help="only this site (default: all)")
     p.add_argument("--gateway", default=None, help="only this gateway (default: all)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument(
+        "--validate",
+        action="store_true",
+        help="check every message against the JSON Schemas (docs/schemas); print violations",
+    )
     p.add_argument("--count", type=int, default=0, help="exit after N messages (0: never)")
     p.add_argument("--username", default=None)
     p.add_argument("--password-file", type=Path, default=None)
@@ -109,6 +116,7 @@ def format_lines(m: Message) -> list[str]:
         text = m.payload[:160].decode(errors="replace")
         line = f"{m.kind.upper().replace('/', '_'):<6} {text}" + _where(m)
     out.append(line)
+    out.extend(f"INVALID {m.kind}: {problem}" for problem in m.schema_errors)
     return out
 
 
@@ -120,6 +128,8 @@ def format_json(m: Message) -> str:
         doc |= {"seq": env.seq, "id": env.id, "ts": env.ts, "backfill": env.backfill}
     doc |= {"retained": m.retained, "late": m.late}
     doc["gap"] = [m.gap.first, m.gap.last] if m.gap is not None else None
+    if m.schema_errors:
+        doc["schema_errors"] = list(m.schema_errors)
     if m.error is not None:
         doc["error"] = m.error
         doc["payload"] = m.payload.decode(errors="replace")
@@ -170,9 +180,10 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             password=password,
             tls=tls,
             on_message=on_message,
+            validate=args.validate,
         )
         listener.start()
-    except (ListenerError, OSError) as exc:  # OSError: unreadable TLS files
+    except (ListenerError, OSError, RuntimeError) as exc:  # unreadable TLS files, no schemas
         print(f"safeedge listen: {exc}", file=sys.stderr)
         return 1
     old = signal.signal(signal.SIGTERM, lambda *_: done.set())

@@ -15,16 +15,24 @@ Sequence bookkeeping (:class:`SeqTracker`, sans-I/O) per (site, gateway, stream)
 
 Malformed messages are delivered with ``error`` set and nothing decoded (permanent: the same
 bytes will never decode). Retained ``state``/``meta`` and the ``cmd`` topics carry no envelope.
+
+With ``validate=True`` every message is also checked against the published JSON Schemas
+(docs/schemas, :class:`SchemaValidator`); violations are delivered in ``schema_errors`` and
+counted in ``invalid`` (the message is still decoded and delivered when it decodes).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import logging
 import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from dataclasses import replace as _replace
+from pathlib import Path
 from typing import Any, Final, Literal
 
 import msgspec
@@ -49,18 +57,22 @@ from agent.codec import (
 from agent.config import TlsConfig
 
 __all__ = [
+    "SCHEMA_DIR",
     "Body",
     "Gap",
     "Listener",
     "ListenerError",
     "ListenerStats",
     "Message",
+    "SchemaValidator",
     "SeqTracker",
 ]
 
 log = logging.getLogger(__name__)
 
 _MAX_GAPS_PER_STREAM: Final = 1000
+SCHEMA_DIR: Final = Path(__file__).resolve().parents[1] / "docs" / "schemas"
+"""The JSON Schemas of the wire contract (in the source tree: docs/schemas)."""
 _ENVELOPED: Final = frozenset(("telemetry", "alarm", "event"))
 
 Body = list[Point] | Alarm | dict[str, Any] | State | None
@@ -99,6 +111,7 @@ class Message:
     gap: Gap | None = None
     late: bool = False
     error: str | None = None
+    schema_errors: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -110,6 +123,70 @@ class ListenerStats:
     missing: int = 0  # records reported in gaps
     late: int = 0  # gap records that arrived afterwards
     malformed: int = 0
+    invalid: int = 0  # messages violating the JSON Schemas (validate=True)
+
+
+class SchemaValidator:
+    """Checks payloads against docs/schemas with ``jsonschema`` (a dev/platform dependency).
+
+    :meth:`errors` returns human-readable violations, empty when valid. Raises RuntimeError
+    at construction when ``jsonschema`` or the schema files are missing (install the dev
+    extras; run from the source tree).
+    """
+
+    KINDS: Final = ("telemetry", "alarm", "event", "state", "meta", "cmd", "cmd/result")
+
+    def __init__(self, directory: Path = SCHEMA_DIR) -> None:
+        try:
+            import jsonschema  # type: ignore[import-untyped]
+        except ImportError as exc:
+            raise RuntimeError("validation needs the jsonschema package (dev extras)") from exc
+        try:
+            docs = {p.stem: json.loads(p.read_text()) for p in directory.glob("*.json")}
+        except (OSError, ValueError) as exc:
+            raise RuntimeError(f"cannot read the schemas in {directory}: {exc}") from exc
+        missing = {"envelope", "telemetry", "alarm", "event", "state", "meta", "cmd", "cmd_result"}
+        missing -= set(docs)
+        if missing:
+            raise RuntimeError(f"schemas {sorted(missing)} missing in {directory}")
+        v = jsonschema.Draft202012Validator
+        self._v = {name: v(doc) for name, doc in docs.items()}
+        self._cmd_payload = v(docs["cmd"]["$defs"]["payload"])
+
+    def errors(self, kind: str, payload: bytes) -> list[str]:
+        """Violations of ``payload`` on topic ``kind`` (``R/{kind}``); [] when valid."""
+        try:
+            doc = json.loads(payload)
+        except ValueError as exc:
+            return [f"not JSON: {exc}"]
+        if kind in ("telemetry", "alarm", "event"):
+            out = self._check("envelope", doc)
+            if not out and isinstance(doc, dict):
+                out = self._check(kind, doc["body"], "body")
+            return out
+        if kind == "cmd":
+            out = self._check("cmd", doc)
+            if not out:
+                try:
+                    inner = json.loads(base64.b64decode(doc["payload"], validate=True))
+                except (binascii.Error, ValueError) as exc:
+                    return [f"payload: not base64 JSON: {exc}"]
+                out = self._check_with(self._cmd_payload, inner, "payload")
+            return out
+        name = kind.replace("/", "_")
+        return self._check(name, doc) if name in self._v else []
+
+    def _check(self, name: str, doc: object, where: str = "") -> list[str]:
+        return self._check_with(self._v[name], doc, where)
+
+    @staticmethod
+    def _check_with(validator: Any, doc: object, where: str) -> list[str]:
+        out = []
+        for err in validator.iter_errors(doc):
+            path = "/".join(str(p) for p in err.absolute_path)
+            at = "/".join(x for x in (where, path) if x) or "(root)"
+            out.append(f"{at}: {err.message}")
+        return out
 
 
 Verdict = Literal["new", "late", "duplicate"]
@@ -173,11 +250,15 @@ class Listener:
         tls: TlsConfig | None = None,
         client_id: str = "",
         session_expiry_s: int = 0,
+        validate: bool = False,
     ) -> None:
         """``session_expiry_s`` > 0 (with a fixed ``client_id``) keeps the broker-side session
         across disconnects, so QoS 1 messages published while the listener reconnects are
         queued for it instead of lost (the broker needs persistence to survive its own restart).
+        ``validate`` checks every message against the JSON Schemas (see the module docstring;
+        raises RuntimeError when ``jsonschema`` is not installed).
         """
+        self._validator = SchemaValidator() if validate else None
         if session_expiry_s and not client_id:
             raise ValueError("a persistent session (session_expiry_s > 0) needs a client_id")
         self._session_expiry_s = session_expiry_s
@@ -295,6 +376,12 @@ class Listener:
             return self._malformed(topic, "", "", "", payload, retained, "unexpected topic")
         site, gateway, kind = parts
         base = Message(topic, site, gateway, kind, payload, retained)
+        if self._validator is not None and payload:
+            problems = tuple(self._validator.errors(kind, payload))
+            if problems:
+                with self._lock:
+                    self._stats.invalid += 1
+                base = _replace(base, schema_errors=problems)
         try:
             message = self._decode(base)
         except CodecError as exc:

@@ -258,3 +258,26 @@ def test_the_state_payload_matches_the_contract_and_decodes_back() -> None:
     assert (state.online, state.ts, state.session, state.agent) == (True, 5, 3, "0.1.0")
     with pytest.raises(CodecError, match="online"):
         decode_state(b'{"ts":5,"session":3,"agent":"0.1.0"}')
+
+
+def test_a_command_result_has_the_contract_fields_and_decodes_back() -> None:
+    from agent.codec import cmd_result_payload, decode_cmd_result
+
+    data = cmd_result_payload(id=None, status="rejected", detail="malformed: x", ts_ms=5)
+    assert data == b'{"id":null,"status":"rejected","detail":"malformed: x","ts":5}'
+    assert decode_cmd_result(data).status == "rejected"
+    with pytest.raises(CodecError, match="cmd/result"):
+        decode_cmd_result(b'{"id": "a", "status": "maybe", "detail": "", "ts": 1}')
+
+
+def test_the_asyncapi_document_refers_only_to_schemas_that_exist_and_covers_every_topic() -> None:
+    import re
+    from pathlib import Path
+
+    docs = Path(__file__).parents[2] / "docs"
+    text = (docs / "asyncapi.yaml").read_text()
+    assert text.startswith("asyncapi: 3.0.0\n")
+    refs = set(re.findall(r"\$ref: '\./schemas/([a-z_]+\.json)'", text))
+    assert refs == {p.name for p in (docs / "schemas").glob("*.json")}
+    addresses = set(re.findall(r"address: '\{prefix\}/\{site\}/\{gateway\}/([a-z/]+)'", text))
+    assert addresses == {"state", "meta", "telemetry", "alarm", "event", "cmd", "cmd/result"}

@@ -27,9 +27,13 @@ from agent.config import (
 )
 from buffer.config import BufferConfig
 from drivers.config import (
+    CurrentLoopConfig,
     DataType,
+    ExcludeConfig,
     ModbusRtuDeviceConfig,
     ModbusTcpDeviceConfig,
+    SerialLineDeviceConfig,
+    SerialLineTagConfig,
     SerialPortConfig,
     TagConfig,
 )
@@ -106,7 +110,7 @@ def test_the_reference_example_loads_with_both_device_kinds_and_its_rules() -> N
     cfg = load_config(REFERENCE)
     assert cfg.gateway.id == "tank-farm-gw1"
     kinds = {type(d) for d in cfg.devices}
-    assert kinds == {ModbusTcpDeviceConfig, ModbusRtuDeviceConfig}
+    assert kinds == {ModbusTcpDeviceConfig, ModbusRtuDeviceConfig, SerialLineDeviceConfig}
     assert cfg.serial_ports[0].parity == "E"
     assert cfg.uplink.tls is not None
     assert cfg.uplink.tls.key_file == "certs/gateway.key"
@@ -120,6 +124,8 @@ def _fields(cls: type[msgspec.Struct]) -> set[str]:
 def test_the_reference_example_shows_every_key_of_every_table() -> None:
     raw = tomllib.loads(REFERENCE.read_text(encoding="utf-8"))
     devices = raw["devices"]
+    modbus = [d for d in devices if d["driver"] != "serial_line"]
+    lines = [d for d in devices if d["driver"] == "serial_line"]
     seen: dict[type[msgspec.Struct], set[str]] = {
         AgentConfig: set(raw),
         GatewayConfig: set(raw["gateway"]),
@@ -129,7 +135,13 @@ def test_the_reference_example_shows_every_key_of_every_table() -> None:
         SerialPortConfig: set().union(*raw["serial_ports"]),
         ModbusTcpDeviceConfig: set().union(*(d for d in devices if d["driver"] == "modbus_tcp")),
         ModbusRtuDeviceConfig: set().union(*(d for d in devices if d["driver"] == "modbus_rtu")),
-        TagConfig: set().union(*(t for d in devices for t in d["tags"])),
+        TagConfig: set().union(*(t for d in modbus for t in d["tags"])),
+        ExcludeConfig: set().union(*(e for d in modbus for e in d.get("exclude", ()))),
+        CurrentLoopConfig: set().union(
+            *(t["current_loop"] for d in modbus for t in d["tags"] if "current_loop" in t)
+        ),
+        SerialLineDeviceConfig: set().union(*lines),
+        SerialLineTagConfig: set().union(*(t for d in lines for t in d["tags"])),
         RuleConfig: set().union(*raw["rules"]),
     }
     # `template` needs a shipped template name; docs/config.md shows it instead.
@@ -162,7 +174,10 @@ def test_an_unknown_tag_key_is_named_with_device_and_tag_names() -> None:
 def test_an_unknown_key_without_a_close_match_lists_the_valid_keys() -> None:
     issue = only_issue(GATEWAY + "[buffer]\nzzz = 1\n")
     assert issue.path == "buffer.zzz"
-    assert issue.hint == "valid keys: capacity_mb, cipher, key_file, path, retention_days"
+    assert issue.hint == (
+        "valid keys: alarm, capacity_mb, cipher, event, key_file, path, reserve_mb, "
+        "retention_days, telemetry"
+    )
 
 
 def test_a_device_key_written_after_a_tag_header_is_explained() -> None:
@@ -213,7 +228,7 @@ def test_an_unknown_driver_lists_the_drivers() -> None:
     issue = only_issue(GATEWAY + tcp("plc-1", "GT-101").replace("modbus_tcp", "modbus_udp"))
     assert issue.path == 'devices[0] "plc-1".driver'
     assert issue.message == 'invalid value "modbus_udp"'
-    assert issue.hint == 'expected one of "modbus_tcp", "modbus_rtu"'
+    assert issue.hint == 'expected one of "modbus_tcp", "modbus_rtu", "serial_line"'
 
 
 def test_an_invalid_enum_value_lists_the_allowed_values() -> None:
@@ -395,6 +410,40 @@ def test_two_devices_with_one_unit_id_on_one_serial_port_are_reported() -> None:
     issue = only_issue(text)
     assert issue.path == 'devices[2] "m3".unit_id'
     assert issue.message == 'unit id 3 on serial port "bus-a" is already used by devices[0] "m1"'
+
+
+def serial_line(name: str, port: str, *tags: str, extra: str = "") -> str:
+    body = f"""
+[[devices]]
+driver = "serial_line"
+name = "{name}"
+serial_port = "{port}"
+{extra}
+"""
+    return body + "".join(
+        f'\n  [[devices.tags]]\n  name = "{t}"\n  field = {i}\n' for i, t in enumerate(tags)
+    )
+
+
+def test_a_serial_line_device_owns_its_port_and_another_device_there_is_reported() -> None:
+    text = GATEWAY + serial("gas-line", "/dev/ttyS3")
+    text += serial_line("gas", "gas-line", "G1") + rtu("m1", "gas-line", 1, "A")
+    issue = only_issue(text)
+    assert issue.path == 'devices[1] "m1".serial_port'
+    assert 'owned by the serial-line device devices[0] "gas"' in issue.message
+
+
+def test_serial_line_parse_settings_that_cannot_work_are_reported_by_key() -> None:
+    text = GATEWAY + serial("gas-line", "/dev/ttyS3")
+    text += serial_line("gas", "gas-line", "G1", extra='parse = "regex"\npattern = "(?P<v>[0-9"')
+    paths = [i.path for i in issues_of(text)]
+    assert 'devices[0] "gas".pattern' in paths
+    assert 'devices[0] "gas".tags[0] "G1".field' in paths  # an index where a group is needed
+
+
+def test_an_exclusion_running_past_the_last_address_is_reported() -> None:
+    text = GATEWAY + tcp("plc", "A", extra="exclude = [{ address = 65530, count = 10 }]")
+    assert only_issue(text).path == 'devices[0] "plc".exclude[0].count'
 
 
 def test_two_tcp_devices_at_one_host_port_and_unit_id_are_reported() -> None:
@@ -585,7 +634,7 @@ def test_check_config_prints_a_summary_and_exits_0_for_a_valid_file(
     out, err = capsys.readouterr()
     assert out == (
         f"{REFERENCE}: ok: site CN-JS-0042 gateway tank-farm-gw1: "
-        "3 devices, 6 tags, 4 rules, 1 serial port\n"
+        "4 devices, 9 tags, 4 rules, 2 serial ports\n"
     )
     assert err == ""
 

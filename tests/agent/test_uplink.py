@@ -330,3 +330,80 @@ def test_tls_never_falls_back_to_plain_text(
     assert up.stats().sessions == 0
     assert not up.connected
     assert "G1" not in broker.log()  # no MQTT CONNECT ever reached the plain listener
+
+
+class BlackholeProxy:
+    """A TCP relay to the broker that can start silently discarding traffic both ways while
+    keeping the connections open: a half-open link as a dead NAT or a cut cable makes it."""
+
+    def __init__(self, upstream_port: int) -> None:
+        import socket
+
+        self._up = upstream_port
+        self.blackhole = threading.Event()
+        self._srv = socket.create_server(("127.0.0.1", 0))
+        self.port = self._srv.getsockname()[1]
+        self._socks: list[Any] = [self._srv]
+        self._lock = threading.Lock()
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = self._srv.accept()
+            except OSError:
+                return
+            with self._lock:
+                self._socks.append(client)
+                if self._closed:
+                    client.close()
+                    return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self._up))
+            except OSError:
+                continue
+            with self._lock:
+                self._socks.append(upstream)
+                if self._closed:
+                    upstream.close()
+                    return
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: Any, dst: Any) -> None:
+        try:
+            while data := src.recv(65536):
+                if not self.blackhole.is_set():
+                    dst.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            for s in self._socks:
+                s.close()
+
+
+@pytest.mark.integration
+def test_a_half_open_connection_is_detected_within_one_and_a_half_keepalives(
+    broker: Broker, make_uplink: Callable[..., Uplink]
+) -> None:
+    proxy = BlackholeProxy(broker.port)
+    try:
+        cfg = UplinkConfig(host="127.0.0.1", port=proxy.port, keepalive_s=5, reconnect_min_s=5)
+        up = connected(make_uplink(cfg))
+        time.sleep(1.0)  # let the connect traffic settle
+        proxy.blackhole.set()
+        t0 = time.monotonic()
+        assert up.publish("alarm", b"{}", token="in flight")
+        wait_until(lambda: not up.connected, timeout_s=10, what="half-open connection detected")
+        detected = time.monotonic() - t0
+        [result] = collect(up, 1)
+    finally:
+        proxy.close()
+    assert detected <= 1.5 * 5, detected
+    assert (result.token, result.lost) == ("in flight", True)

@@ -196,3 +196,22 @@ def test_the_listen_command_prints_one_line_per_message_and_stops_after_count(
         "ALARM  GT-102 high RAISE level 1 (major) value 25.4 limit 25  [S1/G1 #1]",
         "EVENT  started n=1  [S1/G1 #1]",
     ]
+
+
+def test_validation_reports_each_contract_violation_with_its_path_and_counts_it() -> None:
+    listener = Listener(host="127.0.0.1", port=1, on_message=print, validate=True)
+    good = telemetry_body([("T1", 1, 2.5, None), ("T2", 1, None, "bad_comm")])
+    ok = listener.handle("safeedge/v1/S1/G1/telemetry", envelope("telemetry", 1, good))
+    assert ok is not None
+    assert ok.schema_errors == ()
+    bad = b'{"points": [["T1", 1, 2.5, "so-so"]]}'
+    flagged = listener.handle("safeedge/v1/S1/G1/telemetry", envelope("telemetry", 2, bad))
+    assert flagged is not None
+    assert len(flagged.schema_errors) == 1
+    assert flagged.schema_errors[0].startswith("body/points/0/3: 'so-so' is not one of")
+    assert format_lines(flagged)[-1].startswith("INVALID telemetry: body/points/0/3")
+    assert json.loads(format_json(flagged))["schema_errors"] == list(flagged.schema_errors)
+    result = listener.handle("safeedge/v1/S1/G1/cmd/result", b'{"id": "x", "status": "done"}')
+    assert result is not None
+    assert len(result.schema_errors) == 3  # detail and ts missing, status not in the enum
+    assert listener.stats.invalid == 2

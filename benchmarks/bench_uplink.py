@@ -1,0 +1,286 @@
+"""Uplink throughput: buffer → forwarder → Mosquitto → subscriber, against a bare paho publisher.
+
+Prints one table. Both runs use the same broker, the same QoS 1 in-flight window and the same
+envelope bytes; the baseline is a bare paho client publishing those bytes as fast as its window
+allows (no store, no encryption, no acknowledgement bookkeeping). Figures are quoted as ratios
+against it, plus:
+
+- readings/s and messages/s delivered from an encrypted buffer holding a backlog to a
+  subscriber (the drain after an outage);
+- the time to drain one hour of backlog of ``--tags`` tags sampled every second, extrapolated
+  from the measured drain rate when ``--drain-fraction`` < 1 (said so in the table);
+- MQTT bytes on the wire per reading (PUBLISH packets as MQTT 5 encodes them, computed from the
+  real payloads; TCP/IP and TLS framing excluded), and what deflate would make of the same body
+  (NOT in the version-1 contract: a figure for the discussion of a compact profile).
+
+Usage: ``python benchmarks/bench_uplink.py [--tags 1000] [--points 200] [--messages 3000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import sys
+import tempfile
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from agent.codec import encode_envelope, telemetry_body
+from agent.config import UplinkConfig
+from agent.forwarder import Forwarder
+from agent.uplink import Uplink
+from buffer import Store
+from buffer.record import Stream
+from provisioning.localbroker import LocalBroker, find_mosquitto
+
+SITE, GW = "CN-JS-0042", "tank-farm-gw1"
+TOPIC = f"safeedge/v1/{SITE}/{GW}/telemetry"
+T0 = 1_764_300_000_000
+
+
+def bodies(n_messages: int, points: int, tags: int, seed: int = 1) -> list[bytes]:
+    """Realistic telemetry bodies: ``points`` readings each, tags cycling, 1 s apart per tag,
+    values with two decimals (as a scaled 4-20 mA reading rounds)."""
+    rng = random.Random(seed)
+    out = []
+    k = 0
+    for _ in range(n_messages):
+        pts = []
+        for _ in range(points):
+            tag = k % tags
+            pts.append(
+                (
+                    f"GT-{tag:04d}",
+                    T0 + (k // tags) * 1000 + tag % 50,
+                    round(rng.uniform(0, 100), 2),
+                    None,
+                )
+            )
+            k += 1
+        out.append(telemetry_body(pts))
+    return out
+
+
+def envelope(seq: int, body: bytes) -> bytes:
+    return encode_envelope(
+        site=SITE, gateway=GW, stream="telemetry", seq=seq, ts_ms=T0, backfill=True, body=body
+    )
+
+
+def publish_packet_bytes(topic: str, payload: int) -> int:
+    """Size of an MQTT 5 QoS 1 PUBLISH without properties: header, topic, packet id, props len."""
+    remaining = 2 + len(topic.encode()) + 2 + 1 + payload
+    varint = 1 if remaining < 128 else 2 if remaining < 16384 else 3 if remaining < 2097152 else 4
+    return 1 + varint + remaining
+
+
+class Counter:
+    """A subscriber counting messages on the telemetry topic."""
+
+    def __init__(self, port: int) -> None:
+        self.n = 0
+        self.done = threading.Event()
+        self.target = 0
+        self._lock = threading.Lock()
+        ready = threading.Event()
+        c = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5
+        )
+        c.on_subscribe = lambda *a: ready.set()
+
+        def on_message(client: object, userdata: object, msg: mqtt.MQTTMessage) -> None:
+            with self._lock:
+                self.n += 1
+                if self.n >= self.target:
+                    self.done.set()
+
+        c.on_message = on_message
+        c.connect("127.0.0.1", port)
+        c.subscribe(f"safeedge/v1/{SITE}/{GW}/#", qos=1)
+        c.loop_start()
+        if not ready.wait(5):
+            raise RuntimeError("subscriber could not subscribe")
+        self._c = c
+
+    def expect(self, n: int) -> None:
+        with self._lock:
+            self.n = 0
+            self.target = n
+            self.done.clear()
+
+    def close(self) -> None:
+        self._c.disconnect()
+        self._c.loop_stop()
+
+
+def bare_paho(port: int, payloads: list[bytes], inflight: int, sub: Counter) -> float:
+    """Seconds for a bare paho QoS 1 client to publish everything and the subscriber to get it."""
+    c = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5
+    )
+    c.max_inflight_messages_set(inflight)
+    c.max_queued_messages_set(0)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    sub.expect(len(payloads))
+    t0 = time.perf_counter()
+    window = threading.Semaphore(inflight)  # never queue more than the window inside paho
+
+    def release(*a: object) -> None:
+        window.release()
+
+    c.on_publish = release
+    for p in payloads:
+        window.acquire()
+        c.publish(TOPIC, p, qos=1)
+    if not sub.done.wait(120):
+        raise RuntimeError(f"baseline: subscriber got {sub.n} of {len(payloads)}")
+    elapsed = time.perf_counter() - t0
+    c.disconnect()
+    c.loop_stop()
+    return elapsed
+
+
+def forwarder_drain(
+    port: int, data_dir: Path, raw_bodies: list[bytes], inflight: int, sub: Counter
+) -> tuple[float, float]:
+    """(append seconds, drain seconds) of the backlog through the real store and forwarder."""
+    store = Store.open(path=data_dir / "buffer.db", key_file=data_dir / "buffer.key", gateway_id=GW)
+    t0 = time.perf_counter()
+    for i in range(0, len(raw_bodies), 500):
+        store.append(Stream.TELEMETRY, raw_bodies[i : i + 500], created_ms=T0)
+    appended = time.perf_counter() - t0
+    wake = threading.Event()
+    up = Uplink(
+        config=UplinkConfig(host="127.0.0.1", port=port, max_inflight=inflight),
+        site=SITE,
+        gateway=GW,
+        agent_version="bench",
+        on_results=wake.set,  # as the pipeline does: PUBACKs wake the forwarder
+    )
+    fwd = Forwarder(
+        store=store, uplink=up, site=SITE, gateway=GW, backfill_after_s=10,
+        max_inflight=inflight, clock_ms=lambda: time.time_ns() // 1_000_000,
+    )  # fmt: skip
+    up.start()
+    while not up.connected:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    sub.expect(len(raw_bodies))
+    t0 = time.perf_counter()
+    while not sub.done.is_set() or fwd.stats.delivered < len(raw_bodies):
+        if fwd.pump() == 0:
+            wake.clear()
+            wake.wait(0.02)  # the pipeline's idle wait
+    elapsed = time.perf_counter() - t0
+    up.stop(timeout_s=2)
+    store.close()
+    return appended, elapsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tags", type=int, default=1000, help="tags sampled every second")
+    ap.add_argument(
+        "--points", type=int, default=200, help="readings per message (telemetry_batch)"
+    )
+    ap.add_argument(
+        "--messages", type=int, default=3000, help="messages measured (a fraction of the hour)"
+    )
+    ap.add_argument("--inflight", type=int, default=100)
+    args = ap.parse_args(argv)
+    binary = find_mosquitto()
+    if binary is None:
+        print("mosquitto not found (apt install mosquitto)", file=sys.stderr)
+        return 1
+    raw = bodies(args.messages, args.points, args.tags)
+    payloads = [envelope(i + 1, b) for i, b in enumerate(raw)]
+    readings = args.messages * args.points
+    hour_readings = args.tags * 3600
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = LocalBroker(Path(tmp) / "broker", binary=binary)
+        with broker.conf_file.open("a") as conf:  # a subscriber queue that never drops QoS 1
+            conf.write("max_queued_messages 0\nmax_queued_bytes 0\n")
+        broker.start()
+        try:
+            sub = Counter(broker.port)
+            base_s = bare_paho(broker.port, payloads, args.inflight, sub)
+            append_s, drain_s = forwarder_drain(
+                broker.port, Path(tmp) / "data", raw, args.inflight, sub
+            )
+            sub.close()
+        finally:
+            broker.stop()
+    wire = sum(publish_packet_bytes(TOPIC, len(p)) for p in payloads)
+    deflated = sum(
+        publish_packet_bytes(TOPIC, len(p) - len(b) + len(zlib.compress(b, 6)))
+        for p, b in zip(payloads, raw, strict=True)
+    )
+    fraction = readings / hour_readings
+    hour_s = drain_s / fraction
+    base_rate, fwd_rate = args.messages / base_s, args.messages / drain_s
+    rows = [
+        (
+            "bare paho QoS 1 publisher (baseline)",
+            f"{base_rate:,.0f} msg/s",
+            f"{base_rate * args.points:,.0f} readings/s",
+            "1.00",
+        ),
+        (
+            "buffer → forwarder → subscriber",
+            f"{fwd_rate:,.0f} msg/s",
+            f"{fwd_rate * args.points:,.0f} readings/s",
+            f"{fwd_rate / base_rate:.2f}  (target ≥ 0.70)",
+        ),
+        (
+            "append backlog to the encrypted buffer",
+            f"{args.messages / append_s:,.0f} msg/s",
+            f"{readings / append_s:,.0f} readings/s",
+            "(not a ratio)",
+        ),
+        (
+            f"drain 1 h of {args.tags:,} tags at 1 s ({hour_readings / 1e6:.1f} M readings)",
+            f"{hour_s:,.1f} s",
+            "measured" if fraction >= 1 else f"extrapolated from {fraction:.0%}",
+            "target ≤ 300 s",
+        ),
+        (
+            "MQTT bytes on the wire per reading (v1 JSON)",
+            f"{wire / readings:.1f} B",
+            f"{len(payloads[0])} B payload/msg",
+            "target ≤ 20 B",
+        ),
+        (
+            "  same, body deflated (NOT in contract v1)",
+            f"{deflated / readings:.1f} B",
+            "zlib level 6",
+            "proposal only",
+        ),
+    ]
+    print(
+        f"bench_uplink: {platform.node()} · {platform.machine()} · {os.cpu_count()} CPUs · "
+        f"Python {platform.python_version()} · {platform.platform()}"
+    )
+    print(
+        f"{args.messages:,} messages × {args.points} readings, in-flight window "
+        f"{args.inflight}, Mosquitto on loopback"
+    )
+    widths = [max(len(str(r[i])) for r in rows) for i in range(4)]
+    header = ("what", "rate / size", "", "ratio vs baseline")
+    widths = [max(w, len(h)) for w, h in zip(widths, header, strict=True)]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    print("  ".join("-" * w for w in widths))
+    for r in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
