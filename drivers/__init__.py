@@ -5,19 +5,22 @@
 :mod:`drivers.errors`.
 """
 
+from drivers.config import CurrentLoopConfig
 from drivers.devices import AnyDeviceConfig, Device, build_device
 from drivers.errors import DeviceUnavailable, DriverConfigError, DriverError, ProtocolError
 from drivers.modbus import ModbusDevice, ProbeRead, ProbeResult, wall_clock_ms
 from drivers.planner import PlannedPoint, ReadRequest, plan_reads
-from drivers.serial_line import SerialLineDevice
+from drivers.serial_line import LineProbeResult, SerialLineDevice
 from drivers.types import Quality, SampleBatch
 
 __all__ = [
     "AnyDeviceConfig",
+    "CurrentLoopConfig",
     "Device",
     "DeviceUnavailable",
     "DriverConfigError",
     "DriverError",
+    "LineProbeResult",
     "ModbusDevice",
     "PlannedPoint",
     "ProbeRead",

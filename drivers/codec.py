@@ -16,11 +16,20 @@ A 64-bit value extends the same rule (CDAB on ``ABCDEFGH`` is ``[GH, EF, CD, AB]
 value is affected only by the byte swap (BADC, DCBA).
 
 Contracts:
-- ``bool`` on a coil / discrete input is the bit; on a register table it is ``register != 0``.
-  Coils and discrete inputs carry only ``bool`` (:func:`check_tag`).
-- Engineering value = ``raw * scale + offset``. A value outside the tag's ``range`` (inclusive)
-  or not finite (a float register holding NaN/inf) is ``(NaN, Quality.BAD_RANGE)``; anything
-  else is ``(value, Quality.GOOD)``. 64-bit integers are converted to float64 (exact up to 2**53).
+- ``bool`` on a coil / discrete input is the bit; on a register table it is ``register != 0``,
+  or, with ``bit = n``, bit ``n`` of the register's value as sent (0 = least significant; word
+  and byte orders do not apply to a single bit). Coils and discrete inputs carry only ``bool``
+  (:func:`check_tag`).
+- Engineering value = ``raw * scale + offset``. With ``current_loop`` (4–20 mA; scale and
+  offset are then 1 and 0), ``frac = (raw - raw4) / (raw20 - raw4)`` is the fraction of the
+  span, the current is ``4 + 16 * frac`` mA, and the value is ``lo + frac * (hi - lo)``; a
+  current below 3.6 mA or above 21 mA (NAMUR NE43 fault signal) is ``(NaN, BAD_RANGE)``.
+- A value outside the tag's ``range`` (inclusive) or not finite (a float register holding
+  NaN/inf) is ``(NaN, Quality.BAD_RANGE)``; anything else is ``(value, Quality.GOOD)``. 64-bit
+  integers are converted to float64 (exact up to 2**53).
+- :mod:`drivers.blockcodec` computes the same results for whole blocks with numpy; the two
+  must agree bit for bit (property-tested), so the arithmetic here is written in the same
+  order of operations as there.
 """
 
 from __future__ import annotations
@@ -35,15 +44,20 @@ from drivers.types import Quality
 
 __all__ = [
     "BIT_TABLES",
+    "NE43_HIGH_MA",
+    "NE43_LOW_MA",
     "check_tag",
     "decode_registers",
     "decode_tag",
     "encode_registers",
+    "tag_problems",
     "to_engineering",
     "word_count",
 ]
 
 BIT_TABLES = frozenset({"coil", "discrete"})
+NE43_LOW_MA = 3.6  # below: sensor or wire fault (NAMUR NE43)
+NE43_HIGH_MA = 21.0  # above: transmitter fault / short circuit
 
 # struct format and register count per type (bool occupies one register on register tables)
 _FORMATS: dict[str, tuple[str, int]] = {
@@ -64,8 +78,37 @@ def word_count(data_type: DataType) -> int:
     return _FORMATS[data_type][1]
 
 
+def tag_problems(tag: TagConfig) -> list[tuple[str, str, str]]:
+    """``(key, message, hint)`` for each problem of ``bit`` / ``current_loop`` (no I/O)."""
+    out: list[tuple[str, str, str]] = []
+    if tag.bit is not None:
+        if tag.table in BIT_TABLES:
+            hint = 'remove bit, or read the register from table = "holding" or "input"'
+            out.append(("bit", f"{tag.table} tables hold single bits already", hint))
+        if tag.type != "bool":
+            hint = 'set type = "bool" (one bit is a bool)'
+            out.append(("type", f'bit = {tag.bit} reads one bit, not a "{tag.type}"', hint))
+    loop = tag.current_loop
+    if loop is not None:
+        if tag.type == "bool":
+            hint = 'a 4-20 mA input is a number: e.g. type = "int16" or "uint16"'
+            out.append(("type", "current_loop on a bool", hint))
+        if tag.scale != 1.0 or tag.offset != 0.0:
+            hint = "remove scale and offset: current_loop.span sets the engineering values"
+            out.append(("scale", "current_loop replaces scale and offset", hint))
+        for key, (a, b) in (("raw_span", loop.raw_span), ("span", loop.span)):
+            if not (math.isfinite(a) and math.isfinite(b)) or a == b:
+                hint = f"write current_loop.{key} = [value at 4 mA, value at 20 mA], different"
+                out.append((f"current_loop.{key}", f"{key} [{a:g}, {b:g}] is not a span", hint))
+    return out
+
+
 def check_tag(tag: TagConfig) -> None:
     """Raise :class:`DriverConfigError` when the tag cannot be decoded as configured."""
+    problems = tag_problems(tag)
+    if problems:
+        key, msg, hint = problems[0]
+        raise DriverConfigError(f"tag {tag.name!r}: {key}: {msg}; {hint}")
     if tag.table in BIT_TABLES and tag.type != "bool":
         raise DriverConfigError(
             f"tag {tag.name!r}: table {tag.table!r} holds single bits; its type must be 'bool', "
@@ -112,8 +155,16 @@ def encode_registers(value: float, data_type: DataType, order: WordOrder) -> lis
 
 
 def to_engineering(raw: float, tag: TagConfig | SerialLineTagConfig) -> tuple[float, Quality]:
-    """Apply scale and offset, then the range and finiteness checks (see module contract)."""
+    """Apply scale and offset (or the 4–20 mA span), then the range and finiteness checks (see
+    the module contract)."""
     value = raw * tag.scale + tag.offset
+    loop = tag.current_loop if isinstance(tag, TagConfig) else None
+    if loop is not None:
+        frac = (value - loop.raw_span[0]) / (loop.raw_span[1] - loop.raw_span[0])
+        ma = 4.0 + 16.0 * frac
+        if ma < NE43_LOW_MA or ma > NE43_HIGH_MA:
+            return math.nan, Quality.BAD_RANGE
+        value = loop.span[0] + frac * (loop.span[1] - loop.span[0])
     if not math.isfinite(value):
         return math.nan, Quality.BAD_RANGE
     if tag.range is not None and not (tag.range[0] <= value <= tag.range[1]):
@@ -129,5 +180,9 @@ def decode_tag(
         if len(data) != 1:
             raise ValueError(f"tag {tag.name!r}: one bit expected, got {len(data)}")
         return to_engineering(1.0 if data[0] else 0.0, tag)
+    if tag.bit is not None:
+        if len(data) != 1:
+            raise ValueError(f"tag {tag.name!r}: one register expected, got {len(data)}")
+        return to_engineering(float((int(data[0]) >> tag.bit) & 1), tag)
     order = tag.byte_order or default_order
     return to_engineering(decode_registers([int(r) for r in data], tag.type, order), tag)

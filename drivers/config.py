@@ -12,6 +12,7 @@ import msgspec
 
 __all__ = [
     "Checksum",
+    "CurrentLoopConfig",
     "ExcludeConfig",
     "ModbusRtuDeviceConfig",
     "ModbusTcpDeviceConfig",
@@ -37,8 +38,26 @@ MaxBits = Annotated[int, msgspec.Meta(ge=1, le=2000)]
 Backoff = Annotated[float, msgspec.Meta(ge=1.0, le=3600.0)]
 
 
+class CurrentLoopConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A 4–20 mA input read as raw counts (an analog input card's register).
+
+    ``raw_span``: the counts at 4 mA and at 20 mA (e.g. ``[0, 27648]`` on a Siemens card,
+    ``[4000, 20000]`` on a card counting µA); ``span``: the engineering values at 4 mA and at
+    20 mA (e.g. ``[0, 100]`` %LEL; ``[100, 0]`` for a reverse-acting transmitter). A current
+    below 3.6 mA or above 21 mA is a NAMUR NE43 fault signal: quality BAD_RANGE.
+    """
+
+    raw_span: tuple[float, float]
+    span: tuple[float, float]
+
+
 class TagConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """One point read from a device. ``value = raw * scale + offset``."""
+    """One point read from a device. ``value = raw * scale + offset``.
+
+    ``bit`` (0 = least significant): a ``bool`` taken from one bit of a holding or input
+    register. ``current_loop``: a 4–20 mA input (see :class:`CurrentLoopConfig`); it replaces
+    scale and offset, which must keep their defaults.
+    """
 
     name: Name
     address: Address
@@ -50,6 +69,8 @@ class TagConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     description: str = ""
     byte_order: WordOrder | None = None  # None: the device's
     range: tuple[float, float] | None = None  # valid measuring range, engineering units
+    bit: Annotated[int, msgspec.Meta(ge=0, le=15)] | None = None
+    current_loop: CurrentLoopConfig | None = None
 
 
 class ExcludeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

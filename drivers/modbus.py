@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from drivers.blockcodec import PollDecoder
 from drivers.breaker import Breaker
 from drivers.codec import decode_tag
 from drivers.config import (
@@ -118,13 +119,46 @@ class _Limits:
     excluded: tuple[AddressRange, ...]
 
 
+_ISOLATED = np.uint8(255)  # request status: its tags were read alone and are already set
+
+
 @dataclass(frozen=True, slots=True)
 class _Samples:
-    """The arrays of one poll under construction (by tag position)."""
+    """The arrays of one poll under construction (by tag position), and per request of the plan
+    its reply (copied into the decoder's buffers), status (a Quality, or _ISOLATED) and time."""
 
     value: np.ndarray[Any, np.dtype[np.float64]]
     quality: np.ndarray[Any, np.dtype[np.uint8]]
     ts: np.ndarray[Any, np.dtype[np.int64]]
+    registers: np.ndarray[Any, np.dtype[np.uint16]]
+    bits: np.ndarray[Any, np.dtype[np.bool_]]
+    status: np.ndarray[Any, np.dtype[np.uint8]]
+    done_ms: np.ndarray[Any, np.dtype[np.int64]]
+
+    @staticmethod
+    def start(tags: int, decoder: PollDecoder, requests: int) -> _Samples:
+        registers, bits = decoder.new_buffers()
+        return _Samples(
+            value=np.full(tags, np.nan, dtype=np.float64),
+            quality=np.full(tags, Quality.BAD_COMM, dtype=np.uint8),
+            ts=np.zeros(tags, dtype=np.int64),
+            registers=registers,
+            bits=bits,
+            status=np.full(requests, Quality.BAD_COMM, dtype=np.uint8),
+            done_ms=np.zeros(requests, dtype=np.int64),
+        )
+
+    def settle(self, decoder: PollDecoder) -> None:
+        """Decode every answered request at once; BAD_DEVICE for refused ones."""
+        status = self.status[decoder.point_request]
+        ok = status == Quality.GOOD
+        value, quality = decoder.decode(self.registers, self.bits)
+        tags = decoder.point_tag[ok]
+        self.value[tags], self.quality[tags] = value[ok], quality[ok]
+        refused = status == Quality.BAD_DEVICE
+        self.quality[decoder.point_tag[refused]] = Quality.BAD_DEVICE
+        done = ok | refused
+        self.ts[decoder.point_tag[done]] = self.done_ms[decoder.point_request[done]]
 
     def bad(self, points: Sequence[PlannedPoint], now: int) -> None:
         for p in points:
@@ -187,6 +221,16 @@ class ModbusDevice:
     ) -> None:
         self._link.leave()
 
+    @property
+    def requests(self) -> tuple[ReadRequest, ...]:
+        """The planned reads of one poll (assigning a plan compiles its decoder)."""
+        return self._requests
+
+    @requests.setter
+    def requests(self, plan: Sequence[ReadRequest]) -> None:
+        self._requests = tuple(plan)
+        self._decoder = PollDecoder(self.tags, self._requests, self.byte_order)
+
     def _plan(self) -> tuple[ReadRequest, ...]:
         lim = self._limits
         return plan_reads(
@@ -200,12 +244,8 @@ class ModbusDevice:
 
     async def poll(self) -> SampleBatch:
         """Read every tag once (never raises for communication problems)."""
-        n = len(self.tags)
-        out = _Samples(
-            value=np.full(n, np.nan, dtype=np.float64),
-            quality=np.full(n, Quality.BAD_COMM, dtype=np.uint8),
-            ts=np.zeros(n, dtype=np.int64),
-        )
+        requests, decoder = self._requests, self._decoder  # a re-plan applies from the next poll
+        out = _Samples.start(len(self.tags), decoder, len(requests))
         reached = False
         if self.breaker.allow():
             async with self._link.owned():
@@ -213,14 +253,15 @@ class ModbusDevice:
                     client = await self._link.client(self.name, self.timeout_s)
                     reached = True
                     replan = False
-                    for req in self.requests:
-                        replan |= await self._read(client, req, out)
+                    for k, req in enumerate(requests):
+                        replan |= await self._read(client, k, req, out)
                     if replan:
                         self.requests = self._plan()
                 except DeviceUnavailable:
                     reached = False
                     self._link.reset()
             (self.breaker.succeeded if reached else self.breaker.failed)()
+        out.settle(decoder)
         if not reached:
             out.ts[out.quality == Quality.BAD_COMM] = self._clock_ms()
         self.online = reached
@@ -228,18 +269,21 @@ class ModbusDevice:
             tag=self._tag_ids.copy(), ts_ms=out.ts, value=out.value, quality=out.quality
         )
 
-    async def _read(self, client: Any, req: ReadRequest, out: _Samples) -> bool:
-        """One planned request into ``out``; True when the plan must be remade."""
+    async def _read(self, client: Any, k: int, req: ReadRequest, out: _Samples) -> bool:
+        """Planned request ``k`` into ``out``; True when the plan must be remade."""
         try:
             data = await execute(client, req, self.unit_id, self.name, self.timeout_s)
         except ProtocolError as exc:
             widths = sum(p.width for p in req.points)
             if exc.exception_code in _ISOLATE_CODES and (len(req.points) > 1 or req.count > widths):
+                out.status[k] = _ISOLATED
                 await self._isolate(client, req, out)
                 return True
-            out.bad(req.points, self._clock_ms())
+            out.status[k], out.done_ms[k] = Quality.BAD_DEVICE, self._clock_ms()
             return False
-        self._decode(req, data, out)
+        # the plan (and its decoder) changes only after the last request of a poll
+        (out.bits if req.is_bits else out.registers)[self._decoder.slice(k)] = data
+        out.status[k], out.done_ms[k] = Quality.GOOD, self._clock_ms()
         return False
 
     async def _isolate(self, client: Any, req: ReadRequest, out: _Samples) -> None:
@@ -256,7 +300,9 @@ class ModbusDevice:
                 refused_alone = True
                 out.bad(single.points, self._clock_ms())
                 continue
-            self._decode(single, data, out)
+            # the rare path: decoded alone by the scalar codec (same results as the block codec)
+            value, quality = decode_tag(self.tags[p.tag], data, self.byte_order)
+            out.value[p.tag], out.quality[p.tag], out.ts[p.tag] = value, quality, self._clock_ms()
         if not refused_alone:  # every tag reads alone: an address in a gap is refused
             covered = sorted((req.address + p.offset, req.address + p.offset + p.width)
                              for p in req.points)  # fmt: skip
@@ -265,15 +311,6 @@ class ModbusDevice:
                 if start > cursor:
                     self.refused.append((req.table, cursor, start))
                 cursor = max(cursor, end)
-
-    def _decode(
-        self, req: ReadRequest, data: Sequence[int] | Sequence[bool], out: _Samples
-    ) -> None:
-        now = self._clock_ms()
-        for p in req.points:
-            tag = self.tags[p.tag]
-            v, q = decode_tag(tag, data[p.offset : p.offset + p.width], self.byte_order)
-            out.value[p.tag], out.quality[p.tag], out.ts[p.tag] = v, q, now
 
     async def probe(self) -> ProbeResult:
         """Read-only check for commissioning: connect, then try each planned request once.

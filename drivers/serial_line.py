@@ -18,14 +18,21 @@ Contracts of :meth:`SerialLineDevice.poll`:
 - it never raises for communication problems. The port is (re)opened by the poll that needs it;
   with ``poll_request``, the circuit breaker of :mod:`drivers.breaker` skips polls of a silent
   device.
+
+:meth:`SerialLineDevice.probe` (commissioning) opens the port, sends the poll request once (if
+there is one) and waits for the first accepted frame; it writes nothing else, and leaves
+``online`` and the breaker alone. Frames it sees are real readings: the next poll reports them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
+import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from types import TracebackType
 
 import numpy as np
@@ -37,9 +44,35 @@ from drivers.errors import DeviceUnavailable, DriverConfigError
 from drivers.lineproto import LineProtocol
 from drivers.types import Quality, SampleBatch
 
-__all__ = ["SerialLineDevice", "build_serial_line_device"]
+__all__ = ["LineProbeResult", "SerialLineDevice", "build_serial_line_device"]
 
 _PARITY = {"N": serial.PARITY_NONE, "E": serial.PARITY_EVEN, "O": serial.PARITY_ODD}
+
+
+@dataclass(frozen=True, slots=True)
+class LineProbeResult:
+    """Outcome of :meth:`SerialLineDevice.probe`.
+
+    ``error`` is "" when a frame was accepted, else why not (port, no frame in time, only
+    rejected frames...). ``rtt_ms`` is the wait for the first accepted frame (NaN if none).
+    Counters cover the probe only: ``frames`` accepted, ``rejected`` (wrong checksum, not
+    matching the pattern), ``garbage`` bytes outside frames, ``dropped`` frames (too long, cut).
+    """
+
+    device: str
+    opened: bool
+    request_sent: bool
+    error: str
+    frames: int
+    rejected: int
+    garbage: int
+    dropped: int
+    tags: tuple[str, ...]  # tags that got a reading (good or not)
+    rtt_ms: float
+
+    @property
+    def ok(self) -> bool:
+        return self.opened and self.frames > 0
 
 
 class SerialLineDevice:
@@ -70,6 +103,7 @@ class SerialLineDevice:
         self._quality = np.full(n, Quality.BAD_COMM, dtype=np.uint8)
         self._ts = np.zeros(n, dtype=np.int64)
         self._fresh = np.zeros(n, dtype=bool)  # a reading not yet sent
+        self._readings = np.zeros(n, dtype=np.int64)  # readings per tag (a counter)
         self._last_sent = np.full(n, -(2**62), dtype=np.int64)  # ts of the last good-or-not send
         self._frames_at_poll = 0
         self._last_frame_ms = -(2**62)
@@ -159,6 +193,7 @@ class SerialLineDevice:
         for r in readings:
             self._value[r.tag], self._quality[r.tag], self._ts[r.tag] = r.value, r.quality, now
             self._fresh[r.tag] = True
+            self._readings[r.tag] += 1
         self._arrived.set()
 
     # -- polling ---------------------------------------------------------------------------
@@ -207,6 +242,57 @@ class SerialLineDevice:
         except TimeoutError:
             return False
         return True
+
+    async def probe(self) -> LineProbeResult:
+        """Read-only check for commissioning (see the module docstring).
+
+        Waits ``timeout_s`` after the poll request, or ``poll_interval_s + timeout_s`` for a
+        device that pushes frames. Use it inside ``async with device``; never raises for
+        communication problems.
+        """
+        p, f = self.protocol, self.protocol.framer
+        before = (p.frames, p.rejected, f.garbage, f.dropped, self._readings.copy())
+        opened = sent = False
+        error = ""
+        start = time.perf_counter()
+        rtt_ms = math.nan
+        try:
+            self._open()
+            opened = True
+            assert self._serial is not None
+            self._arrived.clear()
+            if p.request:
+                os.write(self._serial.fileno(), p.request)
+                sent = True
+            wait_s = self.timeout_s if p.request else self.poll_interval_s + self.timeout_s
+            async with asyncio.timeout(wait_s):
+                while p.frames == before[0]:  # rejected frames also wake the reader up
+                    await self._arrived.wait()
+                    self._arrived.clear()
+            rtt_ms = (time.perf_counter() - start) * 1000.0
+        except DeviceUnavailable as exc:
+            error = exc.reason
+        except TimeoutError:  # before OSError, its base class
+            error = f"no valid frame within {wait_s:g} s"
+        except OSError as exc:
+            self._close()
+            error = f"cannot write the poll request to {self.port.path}: {exc}"
+        rejected = p.rejected - before[1]
+        if error and rejected:
+            error += f" ({rejected} frames rejected: check checksum, framing and pattern)"
+        got = np.flatnonzero(self._readings > before[4])
+        return LineProbeResult(
+            device=self.name,
+            opened=opened,
+            request_sent=sent,
+            error=error,
+            frames=p.frames - before[0],
+            rejected=rejected,
+            garbage=f.garbage - before[2],
+            dropped=f.dropped - before[3],
+            tags=tuple(self.tags[int(i)].name for i in got),
+            rtt_ms=rtt_ms,
+        )
 
 
 def build_serial_line_device(

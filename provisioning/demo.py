@@ -1,11 +1,13 @@
 """``safeedge demo``: the agent's main job on a simulated site, end to end, on one machine.
 
-Starts, on free loopback ports: the tank-farm simulator (a real Modbus TCP server), a
-Mosquitto broker (when installed), the agent as its own process (``safeedge run``), and a
-listener playing the central platform. Prints what the platform receives; the agent's own log
-goes to ``WORKDIR/agent.log`` and its locally raised alarms are echoed as ``[agent]`` lines.
-Ctrl-C (or ``--duration``) stops the agent first (so it flushes), then the broker and the
-simulator.
+Starts, on free loopback ports: the tank-farm simulator (a real Modbus TCP server) with its
+serial side (:mod:`provisioning.simulator_serial`: a Modbus RTU analyser on a socat pty pair,
+left out with a notice when socat is not installed, and an ASCII gas controller on a pty), a
+Mosquitto broker (when installed), the agent as its own process (``safeedge run``) polling all
+three drivers, and a listener playing the central platform. Prints what the platform
+receives; the agent's own log goes to ``WORKDIR/agent.log`` and its locally raised alarms are
+echoed as ``[agent]`` lines. Ctrl-C (or ``--duration``) stops the agent first (so it
+flushes), then the broker and the simulators.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from agent.codec import Point
 from provisioning.cmd_listen import format_lines
 from provisioning.listen import Listener, Message
 from provisioning.localbroker import LocalBroker, find_mosquitto, free_port
 from provisioning.simulator import TankFarmSimulator, tank_farm_config
+from provisioning.simulator_serial import GasControllerSimulator, RtuAnalyserSimulator
 
 __all__ = ["DemoOptions", "DemoResult", "run_demo"]
 
@@ -46,6 +50,7 @@ class DemoResult:
     alarms: list[str] = field(default_factory=list)
     gaps: int = 0
     agent_exit: int | None = None
+    good_tags: set[str] = field(default_factory=set)  # tags with a good telemetry point
 
 
 def _out(out: TextIO, line: str) -> None:
@@ -73,15 +78,9 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> DemoResult:
         )
     modbus_port = free_port()
     config_path = opts.workdir / "agent.toml"
-    config_path.write_text(
-        tank_farm_config(
-            modbus_host="127.0.0.1",
-            modbus_port=modbus_port,
-            mqtt_host="127.0.0.1",
-            mqtt_port=mqtt_port,
-            data_dir=str(opts.workdir / "data"),
-        )
-    )
+    with_rtu = shutil.which("socat") is not None
+    if not with_rtu:
+        _out(out, "[demo] no socat (apt-get install socat): running without the RTU analyser")
     lock = threading.Lock()
 
     def on_message(m: Message) -> None:
@@ -91,6 +90,10 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> DemoResult:
                 result.gaps += m.gap.count
             if m.kind == "alarm":
                 result.alarms.extend(format_lines(m))
+            if m.kind == "telemetry" and isinstance(m.body, list):
+                result.good_tags.update(
+                    p.tag for p in m.body if isinstance(p, Point) and p.quality is None
+                )
             for line in format_lines(m):
                 _out(out, f"[platform] {line}")
 
@@ -110,11 +113,25 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> DemoResult:
     agent_log = opts.workdir / "agent.log"
     agent: subprocess.Popen[bytes] | None = None
     try:
-        with _Simulator(opts, modbus_port) as sim_thread:
+        with _Simulator(opts, modbus_port, rtu=with_rtu) as sim_thread:
             _out(
                 out,
                 f"[demo] tank-farm simulator on 127.0.0.1:{modbus_port} (seed {opts.seed}); "
                 f"the leak on GT-102 starts at t={opts.leak_start_s / opts.time_scale:.0f} s",
+            )
+            if sim_thread.rtu_path is not None:
+                _out(out, f"[demo] RTU analyser (unit 2: AT-201, AT-202) on {sim_thread.rtu_path}")
+            _out(out, f"[demo] gas controller (GT-301, GT-302) on {sim_thread.gas_path}")
+            config_path.write_text(
+                tank_farm_config(
+                    modbus_host="127.0.0.1",
+                    modbus_port=modbus_port,
+                    mqtt_host="127.0.0.1",
+                    mqtt_port=mqtt_port,
+                    data_dir=str(opts.workdir / "data"),
+                    rtu_path=sim_thread.rtu_path,
+                    gas_path=sim_thread.gas_path,
+                )
             )
             with agent_log.open("wb") as log_file:
                 agent = subprocess.Popen(
@@ -185,11 +202,15 @@ def _stop_agent(agent: subprocess.Popen[bytes]) -> int:
 
 
 class _Simulator:
-    """Runs the simulator's asyncio server on a thread of its own."""
+    """Runs the simulators (TCP, RTU when ``rtu``, gas controller) on a thread of their own;
+    ``rtu_path`` / ``gas_path`` are the ptys the agent opens (set once entered)."""
 
-    def __init__(self, opts: DemoOptions, port: int) -> None:
+    def __init__(self, opts: DemoOptions, port: int, *, rtu: bool) -> None:
         self._opts = opts
         self._port = port
+        self._with_rtu = rtu
+        self.rtu_path: str | None = None
+        self.gas_path = ""
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="simulator", daemon=True)
         self._started = threading.Event()
@@ -215,7 +236,16 @@ class _Simulator:
             time_scale=self._opts.time_scale,
             leak_start_s=self._opts.leak_start_s,
         )
-        async with sim:
+        scale = self._opts.time_scale
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(sim)
+            if self._with_rtu:
+                rtu = RtuAnalyserSimulator(seed=self._opts.seed, time_scale=scale)
+                await stack.enter_async_context(rtu)
+                self.rtu_path = rtu.agent_path
+            gas = GasControllerSimulator(seed=self._opts.seed, time_scale=scale)
+            await stack.enter_async_context(gas)
+            self.gas_path = gas.agent_path
             self._started.set()
             await self._stop.wait()
 

@@ -18,7 +18,7 @@ def test_the_driver_benchmark_prints_its_tables_and_plans_the_optimum_with_tiny_
     out = subprocess.run(args, capture_output=True, text=True, timeout=120, check=True).stdout
     assert out.startswith("machine: ")
     rows = [line.split("|") for line in out.splitlines() if line.startswith("|     60 |")]
-    assert len(rows) == 1
-    assert rows[0][5].strip() == "1.00"  # requests per cycle ÷ the optimum
+    assert sorted(r[2].strip() for r in rows) == ["dense", "sparse"]
+    assert [r[6].strip() for r in rows] == ["1.00", "1.00"]  # requests per cycle ÷ the optimum
     assert "with a silent device" in out
     assert "8 × 40" in out or "socat not installed" in out

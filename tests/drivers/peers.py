@@ -19,7 +19,7 @@ from pathlib import Path
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from drivers.config import TagConfig
+from drivers.config import CurrentLoopConfig, TagConfig
 
 # holding registers 0..41, address -> raw register; hand-encoded
 HOLDING: dict[int, int] = {
@@ -42,10 +42,23 @@ HOLDING: dict[int, int] = {
     35: 0x7FC0, 36: 0x0000,  # float32 NaN
     37: 0x0000, 38: 0x0000, 39: 0x0000, 40: 0x0000, 41: 0x0000,
 }  # fmt: skip
-INPUT: dict[int, int] = {0: 100, 1: 200, 2: 0xFFFF}
+INPUT: dict[int, int] = {
+    0: 100,
+    1: 200,
+    2: 0xFFFF,
+    3: 0b1010_0000_0000_0101,  # status word: bits 0, 2, 13, 15 set
+    # 4-20 mA analog inputs, Siemens counts (0 = 4 mA, 27648 = 20 mA), int16
+    4: 0,
+    5: 13824,
+    6: 27648,  # 4, 12, 20 mA
+    7: 0xFCA0,  # -864 = 3.5 mA: wire break (NAMUR NE43 < 3.6 mA)
+    8: 32400,  # 21.5 mA: transmitter fault (NE43 > 21 mA)
+    9: 0xFEA8,  # -344 = 3.8 mA: below 4 mA but still a measurement
+}
 COILS = [True, False, True, True] + [False] * 12
 DISCRETE = [False, True] + [False] * 14
 
+SIEMENS_AI = CurrentLoopConfig(raw_span=(0, 27648), span=(0.0, 100.0))
 INT32 = 0x01020304
 INT64 = 0x0102030405060708
 
@@ -79,6 +92,26 @@ EXPECTED: list[tuple[TagConfig, float | None, str]] = [
     (TagConfig(name="in0", table="input", address=0), 100, "GOOD"),
     (TagConfig(name="in1", table="input", address=1, scale=0.5), 100.0, "GOOD"),
     (TagConfig(name="in2", table="input", address=2, type="int16"), -1, "GOOD"),
+    (TagConfig(name="bit0", table="input", address=3, type="bool", bit=0), 1.0, "GOOD"),
+    (TagConfig(name="bit1", table="input", address=3, type="bool", bit=1), 0.0, "GOOD"),
+    (TagConfig(name="bit2", table="input", address=3, type="bool", bit=2), 1.0, "GOOD"),
+    (TagConfig(name="bit13", table="input", address=3, type="bool", bit=13), 1.0, "GOOD"),
+    (TagConfig(name="bit14", table="input", address=3, type="bool", bit=14), 0.0, "GOOD"),
+    (TagConfig(name="bit15", table="input", address=3, type="bool", bit=15), 1.0, "GOOD"),
+    (TagConfig(name="ai-4ma", table="input", address=4, type="int16", current_loop=SIEMENS_AI),
+     0.0, "GOOD"),
+    (TagConfig(name="ai-12ma", table="input", address=5, type="int16", current_loop=SIEMENS_AI),
+     50.0, "GOOD"),
+    (TagConfig(name="ai-20ma", table="input", address=6, type="int16", current_loop=SIEMENS_AI),
+     100.0, "GOOD"),
+    (TagConfig(name="ai-break", table="input", address=7, type="int16",
+               current_loop=SIEMENS_AI), None, "BAD_RANGE"),
+    (TagConfig(name="ai-short", table="input", address=8, type="int16",
+               current_loop=SIEMENS_AI), None, "BAD_RANGE"),
+    (TagConfig(name="ai-3.8ma", table="input", address=9, type="int16",
+               current_loop=SIEMENS_AI), -344 / 27648 * 100.0, "GOOD"),
+    (TagConfig(name="ai-ranged", table="input", address=9, type="int16",
+               current_loop=SIEMENS_AI, range=(0.0, 100.0)), None, "BAD_RANGE"),
     (TagConfig(name="coil0", table="coil", address=0, type="bool"), 1.0, "GOOD"),
     (TagConfig(name="coil1", table="coil", address=1, type="bool"), 0.0, "GOOD"),
     (TagConfig(name="coil3", table="coil", address=3, type="bool"), 1.0, "GOOD"),

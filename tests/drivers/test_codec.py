@@ -14,10 +14,11 @@ from drivers.codec import (
     decode_registers,
     decode_tag,
     encode_registers,
+    tag_problems,
     to_engineering,
     word_count,
 )
-from drivers.config import DataType, TagConfig, WordOrder
+from drivers.config import CurrentLoopConfig, DataType, TagConfig, WordOrder
 from drivers.errors import DriverConfigError
 from drivers.types import Quality
 
@@ -156,3 +157,63 @@ def test_float32_survives_encode_then_decode(x: float, order: WordOrder) -> None
         int.from_bytes(raw[:2], "big"),
         int.from_bytes(raw[2:], "big"),
     ]
+
+
+def test_a_bit_of_a_register_is_read_from_the_register_value_lsb_first() -> None:
+    status = 0b1000_0000_0000_0010
+    for bit, want in ((0, 0.0), (1, 1.0), (14, 0.0), (15, 1.0)):
+        tag = TagConfig(name="s", address=0, type="bool", bit=bit, byte_order="DCBA")
+        assert decode_tag(tag, [status], "BADC") == (want, Quality.GOOD)
+
+
+def test_4_20_ma_counts_follow_the_span_and_ne43_fault_currents_are_bad_range() -> None:
+    loop = CurrentLoopConfig(raw_span=(4000.0, 20000.0), span=(100.0, 0.0))  # reverse acting
+    tag = TagConfig(name="ai", address=0, current_loop=loop)
+    assert to_engineering(4000, tag) == (100.0, Quality.GOOD)
+    assert to_engineering(12000, tag) == (50.0, Quality.GOOD)
+    assert to_engineering(20000, tag) == (0.0, Quality.GOOD)
+    assert to_engineering(3600, tag)[1] is Quality.GOOD  # 3.6 mA: the NE43 limit itself
+    assert to_engineering(21000, tag)[1] is Quality.GOOD
+    for fault in (3599, 21001, 0):
+        value, quality = to_engineering(fault, tag)
+        assert math.isnan(value)
+        assert quality is Quality.BAD_RANGE
+
+
+@pytest.mark.parametrize(
+    ("tag", "match"),
+    [
+        (TagConfig(name="b", table="coil", address=0, type="bool", bit=3), "hold single bits"),
+        (TagConfig(name="b", address=0, type="uint16", bit=3), 'set type = "bool"'),
+        (
+            TagConfig(
+                name="l",
+                address=0,
+                scale=2.0,
+                current_loop=CurrentLoopConfig(raw_span=(0, 1), span=(0, 1)),
+            ),
+            "replaces scale and offset",
+        ),
+        (
+            TagConfig(
+                name="l", address=0, current_loop=CurrentLoopConfig(raw_span=(5, 5), span=(0, 1))
+            ),
+            "raw_span",
+        ),
+        (
+            TagConfig(
+                name="l",
+                address=0,
+                type="bool",
+                current_loop=CurrentLoopConfig(raw_span=(0, 1), span=(0, 1)),
+            ),
+            "current_loop on a bool",
+        ),
+    ],
+)
+def test_bits_and_current_loops_that_cannot_work_are_config_errors_with_a_fix(
+    tag: TagConfig, match: str
+) -> None:
+    with pytest.raises(DriverConfigError, match=match):
+        check_tag(tag)
+    assert tag_problems(tag)

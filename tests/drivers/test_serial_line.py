@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from drivers import Quality, SampleBatch, SerialLineDevice, build_device
+from drivers import LineProbeResult, Quality, SampleBatch, SerialLineDevice, build_device
 from drivers.config import SerialLineDeviceConfig, SerialLineTagConfig, SerialPortConfig
 from drivers.lineproto import checksum_text
 
@@ -48,8 +48,6 @@ def device(path: str, clock: Clock, **kw: object) -> SerialLineDevice:
     cfg = SerialLineDeviceConfig(
         name="gas",
         serial_port="p",
-        poll_interval_s=1.0,
-        timeout_s=0.3,
         framing="start_end",
         start="$",
         end="\r\n",
@@ -59,7 +57,7 @@ def device(path: str, clock: Clock, **kw: object) -> SerialLineDevice:
             SerialLineTagConfig(name="CH1", key="1", field=2),
             SerialLineTagConfig(name="CH2", key="2", field=2),
         ),
-        **kw,  # type: ignore[arg-type]
+        **{"poll_interval_s": 1.0, "timeout_s": 0.3, **kw},  # type: ignore[arg-type]
     )
     port = SerialPortConfig(name="p", path=path, baudrate=9600)
     dev = build_device(cfg, tag_index={"CH1": 10, "CH2": 11}, serial_ports={"p": port},
@@ -174,3 +172,65 @@ def test_a_missing_port_gives_bad_comm_and_never_raises(tmp_path: Path) -> None:
             return [r[2] for r in rows(await dev.poll())]
 
     assert asyncio.run(main()) == ["BAD_COMM", "BAD_COMM"]
+
+
+def test_probe_sends_the_poll_request_once_and_reports_the_answering_tags() -> None:
+    clock = Clock()
+
+    async def main(master: int, path: str) -> tuple[LineProbeResult, list[bytes], bool]:
+        loop = asyncio.get_running_loop()
+        requests: list[bytes] = []
+
+        def respond() -> None:
+            requests.append(os.read(master, 100))
+            os.write(master, b"junk" + sentence(1, "1.5"))
+
+        loop.add_reader(master, respond)
+        try:
+            async with device(path, clock, poll_request="READ\r\n") as dev:
+                result = await dev.probe()
+                await asyncio.sleep(0.05)
+                return result, requests, dev.online
+        finally:
+            loop.remove_reader(master)
+
+    with pty() as (master, path):
+        result, requests, online = asyncio.run(main(master, path))
+    assert requests == [b"READ\r\n"]  # one request, nothing else written
+    assert result.ok
+    assert (result.opened, result.request_sent, result.error) == (True, True, "")
+    assert (result.frames, result.rejected, result.garbage) == (1, 0, 4)
+    assert result.tags == ("CH1",)
+    assert 0.0 < result.rtt_ms < 300.0
+    assert not online  # a probe does not change the device's state
+
+
+def test_probe_of_a_pushing_device_with_only_bad_frames_says_why_it_failed() -> None:
+    clock = Clock()
+
+    async def main(master: int, path: str) -> LineProbeResult:
+        async with device(path, clock, poll_interval_s=0.2, timeout_s=0.1) as dev:
+            bad = sentence(1, "5.0").replace(b"5.0", b"6.0")
+            probe = asyncio.create_task(dev.probe())
+            await arrive(master, bad)
+            return await probe
+
+    with pty() as (master, path):
+        result = asyncio.run(main(master, path))
+    assert not result.ok
+    assert (result.opened, result.request_sent, result.frames, result.rejected) == (
+        True, False, 0, 1,
+    )  # fmt: skip
+    assert "no valid frame within 0.3 s" in result.error
+    assert "1 frames rejected" in result.error
+    assert result.tags == ()
+
+
+def test_probe_of_a_missing_port_reports_it_without_raising(tmp_path: Path) -> None:
+    async def main() -> LineProbeResult:
+        async with device(str(tmp_path / "ttyNONE"), Clock(), poll_request="READ\r\n") as dev:
+            return await dev.probe()
+
+    result = asyncio.run(main())
+    assert (result.ok, result.opened, result.request_sent) == (False, False, False)
+    assert "cannot open" in result.error

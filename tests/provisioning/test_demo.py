@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,24 @@ def test_the_demo_prints_a_level_1_then_a_level_2_alarm_received_by_the_platform
     assert text.index(raise_lines[0]) < text.index(escalate_lines[0])
     assert "[agent]    safeedge.pipeline alarm tag=GT-102 alarm=high event=raise level=1" in text
     assert result.received.get("telemetry", 0) >= 10
+
+
+def test_the_demo_agent_polls_all_three_drivers_and_the_platform_gets_good_telemetry_from_each(
+    tmp_path: Path,
+) -> None:
+    out = io.StringIO()
+    result = run_demo(
+        DemoOptions(workdir=tmp_path / "demo", duration_s=12, time_scale=4, leak_start_s=24),
+        out=out,
+    )
+    text = out.getvalue()
+    assert result.agent_exit == 0, text
+    assert "GT-101" in result.good_tags, text  # Modbus TCP (the tank-farm PLC)
+    assert {"GT-301", "GT-302"} <= result.good_tags, text  # serial line (gas controller)
+    if shutil.which("socat") is None:
+        assert "running without the RTU analyser" in text
+    else:
+        assert {"AT-201", "AT-202"} <= result.good_tags, text  # Modbus RTU (analyser)
 
 
 def test_the_demo_without_a_broker_keeps_alarming_and_says_it_buffers(tmp_path: Path) -> None:
