@@ -49,6 +49,7 @@ from drivers.config import (
     SerialPortConfig,
     TagConfig,
 )
+from drivers.devices import poll_group_problems
 from drivers.lineproto import config_problems as serial_line_problems
 from rules.config import RuleConfig
 
@@ -616,6 +617,7 @@ def _device_issues(cfg: AgentConfig) -> list[ConfigIssue]:
             issues += [ConfigIssue(f"{here}.{k}", m, h) for k, m, h in serial_line_problems(device)]
         else:
             issues += _exclude_issues(here, device)
+            issues += [ConfigIssue(f"{here}.{k}", m, h) for k, m, h in poll_group_problems(device)]
         tags: Sequence[TagConfig | SerialLineTagConfig] = device.tags
         for j, tag in enumerate(tags):
             tag_path = f'{here}.tags[{j}] "{tag.name}"'

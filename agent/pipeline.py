@@ -51,7 +51,7 @@ from agent.uplink import Uplink
 from buffer import BufferError as StoreError
 from buffer import Store
 from buffer.record import Stream
-from drivers import Device, Quality, SampleBatch, build_device
+from drivers import Device, Quality, SampleBatch, build_devices
 from rules import RuleEngine
 from rules.events import AlarmEvent
 
@@ -99,10 +99,10 @@ class Pipeline:
         serial_ports = {p.name: p for p in cfg.serial_ports}
         self._buses: dict[str, list[Device]] = {}
         for dev_cfg in cfg.devices:
-            device = build_device(
+            for device in build_devices(  # one per poll group
                 dev_cfg, tag_index=self.tags.index, serial_ports=serial_ports, clock_ms=clock_ms
-            )
-            self._buses.setdefault(device.bus, []).append(device)
+            ):
+                self._buses.setdefault(device.bus, []).append(device)
         self._online: dict[str, bool] = {}
         self._alarm_ids = AlarmIds(cfg.gateway.id)
         up = cfg.uplink

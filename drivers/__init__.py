@@ -6,7 +6,13 @@
 """
 
 from drivers.config import CurrentLoopConfig
-from drivers.devices import AnyDeviceConfig, Device, build_device
+from drivers.devices import (
+    AnyDeviceConfig,
+    Device,
+    build_device,
+    build_devices,
+    poll_group_problems,
+)
 from drivers.errors import DeviceUnavailable, DriverConfigError, DriverError, ProtocolError
 from drivers.modbus import ModbusDevice, ProbeRead, ProbeResult, wall_clock_ms
 from drivers.planner import PlannedPoint, ReadRequest, plan_reads
@@ -31,6 +37,8 @@ __all__ = [
     "SampleBatch",
     "SerialLineDevice",
     "build_device",
+    "build_devices",
     "plan_reads",
+    "poll_group_problems",
     "wall_clock_ms",
 ]

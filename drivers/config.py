@@ -16,6 +16,7 @@ __all__ = [
     "ExcludeConfig",
     "ModbusRtuDeviceConfig",
     "ModbusTcpDeviceConfig",
+    "PollGroupConfig",
     "SerialLineDeviceConfig",
     "SerialLineTagConfig",
     "SerialPortConfig",
@@ -71,6 +72,16 @@ class TagConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     range: tuple[float, float] | None = None  # valid measuring range, engineering units
     bit: Annotated[int, msgspec.Meta(ge=0, le=15)] | None = None
     current_loop: CurrentLoopConfig | None = None
+    poll_group: Name | None = None  # a [[devices.poll_groups]] name; None: the device's period
+
+
+class PollGroupConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Tags of one device read at their own period (e.g. gas detectors every 0.5 s, tank
+    levels every 10 s). The group is polled as device ``{device}.{name}`` on the device's bus,
+    with timeout ``min(timeout_s, poll_interval_s)``."""
+
+    name: Name
+    poll_interval_s: Seconds
 
 
 class ExcludeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -104,6 +115,7 @@ class ModbusTcpDeviceConfig(
     max_bits: MaxBits = 2000
     exclude: tuple[ExcludeConfig, ...] = ()
     backoff_max_s: Backoff = 60.0
+    poll_groups: tuple[PollGroupConfig, ...] = ()
     tags: tuple[TagConfig, ...] = ()
 
 
@@ -128,6 +140,7 @@ class ModbusRtuDeviceConfig(
     max_bits: MaxBits = 2000
     exclude: tuple[ExcludeConfig, ...] = ()
     backoff_max_s: Backoff = 60.0
+    poll_groups: tuple[PollGroupConfig, ...] = ()
     tags: tuple[TagConfig, ...] = ()
 
 

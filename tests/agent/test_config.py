@@ -32,6 +32,7 @@ from drivers.config import (
     ExcludeConfig,
     ModbusRtuDeviceConfig,
     ModbusTcpDeviceConfig,
+    PollGroupConfig,
     SerialLineDeviceConfig,
     SerialLineTagConfig,
     SerialPortConfig,
@@ -137,6 +138,7 @@ def test_the_reference_example_shows_every_key_of_every_table() -> None:
         ModbusRtuDeviceConfig: set().union(*(d for d in devices if d["driver"] == "modbus_rtu")),
         TagConfig: set().union(*(t for d in modbus for t in d["tags"])),
         ExcludeConfig: set().union(*(e for d in modbus for e in d.get("exclude", ()))),
+        PollGroupConfig: set().union(*(g for d in modbus for g in d.get("poll_groups", ()))),
         CurrentLoopConfig: set().union(
             *(t["current_loop"] for d in modbus for t in d["tags"] if "current_loop" in t)
         ),
@@ -502,6 +504,17 @@ def test_a_device_timeout_longer_than_its_poll_interval_is_reported() -> None:
     issue = only_issue(GATEWAY + tcp("plc-1", "A", extra="poll_interval_s = 1\ntimeout_s = 1.5"))
     assert issue.path == 'devices[0] "plc-1".timeout_s'
     assert issue.message == "timeout_s 1.5 is longer than poll_interval_s 1"
+
+
+def test_a_tag_in_an_unknown_poll_group_is_named_with_the_known_groups() -> None:
+    issue = only_issue(
+        GATEWAY
+        + tcp("plc-1", extra='poll_groups = [{ name = "fast", poll_interval_s = 0.5 }]')
+        + tag("GT-1", 0, 'poll_group = "fats"')
+    )
+    assert issue.path == 'devices[0] "plc-1".tags[0] "GT-1".poll_group'
+    assert issue.message == 'unknown poll group "fats"'
+    assert '"fast"' in issue.hint
 
 
 def test_a_device_timeout_equal_to_its_poll_interval_loads() -> None:

@@ -72,3 +72,50 @@ def test_alarms_are_raised_and_buffered_while_the_broker_is_unreachable(tmp_path
     assert gt102[:2] == [("raise", 1), ("escalate", 2)]
     assert telemetry.undelivered >= 2
     assert telemetry.delivered == 0
+
+
+def test_poll_groups_are_polled_at_their_own_periods_on_one_connection(tmp_path: Path) -> None:
+    modbus_port = free_port()
+    text = tank_farm_config(
+        modbus_host="127.0.0.1",
+        modbus_port=modbus_port,
+        mqtt_host="127.0.0.1",
+        mqtt_port=free_port(),
+        data_dir=str(tmp_path / "data"),
+        uplink_enabled=False,
+    )
+    # gas detectors every 0.2 s, everything else at the device's 1 s
+    text = text.replace(
+        "timeout_s = 0.5\n",
+        'timeout_s = 0.5\npoll_groups = [{ name = "gas", poll_interval_s = 0.2 }]\n',
+        1,
+    )
+    for n in range(101, 105):
+        text = text.replace(f'name = "GT-{n}"\n', f'name = "GT-{n}"\npoll_group = "gas"\n')
+    config_path = tmp_path / "agent.toml"
+    config_path.write_text(text)
+    cfg = loads_config(text, source=str(config_path))
+    paths = resolved_paths(cfg, config_path)
+
+    async def scenario() -> None:
+        async with TankFarmSimulator(port=modbus_port, seed=5):
+            pipeline = Pipeline(cfg, paths, flush_timeout_s=0.5)
+            stop = asyncio.Event()
+            task = asyncio.create_task(pipeline.run(stop))
+            try:
+                await asyncio.wait_for(pipeline.ready.wait(), 60)
+                await asyncio.sleep(3.0)
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, 30)
+
+    asyncio.run(scenario())
+    counts: dict[str, int] = {}
+    with Store.open(path=paths.buffer_path, key_file=paths.buffer_key_file, gateway_id="GW1") as s:
+        last = s.stats().streams[Stream.TELEMETRY].last_seq
+        for record in s.resend(Stream.TELEMETRY, 1, last):
+            for point in json.loads(record.payload)["points"]:
+                counts[point[0]] = counts.get(point[0], 0) + 1
+    assert counts["TT-101"] >= 2
+    assert counts["GT-101"] >= 3 * counts["TT-101"], counts
+    assert counts["GT-104"] == counts["GT-101"]
