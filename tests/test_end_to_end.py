@@ -231,57 +231,73 @@ def test_a_leak_raises_level_1_then_level_2_alarms_that_reach_the_platform_in_th
         assert json.loads(offline.payload)["online"] is False
 
 
-def test_a_ten_second_broker_outage_loses_no_telemetry_or_alarm_seq(
-    tmp_path: Path, start_simulator: Callable[..., Simulator], agent_factory: AgentFactory
-) -> None:
-    broker = Broker(
-        tmp_path / "broker",
-        extra_config=["persistence true", f"persistence_location {tmp_path / 'broker'}/"],
-    )
-    broker.start()
-    received: dict[str, set[int]] = {"telemetry": set(), "alarm": set(), "event": set()}
-    backfilled: set[str] = set()
+class Platform:
+    """The central platform in the outage tests: a Mosquitto with persistence and a listener
+    with a persistent session, so nothing is lost on *their* side across broker restarts."""
 
-    def on_message(m: Message) -> None:
+    def __init__(self, directory: Path) -> None:
+        self.broker = Broker(
+            directory,
+            extra_config=["persistence true", f"persistence_location {directory}/"],
+        )
+        self.broker.start()
+        self.received: dict[str, set[int]] = {"telemetry": set(), "alarm": set(), "event": set()}
+        self.delivered: list[str] = []
+        self.backfilled: set[str] = set()
+        self.listener = Listener(
+            host=self.broker.host,
+            port=self.broker.port,
+            on_message=self._on_message,
+            client_id="test-platform",
+            session_expiry_s=600,
+        )
+        self.listener.start()
+
+    def _on_message(self, m: Message) -> None:
         if m.envelope is not None:
-            received[m.envelope.stream].add(m.envelope.seq)
+            self.received[m.envelope.stream].add(m.envelope.seq)
+            self.delivered.append(m.envelope.id)
             if m.envelope.backfill:
-                backfilled.add(m.envelope.stream)
+                self.backfilled.add(m.envelope.stream)
 
-    platform = Listener(
-        host=broker.host,
-        port=broker.port,
-        on_message=on_message,
-        client_id="test-platform",
-        session_expiry_s=600,
-    )
-    platform.start()
+    def close(self) -> None:
+        self.listener.stop()
+        self.broker.kill()
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Iterator[Platform]:
+    p = Platform(tmp_path / "broker")
+    yield p
+    p.close()
+
+
+def test_a_ten_second_broker_outage_loses_no_telemetry_or_alarm_seq(
+    platform: Platform, start_simulator: Callable[..., Simulator], agent_factory: AgentFactory
+) -> None:
+    received, broker = platform.received, platform.broker
     modbus_port = free_port()
     # Records older than 3 s when published are flagged as backfill (default 10 s).
     agent, data_dir = agent_factory(modbus_port, broker, "backfill_after_s = 3.0")
     agent.wait_ready()
     # The leak (scenario t=20 s, 7 s real) crosses both limits while the broker is down.
     start_simulator(20, port=modbus_port)
-    try:
-        _wait(lambda: len(received["telemetry"]) >= 3, 60, "first telemetry", agent)
-        broker.stop()
-        time.sleep(10)
-        broker.start()
-        seen_before = max(received["telemetry"])
-        _wait(
-            lambda: len(received["telemetry"]) >= seen_before + 12 and received["alarm"],
-            60,
-            "telemetry and alarms after the outage",
-            agent,
-        )
-        assert agent.terminate() == 0
-        time.sleep(0.5)
-    finally:
-        platform.stop()
-        broker.kill()
+    _wait(lambda: len(received["telemetry"]) >= 3, 60, "first telemetry", agent)
+    broker.stop()
+    time.sleep(10)
+    broker.start()
+    seen_before = max(received["telemetry"])
+    _wait(
+        lambda: len(received["telemetry"]) >= seen_before + 12 and received["alarm"],
+        60,
+        "telemetry and alarms after the outage",
+        agent,
+    )
+    assert agent.terminate() == 0
+    time.sleep(0.5)
 
     _assert_every_seq_arrived(data_dir, received)
-    assert "telemetry" in backfilled  # readings held during the outage are flagged as backfill
+    assert "telemetry" in platform.backfilled  # readings held during the outage are flagged
 
 
 def _assert_every_seq_arrived(data_dir: Path, received: dict[str, set[int]]) -> None:
@@ -300,49 +316,25 @@ def _assert_every_seq_arrived(data_dir: Path, received: dict[str, set[int]]) -> 
 
 
 def test_repeated_broker_restarts_under_load_lose_nothing_and_duplicates_are_removed(
-    tmp_path: Path, start_simulator: Callable[..., Simulator], agent_factory: AgentFactory
+    platform: Platform, start_simulator: Callable[..., Simulator], agent_factory: AgentFactory
 ) -> None:
-    broker = Broker(
-        tmp_path / "broker",
-        extra_config=["persistence true", f"persistence_location {tmp_path / 'broker'}/"],
-    )
-    broker.start()
-    received: dict[str, set[int]] = {"telemetry": set(), "alarm": set(), "event": set()}
-    delivered: list[str] = []
-
-    def on_message(m: Message) -> None:
-        if m.envelope is not None:
-            received[m.envelope.stream].add(m.envelope.seq)
-            delivered.append(m.envelope.id)
-
-    platform = Listener(
-        host=broker.host,
-        port=broker.port,
-        on_message=on_message,
-        client_id="test-platform-restarts",
-        session_expiry_s=600,
-    )
-    platform.start()
+    received, broker = platform.received, platform.broker
     modbus_port = free_port()
     agent, data_dir = agent_factory(modbus_port, broker, poll_s=0.1)  # 10 polls/s
     agent.wait_ready()
     start_simulator(10, port=modbus_port)
-    try:
-        _wait(lambda: len(received["telemetry"]) >= 20, 60, "first telemetry", agent)
-        for outage_s in (1.0, 3.0, 0.2, 2.0):
-            broker.stop()
-            time.sleep(outage_s)
-            broker.start()
-            target = max(received["telemetry"]) + 20
-            _wait(lambda t=target: max(received["telemetry"]) >= t, 60, "recovery", agent)
-        assert agent.terminate() == 0
-        time.sleep(0.5)
-    finally:
-        platform.stop()
-        broker.kill()
+    _wait(lambda: len(received["telemetry"]) >= 20, 60, "first telemetry", agent)
+    for outage_s in (1.0, 3.0, 0.2, 2.0):
+        broker.stop()
+        time.sleep(outage_s)
+        broker.start()
+        target = max(received["telemetry"]) + 20
+        _wait(lambda t=target: max(received["telemetry"]) >= t, 60, "recovery", agent)
+    assert agent.terminate() == 0
+    time.sleep(0.5)
 
     _assert_every_seq_arrived(data_dir, received)
-    assert len(delivered) == len(set(delivered))  # the listener passed each id on once
+    assert len(platform.delivered) == len(set(platform.delivered))  # each id passed on once
     assert received["alarm"]
 
 
