@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import fields
 from typing import Any, Final, get_args
 
 import numpy as np
@@ -99,7 +100,9 @@ class RuleEngine:
             if tp is not None:
                 self._params[k] = _param_row(tp.values)
         p = self._params
-        ring = ~(np.isnan(p[:, kn.P_ROC_LIM]) & np.isnan(p[:, kn.P_TR_W_MS]))
+        self._roc_on = ~np.isnan(p[:, kn.P_ROC_LIM])  # the window checks each tag has
+        self._tr_on = ~np.isnan(p[:, kn.P_TR_W_MS])
+        ring = self._roc_on | self._tr_on
         n_rings = int(ring.sum())
         self._st_i[ring, kn.S_RING_CAP] = _MIN_RING
         self._st_i[ring, kn.S_RING_OFF] = np.arange(n_rings, dtype=np.int64) * _MIN_RING
@@ -129,11 +132,12 @@ class RuleEngine:
         rings into a new buffer with 25 % slack (rare: a few times while the windows fill)."""
         st = self._st_i
         cap = st[:, kn.S_RING_CAP]
-        oldest = st[:, kn.S_HEAD].copy()
-        for seq, flag in ((kn.S_ROC_SEQ, kn.P_ROC_LIM), (kn.S_TR_SEQ, kn.P_TR_W_MS)):
-            on = ~np.isnan(self._params[:, flag])
-            oldest[on] = np.minimum(oldest[on], st[on, seq])
-        full = np.flatnonzero((cap > 0) & (st[:, kn.S_HEAD] - oldest >= cap))
+        head = st[:, kn.S_HEAD]
+        oldest = np.minimum(
+            np.where(self._roc_on, st[:, kn.S_ROC_SEQ], head),
+            np.where(self._tr_on, st[:, kn.S_TR_SEQ], head),
+        )
+        full = np.flatnonzero((cap > 0) & (head - oldest >= cap))
         new_cap = cap[full] * 2
         extra = int(new_cap.sum())
         if self._used + extra <= self._buf.shape[0]:
@@ -195,9 +199,7 @@ class RuleEngine:
                 self._grow_rings()
         if count == 0:
             return []
-        rows = self._out_i[:count].tolist()
-        extras = self._out_f[:count].tolist()
-        return [_event(row, extra, tag, ts, val) for row, extra in zip(rows, extras, strict=True)]
+        return _events(self._out_i[:count], self._out_f[:count], tag, ts, val)
 
     def acknowledge(self, tag: int, ts_ms: int, alarm: AlarmKind | None = None) -> list[AlarmEvent]:
         """Acknowledge ``high`` and/or ``low`` of one tag at ``ts_ms``.
@@ -236,31 +238,65 @@ def _c_array(a: NDArray[Any], dtype: type[np.generic]) -> NDArray[Any]:
     return out if out.flags.writeable else out.copy()
 
 
-def _event(
-    row: list[int],
-    extra_v: float,
+def _extra_keys() -> tuple[tuple[str | None, ...], ...]:
+    """The extra field each (kind, event) carries, if any (design/RULES.md, docs/rules.md)."""
+    table: list[tuple[str | None, ...]] = []
+    for name in _KINDS:
+        keys: list[str | None] = []
+        for ev in range(len(_EVENTS)):
+            key: str | None = None
+            if name == "fault" and ev == kn.EV_RAISE:
+                key = "reason"
+            elif ev in (kn.EV_RAISE, kn.EV_ESCALATE) and name in ("high", "low"):
+                key = "limit"
+            elif ev == kn.EV_RAISE and name == "roc":
+                key = "rate_per_min"
+            elif ev == kn.EV_RAISE and name in ("trend_high", "trend_low"):
+                key = "eta_s"
+            keys.append(key)
+        table.append(tuple(keys))
+    return tuple(table)
+
+
+_EXTRA_KEYS: Final = _extra_keys()
+
+
+_FIELDS: Final = ("ts_ms", "tag", "alarm", "event", "level", "value", "extra")
+if tuple(f.name for f in fields(AlarmEvent)) != _FIELDS:  # pragma: no cover - a guard for edits
+    raise ImportError("rules.engine._events must set every field of AlarmEvent")
+_SETTERS: Final = tuple(getattr(AlarmEvent, name).__set__ for name in _FIELDS)
+
+
+def _events(
+    rows: NDArray[np.int64],
+    extras: NDArray[np.float64],
     tag: NDArray[np.int32],
     ts: NDArray[np.int64],
     val: NDArray[np.float64],
-) -> AlarmEvent:
-    i, kind, ev, level = row
-    v = float(val[i])
-    name = _KINDS[kind]
-    extra: dict[str, float | str] = {}
-    if name == "fault" and ev == kn.EV_RAISE:
-        extra["reason"] = kn.REASONS[int(extra_v)]
-    elif ev in (kn.EV_RAISE, kn.EV_ESCALATE) and name in ("high", "low"):
-        extra["limit"] = extra_v
-    elif ev == kn.EV_RAISE and name == "roc":
-        extra["rate_per_min"] = extra_v
-    elif ev == kn.EV_RAISE and name in ("trend_high", "trend_low"):
-        extra["eta_s"] = extra_v
-    return AlarmEvent(
-        ts_ms=int(ts[i]),
-        tag=int(tag[i]),
-        alarm=name,
-        event=_EVENTS[ev],
-        level=level,
-        value=v if math.isfinite(v) else None,
-        extra=extra,
-    )
+) -> list[AlarmEvent]:
+    """AlarmEvents for the kernel's event rows: one vectorised gather per column, then plain
+    Python values. A batch can hold thousands of events, so this is written for speed: each
+    event is built by setting its slots directly (the frozen dataclass's ``__init__`` goes
+    through ``object.__setattr__`` per field, ~2x slower; AlarmEvent has no
+    ``__post_init__``, so the objects are the same, see tests/rules/test_kernel_paths.py)."""
+    at = rows[:, 0]
+    new, isfinite, reasons = object.__new__, math.isfinite, kn.REASONS
+    kinds, evs, keys = _KINDS, _EVENTS, _EXTRA_KEYS
+    s_ts, s_tag, s_alarm, s_event, s_level, s_value, s_extra = _SETTERS
+    out: list[AlarmEvent] = []
+    append = out.append
+    for t, k, v, kind, ev, level, x in zip(
+        ts[at].tolist(), tag[at].tolist(), val[at].tolist(), rows[:, 1].tolist(),
+        rows[:, 2].tolist(), rows[:, 3].tolist(), extras.tolist(), strict=True,
+    ):  # fmt: skip
+        key = keys[kind][ev]
+        e = new(AlarmEvent)
+        s_ts(e, t)
+        s_tag(e, k)
+        s_alarm(e, kinds[kind])
+        s_event(e, evs[ev])
+        s_level(e, level)
+        s_value(e, v if isfinite(v) else None)
+        s_extra(e, {} if key is None else {key: reasons[int(x)] if key == "reason" else x})
+        append(e)
+    return out

@@ -9,13 +9,14 @@ tunable value is passed in ``params``.
 Layout (chosen for speed, measured in benchmarks/bench_rules.py): one row per tag in each of
 ``params``, ``st_i`` and ``st_f`` (a sample touches one tag, so its data sits in a few cache
 lines), indexed as ``a[k, col]`` (no row views: a view costs a reference-count update per
-sample). Helpers are inlined into the kernel at numba-IR level.
+sample). The per-sample kernel is one flat function (see its docstring).
 
 Ring buffer: a tag with ``roc`` or ``trend`` owns one region of ``buf`` (rows ``(ts, value)``,
 float64; integer milliseconds are exact in float64 up to 2**53) holding its recent valid
 samples. Positions are sequence numbers: ``S_HEAD`` counts the samples ever pushed, ``S_ROC_SEQ``
 and ``S_TR_SEQ`` are the oldest sample each window still uses, and sample ``s`` lives at row
-``S_RING_OFF + (s & (S_RING_CAP - 1))`` (capacities are powers of two).
+``S_RING_OFF + (s & (S_RING_CAP - 1))`` (capacities are powers of two). The trend's running
+sums (``F_SN`` .. ``F_SXY``) take time as milliseconds since ``F_TR_ORIGIN_T``.
 
 Invariants the caller guarantees:
 - ``params``, ``st_i``, ``st_f`` have one row per tag; ``params[k, P_HAS] == 0`` means the tag has
@@ -29,8 +30,13 @@ the output and calls again from that sample.
 from __future__ import annotations
 
 import math
+from typing import Any
 
-from numba import njit
+import numpy as np
+from llvmlite import ir  # type: ignore[import-untyped]
+from numba import config, njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 __all__ = [
     "EV_ACK",
@@ -85,215 +91,40 @@ F_RUN_V, F_TR_ORIGIN_V, F_SN, F_SX, F_SY, F_SXX, F_SXY, F_TR_ORIGIN_T = range(8)
 N_STATE_F = 8
 
 
-@njit(cache=True, inline="always")
-def _emit(out_i, out_f, n, i, kind, ev, level, extra):  # type: ignore[no-untyped-def]
-    out_i[n, 0] = i
-    out_i[n, 1] = kind
-    out_i[n, 2] = ev
-    out_i[n, 3] = level
-    out_f[n] = extra
-    return n + 1
+PREFETCH_AHEAD = 8  # samples: how far ahead the kernel prefetches a tag's oldest ring row
 
 
-@njit(cache=True, inline="always")
-def _target(v, c, lim1, lim2, db1, db2, s):  # type: ignore[no-untyped-def]
-    """Target level of a graded alarm; ``s`` = 1 for high, -1 for low (mirrors the limits)."""
-    x = s * v
-    if not math.isnan(lim2) and (x >= s * lim2 or (c == 2 and x >= s * lim2 - db2)):
-        return 2
-    if not math.isnan(lim1) and (x >= s * lim1 or (c >= 1 and x >= s * lim1 - db1)):
-        return 1
-    return 0
+def _prefetch_row_py(a, row):  # type: ignore[no-untyped-def]
+    """Without the JIT a prefetch is a no-op."""
 
 
-@njit(cache=True, inline="always")
-def _graded(params, st, k, j, i, t, v, out_i, out_f, n):  # type: ignore[no-untyped-def]
-    """Update the high (j=0) or low (j=1) alarm of tag ``k`` at valid sample ``i``."""
-    lim1 = params[k, P_HIGH + 2 * j]
-    lim2 = params[k, P_HH + 2 * j]
-    if math.isnan(lim1) and math.isnan(lim2):
-        return n
-    db1 = params[k, P_DB_H + 2 * j]
-    db2 = params[k, P_DB_HH + 2 * j]
-    s = 1.0 - 2.0 * j
-    c = st[k, S_LVL + j]
-    tgt = _target(v, c, lim1, lim2, db1, db2, s)
-    if tgt == c:
-        st[k, S_TDIR + j] = 0
-        return n
-    d = 1 if tgt > c else -1
-    if st[k, S_TDIR + j] != d:
-        st[k, S_TDIR + j] = d
-        st[k, S_TSTART + j] = t
-    delay = params[k, P_ON_MS] if d == 1 else params[k, P_OFF_MS]
-    if float(t - st[k, S_TSTART + j]) < delay:
-        return n
-    kind = K_HIGH + j
-    st[k, S_TDIR + j] = 0
-    st[k, S_LVL + j] = tgt
-    if c == 0:
-        st[k, S_UNACK + j] = 1
-        return _emit(out_i, out_f, n, i, kind, EV_RAISE, tgt, lim1 if tgt == 1 else lim2)
-    if tgt > c:
-        st[k, S_UNACK + j] = 1
-        return _emit(out_i, out_f, n, i, kind, EV_ESCALATE, tgt, lim2)
-    if tgt > 0:
-        return _emit(out_i, out_f, n, i, kind, EV_DEESCALATE, tgt, math.nan)
-    if params[k, P_LATCH] == 1.0 and st[k, S_UNACK + j] == 1:
-        return _emit(out_i, out_f, n, i, kind, EV_RETURN, 0, math.nan)
-    st[k, S_UNACK + j] = 0
-    return _emit(out_i, out_f, n, i, kind, EV_CLEAR, 0, math.nan)
+@intrinsic
+def _prefetch_row_jit(typingctx, a, row):  # type: ignore[no-untyped-def]
+    """Hint the CPU to load row ``row`` of the 2-d array ``a`` into cache (no fault, no effect
+    on results): a ring's oldest row was last touched a whole window ago, so it is a miss."""
+    sig = types.none(a, row)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        aryty, rowty = signature.args
+        ary = context.make_array(aryty)(context, builder, args[0])
+        idx = context.cast(builder, args[1], rowty, types.intp)
+        ptr = cgutils.get_item_pointer(  # type: ignore[no-untyped-call]
+            context, builder, aryty, ary, [idx, context.get_constant(types.intp, 0)]
+        )
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]
+            builder.module, fnty, "llvm.prefetch.p0"
+        )
+        builder.call(fn, [ptr, i32(0), i32(3), i32(1)])  # read, keep in all levels, data
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
-@njit(cache=True, inline="always")
-def _trend_add(sf, k, t, v, sign):  # type: ignore[no-untyped-def]
-    x = (t - sf[k, F_TR_ORIGIN_T]) / 1000.0
-    y = v - sf[k, F_TR_ORIGIN_V]
-    sf[k, F_SN] += sign
-    sf[k, F_SX] += sign * x
-    sf[k, F_SY] += sign * y
-    sf[k, F_SXX] += sign * x * x
-    sf[k, F_SXY] += sign * x * y
-
-
-@njit(cache=True, inline="always")
-def _trend_rebase(st, sf, buf, k, off, mask, head):  # type: ignore[no-untyped-def]
-    """Recompute the running sums from the window with its oldest sample as origin."""
-    first = st[k, S_TR_SEQ]
-    o_t = buf[off + (first & mask), 0]
-    o_v = buf[off + (first & mask), 1]
-    sx = sy = sxx = sxy = 0.0
-    for q in range(first, head):
-        pos = off + (q & mask)
-        x = (buf[pos, 0] - o_t) / 1000.0
-        y = buf[pos, 1] - o_v
-        sx += x
-        sy += y
-        sxx += x * x
-        sxy += x * y
-    st[k, S_TR_EVICT] = 0
-    sf[k, F_TR_ORIGIN_T] = o_t
-    sf[k, F_TR_ORIGIN_V] = o_v
-    sf[k, F_SN] = float(head - first)
-    sf[k, F_SX] = sx
-    sf[k, F_SY] = sy
-    sf[k, F_SXX] = sxx
-    sf[k, F_SXY] = sxy
-
-
-@njit(cache=True, inline="always")
-def _trend(params, st, sf, buf, k, off, mask, head, i, tf, out_i, out_f, n):  # type: ignore[no-untyped-def]
-    """Trend alarms after the sample at ``head - 1`` was pushed (and the window evicted)."""
-    first = st[k, S_TR_SEQ]
-    cnt = head - first
-    if float(cnt) < params[k, P_TR_MIN] or buf[off + (first & mask), 0] == tf:
-        return n
-    # sums are exact for grid-like data (small integers, whole ms), so the slope's sign is too
-    sn, sx, sy = sf[k, F_SN], sf[k, F_SX], sf[k, F_SY]
-    den = sn * sf[k, F_SXX] - sx * sx
-    if not den > 0.0:
-        return n  # only reachable through rounding when the spread is far below 1 ms
-    b = (sn * sf[k, F_SXY] - sx * sy) / den
-    xt = (tf - sf[k, F_TR_ORIGIN_T]) / 1000.0
-    a = (sy + b * (sn * xt - sx)) / sn + sf[k, F_TR_ORIGIN_V]
-    pred = a + b * params[k, P_TR_H_S]
-    for j in range(2):
-        lim = params[k, P_HIGH + 2 * j]
-        if math.isnan(lim):
-            lim = params[k, P_HH + 2 * j]
-        if math.isnan(lim):
-            continue
-        if j == 0:
-            active = st[k, S_LVL] == 0 and b > 0.0 and pred >= lim
-        else:
-            active = st[k, S_LVL + 1] == 0 and b < 0.0 and pred <= lim
-        act = 1 if active else 0
-        if act == st[k, S_TRH + j]:
-            continue
-        st[k, S_TRH + j] = act
-        if act == 1:
-            eta = max((lim - a) / b, 0.0)
-            n = _emit(out_i, out_f, n, i, K_TRH + j, EV_RAISE, 1, eta)
-        else:
-            n = _emit(out_i, out_f, n, i, K_TRH + j, EV_CLEAR, 0, math.nan)
-    return n
-
-
-@njit(cache=True, inline="always")
-def _windows(params, st, sf, buf, k, has_roc, has_tr, i, t, v, out_i, out_f, n):  # type: ignore[no-untyped-def]
-    """Evict, push the valid sample ``(t, v)``, then the roc and trend checks (in that order)."""
-    off = st[k, S_RING_OFF]
-    mask = st[k, S_RING_CAP] - 1
-    head = st[k, S_HEAD]
-    tf = float(t)
-    if has_roc:  # reference: the earliest sample with ts >= t - window
-        w = params[k, P_ROC_W_MS]
-        q = st[k, S_ROC_SEQ]
-        while q < head and tf - buf[off + (q & mask), 0] > w:
-            q += 1
-        st[k, S_ROC_SEQ] = q
-    if has_tr:  # window: t - window < ts <= t
-        w = params[k, P_TR_W_MS]
-        q = st[k, S_TR_SEQ]
-        while q < head:
-            pos = off + (q & mask)
-            if tf - buf[pos, 0] < w:
-                break
-            _trend_add(sf, k, buf[pos, 0], buf[pos, 1], -1.0)
-            q += 1
-            st[k, S_TR_EVICT] += 1
-        st[k, S_TR_SEQ] = q
-    pos = off + (head & mask)
-    buf[pos, 0] = tf
-    buf[pos, 1] = v
-    head += 1
-    st[k, S_HEAD] = head
-    if has_roc:
-        ref = off + (st[k, S_ROC_SEQ] & mask)
-        t_ref = buf[ref, 0]
-        if t_ref != tf:
-            rate = (v - buf[ref, 1]) / ((tf - t_ref) / 60000.0)
-            active = 1 if abs(rate) >= params[k, P_ROC_LIM] else 0
-            if active != st[k, S_ROC]:
-                st[k, S_ROC] = active
-                if active == 1:
-                    n = _emit(out_i, out_f, n, i, K_ROC, EV_RAISE, 1, rate)
-                else:
-                    n = _emit(out_i, out_f, n, i, K_ROC, EV_CLEAR, 0, math.nan)
-    if has_tr:
-        cnt = head - st[k, S_TR_SEQ]
-        if cnt == 1 or st[k, S_TR_EVICT] >= cnt:
-            _trend_rebase(st, sf, buf, k, off, mask, head)  # bounds float drift, amortised O(1)
-        else:
-            _trend_add(sf, k, tf, v, 1.0)
-        n = _trend(params, st, sf, buf, k, off, mask, head, i, tf, out_i, out_f, n)
-    return n
-
-
-@njit(cache=True, inline="always")
-def _stuck(params, st, sf, k, i, t, v, out_i, out_f, n):  # type: ignore[no-untyped-def]
-    if st[k, S_HAS_RUN] == 0 or abs(v - sf[k, F_RUN_V]) > params[k, P_STUCK_BAND]:
-        st[k, S_HAS_RUN] = 1
-        st[k, S_RUN_TS] = t
-        sf[k, F_RUN_V] = v
-        if st[k, S_STUCK] == 1:
-            st[k, S_STUCK] = 0
-            n = _emit(out_i, out_f, n, i, K_STUCK, EV_CLEAR, 0, math.nan)
-    if st[k, S_STUCK] == 0 and float(t - st[k, S_RUN_TS]) >= params[k, P_STUCK_MS]:
-        st[k, S_STUCK] = 1
-        n = _emit(out_i, out_f, n, i, K_STUCK, EV_RAISE, 1, math.nan)
-    return n
-
-
-@njit(cache=True, inline="always")
-def _ring_oldest(params, st, k):  # type: ignore[no-untyped-def]
-    """Sequence number of the oldest sample tag ``k``'s ring still holds."""
-    lo = st[k, S_HEAD]
-    if not math.isnan(params[k, P_ROC_LIM]):
-        lo = min(lo, st[k, S_ROC_SEQ])
-    if not math.isnan(params[k, P_TR_W_MS]):
-        lo = min(lo, st[k, S_TR_SEQ])
-    return lo
+_prefetch_row: Any = (
+    _prefetch_row_py if config.DISABLE_JIT else _prefetch_row_jit  # type: ignore[attr-defined]
+)
 
 
 @njit(cache=True)
@@ -306,18 +137,41 @@ def evaluate_batch(first, n0, tag, ts, value, quality, params, st, sf, buf, out_
     rows, or its tag's ring is full; make room and call again from there. A sample whose
     timestamp is earlier than its tag's previous one is processed at the previous timestamp and
     counted in ``S_CLAMPED`` (windows and timers must not run backwards).
+
+    One flat function on purpose: numba's inlining of helpers that take arrays leaves
+    reference-count updates (atomic, out of line) on every sample; scalars in locals do not.
     """
     n = n0
     room = out_f.shape[0] - MAX_EVENTS
-    for i in range(first, tag.shape[0]):
-        k = tag[i]
+    n_in = tag.shape[0]
+    for p in range(first, n_in):
+        if p + PREFETCH_AHEAD < n_in:
+            k2 = np.uint64(tag[np.uint64(p + PREFETCH_AHEAD)])
+            cap2 = st[k2, S_RING_CAP]
+            if cap2 > 0:  # the rows its window checks will read first (each one a miss)
+                off2 = st[k2, S_RING_OFF]
+                if not math.isnan(params[k2, P_ROC_LIM]):
+                    _prefetch_row(buf, np.uint64(off2 + (st[k2, S_ROC_SEQ] & (cap2 - 1))))
+                if not math.isnan(params[k2, P_TR_W_MS]):
+                    _prefetch_row(buf, np.uint64(off2 + ((st[k2, S_TR_SEQ] + 1) & (cap2 - 1))))
+        i = np.uint64(p)  # unsigned indices: numba emits no negative-index wraparound
+        k = np.uint64(tag[i])
         if params[k, P_HAS] == 0.0:
             continue
         if n > room:
-            return n, i
-        has_ring = st[k, S_RING_CAP] > 0
-        if has_ring and st[k, S_HEAD] - _ring_oldest(params, st, k) >= st[k, S_RING_CAP]:
-            return n, i
+            return n, p
+        cap = st[k, S_RING_CAP]
+        has_roc = not math.isnan(params[k, P_ROC_LIM])
+        has_tr = not math.isnan(params[k, P_TR_W_MS])
+        head = st[k, S_HEAD]
+        if cap > 0:  # the oldest sample the ring still holds must leave room for this one
+            oldest = head
+            if has_roc:
+                oldest = min(oldest, st[k, S_ROC_SEQ])
+            if has_tr:
+                oldest = min(oldest, st[k, S_TR_SEQ])
+            if head - oldest >= cap:
+                return n, p
         t = ts[i]
         if st[k, S_HAS_LAST] == 1 and t < st[k, S_LAST_TS]:
             t = st[k, S_LAST_TS]
@@ -325,6 +179,8 @@ def evaluate_batch(first, n0, tag, ts, value, quality, params, st, sf, buf, out_
         st[k, S_LAST_TS] = t
         st[k, S_HAS_LAST] = 1
         v = value[i]
+
+        # -- fault ----------------------------------------------------------------------
         reason = -1
         if quality[i] != 0:
             reason = 0
@@ -337,20 +193,229 @@ def evaluate_batch(first, n0, tag, ts, value, quality, params, st, sf, buf, out_
             st[k, S_TDIR + 1] = 0
             if st[k, S_FAULT] == 0:
                 st[k, S_FAULT] = 1
-                n = _emit(out_i, out_f, n, i, K_FAULT, EV_RAISE, 1, float(reason))
+                out_i[n, 0] = i
+                out_i[n, 1] = K_FAULT
+                out_i[n, 2] = EV_RAISE
+                out_i[n, 3] = 1
+                out_f[n] = float(reason)
+                n += 1
             continue
         if st[k, S_FAULT] == 1:
             st[k, S_FAULT] = 0
-            n = _emit(out_i, out_f, n, i, K_FAULT, EV_CLEAR, 0, math.nan)
-        n = _graded(params, st, k, 0, i, t, v, out_i, out_f, n)
-        n = _graded(params, st, k, 1, i, t, v, out_i, out_f, n)
-        if has_ring:
-            has_roc = not math.isnan(params[k, P_ROC_LIM])
-            has_tr = not math.isnan(params[k, P_TR_W_MS])
-            n = _windows(params, st, sf, buf, k, has_roc, has_tr, i, t, v, out_i, out_f, n)
+            out_i[n, 0] = i
+            out_i[n, 1] = K_FAULT
+            out_i[n, 2] = EV_CLEAR
+            out_i[n, 3] = 0
+            out_f[n] = math.nan
+            n += 1
+
+        # -- high (j = 0) and low (j = 1); s = -1 mirrors the limits for low -----------------
+        for j in range(2):
+            lim1 = params[k, P_HIGH + 2 * j]
+            lim2 = params[k, P_HH + 2 * j]
+            if math.isnan(lim1) and math.isnan(lim2):
+                continue
+            s = 1.0 - 2.0 * j
+            c = st[k, S_LVL + j]
+            x = s * v
+            if not math.isnan(lim2) and (
+                x >= s * lim2 or (c == 2 and x >= s * lim2 - params[k, P_DB_HH + 2 * j])
+            ):
+                tgt = 2
+            elif not math.isnan(lim1) and (
+                x >= s * lim1 or (c >= 1 and x >= s * lim1 - params[k, P_DB_H + 2 * j])
+            ):
+                tgt = 1
+            else:
+                tgt = 0
+            if tgt == c:
+                st[k, S_TDIR + j] = 0
+                continue
+            d = 1 if tgt > c else -1
+            if st[k, S_TDIR + j] != d:
+                st[k, S_TDIR + j] = d
+                st[k, S_TSTART + j] = t
+            delay = params[k, P_ON_MS] if d == 1 else params[k, P_OFF_MS]
+            if float(t - st[k, S_TSTART + j]) < delay:
+                continue
+            st[k, S_TDIR + j] = 0
+            st[k, S_LVL + j] = tgt
+            extra = math.nan
+            if c == 0:
+                st[k, S_UNACK + j] = 1
+                ev = EV_RAISE
+                extra = lim1 if tgt == 1 else lim2
+            elif tgt > c:
+                st[k, S_UNACK + j] = 1
+                ev = EV_ESCALATE
+                extra = lim2
+            elif tgt > 0:
+                ev = EV_DEESCALATE
+            elif params[k, P_LATCH] == 1.0 and st[k, S_UNACK + j] == 1:
+                ev = EV_RETURN
+            else:
+                st[k, S_UNACK + j] = 0
+                ev = EV_CLEAR
+            out_i[n, 0] = i
+            out_i[n, 1] = K_HIGH + j
+            out_i[n, 2] = ev
+            out_i[n, 3] = tgt
+            out_f[n] = extra
+            n += 1
+
+        # -- windows: evict, push (t, v), then roc and trend (in that order) ----------------
+        if cap > 0:
+            off = st[k, S_RING_OFF]
+            mask = cap - 1
+            tf = float(t)
+            if has_roc:  # reference: the earliest sample with ts >= t - window
+                w = params[k, P_ROC_W_MS]
+                q = st[k, S_ROC_SEQ]
+                while q < head and tf - buf[np.uint64(off + (q & mask)), 0] > w:
+                    q += 1
+                st[k, S_ROC_SEQ] = q
+            if has_tr:  # window: t - window < ts <= t; evicted samples leave the running sums
+                w = params[k, P_TR_W_MS]
+                q = st[k, S_TR_SEQ]
+                q0 = q
+                o_t = sf[k, F_TR_ORIGIN_T]
+                o_v = sf[k, F_TR_ORIGIN_V]
+                sn, sx, sy = sf[k, F_SN], sf[k, F_SX], sf[k, F_SY]
+                sxx, sxy = sf[k, F_SXX], sf[k, F_SXY]
+                while q < head:
+                    pos = np.uint64(off + (q & mask))
+                    if tf - buf[pos, 0] < w:
+                        break
+                    ex = buf[pos, 0] - o_t
+                    ey = buf[pos, 1] - o_v
+                    sn -= 1.0
+                    sx -= ex
+                    sy -= ey
+                    sxx -= ex * ex
+                    sxy -= ex * ey
+                    q += 1
+                st[k, S_TR_SEQ] = q
+                st[k, S_TR_EVICT] += q - q0
+            pos = np.uint64(off + (head & mask))
+            buf[pos, 0] = tf
+            buf[pos, 1] = v
+            head += 1
+            st[k, S_HEAD] = head
+            if has_roc:
+                ref = np.uint64(off + (st[k, S_ROC_SEQ] & mask))
+                t_ref = buf[ref, 0]
+                if t_ref != tf:
+                    dv = v - buf[ref, 1]
+                    dt = tf - t_ref
+                    lim = params[k, P_ROC_LIM]
+                    # |rate| >= lim without the two divisions when |rate| is over twice or under
+                    # half the limit (that margin dwarfs any rounding; a span near the underflow
+                    # range takes the exact path)
+                    fast_x = abs(dv) * 60000.0
+                    fast_y = lim * dt
+                    if fast_y > 1e-300 and (fast_x < 0.5 * fast_y or fast_x > 2.0 * fast_y):
+                        active = 1 if fast_x > fast_y else 0
+                    else:
+                        active = 1 if abs(dv / (dt / 60000.0)) >= lim else 0
+                    if active != st[k, S_ROC]:
+                        st[k, S_ROC] = active
+                        out_i[n, 0] = i
+                        out_i[n, 1] = K_ROC
+                        out_i[n, 2] = EV_RAISE if active == 1 else EV_CLEAR
+                        out_i[n, 3] = active
+                        out_f[n] = dv / (dt / 60000.0) if active == 1 else math.nan
+                        n += 1
+            if has_tr:
+                first_q = st[k, S_TR_SEQ]
+                cnt = head - first_q
+                if cnt == 1 or st[k, S_TR_EVICT] >= cnt:
+                    # recompute the sums with the oldest sample as origin: bounds float drift,
+                    # amortised O(1)
+                    o_t = buf[np.uint64(off + (first_q & mask)), 0]
+                    o_v = buf[np.uint64(off + (first_q & mask)), 1]
+                    sx = sy = sxx = sxy = 0.0
+                    for q in range(first_q, head):
+                        pos = np.uint64(off + (q & mask))
+                        ex = buf[pos, 0] - o_t
+                        ey = buf[pos, 1] - o_v
+                        sx += ex
+                        sy += ey
+                        sxx += ex * ex
+                        sxy += ex * ey
+                    sn = float(cnt)
+                    st[k, S_TR_EVICT] = 0
+                    sf[k, F_TR_ORIGIN_T] = o_t
+                    sf[k, F_TR_ORIGIN_V] = o_v
+                else:
+                    ex = tf - o_t
+                    ey = v - o_v
+                    sn += 1.0
+                    sx += ex
+                    sy += ey
+                    sxx += ex * ex
+                    sxy += ex * ey
+                sf[k, F_SN] = sn
+                sf[k, F_SX] = sx
+                sf[k, F_SY] = sy
+                sf[k, F_SXX] = sxx
+                sf[k, F_SXY] = sxy
+                # sums are exact for grid-like data (small integers, whole ms), so the slope's
+                # sign is too; den <= 0 is only reachable through rounding when the spread is far
+                # below 1 ms
+                den = sn * sxx - sx * sx
+                if (
+                    float(cnt) >= params[k, P_TR_MIN]
+                    and buf[np.uint64(off + (first_q & mask)), 0] != tf
+                    and den > 0.0
+                ):
+                    b_ms = (sn * sxy - sx * sy) / den
+                    a = (sy + b_ms * (sn * (tf - o_t) - sx)) / sn + o_v
+                    b = b_ms * 1000.0  # per second
+                    pred = a + b * params[k, P_TR_H_S]
+                    for j in range(2):
+                        lim = params[k, P_HIGH + 2 * j]
+                        if math.isnan(lim):
+                            lim = params[k, P_HH + 2 * j]
+                        if math.isnan(lim):
+                            continue
+                        if j == 0:
+                            active = st[k, S_LVL] == 0 and b > 0.0 and pred >= lim
+                        else:
+                            active = st[k, S_LVL + 1] == 0 and b < 0.0 and pred <= lim
+                        act = 1 if active else 0
+                        if act == st[k, S_TRH + j]:
+                            continue
+                        st[k, S_TRH + j] = act
+                        out_i[n, 0] = i
+                        out_i[n, 1] = K_TRH + j
+                        out_i[n, 2] = EV_RAISE if act == 1 else EV_CLEAR
+                        out_i[n, 3] = act
+                        out_f[n] = max((lim - a) / b, 0.0) if act == 1 else math.nan
+                        n += 1
+
+        # -- stuck ------------------------------------------------------------------------
         if not math.isnan(params[k, P_STUCK_MS]):
-            n = _stuck(params, st, sf, k, i, t, v, out_i, out_f, n)
-    return n, tag.shape[0]
+            if st[k, S_HAS_RUN] == 0 or abs(v - sf[k, F_RUN_V]) > params[k, P_STUCK_BAND]:
+                st[k, S_HAS_RUN] = 1
+                st[k, S_RUN_TS] = t
+                sf[k, F_RUN_V] = v
+                if st[k, S_STUCK] == 1:
+                    st[k, S_STUCK] = 0
+                    out_i[n, 0] = i
+                    out_i[n, 1] = K_STUCK
+                    out_i[n, 2] = EV_CLEAR
+                    out_i[n, 3] = 0
+                    out_f[n] = math.nan
+                    n += 1
+            if st[k, S_STUCK] == 0 and float(t - st[k, S_RUN_TS]) >= params[k, P_STUCK_MS]:
+                st[k, S_STUCK] = 1
+                out_i[n, 0] = i
+                out_i[n, 1] = K_STUCK
+                out_i[n, 2] = EV_RAISE
+                out_i[n, 3] = 1
+                out_f[n] = math.nan
+                n += 1
+    return n, n_in
 
 
 @njit(cache=True)
@@ -361,7 +426,12 @@ def move_rings(params, st, src, dst, tags, new_off, new_cap):  # type: ignore[no
         k = tags[j]
         off, mask = st[k, S_RING_OFF], st[k, S_RING_CAP] - 1
         noff, nmask = new_off[j], new_cap[j] - 1
-        for q in range(_ring_oldest(params, st, k), st[k, S_HEAD]):
+        lo = st[k, S_HEAD]
+        if not math.isnan(params[k, P_ROC_LIM]):
+            lo = min(lo, st[k, S_ROC_SEQ])
+        if not math.isnan(params[k, P_TR_W_MS]):
+            lo = min(lo, st[k, S_TR_SEQ])
+        for q in range(lo, st[k, S_HEAD]):
             dst[noff + (q & nmask), 0] = src[off + (q & mask), 0]
             dst[noff + (q & nmask), 1] = src[off + (q & mask), 1]
         st[k, S_RING_OFF] = noff
