@@ -68,6 +68,13 @@ def test_alarms_are_raised_and_buffered_while_the_broker_is_unreachable(tmp_path
         stats = s.stats()
         gt102 = _gt102_high(s)
         telemetry = stats.streams[Stream.TELEMETRY]
+        events = [
+            json.loads(r.payload)
+            for r in s.resend(Stream.EVENT, 1, stats.streams[Stream.EVENT].last_seq)
+        ]
+    # the PLC was down when the agent started, then came up: reported once each way
+    changes = [(e["kind"], e.get("device")) for e in events if e["kind"].startswith("device_")]
+    assert changes == [("device_lost", "tank-farm-plc"), ("device_restored", "tank-farm-plc")]
     assert stats.streams[Stream.ALARM].delivered == 0
     assert gt102[:2] == [("raise", 1), ("escalate", 2)]
     assert telemetry.undelivered >= 2
