@@ -4,16 +4,19 @@ Invariants:
 - a record is settled as delivered only after the broker acknowledged it (PUBACK with a success
   reason code); a negative PUBACK dead-letters it with the reason; a publish lost to a disconnect
   is released back to the buffer and leased again later (at-least-once, same id);
-- records are leased alarm first, then event, then telemetry, FIFO within a stream (the store's
-  order), and published in that order;
+- records are leased alarm first, then event, then live telemetry (created within the last
+  ``backfill_after_s``), then the telemetry backlog, each FIFO by seq (the store's order with
+  ``live_since_ms``), and published in that order: after an outage the platform sees current
+  readings at once while the backlog fills the telemetry seq gap behind them (``backfill``);
 - a rejected record (MQTT 5 PUBACK reason >= 0x80, e.g. 0x87 not authorized) is never a silent
   loss: besides the dead-letter it becomes a ``publish_rejected`` event (stream, seq, id,
   reason) on the event stream. A rejected *event* is dead-lettered, counted and logged only:
   reporting it on the stream that is being refused would loop;
 - with ``drain_rate`` > 0, records published as ``backfill`` (older than ``backfill_after_s``)
   go out at most that many per second (a token bucket holding one second's worth), so a long
-  outage's backlog does not saturate a thin uplink; fresh records are never throttled. The
-  store leases FIFO per stream, so fresh telemetry still waits behind older telemetry;
+  outage's backlog does not saturate a thin uplink; fresh records are never throttled. When
+  the bucket is empty, the rest of that stream's lease is handed back (FIFO within a stream is
+  kept) and later streams' records of the same lease still go out if fresh;
 - ``resend`` records (the platform's ``resend`` command) go out before leased records, with
   their original ids, within the same in-flight window; their answers change nothing in the
   store (a lost one is queued again);
@@ -141,7 +144,9 @@ class Forwarder:
         while self._resends and sent < budget:
             record = self._resends.popleft()
             if not self._uplink.publish(
-                record.stream.wire_name, self._envelope(record, now), token=_Resent(record)
+                record.stream.wire_name,
+                self._envelope(record, now - record.created_ms > self._backfill_after_ms),
+                token=_Resent(record),
             ):
                 self._resends.appendleft(record)
                 return sent
@@ -155,16 +160,26 @@ class Forwarder:
             self._tokens = min(cap, self._tokens + (t - self._refilled) * self._rate)
             self._refilled = t
             limit = min(limit, int(self._tokens) + 16)  # + a few fresh records past the limit
-        records = self._store.lease(max_count=limit, max_bytes=_MAX_LEASE_BYTES)
+        records = self._store.lease(
+            max_count=limit,
+            max_bytes=_MAX_LEASE_BYTES,
+            live_since_ms=now - self._backfill_after_ms,
+        )
+        held: Stream | None = None  # the stream whose backfill ran out of tokens
         for i, record in enumerate(records):
-            stream = record.stream.wire_name
-            if self._rate > 0 and now - record.created_ms > self._backfill_after_ms:
+            if record.stream is held:
+                self._store.release([(record.stream, record.seq)])
+                continue
+            backfill = now - record.created_ms > self._backfill_after_ms
+            if self._rate > 0 and backfill:
                 if self._tokens < 1:
-                    self._store.release((r.stream, r.seq) for r in records[i:])
-                    break
+                    held = record.stream
+                    self._store.release([(record.stream, record.seq)])
+                    continue
                 self._tokens -= 1
-            envelope = self._envelope(record, now)
-            if not self._uplink.publish(stream, envelope, token=(record.stream, record.seq)):
+            envelope = self._envelope(record, backfill)
+            token = (record.stream, record.seq)
+            if not self._uplink.publish(record.stream.wire_name, envelope, token=token):
                 # Disconnected between lease and publish: hand the rest back untouched.
                 self._store.release((r.stream, r.seq) for r in records[i:])
                 break
@@ -172,14 +187,14 @@ class Forwarder:
         self.stats.published += sent
         return sent
 
-    def _envelope(self, record: Record, now: int) -> bytes:
+    def _envelope(self, record: Record, backfill: bool) -> bytes:
         return encode_envelope(
             site=self._site,
             gateway=self._gateway,
             stream=record.stream.wire_name,
             seq=record.seq,
             ts_ms=record.created_ms,
-            backfill=now - record.created_ms > self._backfill_after_ms,
+            backfill=backfill,
             body=record.payload,
         )
 

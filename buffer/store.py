@@ -74,6 +74,21 @@ _MS_PER_DAY = 86_400_000
 _SELECT_ROW = "SELECT id, stream, seq, created_ms, key_id, nonce, sealed FROM records"
 _Row = tuple[int, int, int, int, int, bytes, bytes]
 _Candidate = tuple[int, int, int, int, int, int]  # id, stream, seq, created_ms, size, state
+# Lease queries (literals, see above). Live telemetry is found through records_pending_age (the
+# rows of the last seconds, few) and sorted by seq; the backlog is walked along records_pending.
+_LEASE_ALARM = _SELECT_ROW + " WHERE stream = 0 AND state = 0 AND seq > ? ORDER BY seq LIMIT ?"
+_LEASE_EVENT = _SELECT_ROW + " WHERE stream = 1 AND state = 0 AND seq > ? ORDER BY seq LIMIT ?"
+_LEASE_TELEMETRY = _SELECT_ROW + " WHERE stream = 2 AND state = 0 AND seq > ? ORDER BY seq LIMIT ?"
+_LEASE_LIVE = (
+    "SELECT id, stream, seq, created_ms, key_id, nonce, sealed FROM records"
+    " INDEXED BY records_pending_age"
+    " WHERE stream = 2 AND state = 0 AND created_ms >= ? AND seq > ? ORDER BY seq LIMIT ?"
+)
+_LEASE_BACKLOG = (
+    "SELECT id, stream, seq, created_ms, key_id, nonce, sealed FROM records"
+    " INDEXED BY records_pending"
+    " WHERE stream = 2 AND state = 0 AND created_ms < ? AND seq > ? ORDER BY seq LIMIT ?"
+)
 
 
 def _wall_clock_ms() -> int:
@@ -301,12 +316,16 @@ class Store:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def lease(self, *, max_count: int, max_bytes: int) -> list[Record]:
+    def lease(
+        self, *, max_count: int, max_bytes: int, live_since_ms: int | None = None
+    ) -> list[Record]:
         """Hand out undelivered, unleased records: alarm, then event, then telemetry; by seq.
 
-        Stops at ``max_count`` records or before ``max_bytes`` of payload would be exceeded,
-        but always returns at least one record when any is available. Records failing
-        authentication are quarantined and skipped.
+        With ``live_since_ms``, telemetry created at or after it (live data) comes before the
+        older telemetry (the backlog of an outage); each part by seq. Stops at ``max_count``
+        records or before ``max_bytes`` of payload would be exceeded, but always returns at
+        least one record when any is available. Records failing authentication are
+        quarantined and skipped.
         """
         conn = self._live()
         if max_count < 1 or max_bytes < 1:
@@ -314,14 +333,12 @@ class Store:
         out: list[Record] = []
         total = 0
         bad: list[tuple[_Row, str]] = []
-        for stream in Stream:
+        for stream, query, bound in self._lease_order(live_since_ms):
             after = 0
             while len(out) < max_count:
-                batch = conn.execute(
-                    _SELECT_ROW + " WHERE stream = ? AND state = 0 AND seq > ?"
-                    " ORDER BY seq LIMIT ?",
-                    (stream, after, min(max_count - len(out) + len(self._leased), _CHUNK)),
-                ).fetchall()
+                limit = min(max_count - len(out) + len(self._leased), _CHUNK)
+                args = (after, limit) if bound is None else (bound, after, limit)
+                batch = conn.execute(query, args).fetchall()
                 if not batch:
                     break
                 for row in batch:
@@ -342,6 +359,20 @@ class Store:
                         break
         self._quarantine(bad)
         return self._take(out)
+
+    @staticmethod
+    def _lease_order(live_since_ms: int | None) -> list[tuple[Stream, str, int | None]]:
+        """(stream, query, bound) in lease order; each query takes ([bound,] after_seq, limit)."""
+        order: list[tuple[Stream, str, int | None]] = [
+            (Stream.ALARM, _LEASE_ALARM, None),
+            (Stream.EVENT, _LEASE_EVENT, None),
+        ]
+        if live_since_ms is None:
+            order.append((Stream.TELEMETRY, _LEASE_TELEMETRY, None))
+        else:
+            order.append((Stream.TELEMETRY, _LEASE_LIVE, live_since_ms))
+            order.append((Stream.TELEMETRY, _LEASE_BACKLOG, live_since_ms))
+        return order
 
     def release(self, keys: Iterable[tuple[Stream, int]]) -> None:
         """Give leases back (the publish was lost); unknown keys are ignored."""

@@ -1,8 +1,9 @@
 """Forwarder: a real store, a real uplink, a real Mosquitto with an ACL.
 
-A gateway whose user may not publish to a topic (here: another gateway's, and its own alarm
-topic) gets MQTT 5 PUBACK 0x87: the record is dead-lettered with its reason and a
-``publish_rejected`` event goes upstream, so a refusal is never a silent loss.
+A gateway whose user (password user, or the CN of its TLS client certificate) may not publish to
+a topic (here: another gateway's, and its own alarm topic) gets MQTT 5 PUBACK 0x87: the record
+is dead-lettered with its reason and a ``publish_rejected`` event goes upstream, so a refusal is
+never a silent loss (a refused event is dead-lettered and logged only).
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from typing import Any
 import pytest
 
 from agent.codec import decode_envelope, decode_event
-from agent.config import UplinkConfig
+from agent.config import TlsConfig, UplinkConfig
 from agent.forwarder import Forwarder
 from agent.uplink import Uplink
-from buffer import Store
+from buffer import Store, StoreReader
 from buffer.record import Stream
 from tests.conftest import BrokerFactory
 from tests.support.mosquitto import Broker, Subscriber
@@ -160,3 +161,145 @@ def test_a_backlog_drains_at_the_configured_rate_while_fresh_alarms_pass_at_once
         up.stop(timeout_s=1)
         store.close()
     assert 1.3 <= elapsed <= 3.0  # 30 records beyond the first 20 at 20/s
+
+
+def test_after_an_outage_live_telemetry_overtakes_the_throttled_backlog_and_every_seq_arrives(
+    make_broker: BrokerFactory, tmp_path: Path
+) -> None:
+    broker = make_broker()
+    store = Store.open(path=tmp_path / "b.db", key_file=tmp_path / "b.key", gateway_id="G1")
+    cfg = UplinkConfig(
+        host=broker.host, port=broker.port, reconnect_min_s=0.05, reconnect_max_s=0.4
+    )
+    up = Uplink(config=cfg, site="S1", gateway="G1", agent_version="0")
+
+    def now() -> int:
+        return time.time_ns() // 1_000_000
+
+    fwd = Forwarder(
+        store=store, uplink=up, site="S1", gateway="G1", backfill_after_s=2,
+        max_inflight=50, clock_ms=now, drain_rate=10.0,
+    )  # fmt: skip
+    up.start()
+    try:
+        pump_until(fwd, lambda: up.connected)
+        broker.stop()  # the outage: readings pile up in the buffer
+        pump_until(fwd, lambda: not up.connected)
+        backlog = 40
+        for i in range(backlog):
+            store.append(Stream.TELEMETRY, [b'{"points":[]}'], created_ms=now() - 60_000 + i)
+        broker.start()
+        with Subscriber(broker, "safeedge/v1/S1/G1/telemetry") as platform:
+            pump_until(fwd, lambda: up.connected)
+            live: list[int] = []
+            next_live = time.monotonic()
+            deadline = time.monotonic() + 20
+            while fwd.stats.delivered < backlog + 8:
+                assert time.monotonic() < deadline, f"delivered {fwd.stats.delivered}"
+                if len(live) < 8 and time.monotonic() >= next_live:  # live data, 5 per second
+                    live += store.append(Stream.TELEMETRY, [b'{"points":[]}'])
+                    next_live += 0.2
+                if fwd.pump() == 0:
+                    time.sleep(0.005)
+            # Delivered means acknowledged by the broker; give the subscriber a moment too.
+            pump_until(fwd, lambda: len(platform.messages) >= backlog + 8)
+            envelopes = [decode_envelope(m.payload) for m in platform.messages]
+    finally:
+        up.stop(timeout_s=1)
+        store.close()
+    arrival = [e.seq for e in envelopes]
+    assert sorted(set(arrival)) == list(range(1, backlog + 9))  # every seq, none missing
+    last_backlog = max(i for i, e in enumerate(envelopes) if e.seq <= backlog)
+    # The whole backlog takes about 3 s at 10/s; live readings made meanwhile do not queue
+    # behind it: each one reaches the platform before the last of the backlog.
+    assert all(arrival.index(seq) < last_backlog for seq in live), arrival
+    assert {e.backfill for e in envelopes if e.seq <= backlog} == {True}
+    assert {e.backfill for e in envelopes if e.seq > backlog} == {False}
+
+
+def tls_uplink(broker: Broker, cn: str, gateway: str) -> Uplink:
+    cert = broker.client_cert(cn)
+    tls = TlsConfig(
+        ca_file=str(broker.ca_file), cert_file=str(cert.cert_file), key_file=str(cert.key_file)
+    )
+    cfg = UplinkConfig(host=broker.host, port=broker.port, tls=tls, reconnect_min_s=0.05)
+    return Uplink(config=cfg, site="S1", gateway=gateway, agent_version="0")
+
+
+def test_a_gateway_certificate_cannot_publish_to_another_gateways_topics_and_nothing_is_lost(
+    make_broker: BrokerFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = make_broker(mode="tls", acl=ACL)  # the client certificate's CN is the ACL user
+    platform_cert = broker.client_cert("platform")
+    platform = Subscriber(
+        broker,
+        "safeedge/v1/#",
+        ca_certs=str(broker.ca_file),
+        certfile=str(platform_cert.cert_file),
+        keyfile=str(platform_cert.key_file),
+    )
+    # Misconfigured: G2's topic root (and buffer) with G1's certificate.
+    wrong = Store.open(path=tmp_path / "g2.db", key_file=tmp_path / "g2.key", gateway_id="G2")
+    up = tls_uplink(broker, "G1", "G2")
+    fwd = Forwarder(
+        store=wrong, uplink=up, site="S1", gateway="G2", backfill_after_s=10,
+        max_inflight=20, clock_ms=lambda: time.time_ns() // 1_000_000,
+    )  # fmt: skip
+    up.start()
+    try:
+        pump_until(fwd, lambda: up.connected)
+        wrong.append(Stream.ALARM, [b'{"a": 1}'])
+        wrong.append(Stream.TELEMETRY, [b'{"points": []}', b'{"points": []}'])
+        # 3 records, then one publish_rejected event for each, which are refused as well:
+        # dead-lettered and logged, not reported again (no loop).
+        pump_until(fwd, lambda: fwd.stats.rejected == 6)
+        for _ in range(20):
+            fwd.pump()
+            time.sleep(0.01)
+        assert fwd.stats.rejected == 6
+        assert fwd.stats.delivered == 0
+        assert up.connected  # a refusal is per message: the session stays up
+    finally:
+        up.stop(timeout_s=1)
+    stats = wrong.stats().streams
+    assert [(stats[s].dead, stats[s].undelivered) for s in Stream] == [(1, 0), (3, 0), (2, 0)]
+    assert stats[Stream.EVENT].last_seq == 3
+    events = [decode_event(r.payload) for r in wrong.resend(Stream.EVENT, 1, 3)]
+    assert sorted((e["kind"], e["stream"], e["seq"], e["reason"]) for e in events) == [
+        ("publish_rejected", "alarm", 1, "not authorized"),
+        ("publish_rejected", "telemetry", 1, "not authorized"),
+        ("publish_rejected", "telemetry", 2, "not authorized"),
+    ]
+    assert events[0]["id"] == "G2/alarm/1"
+    assert "publish_rejected" in caplog.text
+    wrong.close()
+    with StoreReader.open(
+        path=tmp_path / "g2.db", key_file=tmp_path / "g2.key", gateway_id="G2"
+    ) as r:
+        dead = [(x.stream, x.seq, x.state, x.reason) for x in r.records()]
+    assert dead == [
+        (Stream.ALARM, 1, "dead", "not authorized"),
+        *[(Stream.EVENT, q, "dead", "not authorized") for q in (1, 2, 3)],
+        *[(Stream.TELEMETRY, q, "dead", "not authorized") for q in (1, 2)],
+    ]
+
+    # The same certificate with its own topic root works, on the same broker.
+    store = Store.open(path=tmp_path / "g1.db", key_file=tmp_path / "g1.key", gateway_id="G1")
+    up = tls_uplink(broker, "G1", "G1")
+    fwd = Forwarder(
+        store=store, uplink=up, site="S1", gateway="G1", backfill_after_s=10,
+        max_inflight=20, clock_ms=lambda: time.time_ns() // 1_000_000,
+    )  # fmt: skip
+    up.start()
+    try:
+        store.append(Stream.TELEMETRY, [b'{"points": []}'])
+        store.append(Stream.EVENT, [b'{"kind": "started", "ts": 1}'])
+        pump_until(fwd, lambda: fwd.stats.delivered == 2)
+        platform.wait_for(lambda m: m.topic == "safeedge/v1/S1/G1/telemetry")
+        platform.wait_for(lambda m: m.topic == "safeedge/v1/S1/G1/event")
+    finally:
+        up.stop(timeout_s=1)
+        store.close()
+        platform.close()
+    assert fwd.stats.rejected == 0
+    assert not any("/G2/" in m.topic for m in platform.messages)

@@ -1,8 +1,10 @@
 """Model-based test: the Store against a plain in-memory list model.
 
-The model keeps, per stream, a list of [seq, payload, state] and a set of leased keys; every
-operation of the store is mirrored and compared, including across reopen (leases forgotten,
-everything else kept).
+The model keeps, per stream, a list of [seq, payload, state, created_ms] and a set of leased
+keys; every operation of the store is mirrored and compared, including across reopen (leases
+forgotten, everything else kept). Appends may carry their own ``created_ms`` (a clock that
+jumped, data stamped by a device) so "live" telemetry is not always the highest seqs, and
+leases may put live telemetry (created at or after ``live_since_ms``) before the backlog.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class StoreModel(RuleBasedStateMachine):
         self.tmp.cleanup()
 
     def state(self, key: Key) -> str | None:
-        for seq, _, state in self.records[key[0]]:
+        for seq, _, state, _ in self.records[key[0]]:
             if seq == key[1]:
                 return str(state)
         return None
@@ -55,34 +57,52 @@ class StoreModel(RuleBasedStateMachine):
             if rec[0] == key[1]:
                 rec[2] = state
 
-    @rule(stream=streams, batch=payloads)
-    def append(self, stream: Stream, batch: list[bytes]) -> None:
-        seqs = self.store.append(stream, batch)
+    @rule(stream=streams, batch=payloads, stamp=st.none() | st.integers(-1000, 1000))
+    def append(self, stream: Stream, batch: list[bytes], stamp: int | None) -> None:
+        created = self.clock() + (stamp or 0)
+        seqs = self.store.append(stream, batch, created_ms=None if stamp is None else created)
         first = self.last_seq[stream] + 1
         assert seqs == list(range(first, first + len(batch)))
         for seq, payload in zip(seqs, batch, strict=True):
-            self.records[stream].append([seq, payload, PENDING])
+            self.records[stream].append([seq, payload, PENDING, created])
         self.last_seq[stream] += len(batch)
         self.clock.advance(7)
 
-    @rule(max_count=st.integers(1, 6), max_bytes=st.integers(1, 150))
-    def lease(self, max_count: int, max_bytes: int) -> None:
+    @rule(ms=st.integers(0, 1000))
+    def time_passes(self, ms: int) -> None:
+        self.clock.advance(ms)
+
+    def lease_order(self, live_since: int | None) -> list[tuple[Stream, list[object]]]:
+        """Alarms, events, then telemetry, each by seq; with ``live_since`` the telemetry
+        created at or after it before the older telemetry."""
+        order = [(s, r) for s in (Stream.ALARM, Stream.EVENT) for r in self.records[s]]
+        telemetry = self.records[Stream.TELEMETRY]
+        if live_since is None:
+            return order + [(Stream.TELEMETRY, r) for r in telemetry]
+        live = [(Stream.TELEMETRY, r) for r in telemetry if r[3] >= live_since]  # type: ignore[operator]
+        old = [(Stream.TELEMETRY, r) for r in telemetry if r[3] < live_since]  # type: ignore[operator]
+        return order + live + old
+
+    @rule(max_count=st.integers(1, 6), max_bytes=st.integers(1, 150), data=st.data())
+    def lease(self, max_count: int, max_bytes: int, data: st.DataObject) -> None:
+        # The split point between live and backlog: none, or near a telemetry record's stamp.
+        stamps = sorted({int(r[3]) for r in self.records[Stream.TELEMETRY]})  # type: ignore[call-overload]
+        live_since = data.draw(
+            st.none()
+            | st.builds(int.__add__, st.sampled_from(stamps or [self.clock()]), st.integers(-1, 1))
+        )
         expected: list[tuple[Stream, int, bytes]] = []
         total = 0
-        for stream in Stream:
-            for seq, payload, state in self.records[stream]:
-                assert isinstance(seq, int)
-                assert isinstance(payload, bytes)
-                if state != PENDING or (stream, seq) in self.leased:
-                    continue
-                if len(expected) == max_count or (expected and total + len(payload) > max_bytes):
-                    break
-                expected.append((stream, seq, payload))
-                total += len(payload)
-            else:
+        for stream, (seq, payload, state, _) in self.lease_order(live_since):
+            assert isinstance(seq, int)
+            assert isinstance(payload, bytes)
+            if state != PENDING or (stream, seq) in self.leased:
                 continue
-            break
-        got = self.store.lease(max_count=max_count, max_bytes=max_bytes)
+            if len(expected) == max_count or (expected and total + len(payload) > max_bytes):
+                break
+            expected.append((stream, seq, payload))
+            total += len(payload)
+        got = self.store.lease(max_count=max_count, max_bytes=max_bytes, live_since_ms=live_since)
         assert [(r.stream, r.seq, r.payload) for r in got] == expected
         self.leased.update((s, q) for s, q, _ in expected)
 
@@ -115,7 +135,7 @@ class StoreModel(RuleBasedStateMachine):
     @rule(stream=streams, lo=st.integers(0, 12), span=st.integers(0, 12))
     def resend(self, stream: Stream, lo: int, span: int) -> None:
         got = self.store.resend(stream, lo, lo + span)
-        expected = [(q, p) for q, p, _ in self.records[stream] if lo <= q <= lo + span]  # type: ignore[operator]
+        expected = [(q, p) for q, p, _, _ in self.records[stream] if lo <= q <= lo + span]  # type: ignore[operator]
         assert [(r.seq, r.payload) for r in got] == expected
 
     @rule()
@@ -143,6 +163,6 @@ class StoreModel(RuleBasedStateMachine):
 
 
 StoreModel.TestCase.settings = settings(
-    max_examples=30, stateful_step_count=25, deadline=None, database=None
+    max_examples=60, stateful_step_count=25, deadline=None, database=None
 )
 test_the_store_behaves_like_the_list_model = StoreModel.TestCase

@@ -102,6 +102,55 @@ def test_lease_rejects_non_positive_bounds(open_store: OpenStore) -> None:
         store.lease(max_count=0, max_bytes=100)
 
 
+def test_lease_with_live_since_puts_fresh_telemetry_after_alarms_and_events_before_backlog(
+    open_store: OpenStore, clock: Clock
+) -> None:
+    store = open_store()
+    store.append(Stream.TELEMETRY, [b"old1", b"old2"], created_ms=T0_MS - 60_000)
+    store.append(Stream.TELEMETRY, [b"old3"], created_ms=T0_MS - 10_001)
+    store.append(Stream.TELEMETRY, [b"edge"], created_ms=T0_MS - 10_000)  # at the bound: live
+    store.append(Stream.TELEMETRY, [b"new"])
+    store.append(Stream.EVENT, [b"ev"], created_ms=T0_MS - 60_000)
+    store.append(Stream.ALARM, [b"al"], created_ms=T0_MS - 60_000)
+    got = store.lease(max_count=3, max_bytes=1 << 20, live_since_ms=T0_MS - 10_000)
+    assert [r.payload for r in got] == [b"al", b"ev", b"edge"]
+    got = store.lease(max_count=10, max_bytes=1 << 20, live_since_ms=T0_MS - 10_000)
+    assert [r.payload for r in got] == [b"new", b"old1", b"old2", b"old3"]
+
+
+def test_live_telemetry_is_leased_by_seq_even_when_the_clock_went_backwards(
+    open_store: OpenStore,
+) -> None:
+    store = open_store()
+    store.append(Stream.TELEMETRY, [b"backlog"], created_ms=T0_MS - 3_600_000)
+    store.append(Stream.TELEMETRY, [b"a"], created_ms=T0_MS + 500)
+    store.append(Stream.TELEMETRY, [b"b"], created_ms=T0_MS)  # clock stepped back 0.5 s
+    store.append(Stream.TELEMETRY, [b"c"], created_ms=T0_MS + 100)
+    got = store.lease(max_count=10, max_bytes=1 << 20, live_since_ms=T0_MS - 10_000)
+    assert [(r.seq, r.payload) for r in got] == [(2, b"a"), (3, b"b"), (4, b"c"), (1, b"backlog")]
+
+
+def test_live_first_leases_skip_leased_records_and_stop_at_max_bytes(
+    open_store: OpenStore,
+) -> None:
+    store = open_store()
+    store.append(Stream.TELEMETRY, [b"o" * 10] * 3, created_ms=T0_MS - 60_000)
+    store.append(Stream.TELEMETRY, [b"n" * 10] * 3)
+    live = T0_MS - 1_000
+    assert keys(store.lease(max_count=2, max_bytes=100, live_since_ms=live)) == [
+        (Stream.TELEMETRY, 4),
+        (Stream.TELEMETRY, 5),
+    ]
+    got = store.lease(max_count=10, max_bytes=25, live_since_ms=live)  # 10 + 10, not 30
+    assert keys(got) == [(Stream.TELEMETRY, 6), (Stream.TELEMETRY, 1)]
+    store.release([(Stream.TELEMETRY, 5)])
+    assert [r.seq for r in store.lease(max_count=10, max_bytes=100, live_since_ms=live)] == [
+        5,
+        2,
+        3,
+    ]
+
+
 def test_leased_records_are_not_leased_again_until_released(open_store: OpenStore) -> None:
     store = open_store()
     store.append(Stream.EVENT, [b"a", b"b", b"c"])
