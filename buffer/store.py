@@ -95,6 +95,18 @@ def _wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _seq_runs(keys: Iterable[tuple[Stream, int]]) -> list[tuple[int, int, int]]:
+    """``(stream, first, last)`` for each run of consecutive seqs among ``keys``."""
+    runs: list[list[int]] = []
+    for stream, seq in sorted({(int(s), q) for s, q in keys}):
+        last = runs[-1] if runs else None
+        if last is not None and last[0] == stream and last[2] + 1 == seq:
+            last[2] = seq
+        else:
+            runs.append([stream, seq, seq])
+    return [(s, lo, hi) for s, lo, hi in runs]
+
+
 def record_id(gateway_id: str, stream: Stream, seq: int) -> str:
     """The record's deterministic id on the wire: ``gateway/stream/seq``."""
     return f"{gateway_id}/{Stream(stream).wire_name}/{seq}"
@@ -298,10 +310,11 @@ class Store:
         bad = [(Stream(s), q, reason) for s, q, reason in rejected]
         now = self._clock_ms()
         with self._transaction("settle"):
+            # PUBACKs come back mostly in seq order: one statement per run of consecutive seqs.
             conn.executemany(
                 "UPDATE records SET state = ?, settled_ms = ?"
-                " WHERE stream = ? AND seq = ? AND state = ?",
-                [(_DELIVERED, now, s, q, _PENDING) for s, q in ok],
+                " WHERE stream = ? AND seq BETWEEN ? AND ? AND state = ?",
+                [(_DELIVERED, now, s, lo, hi, _PENDING) for s, lo, hi in _seq_runs(ok)],
             )
             for s, q, reason in bad:
                 cur = conn.execute(
