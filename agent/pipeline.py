@@ -78,6 +78,24 @@ class PipelineStats:
     last_poll_monotonic: float = field(default_factory=time.monotonic)
 
 
+async def _cancel_and_wait(tasks: Sequence[asyncio.Task[Any]], timeout_s: float = 10.0) -> None:
+    """Cancel ``tasks`` and wait until they are done, cancelling again while they run.
+
+    Python 3.11's ``asyncio.wait_for`` can swallow a cancellation that races with its inner
+    future completing (bpo-42130; pymodbus and the drivers use it on every request), so a single
+    ``cancel()`` may be lost and a poll loop would run on, hanging shutdown forever.
+    """
+    deadline = time.monotonic() + timeout_s
+    pending = [t for t in tasks if not t.done()]
+    while pending and time.monotonic() < deadline:
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=0.1)
+        pending = [t for t in pending if not t.done()]
+    if pending:
+        log.error(kv("tasks_not_stopping", tasks=",".join(t.get_name() for t in pending)))
+
+
 class Pipeline:
     """Builds every component from the config (no I/O) and runs them until ``stop`` is set."""
 
@@ -136,6 +154,7 @@ class Pipeline:
         self._wake = asyncio.Event()
         self._log_limit = RateLimiter(60.0)
         self.ready = asyncio.Event()
+        self._stopping = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -202,9 +221,8 @@ class Pipeline:
             everything.append(forward)
         done, _ = await asyncio.wait(everything, return_when=asyncio.FIRST_COMPLETED)
         notify("STOPPING=1")
-        for task in [*polls, *helpers]:
-            task.cancel()
-        await asyncio.gather(*polls, *helpers, return_exceptions=True)
+        self._stopping = True
+        await _cancel_and_wait([*polls, *helpers])
         held = self._batcher.flush()
         if held:
             self._append(Stream.TELEMETRY, held)
@@ -263,7 +281,7 @@ class Pipeline:
         """Poll every device of one bus at its own period, one request stream at a time."""
         loop = asyncio.get_running_loop()
         due = {d.name: loop.time() for d in devices}
-        while True:
+        while not self._stopping:
             device = min(devices, key=lambda d: due[d.name])
             delay = due[device.name] - loop.time()
             if delay > 0:

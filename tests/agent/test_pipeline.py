@@ -126,3 +126,56 @@ def test_poll_groups_are_polled_at_their_own_periods_on_one_connection(tmp_path:
     assert counts["TT-101"] >= 2
     assert counts["GT-101"] >= 3 * counts["TT-101"], counts
     assert counts["GT-104"] == counts["GT-101"]
+
+
+def test_report_by_exception_sends_a_flat_tag_once_and_a_moving_tag_every_poll(
+    tmp_path: Path,
+) -> None:
+    modbus_port = free_port()
+    text = tank_farm_config(
+        modbus_host="127.0.0.1",
+        modbus_port=modbus_port,
+        mqtt_host="127.0.0.1",
+        mqtt_port=free_port(),
+        data_dir=str(tmp_path / "data"),
+        uplink_enabled=False,
+    )
+    text = text.replace(
+        "poll_interval_s = 1.0\ntimeout_s = 0.5", "poll_interval_s = 0.2\ntimeout_s = 0.15"
+    )
+    # a deadband no reading moves past, an hour of integrity period; PT-101 reports every change
+    text = text.replace(
+        "[buffer]",
+        "[uplink.report_by_exception]\ndeadband = 1000.0\nintegrity_s = 3600.0\n"
+        'deadbands = { "PT-101" = 0.0 }\n\n[buffer]',
+        1,
+    )
+    config_path = tmp_path / "agent.toml"
+    config_path.write_text(text)
+    cfg = loads_config(text, source=str(config_path))
+    paths = resolved_paths(cfg, config_path)
+
+    async def scenario() -> int:
+        async with TankFarmSimulator(port=modbus_port, seed=5):
+            pipeline = Pipeline(cfg, paths, flush_timeout_s=0.5)
+            stop = asyncio.Event()
+            task = asyncio.create_task(pipeline.run(stop))
+            try:
+                await asyncio.wait_for(pipeline.ready.wait(), 60)
+                await asyncio.sleep(2.0)
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, 30)
+            return pipeline.stats.polls
+
+    polls = asyncio.run(scenario())
+    counts: dict[str, int] = {}
+    with Store.open(path=paths.buffer_path, key_file=paths.buffer_key_file, gateway_id="GW1") as s:
+        last = s.stats().streams[Stream.TELEMETRY].last_seq
+        for record in s.resend(Stream.TELEMETRY, 1, last):
+            for point in json.loads(record.payload)["points"]:
+                counts[point[0]] = counts.get(point[0], 0) + 1
+    assert polls >= 5
+    assert counts["GT-101"] == 1  # its first good reading, then nothing new to report
+    assert counts["TT-102"] == 1
+    assert counts["PT-101"] >= polls - 2  # noisy pressure: every reading moved
