@@ -313,6 +313,8 @@ class Pipeline:
     def _track_device(self, device: Device, batch: SampleBatch) -> None:
         was = self._online.get(device.name)
         now = device.online
+        if was is None and not now and not len(batch):
+            return  # nothing known yet (a push device before its first period): not "lost"
         if was == now or (was is None and now):
             self._online[device.name] = now
             return

@@ -123,6 +123,9 @@ class SerialLineDevice:
     async def __aenter__(self) -> SerialLineDevice:
         self._loop = asyncio.get_running_loop()
         self._arrived = asyncio.Event()
+        # Nothing can be missing before the device had one full period to speak: the staleness
+        # clocks start now, so start-up does not report every tag BAD_COMM (a false fault).
+        self._last_sent[:] = self._clock_ms()
         with contextlib.suppress(DeviceUnavailable):
             self._open()  # early, so pushed frames are not lost; else the first poll retries
         return self

@@ -174,6 +174,23 @@ def test_a_missing_port_gives_bad_comm_and_never_raises(tmp_path: Path) -> None:
     assert asyncio.run(main()) == ["BAD_COMM", "BAD_COMM"]
 
 
+def test_a_push_device_is_not_reported_bad_before_its_first_period_has_passed(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+
+    async def main() -> tuple[list[str], bool, list[str]]:
+        async with device(str(tmp_path / "ttyNONE"), clock) as dev:
+            at_start = [r[2] for r in rows(await dev.poll())]
+            clock.ms += 5_000
+            return at_start, dev.online, [r[2] for r in rows(await dev.poll())]
+
+    at_start, online, later = asyncio.run(main())
+    assert at_start == []  # nothing known yet: no sample, so no false fault alarm
+    assert online is False
+    assert later == ["BAD_COMM", "BAD_COMM"]
+
+
 def test_probe_sends_the_poll_request_once_and_reports_the_answering_tags() -> None:
     clock = Clock()
 
