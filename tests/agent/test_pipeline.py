@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from agent.config import loads_config, resolved_paths
+from agent.config import AgentConfig, ResolvedPaths, loads_config, resolved_paths
 from agent.pipeline import Pipeline
 from buffer import Store
 from buffer.record import Stream
@@ -81,48 +82,71 @@ def test_alarms_are_raised_and_buffered_while_the_broker_is_unreachable(tmp_path
     assert telemetry.delivered == 0
 
 
-def test_poll_groups_are_polled_at_their_own_periods_on_one_connection(tmp_path: Path) -> None:
-    modbus_port = free_port()
-    text = tank_farm_config(
-        modbus_host="127.0.0.1",
-        modbus_port=modbus_port,
-        mqtt_host="127.0.0.1",
-        mqtt_port=free_port(),
-        data_dir=str(tmp_path / "data"),
-        uplink_enabled=False,
+def _offline_config(tmp_path: Path, modbus_port: int, edit: Callable[[str], str]) -> AgentConfig:
+    """The tank-farm config without an uplink, changed by ``edit``, written under tmp_path."""
+    text = edit(
+        tank_farm_config(
+            modbus_host="127.0.0.1",
+            modbus_port=modbus_port,
+            mqtt_host="127.0.0.1",
+            mqtt_port=free_port(),
+            data_dir=str(tmp_path / "data"),
+            uplink_enabled=False,
+        )
     )
-    # gas detectors every 0.2 s, everything else at the device's 1 s
-    text = text.replace(
-        "timeout_s = 0.5\n",
-        'timeout_s = 0.5\npoll_groups = [{ name = "gas", poll_interval_s = 0.2 }]\n',
-        1,
-    )
-    for n in range(101, 105):
-        text = text.replace(f'name = "GT-{n}"\n', f'name = "GT-{n}"\npoll_group = "gas"\n')
     config_path = tmp_path / "agent.toml"
     config_path.write_text(text)
-    cfg = loads_config(text, source=str(config_path))
-    paths = resolved_paths(cfg, config_path)
+    return loads_config(text, source=str(config_path))
 
-    async def scenario() -> None:
-        async with TankFarmSimulator(port=modbus_port, seed=5):
+
+def _run_with_simulator(cfg: AgentConfig, paths: ResolvedPaths, port: int, seconds: float) -> int:
+    """Run the pipeline against the simulator for ``seconds`` after ready; returns polls."""
+
+    async def scenario() -> int:
+        async with TankFarmSimulator(port=port, seed=5):
             pipeline = Pipeline(cfg, paths, flush_timeout_s=0.5)
             stop = asyncio.Event()
             task = asyncio.create_task(pipeline.run(stop))
             try:
                 await asyncio.wait_for(pipeline.ready.wait(), 60)
-                await asyncio.sleep(3.0)
+                await asyncio.sleep(seconds)
             finally:
                 stop.set()
                 await asyncio.wait_for(task, 30)
+            return pipeline.stats.polls
 
-    asyncio.run(scenario())
+    return asyncio.run(scenario())
+
+
+def _telemetry_counts(paths: ResolvedPaths) -> dict[str, int]:
+    """How many readings of each tag the buffer holds."""
     counts: dict[str, int] = {}
     with Store.open(path=paths.buffer_path, key_file=paths.buffer_key_file, gateway_id="GW1") as s:
         last = s.stats().streams[Stream.TELEMETRY].last_seq
         for record in s.resend(Stream.TELEMETRY, 1, last):
             for point in json.loads(record.payload)["points"]:
                 counts[point[0]] = counts.get(point[0], 0) + 1
+    return counts
+
+
+def test_poll_groups_are_polled_at_their_own_periods_on_one_connection(tmp_path: Path) -> None:
+    modbus_port = free_port()
+
+    def edit(text: str) -> str:
+        # gas detectors every 0.2 s, everything else at the device's 1 s
+        text = text.replace(
+            "timeout_s = 0.5\n",
+            'timeout_s = 0.5\npoll_groups = [{ name = "gas", poll_interval_s = 0.2 }]\n',
+            1,
+        )
+        for n in range(101, 105):
+            text = text.replace(f'name = "GT-{n}"\n', f'name = "GT-{n}"\npoll_group = "gas"\n')
+        return text
+
+    cfg = _offline_config(tmp_path, modbus_port, edit)
+    paths = resolved_paths(cfg, tmp_path / "agent.toml")
+    _run_with_simulator(cfg, paths, modbus_port, 3.0)
+    counts = _telemetry_counts(paths)
     assert counts["TT-101"] >= 2
     assert counts["GT-101"] >= 3 * counts["TT-101"], counts
     assert counts["GT-104"] == counts["GT-101"]
@@ -132,49 +156,23 @@ def test_report_by_exception_sends_a_flat_tag_once_and_a_moving_tag_every_poll(
     tmp_path: Path,
 ) -> None:
     modbus_port = free_port()
-    text = tank_farm_config(
-        modbus_host="127.0.0.1",
-        modbus_port=modbus_port,
-        mqtt_host="127.0.0.1",
-        mqtt_port=free_port(),
-        data_dir=str(tmp_path / "data"),
-        uplink_enabled=False,
-    )
-    text = text.replace(
-        "poll_interval_s = 1.0\ntimeout_s = 0.5", "poll_interval_s = 0.2\ntimeout_s = 0.15"
-    )
-    # a deadband no reading moves past, an hour of integrity period; PT-101 reports every change
-    text = text.replace(
-        "[buffer]",
-        "[uplink.report_by_exception]\ndeadband = 1000.0\nintegrity_s = 3600.0\n"
-        'deadbands = { "PT-101" = 0.0 }\n\n[buffer]',
-        1,
-    )
-    config_path = tmp_path / "agent.toml"
-    config_path.write_text(text)
-    cfg = loads_config(text, source=str(config_path))
-    paths = resolved_paths(cfg, config_path)
 
-    async def scenario() -> int:
-        async with TankFarmSimulator(port=modbus_port, seed=5):
-            pipeline = Pipeline(cfg, paths, flush_timeout_s=0.5)
-            stop = asyncio.Event()
-            task = asyncio.create_task(pipeline.run(stop))
-            try:
-                await asyncio.wait_for(pipeline.ready.wait(), 60)
-                await asyncio.sleep(2.0)
-            finally:
-                stop.set()
-                await asyncio.wait_for(task, 30)
-            return pipeline.stats.polls
+    def edit(text: str) -> str:
+        text = text.replace(
+            "poll_interval_s = 1.0\ntimeout_s = 0.5", "poll_interval_s = 0.2\ntimeout_s = 0.15"
+        )
+        # a deadband no reading moves past, an hour of integrity period; PT-101 reports changes
+        return text.replace(
+            "[buffer]",
+            "[uplink.report_by_exception]\ndeadband = 1000.0\nintegrity_s = 3600.0\n"
+            'deadbands = { "PT-101" = 0.0 }\n\n[buffer]',
+            1,
+        )
 
-    polls = asyncio.run(scenario())
-    counts: dict[str, int] = {}
-    with Store.open(path=paths.buffer_path, key_file=paths.buffer_key_file, gateway_id="GW1") as s:
-        last = s.stats().streams[Stream.TELEMETRY].last_seq
-        for record in s.resend(Stream.TELEMETRY, 1, last):
-            for point in json.loads(record.payload)["points"]:
-                counts[point[0]] = counts.get(point[0], 0) + 1
+    cfg = _offline_config(tmp_path, modbus_port, edit)
+    paths = resolved_paths(cfg, tmp_path / "agent.toml")
+    polls = _run_with_simulator(cfg, paths, modbus_port, 2.0)
+    counts = _telemetry_counts(paths)
     assert polls >= 5
     assert counts["GT-101"] == 1  # its first good reading, then nothing new to report
     assert counts["TT-102"] == 1
