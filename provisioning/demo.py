@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import TextIO
 
 from agent.codec import Point
-from provisioning.cmd_listen import format_lines
-from provisioning.listen import Listener, Message
+from central.cmd_listen import format_lines
+from central.listen import Listener, Message
 from provisioning.localbroker import LocalBroker, find_mosquitto, free_port
 from provisioning.simulator import TankFarmSimulator, tank_farm_config
 from provisioning.simulator_serial import GasControllerSimulator, RtuAnalyserSimulator

@@ -6,8 +6,8 @@ prefix=/opt/safeedge
 id -u safeedge >/dev/null 2>&1 || useradd --system --home /var/lib/safeedge --shell /usr/sbin/nologin safeedge
 usermod -aG dialout safeedge
 mkdir -p "$prefix" /etc/safeedge
-cp -r "$src/agent" "$src/drivers" "$src/rules" "$src/buffer" "$src/provisioning" "$src/docs" \
-      "$src/pyproject.toml" "$src/README.md" "$prefix/"
+cp -r "$src/agent" "$src/drivers" "$src/rules" "$src/buffer" "$src/provisioning" "$src/central" \
+      "$src/docs" "$src/pyproject.toml" "$src/README.md" "$prefix/"
 python3 -m venv "$prefix/.venv"
 "$prefix/.venv/bin/pip" install --quiet "$prefix"
 if [ ! -f /etc/safeedge/agent.toml ]; then

@@ -21,7 +21,7 @@ import pytest
 
 from buffer import Store
 from buffer.record import Stream
-from provisioning.listen import Listener, Message
+from central.listen import Listener, Message
 from provisioning.localbroker import free_port
 from provisioning.simulator import tank_farm_config
 from tests.support.mosquitto import Broker, Received, Subscriber

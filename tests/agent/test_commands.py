@@ -1,6 +1,6 @@
 """Signed commands: verification rules without I/O, then the running agent against a real broker.
 
-The platform side is the shipped tool (``provisioning.cmd_sign``): its keys, its signing, its
+The platform side is the shipped tool (``central.cmd_sign``): its keys, its signing, its
 publisher. The agent is a real :class:`Pipeline` polling the tank-farm simulator (a pymodbus
 server) and talking to a real Mosquitto.
 """
@@ -34,8 +34,9 @@ from agent.commands import (
 )
 from agent.config import loads_config, resolved_paths
 from agent.pipeline import Pipeline, wall_clock_ms
-from provisioning.cmd_sign import build_payload, keygen, load_private_key, publish_command
-from provisioning.listen import Listener, SchemaValidator
+from central.cmd_sign import build_payload, keygen, load_private_key, publish_command
+from central.listen import Listener
+from central.schema import SchemaValidator
 from provisioning.localbroker import free_port
 from provisioning.simulator import TankFarmSimulator, tank_farm_config
 from tests.support.mosquitto import Broker, Received, Subscriber

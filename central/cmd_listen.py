@@ -25,7 +25,7 @@ import msgspec
 
 from agent.codec import Alarm, Point, State
 from agent.config import TlsConfig
-from provisioning.listen import Listener, ListenerError, Message
+from central.listen import Listener, ListenerError, Message
 
 __all__ = ["format_json", "format_lines", "main", "register", "run"]
 
@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--validate",
         action="store_true",
-        help="check every message against the JSON Schemas (docs/schemas); print violations",
+        help="check every message against the JSON Schemas (agent/schemas); print violations",
     )
     p.add_argument("--count", type=int, default=0, help="exit after N messages (0: never)")
     p.add_argument("--username", default=None)
@@ -199,7 +199,7 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``listen`` on its own (``python -m provisioning.cmd_listen``), without the CLI."""
+    """Run ``listen`` on its own (``python -m central.cmd_listen``), without the CLI."""
     parser = argparse.ArgumentParser(prog="safeedge")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["listen", *(sys.argv[1:] if argv is None else argv)])

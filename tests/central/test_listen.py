@@ -23,8 +23,9 @@ from agent.codec import (
 )
 from agent.config import UplinkConfig
 from agent.uplink import Uplink
-from provisioning.cmd_listen import format_json, format_lines
-from provisioning.listen import Gap, Listener, ListenerError, Message, SeqTracker
+from central.cmd_listen import format_json, format_lines
+from central.listen import Listener, ListenerError, Message
+from central.seqtrack import Gap, SeqTracker
 from tests.support.mosquitto import Broker, free_port
 
 REPO = Path(__file__).parents[2]
@@ -177,7 +178,7 @@ def test_the_listen_command_prints_one_line_per_message_and_stops_after_count(
     broker: Broker, uplink: Uplink
 ) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "provisioning.cmd_listen", "--port", str(broker.port),
+        [sys.executable, "-m", "central.cmd_listen", "--port", str(broker.port),
          "--count", "3", "--site", "S1", "--gateway", "G1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
     )  # fmt: skip
