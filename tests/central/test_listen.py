@@ -25,7 +25,7 @@ from agent.config import UplinkConfig
 from agent.uplink import Uplink
 from central.cmd_listen import format_json, format_lines
 from central.listen import Listener, ListenerError, Message
-from central.seqtrack import Gap, SeqTracker
+from central.seqtrack import Gap
 from tests.support.mosquitto import Broker, free_port
 
 REPO = Path(__file__).parents[2]
@@ -48,19 +48,6 @@ ALARM = alarm_body(
 
 
 # -- pure ------------------------------------------------------------------------------------
-
-
-def test_the_tracker_reports_gaps_fills_them_late_and_drops_duplicates() -> None:
-    t = SeqTracker()
-    assert t.observe("S1", "G1", "alarm", 7) == ("new", None)  # first sight is the baseline
-    assert t.observe("S1", "G1", "alarm", 8) == ("new", None)
-    assert t.observe("S1", "G1", "alarm", 8) == ("duplicate", None)
-    assert t.observe("S1", "G1", "alarm", 12) == ("new", Gap("alarm", 9, 11))
-    assert t.observe("S1", "G1", "alarm", 10) == ("late", None)
-    assert t.missing("S1", "G1", "alarm") == [(9, 9), (11, 11)]
-    assert t.observe("S1", "G1", "alarm", 10) == ("duplicate", None)
-    assert t.observe("S1", "G2", "alarm", 1) == ("new", None)  # streams are per gateway
-    assert t.observe("S1", "G1", "event", 1) == ("new", None)
 
 
 def test_a_listener_that_cannot_reach_a_broker_says_so() -> None:
