@@ -31,6 +31,7 @@ from agent.runtime.scheduler import cancel_and_wait, poll_bus
 from agent.runtime.sink import RecordSink
 from agent.runtime.stats import RuntimeStats
 from agent.runtime.watchdog import watchdog
+from agent.uplink import Uplink
 from buffer import Store
 
 __all__ = ["Runtime"]
@@ -86,7 +87,7 @@ class Runtime:
                 for device in c.devices:
                     await stack.enter_async_context(device)
                 if c.uplink is not None:
-                    forwarding = self._connect(c, store, alarms, loop)
+                    forwarding = self._connect(c, c.uplink, store, alarms, loop)
                 else:
                     log.warning(kv("uplink_disabled", note="records are kept in the buffer"))
                 sink.event("started", agent=__version__, config_hash=c.config_hash)
@@ -104,12 +105,11 @@ class Runtime:
     def _connect(
         self,
         c: Components,
+        uplink: Uplink,
         store: Store,
         alarms: AlarmRecorder,
         loop: asyncio.AbstractEventLoop,
     ) -> Forwarding:
-        assert c.uplink is not None  # narrowed by the caller; mypy cannot see through c
-        uplink = c.uplink
         fwd = forwarder(c, store=store, uplink=uplink)
         self.forwarder = fwd
         forwarding = Forwarding(
@@ -182,7 +182,7 @@ class Runtime:
                         watchdog(interval_s=interval, slowest_poll_s=slowest, stats=self.stats),
                     )
                 )
-            forward = spawn("forward", fwd.run()) if fwd is not None else None
+            forward = (fwd, spawn("forward", fwd.run())) if fwd is not None else None
             stopper = tg.create_task(_set_when(stop, ending), name="stopper")
             self.ready.set()
             notify("READY=1")
@@ -194,11 +194,11 @@ class Runtime:
             await cancel_and_wait([*polls, *helpers])
             ingest.flush()
             if forward is not None:
+                forwarding, task = forward
                 if self._failure is not None:
-                    forward.cancel()
+                    task.cancel()
                 else:
-                    assert fwd is not None  # forward exists only with fwd
-                    await fwd.flush(forward)
+                    await forwarding.flush(task)
 
     async def _guard(
         self, name: str, coro: Coroutine[Any, Any, None], ending: asyncio.Event

@@ -17,11 +17,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from numpy.typing import NDArray
 
 from agent.codec import TelemetryEncoder, telemetry_body, telemetry_body_from_rows
 from agent.telemetry import TelemetryBatcher
 from drivers import Quality
 
+Cols = tuple[NDArray[np.int32], NDArray[np.int64], NDArray[np.float64], NDArray[np.uint8]]
 QUALITIES = {int(q): q.wire_name for q in Quality if q}
 
 
@@ -47,9 +49,9 @@ names = st.lists(st.text(min_size=1, max_size=10), min_size=1, max_size=8, uniqu
 
 
 @st.composite
-def polls(draw: st.DrawFn) -> tuple[list[str], list[tuple[np.ndarray, ...]]]:
+def polls(draw: st.DrawFn) -> tuple[list[str], list[Cols]]:
     tag_names = draw(names)
-    out = []
+    out: list[Cols] = []
     for _ in range(draw(st.integers(1, 4))):
         rows = draw(
             st.lists(
@@ -76,7 +78,7 @@ def polls(draw: st.DrawFn) -> tuple[list[str], list[tuple[np.ndarray, ...]]]:
 @settings(max_examples=300, deadline=None)
 @given(data=polls())
 def test_one_body_from_columns_equals_the_body_from_tuples(
-    data: tuple[list[str], list[tuple[np.ndarray, ...]]],
+    data: tuple[list[str], list[Cols]],
 ) -> None:
     tag_names, batches = data
     enc = TelemetryEncoder(tag_names, QUALITIES)
@@ -95,7 +97,7 @@ def test_one_body_from_columns_equals_the_body_from_tuples(
     linger_ms=st.sampled_from([0, 1000]),
 )
 def test_batched_records_from_columns_equal_the_old_batcher_byte_for_byte(
-    data: tuple[list[str], list[tuple[np.ndarray, ...]]],
+    data: tuple[list[str], list[Cols]],
     max_points: int,
     max_bytes: int,
     linger_ms: int,

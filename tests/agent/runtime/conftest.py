@@ -5,7 +5,7 @@ Nothing here connects: building is I/O-free, and the parts are driven directly b
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -95,10 +95,10 @@ def components(tmp_path: Path) -> Components:
 
 
 @pytest.fixture
-def store(components: Components) -> Store:
+def store(components: Components) -> Iterator[Store]:
     components.paths.data_dir.mkdir(parents=True, exist_ok=True)
     s = open_store(components)
-    yield s  # type: ignore[misc]
+    yield s
     s.close()
 
 

@@ -3,6 +3,7 @@ uplink that is built but never started (so never connected)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from tests.agent.runtime.helpers import batch, bodies
 
 
 @pytest.fixture
-def actions(tmp_path: Path) -> CommandActions:
+def actions(tmp_path: Path) -> Iterator[CommandActions]:
     c = make_components(tmp_path, uplink=True, extra="latch = true\n")
     c.paths.data_dir.mkdir(parents=True)
     store = open_store(c)
@@ -40,7 +41,7 @@ def actions(tmp_path: Path) -> CommandActions:
         max_resend=5,
         clock_ms=c.clock_ms,
     )
-    yield a  # type: ignore[misc]
+    yield a
     store.close()
 
 

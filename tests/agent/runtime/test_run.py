@@ -55,7 +55,7 @@ class CountingDevice:
 
 def _components(tmp_path: Path, device: CountingDevice) -> Components:
     c = make_components(tmp_path, uplink_extra="telemetry_linger_ms = 60000\n")
-    return dataclasses.replace(c, buses={"bus": (device,)})  # type: ignore[dict-item]
+    return dataclasses.replace(c, buses={"bus": (device,)})
 
 
 def _telemetry_values(c: Components) -> list[float]:

@@ -59,7 +59,12 @@ def test_the_bridge_runs_commands_on_the_loop_thread_until_detached() -> None:
         bridge = LoopBridge(wake)
         bridge.on_command(b"too early")  # not attached yet: dropped
         bridge.attach(loop, lambda raw: got.append((raw, threading.get_ident())))
-        t = threading.Thread(target=lambda: (bridge.on_command(b"c1"), bridge.on_results()))
+
+        def network_thread() -> None:
+            bridge.on_command(b"c1")
+            bridge.on_results()
+
+        t = threading.Thread(target=network_thread)
         t.start()
         t.join()
         await asyncio.wait_for(wake.wait(), 2)
