@@ -5,22 +5,24 @@ Nothing here connects: building is I/O-free, and the parts are driven directly b
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from agent.config import AgentConfig, loads_config, resolved_paths
-from agent.runtime import Components, RuntimeStats, build
-from agent.runtime.build import open_store
-from agent.runtime.sink import RecordSink
-from buffer import Store
+from agent.runtime import Components, build
 
 NOW = 1_700_000_000_000
 
 
 def config_text(
-    data_dir: Path, *, uplink: bool = False, uplink_extra: str = "", extra: str = ""
+    data_dir: Path,
+    *,
+    uplink: bool = False,
+    uplink_extra: str = "",
+    buffer_extra: str = "",
+    extra: str = "",
 ) -> str:
     return f"""
 [gateway]
@@ -36,6 +38,7 @@ port = 1
 [buffer]
 path = "buffer.db"
 key_file = "buffer.key"
+{buffer_extra}
 
 [[devices]]
 driver = "modbus_tcp"
@@ -79,11 +82,18 @@ def make_components(
     *,
     uplink: bool = False,
     uplink_extra: str = "",
+    buffer_extra: str = "",
     extra: str = "",
     clock: Callable[[], int] = lambda: NOW,
 ) -> Components:
     path = tmp_path / "agent.toml"
-    text = config_text(tmp_path / "data", uplink=uplink, uplink_extra=uplink_extra, extra=extra)
+    text = config_text(
+        tmp_path / "data",
+        uplink=uplink,
+        uplink_extra=uplink_extra,
+        buffer_extra=buffer_extra,
+        extra=extra,
+    )
     path.write_text(text)
     cfg: AgentConfig = loads_config(path.read_text(), source=str(path))
     return build(cfg, resolved_paths(cfg, path), password=None, clock_ms=clock)
@@ -92,21 +102,3 @@ def make_components(
 @pytest.fixture
 def components(tmp_path: Path) -> Components:
     return make_components(tmp_path)
-
-
-@pytest.fixture
-def store(components: Components) -> Iterator[Store]:
-    components.paths.data_dir.mkdir(parents=True, exist_ok=True)
-    s = open_store(components)
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def stats() -> RuntimeStats:
-    return RuntimeStats()
-
-
-@pytest.fixture
-def sink(components: Components, store: Store, stats: RuntimeStats) -> RecordSink:
-    return RecordSink(store=store, stats=stats, clock_ms=components.clock_ms, wake=components.wake)
