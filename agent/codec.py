@@ -33,6 +33,8 @@ from typing import Any, Final, Literal, NamedTuple
 
 import msgspec
 
+from agent.codec_columns import TelemetryEncoder, telemetry_body_from_rows
+
 __all__ = [
     "PROFILE_VERSION",
     "SEVERITY_BY_LEVEL",
@@ -43,6 +45,7 @@ __all__ = [
     "Envelope",
     "Point",
     "State",
+    "TelemetryEncoder",
     "alarm_body",
     "cmd_result_payload",
     "decode_alarm",
@@ -56,6 +59,7 @@ __all__ = [
     "root_topic",
     "state_payload",
     "telemetry_body",
+    "telemetry_body_from_rows",
 ]
 
 PROFILE_VERSION: Final = 1

@@ -1,0 +1,16 @@
+"""The agent's runtime in parts: build (config → components), scheduler (per-bus polls),
+ingest (health → rules → telemetry → store), alarms, sink (appends), actions (commands),
+forwarding (store → uplink), watchdog, meta, and the run that ties them in one TaskGroup.
+
+Per poll of a device::
+
+    driver.poll() → SampleBatch → RuleEngine.evaluate() → [AlarmEvent]
+        → alarm records, then telemetry records → Store.append()     (durability point)
+    forwarder: Store.lease() → Uplink.publish(QoS 1) → PUBACK → Store.settle()
+"""
+
+from agent.runtime.build import Components, build
+from agent.runtime.run import Runtime
+from agent.runtime.stats import RuntimeStats
+
+__all__ = ["Components", "Runtime", "RuntimeStats", "build"]

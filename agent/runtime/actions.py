@@ -1,0 +1,83 @@
+"""What verified commands do (design/UPLINK.md; verification is agent/commands.py).
+
+Each handler gets exactly what it acts on: the rule engine and the alarm recorder for
+``ack_alarm``, the uplink for ``rebirth``, the store and forwarder for ``resend``. Event loop
+thread only (the store and engine live there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from agent.commands import AckAlarmArgs, CommandProcessor, CommandRejectedError, ResendArgs
+from agent.forwarder import Forwarder
+from agent.runtime.alarms import AlarmRecorder
+from agent.uplink import Uplink
+from buffer import Store
+from buffer.record import Stream
+from rules import RuleEngine
+
+__all__ = ["CommandActions", "CommandEndpoint"]
+
+
+class CommandActions:
+    """The :class:`agent.commands.CommandHandlers` of a running agent."""
+
+    def __init__(
+        self,
+        *,
+        tag_index: Mapping[str, int],
+        engine: RuleEngine,
+        alarms: AlarmRecorder,
+        store: Store,
+        forwarder: Forwarder,
+        uplink: Uplink,
+        max_resend: int,
+        clock_ms: Callable[[], int],
+    ) -> None:
+        self._tag_index = tag_index
+        self._engine = engine
+        self._alarms = alarms
+        self._store = store
+        self._forwarder = forwarder
+        self._uplink = uplink
+        self._max_resend = max_resend
+        self._clock_ms = clock_ms
+
+    def ack_alarm(self, args: AckAlarmArgs) -> str:
+        index = self._tag_index.get(args.tag)
+        if index is None:
+            raise CommandRejectedError("bad_args", f"ack_alarm: unknown tag {args.tag!r}")
+        events = self._engine.acknowledge(index, self._clock_ms(), args.alarm)
+        who = {k: v for k, v in (("user", args.user), ("comment", args.comment)) if v is not None}
+        for event in events:
+            event.extra.update(who)
+        self._alarms.record(events)
+        done = ", ".join(f"{e.alarm} {e.event}" for e in events) or "nothing to acknowledge"
+        return f"{args.tag}: {done}"
+
+    def rebirth(self) -> str:
+        return "state and meta republished" if self._uplink.rebirth() else "not connected"
+
+    def resend(self, args: ResendArgs) -> str:
+        limit = self._max_resend
+        if args.to_seq - args.from_seq + 1 > limit:
+            raise CommandRejectedError(
+                "bad_args", f"resend: at most {limit} records per command ([commands].max_resend)"
+            )
+        stream = Stream[args.stream.upper()]
+        records = self._store.resend(stream, args.from_seq, args.to_seq)
+        self._forwarder.resend(records)
+        return f"{len(records)} {args.stream} records queued for resend"
+
+
+class CommandEndpoint:
+    """Verifies one command and publishes its result on ``cmd/result``."""
+
+    def __init__(self, *, processor: CommandProcessor, uplink: Uplink) -> None:
+        self.processor = processor
+        self._uplink = uplink
+
+    def handle(self, raw: bytes) -> None:
+        result = self.processor.handle(raw)
+        self._uplink.publish_untracked("cmd/result", result.payload())

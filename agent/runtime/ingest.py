@@ -1,0 +1,108 @@
+"""One poll's batch: device health → rules → alarm records → telemetry shaping → store.
+
+Invariants: alarms are evaluated on every sample (report-by-exception only shapes telemetry);
+a poll's alarm records are appended before its telemetry record; a device becomes "lost" only
+after it was known (a push device before its first period is not lost); telemetry goes from
+the batch's columns to encoded rows without a Python object per sample.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from agent.codec import TelemetryEncoder
+from agent.logs import kv
+from agent.runtime.alarms import AlarmRecorder
+from agent.runtime.sink import RecordSink
+from agent.runtime.stats import RuntimeStats
+from agent.telemetry import ExceptionFilter, TelemetryBatcher
+from buffer.record import Stream
+from drivers import Device, SampleBatch
+from rules import RuleEngine
+
+__all__ = ["Ingest"]
+
+log = logging.getLogger("safeedge.pipeline")
+
+
+class Ingest:
+    """Handles every batch the scheduler delivers (event loop thread only)."""
+
+    def __init__(
+        self,
+        *,
+        engine: RuleEngine,
+        alarms: AlarmRecorder,
+        encoder: TelemetryEncoder,
+        batcher: TelemetryBatcher,
+        rbe: ExceptionFilter | None,
+        sink: RecordSink,
+        stats: RuntimeStats,
+        clock_ms: Callable[[], int],
+    ) -> None:
+        self._engine = engine
+        self._alarms = alarms
+        self._encoder = encoder
+        self._batcher = batcher
+        self._rbe = rbe
+        self._sink = sink
+        self._stats = stats
+        self._clock_ms = clock_ms
+        self._online: dict[str, bool] = {}
+
+    def on_batch(self, device: Device, batch: SampleBatch) -> None:
+        self._stats.polls += 1
+        self._stats.samples += len(batch)
+        self._stats.last_poll_monotonic = time.monotonic()
+        self.track_device(device.name, device.online, batch)
+        if not len(batch):  # e.g. a serial-line device with no new frame this period
+            return
+        events = self._engine.evaluate(batch.tag, batch.ts_ms, batch.value, batch.quality)
+        self._alarms.record(events)
+        self.append_telemetry(batch)
+
+    def track_device(self, name: str, online: bool, batch: SampleBatch) -> None:
+        """Append ``device_lost`` / ``device_restored`` on a change of ``online``."""
+        was = self._online.get(name)
+        if was is None and not online and not len(batch):
+            return  # nothing known yet (a push device before its first period): not "lost"
+        self._online[name] = online
+        if was == online or (was is None and online):
+            return
+        kind = "device_restored" if online else "device_lost"
+        ts = int(batch.ts_ms[0]) if len(batch) else self._clock_ms()
+        (log.info if online else log.warning)(kv(kind, device=name))
+        self._sink.event(kind, device=name, at_ms=ts)
+
+    def append_telemetry(self, batch: SampleBatch) -> None:
+        tag, ts, value, quality = batch.tag, batch.ts_ms, batch.value, batch.quality
+        if self._rbe is not None:
+            keep = self._rbe.select(tag, ts, value, quality)
+            if not keep.all():
+                tag, ts, value, quality = tag[keep], ts[keep], value[keep], quality[keep]
+        rows = self._encoder.rows(tag, ts, value, quality)
+        bodies = self._batcher.add_rows(rows, self._clock_ms())
+        if bodies:
+            self._sink.append(Stream.TELEMETRY, bodies)
+
+    def flush(self) -> None:
+        """Append whatever telemetry the batcher holds (at shutdown, after polls stopped)."""
+        held = self._batcher.flush()
+        if held:
+            self._sink.append(Stream.TELEMETRY, held)
+
+    @property
+    def lingers(self) -> bool:
+        return self._batcher.linger_ms > 0
+
+    async def linger(self) -> None:
+        """Close telemetry records that waited ``telemetry_linger_ms`` (only when > 0)."""
+        period = max(self._batcher.linger_ms / 4000, 0.005)
+        while True:
+            await asyncio.sleep(period)
+            bodies = self._batcher.due(self._clock_ms())
+            if bodies:
+                self._sink.append(Stream.TELEMETRY, bodies)

@@ -1,0 +1,235 @@
+"""The run: warm up, open, connect, report ready, serve until ``stop``; then stop in order.
+
+Shutdown order (unchanged from the single-class pipeline): stop the polls (and the helpers),
+append the telemetry the batcher still holds, let the forwarder drain within the flush
+timeout, stop the uplink, settle late PUBACKs, close the store. The serving tasks live in one
+``asyncio.TaskGroup``; a task that ends on its own (they all loop forever) is a failure: the
+same ordered shutdown runs and then ``RuntimeError("pipeline task '…' ended")`` is raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine
+from contextlib import AsyncExitStack
+from typing import Any
+
+from agent import __version__
+from agent.commands import CommandProcessor
+from agent.forwarder import Forwarder
+from agent.logs import kv
+from agent.notify import notify, watchdog_interval_s
+from agent.runtime.actions import CommandActions, CommandEndpoint
+from agent.runtime.alarms import AlarmRecorder
+from agent.runtime.build import Components, command_processor, forwarder, open_store
+from agent.runtime.forwarding import Forwarding, stop_uplink
+from agent.runtime.ingest import Ingest
+from agent.runtime.meta import meta_payload
+from agent.runtime.scheduler import cancel_and_wait, poll_bus
+from agent.runtime.sink import RecordSink
+from agent.runtime.stats import RuntimeStats
+from agent.runtime.watchdog import watchdog
+from agent.uplink import Uplink
+from buffer import Store
+
+__all__ = ["Runtime"]
+
+log = logging.getLogger("safeedge.pipeline")
+
+
+class Runtime:
+    """Runs built :class:`Components` until ``stop`` is set.
+
+    ``store``, ``forwarder`` and ``commands`` are observation points for callers (tests, the
+    command thread): set while the run has them, never read by the runtime itself.
+    """
+
+    def __init__(self, components: Components, *, flush_timeout_s: float = 5.0) -> None:
+        self.components = components
+        self.uplink = components.uplink
+        self.stats = RuntimeStats()
+        self.ready = asyncio.Event()
+        self.store: Store | None = None
+        self.forwarder: Forwarder | None = None
+        self.commands: CommandProcessor | None = None
+        self._flush_timeout_s = flush_timeout_s
+        self._stopping = False
+        self._failure: tuple[str, BaseException | None] | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        c = self.components
+        loop = asyncio.get_running_loop()
+        t0 = time.monotonic()
+        await loop.run_in_executor(None, c.engine.warm_up)
+        log.info(kv("rules_ready", tags=len(c.tags), seconds=f"{time.monotonic() - t0:.2f}"))
+        store = open_store(c)
+        self.store = store
+        sink = RecordSink(store=store, stats=self.stats, clock_ms=c.clock_ms, wake=c.wake)
+        if store.recovered_from is not None:
+            log.error(kv("buffer_corrupt", moved_to=store.recovered_from))
+            sink.event("buffer_corrupt", moved_to=str(store.recovered_from))
+        alarms = AlarmRecorder(tags=c.tags, alarm_ids=c.alarm_ids, sink=sink, stats=self.stats)
+        ingest = Ingest(
+            engine=c.engine,
+            alarms=alarms,
+            encoder=c.encoder,
+            batcher=c.batcher,
+            rbe=c.rbe,
+            sink=sink,
+            stats=self.stats,
+            clock_ms=c.clock_ms,
+        )
+        forwarding: Forwarding | None = None
+        try:
+            async with AsyncExitStack() as stack:
+                for device in c.devices:
+                    await stack.enter_async_context(device)
+                if c.uplink is not None:
+                    forwarding = self._connect(c, c.uplink, store, alarms, loop)
+                else:
+                    log.warning(kv("uplink_disabled", note="records are kept in the buffer"))
+                sink.event("started", agent=__version__, config_hash=c.config_hash)
+                await self._serve(stop, ingest, sink, forwarding)
+        finally:
+            c.bridge.detach()
+            if c.uplink is not None:
+                await stop_uplink(c.uplink, forwarding)
+            store.close()
+            log.info(kv("stopped", **self._summary()))
+        if self._failure is not None:
+            name, exc = self._failure
+            raise RuntimeError(f"pipeline task {name!r} ended") from exc
+
+    def _connect(
+        self,
+        c: Components,
+        uplink: Uplink,
+        store: Store,
+        alarms: AlarmRecorder,
+        loop: asyncio.AbstractEventLoop,
+    ) -> Forwarding:
+        fwd = forwarder(c, store=store, uplink=uplink)
+        self.forwarder = fwd
+        forwarding = Forwarding(
+            forwarder=fwd,
+            uplink=uplink,
+            store=store,
+            wake=c.wake,
+            flush_timeout_s=self._flush_timeout_s,
+        )
+        uplink.set_meta(
+            meta_payload(
+                tags=c.tags,
+                engine=c.engine,
+                devices=c.devices,
+                agent_version=__version__,
+                config_hash=c.config_hash,
+                ts_ms=c.clock_ms(),
+            )
+        )
+        on_command = None
+        if c.commands_enabled:
+            actions = CommandActions(
+                tag_index=c.tags.index,
+                engine=c.engine,
+                alarms=alarms,
+                store=store,
+                forwarder=fwd,
+                uplink=uplink,
+                max_resend=c.max_resend,
+                clock_ms=c.clock_ms,
+            )
+            endpoint = CommandEndpoint(processor=command_processor(c, actions), uplink=uplink)
+            self.commands = endpoint.processor
+            on_command = endpoint.handle
+        c.bridge.attach(loop, on_command)
+        forwarding.start()
+        return forwarding
+
+    async def _serve(
+        self, stop: asyncio.Event, ingest: Ingest, sink: RecordSink, fwd: Forwarding | None
+    ) -> None:
+        c = self.components
+        ending = asyncio.Event()
+        async with asyncio.TaskGroup() as tg:
+
+            def spawn(name: str, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+                return tg.create_task(self._guard(name, coro, ending), name=name)
+
+            polls = [
+                spawn(
+                    f"poll {name}",
+                    poll_bus(
+                        bus,
+                        on_batch=ingest.on_batch,
+                        stats=self.stats,
+                        stopping=lambda: self._stopping,
+                    ),
+                )
+                for name, bus in c.buses.items()
+            ]
+            helpers = [spawn("maintain", sink.maintain())]
+            if ingest.lingers:
+                helpers.append(spawn("linger", ingest.linger()))
+            interval = watchdog_interval_s()
+            if interval is not None:
+                slowest = max((d.poll_interval_s for d in c.devices), default=1.0)
+                helpers.append(
+                    spawn(
+                        "watchdog",
+                        watchdog(interval_s=interval, slowest_poll_s=slowest, stats=self.stats),
+                    )
+                )
+            forward = (fwd, spawn("forward", fwd.run())) if fwd is not None else None
+            stopper = tg.create_task(_set_when(stop, ending), name="stopper")
+            self.ready.set()
+            notify("READY=1")
+            log.info(kv("ready", devices=len(c.devices), tags=len(c.tags)))
+            await ending.wait()
+            notify("STOPPING=1")
+            self._stopping = True
+            stopper.cancel()
+            await cancel_and_wait([*polls, *helpers])
+            ingest.flush()
+            if forward is not None:
+                forwarding, task = forward
+                if self._failure is not None:
+                    task.cancel()
+                else:
+                    await forwarding.flush(task)
+
+    async def _guard(
+        self, name: str, coro: Coroutine[Any, Any, None], ending: asyncio.Event
+    ) -> None:
+        """Run a forever-loop; its ending at all (returning or raising) ends the run."""
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # re-raised by run() after the ordered stop
+            self._note_failure(name, exc)
+        else:
+            self._note_failure(name, None)
+        ending.set()
+
+    def _note_failure(self, name: str, exc: BaseException | None) -> None:
+        if self._failure is None and not self._stopping:
+            self._failure = (name, exc)
+
+    def _summary(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "polls": self.stats.polls,
+            "samples": self.stats.samples,
+            "alarms": self.stats.alarms,
+            "missed": self.stats.missed_deadlines,
+        }
+        if self.forwarder is not None:
+            out["delivered"] = self.forwarder.stats.delivered
+        return out
+
+
+async def _set_when(stop: asyncio.Event, ending: asyncio.Event) -> None:
+    await stop.wait()
+    ending.set()
