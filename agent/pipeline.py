@@ -151,7 +151,6 @@ class Pipeline:
         self.store: Store | None = None
         self.forwarder: Forwarder | None = None
         self.stats = PipelineStats()
-        self._wake = asyncio.Event()
         self._log_limit = RateLimiter(60.0)
         self.ready = asyncio.Event()
         self._stopping = False
@@ -192,7 +191,7 @@ class Pipeline:
                 await self._serve(stop)
         finally:
             if self.uplink is not None:
-                await loop.run_in_executor(None, self.uplink.stop)
+                await self.uplink.stop()
                 self._settle_late_results()
             self.store.close()
             log.info(kv("stopped", **self._summary()))
@@ -385,7 +384,8 @@ class Pipeline:
                     )
                 )
             return
-        self._wake.set()
+        if self.forwarder is not None:
+            self.forwarder.wake()
 
     def _append_event(self, kind: str, **fields: object) -> None:
         self._append(Stream.EVENT, [event_body(kind, self._clock_ms(), fields)])
@@ -408,13 +408,8 @@ class Pipeline:
 
     async def _forward(self) -> None:
         assert self.forwarder is not None
-        while True:
-            if self.forwarder.pump() == 0:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), _FORWARD_IDLE_S)
-            else:
-                await asyncio.sleep(0)
+        self.forwarder.wake()  # whatever the buffer held at start
+        await self.forwarder.run()
 
     # -- commands (design/UPLINK.md; verification in agent/commands.py) ----------------------
 
@@ -433,13 +428,12 @@ class Pipeline:
         )
 
     def _on_uplink_results(self) -> None:
-        """Network thread: PUBACKs arrived; wake the forwarder instead of letting it idle."""
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._wake.set)
+        """PUBACKs arrived or a session started (loop thread): wake the forwarder."""
+        if self.forwarder is not None:
+            self.forwarder.wake()
 
     def _on_command(self, raw: bytes) -> None:
-        """Network thread: hand the bytes to the loop thread (store and engine live there)."""
+        """Inside paho's read (loop thread): handle the command outside that callback."""
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._handle_command, raw)
