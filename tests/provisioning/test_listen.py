@@ -22,9 +22,9 @@ from agent.codec import (
     telemetry_body,
 )
 from agent.config import UplinkConfig
-from tests.support.loop_thread import ThreadedUplink
 from provisioning.cmd_listen import format_json, format_lines
 from provisioning.listen import Gap, Listener, ListenerError, Message, SeqTracker
+from tests.support.loop_thread import ThreadedUplink
 from tests.support.mosquitto import Broker, free_port
 
 REPO = Path(__file__).parents[2]

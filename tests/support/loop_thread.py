@@ -83,7 +83,9 @@ class ThreadedUplink:
     def publish(
         self, suffix: str, payload: bytes, *, token: Hashable, retain: bool = False
     ) -> bool:
-        return self._lt.call(lambda: self.uplink.publish(suffix, payload, token=token, retain=retain))
+        return self._lt.call(
+            lambda: self.uplink.publish(suffix, payload, token=token, retain=retain)
+        )
 
     def take_results(self) -> list[PublishResult]:
         return self._lt.call(self.uplink.take_results)
