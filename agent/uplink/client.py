@@ -61,7 +61,7 @@ from agent.uplink.tls import tls_context
 
 __all__ = ["Uplink"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("agent.uplink")  # the name log filters used before the split
 
 
 def _wall_ms() -> int:

@@ -24,7 +24,7 @@ from paho.mqtt.enums import MQTTErrorCode
 
 __all__ = ["LoopSocket"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("agent.uplink")  # the name log filters used before the split
 
 _MISC_MIN_S: Final = 0.05  # never spin on paho's keepalive deadline
 
