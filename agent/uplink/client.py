@@ -39,7 +39,7 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -149,6 +149,7 @@ class Uplink:
         if self._task is not None:
             return
         self._task = asyncio.get_running_loop().create_task(self._run(), name="uplink")
+        self._task.add_done_callback(self._ended)
         log.info(kv("uplink_starting", host=self._cfg.host, port=self._cfg.port, root=self.root))
 
     async def stop(self, *, timeout_s: float = 5.0) -> None:
@@ -161,20 +162,25 @@ class Uplink:
             return
         self._stopping = True
         self._stop.set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+
+        async def within(aw: Awaitable[object]) -> None:
+            # One budget for the whole stop, not one per step.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(aw, max(0.0, deadline - loop.time()))
+
         if self._session.connected:
             death = self._session.state(online=False)
             info = self._client.publish(self._state_topic, death, 1, True)
             if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
-                done = self._waiting[info.mid] = asyncio.get_running_loop().create_future()
+                done = self._waiting[info.mid] = loop.create_future()
                 # If the connection goes away meanwhile, the broker sends the will instead.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(done, timeout_s)
+                await within(done)
         if self._io is not None and self._io.open:
             self._client.disconnect()  # paho closes the socket once DISCONNECT is written
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._io.closed.wait(), timeout_s)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+            await within(self._io.closed.wait())
+        await within(asyncio.shield(self._task))
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
@@ -182,6 +188,10 @@ class Uplink:
             self._io.close()
         self._session.ended()
         log.info(kv("uplink_stopped", **self._stats_fields()))
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:  # a bug: say so loudly
+            log.error(kv("uplink_task_failed", error=repr(task.exception())))
 
     @property
     def connected(self) -> bool:
@@ -194,16 +204,22 @@ class Uplink:
         """Tokens handed over and not yet answered."""
         return self._session.inflight
 
+    @property
+    def room(self) -> int:
+        """How many more publishes fit the in-flight window now (0 when not connected)."""
+        return self._session.room if not self._stopping else 0
+
     def stats(self) -> UplinkStats:
         return self._session.stats()
 
     def publish(
         self, suffix: str, payload: bytes, *, token: Hashable, retain: bool = False
     ) -> bool:
-        """QoS 1 to ``{root}/{suffix}``. False when not connected or the window is full
-        (nothing to answer for this token); True when handed over (one result will follow)."""
+        """QoS 1 to ``{root}/{suffix}``. False when not connected (nothing to answer for this
+        token); True when handed over (one result will follow). Beyond ``max_inflight`` paho
+        queues the message until the window has room: callers that care use :attr:`room`."""
         _check_suffix(suffix)
-        if not self.connected or self._session.room <= 0:
+        if not self.connected:
             return False
         mid = self._send(f"{self.root}/{suffix}", payload, retain)
         if mid is None:

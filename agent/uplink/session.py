@@ -8,8 +8,10 @@ Invariants (tested in tests/agent/uplink/test_session.py without a broker):
 
 - every token accepted by :meth:`Session.sent` gets exactly one :class:`PublishResult`, in
   :meth:`Session.take_results`: on its PUBACK, or ``lost`` when the connection ends first;
-- :attr:`Session.inflight` never exceeds ``max_inflight`` (``sent`` refuses beyond it) and is 0
-  whenever the session is not connected;
+- :attr:`Session.room` is how many more tokens fit the ``max_inflight`` window; a caller that
+  respects it never has more than ``max_inflight`` in flight (tokens beyond it are accepted and
+  queued by the transport until the window has room, as paho does). In flight is 0 whenever the
+  session is not connected;
 - a PUBACK for a message id the session does not track (the adapter's own state/meta
   publishes, a message id of a connection that already ended) changes nothing;
 - the delay before reconnect attempt ``n`` (0-based, reset by a successful CONNACK) is drawn
@@ -223,19 +225,17 @@ class Session:
 
     @property
     def room(self) -> int:
-        """How many more tokens the window takes now (0 when not connected)."""
-        return self.max_inflight - len(self._inflight) if self._connected else 0
+        """How many more tokens fit the window now (0 when not connected or full)."""
+        return max(0, self.max_inflight - len(self._inflight)) if self._connected else 0
 
     def sent(self, mid: int, token: Hashable) -> None:
         """``token`` was handed to the broker as message id ``mid``; its answer is now owed.
 
-        Raises ValueError when not connected, the window is full or ``mid`` is still in flight
-        (the adapter must check :attr:`room` first; a reused id would misattribute an answer).
+        Raises ValueError when not connected or ``mid`` is still in flight (a reused id would
+        misattribute an answer).
         """
         if not self._connected:
             raise ValueError("sent() while not connected")
-        if len(self._inflight) >= self.max_inflight:
-            raise ValueError(f"in-flight window of {self.max_inflight} is full")
         if mid in self._inflight:
             raise ValueError(f"message id {mid} is already in flight")
         self._inflight[mid] = token
