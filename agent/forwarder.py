@@ -20,29 +20,49 @@ Invariants:
 - ``resend`` records (the platform's ``resend`` command) go out before leased records, with
   their original ids, within the same in-flight window; their answers change nothing in the
   store (a lost one is queued again);
-- the forwarder runs on the agent's event loop thread, the only thread that touches the store.
+- the forwarder runs on the agent's event loop thread, the only thread that touches the store;
+- it works only when woken (:meth:`Forwarder.wake`: a store append, PUBACKs, a new session, a
+  resend) or when the drain-rate bucket refills for a held backlog: idle means no wakeups.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from agent.codec import encode_envelope, event_body
 from agent.logs import RateLimiter, kv
-from agent.uplink import Uplink
+from agent.uplink import Outcome, PublishResult
 from buffer import BufferError as StoreError
 from buffer import Store
 from buffer.record import Record, Stream
 
-__all__ = ["Forwarder", "ForwarderStats"]
+__all__ = ["Forwarder", "ForwarderStats", "Link"]
 
 log = logging.getLogger(__name__)
 
 _MAX_LEASE_BYTES = 4 << 20
+
+
+class Link(Protocol):
+    """What the forwarder needs of the uplink (:class:`agent.uplink.Uplink` is one)."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    @property
+    def inflight(self) -> int: ...
+
+    def publish(
+        self, suffix: str, payload: bytes, *, token: Hashable, retain: bool = False
+    ) -> bool: ...
+
+    def take_results(self) -> list[PublishResult]: ...
 
 
 @dataclass(slots=True)
@@ -62,13 +82,13 @@ class _Resent:
 
 
 class Forwarder:
-    """One non-blocking :meth:`pump` step at a time; the pipeline calls it when woken."""
+    """One non-blocking :meth:`pump` step at a time; :meth:`run` pumps whenever woken."""
 
     def __init__(
         self,
         *,
         store: Store,
-        uplink: Uplink,
+        uplink: Link,
         site: str,
         gateway: str,
         backfill_after_s: float,
@@ -90,11 +110,42 @@ class Forwarder:
         self._tokens = max(drain_rate, 1.0)
         self._refilled = monotonic()
         self._limiter = RateLimiter(60.0)
+        self._wake = asyncio.Event()
+        self._held_s: float | None = None  # backfill held by the bucket: retry after this
+        self._timer: asyncio.TimerHandle | None = None
         self.stats = ForwarderStats()
+        self.wakeups = 0  # times run() woke up (idle cost, for benchmarks and tests)
+
+    def wake(self) -> None:
+        """Something to do may have arrived (an append, PUBACKs, a session). Loop thread only."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Pump whenever woken, until cancelled; sleeps without a timer when there is no work."""
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                self.wakeups += 1
+                while self.pump() > 0:  # noqa: ASYNC110 - work, not waiting: yield per batch
+                    await asyncio.sleep(0)  # let PUBACKs and polls in between batches
+                if self._held_s is not None and self._timer is None:
+                    self._timer = loop.call_later(self._held_s, self._rearm)
+                self._held_s = None
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    def _rearm(self) -> None:
+        self._timer = None
+        self.wake()
 
     def resend(self, records: Iterable[Record]) -> None:
         """Queue already stored records to be published again with their original ids."""
         self._resends.extend(records)
+        self.wake()
 
     def settle_results(self) -> int:
         """Apply the broker's answers to the store; returns how many were handled."""
@@ -105,16 +156,17 @@ class Forwarder:
         rejected: list[tuple[Stream, int, str]] = []
         lost: list[tuple[Stream, int]] = []
         for result in results:
+            outcome = result.outcome
             if isinstance(result.token, _Resent):
-                if result.lost:
+                if outcome is Outcome.LOST:
                     self._resends.appendleft(result.token.record)
-                elif result.accepted:
+                elif outcome is Outcome.ACCEPTED:
                     self.stats.resent += 1
                 continue
             stream, seq = result.token
-            if result.accepted:
+            if outcome is Outcome.ACCEPTED:
                 accepted.append((stream, seq))
-            elif result.lost:
+            elif outcome is Outcome.LOST:
                 lost.append((stream, seq))
             else:
                 rejected.append((stream, seq, result.reason))
@@ -174,6 +226,8 @@ class Forwarder:
             if self._rate > 0 and backfill:
                 if self._tokens < 1:
                     held = record.stream
+                    # Nothing else will wake us for this backlog: the bucket's refill will.
+                    self._held_s = (1.0 - self._tokens) / self._rate
                     self._store.release([(record.stream, record.seq)])
                     continue
                 self._tokens -= 1

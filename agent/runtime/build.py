@@ -8,7 +8,6 @@ Everything they return is complete: no attribute is filled in later.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -46,7 +45,6 @@ class Components:
     encoder: TelemetryEncoder
     batcher: TelemetryBatcher
     rbe: ExceptionFilter | None  # None: [uplink.report_by_exception] not configured
-    wake: asyncio.Event  # set on every append and PUBACK: the forwarder has work
     bridge: LoopBridge
     uplink: Uplink | None  # None: uplink.enabled = false (records stay in the buffer)
     commands_enabled: bool
@@ -85,8 +83,7 @@ def build(
         r = up.report_by_exception
         bands = np.array([r.deadbands.get(n, r.deadband) for n in tags.names])
         rbe = ExceptionFilter(bands, int(r.integrity_s * 1000))
-    wake = asyncio.Event()
-    bridge = LoopBridge(wake)
+    bridge = LoopBridge()
     uplink = None
     if up.enabled:
         uplink = Uplink(
@@ -111,7 +108,6 @@ def build(
         encoder=TelemetryEncoder(tags.names, {int(q): q.wire_name for q in Quality if q}),
         batcher=batcher,
         rbe=rbe,
-        wake=wake,
         bridge=bridge,
         uplink=uplink,
         commands_enabled=cfg.commands.enabled,

@@ -1,9 +1,9 @@
-"""Forwarding: store → uplink, moved as it was from agent/pipeline.py.
+"""Forwarding: store → uplink, on the event loop.
 
-This module is the seam for the uplink rewrite (uplink on the event loop, an event-driven
-forwarder): everything that knows the uplink runs a network thread lives here — the thread
-hop of :class:`LoopBridge`, the forward loop that idles ``FORWARD_IDLE_S``, the bounded drain
-at shutdown, starting and stopping the uplink and settling PUBACKs that arrived late.
+The uplink runs on the agent's loop (agent/uplink/) and the forwarder works only when woken
+(agent/forwarder.py): by a store append, PUBACKs, a new session or a resend. This module ties
+them to the run: :class:`LoopBridge` routes the uplink's callbacks, :class:`Forwarding` runs the
+forwarder, drains within the flush timeout at shutdown, and settles PUBACKs that arrived late.
 
     forwarder: Store.lease() → Uplink.publish(QoS 1) → PUBACK → Store.settle()
 """
@@ -26,38 +26,45 @@ FORWARD_IDLE_S: Final = 0.02
 
 
 class LoopBridge:
-    """The uplink's network-thread callbacks, handed over to the event loop thread.
+    """The uplink's callbacks, routed to what the run attaches when it starts.
 
-    The uplink is built (no I/O) before the loop runs, so the loop and the command handler are
-    attached when the run starts; until then, and after the loop closed, callbacks are dropped
-    (a command arriving then is lost exactly as before: the platform retries or times out).
+    The uplink is built (no I/O) before the loop runs, so the forwarder and the command handler
+    are attached when the run starts; until then, and after :meth:`detach`, callbacks are
+    dropped (a command arriving then is lost exactly as before: the platform retries or times
+    out). Callbacks come on the loop thread, from inside paho's read; a command is handled in
+    its own loop callback, outside paho's.
     """
 
-    def __init__(self, wake: asyncio.Event) -> None:
-        self.wake = wake
+    def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_command: Callable[[bytes], None] | None = None
+        self._forwarder: Forwarder | None = None
 
     def attach(
-        self, loop: asyncio.AbstractEventLoop, on_command: Callable[[bytes], None] | None
+        self,
+        loop: asyncio.AbstractEventLoop,
+        on_command: Callable[[bytes], None] | None,
+        forwarder: Forwarder | None = None,
     ) -> None:
         self._loop = loop
         self._on_command = on_command
+        self._forwarder = forwarder
 
     def detach(self) -> None:
         self._on_command = None
 
+    def wake(self) -> None:
+        """A record was appended, PUBACKs arrived or a session started: the forwarder has work."""
+        if self._forwarder is not None:
+            self._forwarder.wake()
+
     def on_results(self) -> None:
-        """Network thread: PUBACKs arrived; wake the forwarder instead of letting it idle."""
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self.wake.set)
+        self.wake()
 
     def on_command(self, raw: bytes) -> None:
-        """Network thread: hand the bytes to the loop thread (store and engine live there)."""
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._dispatch, raw)
+            loop.call_soon(self._dispatch, raw)
 
     def _dispatch(self, raw: bytes) -> None:
         handler = self._on_command
@@ -74,27 +81,20 @@ class Forwarding:
         forwarder: Forwarder,
         uplink: Uplink,
         store: Store,
-        wake: asyncio.Event,
         flush_timeout_s: float,
     ) -> None:
         self.forwarder = forwarder
         self._uplink = uplink
         self._store = store
-        self._wake = wake
         self._flush_timeout_s = flush_timeout_s
 
     def start(self) -> None:
         self._uplink.start()
 
     async def run(self) -> None:
-        """Pump while there is work; otherwise wait for an append or a PUBACK (or the idle)."""
-        while True:
-            if self.forwarder.pump() == 0:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), FORWARD_IDLE_S)
-            else:
-                await asyncio.sleep(0)
+        """Run the forwarder until cancelled, starting with whatever the buffer held."""
+        self.forwarder.wake()
+        await self.forwarder.run()
 
     async def flush(self, forward: asyncio.Task[None]) -> None:
         """Give in-flight and pending records a bounded chance to be delivered, then stop
@@ -116,7 +116,7 @@ class Forwarding:
 
 
 async def stop_uplink(uplink: Uplink, forwarding: Forwarding | None) -> None:
-    """Stop the uplink's thread (blocking: in an executor), then settle late PUBACKs."""
-    await asyncio.get_running_loop().run_in_executor(None, uplink.stop)
+    """Stop the uplink (disconnect within its budget), then settle late PUBACKs."""
+    await uplink.stop()
     if forwarding is not None:
         forwarding.settle_late_results()

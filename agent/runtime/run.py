@@ -66,7 +66,7 @@ class Runtime:
         log.info(kv("rules_ready", tags=len(c.tags), seconds=f"{time.monotonic() - t0:.2f}"))
         store = open_store(c)
         self.store = store
-        sink = RecordSink(store=store, stats=self.stats, clock_ms=c.clock_ms, wake=c.wake)
+        sink = RecordSink(store=store, stats=self.stats, clock_ms=c.clock_ms, wake=c.bridge.wake)
         if store.recovered_from is not None:
             log.error(kv("buffer_corrupt", moved_to=store.recovered_from))
             sink.event("buffer_corrupt", moved_to=str(store.recovered_from))
@@ -116,7 +116,6 @@ class Runtime:
             forwarder=fwd,
             uplink=uplink,
             store=store,
-            wake=c.wake,
             flush_timeout_s=self._flush_timeout_s,
         )
         uplink.set_meta(
@@ -144,7 +143,7 @@ class Runtime:
             endpoint = CommandEndpoint(processor=command_processor(c, actions), uplink=uplink)
             self.commands = endpoint.processor
             on_command = endpoint.handle
-        c.bridge.attach(loop, on_command)
+        c.bridge.attach(loop, on_command, fwd)
         forwarding.start()
         return forwarding
 

@@ -36,7 +36,7 @@ class RecordSink:
         store: Store,
         stats: RuntimeStats,
         clock_ms: Callable[[], int],
-        wake: asyncio.Event,
+        wake: Callable[[], None],
     ) -> None:
         self.store = store
         self._stats = stats
@@ -61,7 +61,7 @@ class RecordSink:
                     )
                 )
             return
-        self._wake.set()
+        self._wake()
 
     def event(self, kind: str, **fields: object) -> None:
         """Append one event record stamped with the clock now."""

@@ -18,10 +18,10 @@ import pytest
 from agent.codec import decode_envelope, decode_event
 from agent.config import TlsConfig, UplinkConfig
 from agent.forwarder import Forwarder
-from agent.uplink import Uplink
 from buffer import Store, StoreReader
 from buffer.record import Stream
 from tests.conftest import BrokerFactory
+from tests.support.loop_thread import ThreadedUplink
 from tests.support.mosquitto import Broker, Subscriber
 
 pytestmark = pytest.mark.integration
@@ -49,11 +49,11 @@ def pump_until(fwd: Forwarder, cond: Callable[[], bool], timeout_s: float = 5.0)
 @pytest.fixture
 def parts(
     tmp_path: Path, make_broker: BrokerFactory
-) -> Iterator[tuple[Broker, Store, Uplink, Forwarder]]:
+) -> Iterator[tuple[Broker, Store, ThreadedUplink, Forwarder]]:
     broker = make_broker(mode="password", users={"G1": "pw1", "platform": "pw2"}, acl=ACL)
     store = Store.open(path=tmp_path / "b.db", key_file=tmp_path / "b.key", gateway_id="G1")
     cfg = UplinkConfig(host=broker.host, port=broker.port, username="G1", reconnect_min_s=0.05)
-    up = Uplink(config=cfg, site="S1", gateway="G1", agent_version="0", password="pw1")
+    up = ThreadedUplink(config=cfg, site="S1", gateway="G1", agent_version="0", password="pw1")
     fwd = Forwarder(
         store=store,
         uplink=up,
@@ -68,12 +68,12 @@ def parts(
     while not up.connected and time.monotonic() < deadline:
         time.sleep(0.01)
     yield broker, store, up, fwd
-    up.stop(timeout_s=1)
+    up.close()
     store.close()
 
 
 def test_a_refused_alarm_is_dead_lettered_and_reported_as_a_publish_rejected_event(
-    parts: tuple[Broker, Store, Uplink, Forwarder],
+    parts: tuple[Broker, Store, ThreadedUplink, Forwarder],
 ) -> None:
     broker, store, up, fwd = parts
     with Subscriber(broker, "safeedge/v1/#", username="platform", password="pw2") as platform:
@@ -110,7 +110,7 @@ def test_a_refused_event_is_dead_lettered_without_an_event_about_itself(
     broker = make_broker(mode="password", users={"G1": "pw1", "platform": "pw2"}, acl=acl)
     store = Store.open(path=tmp_path / "b.db", key_file=tmp_path / "b.key", gateway_id="G1")
     cfg = UplinkConfig(host=broker.host, port=broker.port, username="G1")
-    up = Uplink(config=cfg, site="S1", gateway="G1", agent_version="0", password="pw1")
+    up = ThreadedUplink(config=cfg, site="S1", gateway="G1", agent_version="0", password="pw1")
     fwd = Forwarder(
         store=store, uplink=up, site="S1", gateway="G1", backfill_after_s=10,
         max_inflight=20, clock_ms=lambda: time.time_ns() // 1_000_000,
@@ -126,7 +126,7 @@ def test_a_refused_event_is_dead_lettered_without_an_event_about_itself(
         assert store.stats().streams[Stream.EVENT].dead == 1
         assert store.stats().streams[Stream.EVENT].last_seq == 1
     finally:
-        up.stop(timeout_s=1)
+        up.close()
         store.close()
 
 
@@ -135,7 +135,7 @@ def test_a_backlog_drains_at_the_configured_rate_while_fresh_alarms_pass_at_once
 ) -> None:
     broker = make_broker()
     store = Store.open(path=tmp_path / "b.db", key_file=tmp_path / "b.key", gateway_id="G1")
-    up = Uplink(
+    up = ThreadedUplink(
         config=UplinkConfig(host=broker.host, port=broker.port),
         site="S1", gateway="G1", agent_version="0",
     )  # fmt: skip
@@ -158,7 +158,7 @@ def test_a_backlog_drains_at_the_configured_rate_while_fresh_alarms_pass_at_once
         pump_until(fwd, lambda: fwd.stats.delivered == 51)
         elapsed = time.monotonic() - t0
     finally:
-        up.stop(timeout_s=1)
+        up.close()
         store.close()
     assert 1.3 <= elapsed <= 3.0  # 30 records beyond the first 20 at 20/s
 
@@ -171,7 +171,7 @@ def test_after_an_outage_live_telemetry_overtakes_the_throttled_backlog_and_ever
     cfg = UplinkConfig(
         host=broker.host, port=broker.port, reconnect_min_s=0.05, reconnect_max_s=0.4
     )
-    up = Uplink(config=cfg, site="S1", gateway="G1", agent_version="0")
+    up = ThreadedUplink(config=cfg, site="S1", gateway="G1", agent_version="0")
 
     def now() -> int:
         return time.time_ns() // 1_000_000
@@ -205,7 +205,7 @@ def test_after_an_outage_live_telemetry_overtakes_the_throttled_backlog_and_ever
             pump_until(fwd, lambda: len(platform.messages) >= backlog + 8)
             envelopes = [decode_envelope(m.payload) for m in platform.messages]
     finally:
-        up.stop(timeout_s=1)
+        up.close()
         store.close()
     arrival = [e.seq for e in envelopes]
     assert sorted(set(arrival)) == list(range(1, backlog + 9))  # every seq, none missing
@@ -217,13 +217,13 @@ def test_after_an_outage_live_telemetry_overtakes_the_throttled_backlog_and_ever
     assert {e.backfill for e in envelopes if e.seq > backlog} == {False}
 
 
-def tls_uplink(broker: Broker, cn: str, gateway: str) -> Uplink:
+def tls_uplink(broker: Broker, cn: str, gateway: str) -> ThreadedUplink:
     cert = broker.client_cert(cn)
     tls = TlsConfig(
         ca_file=str(broker.ca_file), cert_file=str(cert.cert_file), key_file=str(cert.key_file)
     )
     cfg = UplinkConfig(host=broker.host, port=broker.port, tls=tls, reconnect_min_s=0.05)
-    return Uplink(config=cfg, site="S1", gateway=gateway, agent_version="0")
+    return ThreadedUplink(config=cfg, site="S1", gateway=gateway, agent_version="0")
 
 
 def test_a_gateway_certificate_cannot_publish_to_another_gateways_topics_and_nothing_is_lost(
@@ -260,7 +260,7 @@ def test_a_gateway_certificate_cannot_publish_to_another_gateways_topics_and_not
         assert fwd.stats.delivered == 0
         assert up.connected  # a refusal is per message: the session stays up
     finally:
-        up.stop(timeout_s=1)
+        up.close()
     stats = wrong.stats().streams
     assert [(stats[s].dead, stats[s].undelivered) for s in Stream] == [(1, 0), (3, 0), (2, 0)]
     assert stats[Stream.EVENT].last_seq == 3
@@ -298,7 +298,7 @@ def test_a_gateway_certificate_cannot_publish_to_another_gateways_topics_and_not
         platform.wait_for(lambda m: m.topic == "safeedge/v1/S1/G1/telemetry")
         platform.wait_for(lambda m: m.topic == "safeedge/v1/S1/G1/event")
     finally:
-        up.stop(timeout_s=1)
+        up.close()
         store.close()
         platform.close()
     assert fwd.stats.rejected == 0

@@ -21,6 +21,7 @@ from agent.codec import decode_state
 from agent.config import TlsConfig, UplinkConfig
 from agent.uplink import REASON_LOST, PublishResult, Uplink, UplinkConfigError, backoff_delay
 from tests.conftest import BrokerFactory
+from tests.support.loop_thread import ThreadedUplink
 from tests.support.mosquitto import Broker, Received, Subscriber
 
 ROOT = "safeedge/v1/S1/G1"
@@ -45,7 +46,7 @@ def wait_until(cond: Callable[[], bool], timeout_s: float = 5.0, what: str = "co
         time.sleep(0.01)
 
 
-def collect(uplink: Uplink, n: int, timeout_s: float = 5.0) -> list[PublishResult]:
+def collect(uplink: ThreadedUplink, n: int, timeout_s: float = 5.0) -> list[PublishResult]:
     out: list[PublishResult] = []
 
     def enough() -> bool:
@@ -61,23 +62,23 @@ def state_of(m: Received) -> dict[str, Any]:
 
 
 @pytest.fixture
-def make_uplink() -> Iterator[Callable[..., Uplink]]:
-    made: list[Uplink] = []
+def make_uplink() -> Iterator[Callable[..., ThreadedUplink]]:
+    made: list[ThreadedUplink] = []
 
-    def make(cfg: UplinkConfig, **kwargs: Any) -> Uplink:
+    def make(cfg: UplinkConfig, **kwargs: Any) -> ThreadedUplink:
         kwargs.setdefault("site", "S1")
         kwargs.setdefault("gateway", "G1")
         kwargs.setdefault("agent_version", "9.9.9")
-        up = Uplink(config=cfg, **kwargs)
+        up = ThreadedUplink(config=cfg, **kwargs)  # the real Uplink on its own loop thread
         made.append(up)
         return up
 
     yield make
     for up in made:
-        up.stop(timeout_s=1)
+        up.close()
 
 
-def connected(up: Uplink) -> Uplink:
+def connected(up: ThreadedUplink) -> ThreadedUplink:
     up.start()
     wait_until(lambda: up.connected, what="uplink connected")
     return up
@@ -113,7 +114,7 @@ def test_unreadable_tls_files_are_a_config_error_raised_at_construction(tmp_path
 
 @pytest.mark.integration
 def test_a_publish_is_acknowledged_and_reaches_a_subscriber(
-    broker: Broker, make_uplink: Callable[..., Uplink]
+    broker: Broker, make_uplink: Callable[..., ThreadedUplink]
 ) -> None:
     with Subscriber(broker, f"{ROOT}/telemetry") as sub:
         up = connected(make_uplink(config(broker)))
@@ -130,7 +131,7 @@ def test_a_publish_is_acknowledged_and_reaches_a_subscriber(
 @pytest.mark.integration
 @pytest.mark.parametrize("protocol", ["mqtt5", "mqtt311"])
 def test_many_publishes_each_get_exactly_one_accepted_result(
-    broker: Broker, make_uplink: Callable[..., Uplink], protocol: str
+    broker: Broker, make_uplink: Callable[..., ThreadedUplink], protocol: str
 ) -> None:
     up = connected(make_uplink(config(broker, protocol=protocol, max_inflight=20)))
     for i in range(500):
@@ -142,7 +143,7 @@ def test_many_publishes_each_get_exactly_one_accepted_result(
 
 @pytest.mark.integration
 def test_state_is_retained_online_while_connected_and_offline_after_stop(
-    broker: Broker, make_uplink: Callable[..., Uplink]
+    broker: Broker, make_uplink: Callable[..., ThreadedUplink]
 ) -> None:
     up = connected(make_uplink(config(broker), clock_ms=lambda: 1234))
     with Subscriber(broker, f"{ROOT}/state") as sub:
@@ -164,16 +165,18 @@ def test_the_last_will_marks_the_gateway_offline_when_the_process_is_killed(
 ) -> None:
     script = textwrap.dedent(
         f"""
-        import sys, time
+        import asyncio
         from agent.config import UplinkConfig
         from agent.uplink import Uplink
-        up = Uplink(config=UplinkConfig(host="{broker.host}", port={broker.port}),
-                    site="S1", gateway="G1", agent_version="1.2.3")
-        up.start()
-        while not up.connected:
-            time.sleep(0.01)
-        print("connected", flush=True)
-        time.sleep(60)
+        async def main():
+            up = Uplink(config=UplinkConfig(host="{broker.host}", port={broker.port}),
+                        site="S1", gateway="G1", agent_version="1.2.3")
+            up.start()
+            while not up.connected:
+                await asyncio.sleep(0.01)
+            print("connected", flush=True)
+            await asyncio.sleep(60)
+        asyncio.run(main())
         """
     )
     with Subscriber(broker, f"{ROOT}/state") as sub:
@@ -197,7 +200,7 @@ def test_the_last_will_marks_the_gateway_offline_when_the_process_is_killed(
 
 @pytest.mark.integration
 def test_an_outage_reports_in_flight_tokens_lost_and_refuses_new_publishes(
-    broker: Broker, make_uplink: Callable[..., Uplink]
+    broker: Broker, make_uplink: Callable[..., ThreadedUplink]
 ) -> None:
     up = connected(make_uplink(config(broker)))
     broker.pause()  # the broker holds the connection but answers nothing: PUBACKs stay out
@@ -217,7 +220,7 @@ def test_an_outage_reports_in_flight_tokens_lost_and_refuses_new_publishes(
 
 @pytest.mark.integration
 def test_the_uplink_reconnects_by_itself_after_the_broker_restarts_without_resending(
-    broker: Broker, make_uplink: Callable[..., Uplink]
+    broker: Broker, make_uplink: Callable[..., ThreadedUplink]
 ) -> None:
     up = connected(make_uplink(config(broker)))
     up.set_meta(b'{"tags": []}')
@@ -242,7 +245,7 @@ def test_the_uplink_reconnects_by_itself_after_the_broker_restarts_without_resen
 
 @pytest.mark.integration
 def test_commands_are_passed_raw_to_the_handler(
-    broker: Broker, make_uplink: Callable[..., Uplink]
+    broker: Broker, make_uplink: Callable[..., ThreadedUplink]
 ) -> None:
     got: list[bytes] = []
     event = threading.Event()
@@ -272,7 +275,7 @@ ACL = [
 
 @pytest.mark.integration
 def test_an_acl_denial_on_mqtt5_is_reported_as_rejected_not_authorized(
-    make_broker: BrokerFactory, make_uplink: Callable[..., Uplink]
+    make_broker: BrokerFactory, make_uplink: Callable[..., ThreadedUplink]
 ) -> None:
     broker = make_broker(mode="password", users={"G1": "pw1"}, acl=ACL)
     up = connected(make_uplink(config(broker, username="G1"), password="pw1"))
@@ -288,7 +291,7 @@ def test_an_acl_denial_on_mqtt5_is_reported_as_rejected_not_authorized(
 
 @pytest.mark.integration
 def test_a_wrong_password_never_connects_and_is_counted_as_refused(
-    make_broker: BrokerFactory, make_uplink: Callable[..., Uplink]
+    make_broker: BrokerFactory, make_uplink: Callable[..., ThreadedUplink]
 ) -> None:
     broker = make_broker(mode="password", users={"G1": "pw1"})
     up = make_uplink(config(broker, username="G1"), password="nope")
@@ -300,7 +303,7 @@ def test_a_wrong_password_never_connects_and_is_counted_as_refused(
 
 @pytest.mark.integration
 def test_tls_with_a_client_certificate_connects_and_its_cn_is_the_acl_user(
-    make_broker: BrokerFactory, make_uplink: Callable[..., Uplink]
+    make_broker: BrokerFactory, make_uplink: Callable[..., ThreadedUplink]
 ) -> None:
     broker = make_broker(mode="tls", acl=ACL)
     cert = broker.client_cert("G1")
@@ -317,7 +320,7 @@ def test_tls_with_a_client_certificate_connects_and_its_cn_is_the_acl_user(
 
 @pytest.mark.integration
 def test_tls_never_falls_back_to_plain_text(
-    broker: Broker, make_broker: BrokerFactory, make_uplink: Callable[..., Uplink]
+    broker: Broker, make_broker: BrokerFactory, make_uplink: Callable[..., ThreadedUplink]
 ) -> None:
     tls_broker = make_broker(mode="tls")
     cert = tls_broker.client_cert("G1")
@@ -390,7 +393,7 @@ class BlackholeProxy:
 
 @pytest.mark.integration
 def test_a_half_open_connection_is_detected_within_one_and_a_half_keepalives(
-    broker: Broker, make_uplink: Callable[..., Uplink]
+    broker: Broker, make_uplink: Callable[..., ThreadedUplink]
 ) -> None:
     proxy = BlackholeProxy(broker.port)
     try:

@@ -22,10 +22,10 @@ from agent.codec import (
     telemetry_body,
 )
 from agent.config import UplinkConfig
-from agent.uplink import Uplink
 from central.cmd_listen import format_json, format_lines
 from central.listen import Listener, ListenerError, Message
 from central.seqtrack import Gap
+from tests.support.loop_thread import ThreadedUplink
 from tests.support.mosquitto import Broker, free_port
 
 REPO = Path(__file__).parents[2]
@@ -71,21 +71,23 @@ def take(q: queue.Queue[Message], n: int) -> list[Message]:
 
 
 @pytest.fixture
-def uplink(broker: Broker) -> Iterator[Uplink]:
+def uplink(broker: Broker) -> Iterator[ThreadedUplink]:
     cfg = UplinkConfig(host=broker.host, port=broker.port, reconnect_min_s=0.05)
-    up = Uplink(config=cfg, site="S1", gateway="G1", agent_version="0.1.0", clock_ms=lambda: 77)
+    up = ThreadedUplink(  # the real Uplink on its own loop thread
+        config=cfg, site="S1", gateway="G1", agent_version="0.1.0", clock_ms=lambda: 77
+    )
     up.start()
     deadline = time.monotonic() + 5
     while not up.connected:
         assert time.monotonic() < deadline, "uplink did not connect"
         time.sleep(0.01)
     yield up
-    up.stop()
+    up.close()
 
 
 @pytest.mark.integration
 def test_the_listener_decodes_what_the_uplink_publishes(
-    received: tuple[Listener, queue.Queue[Message]], uplink: Uplink
+    received: tuple[Listener, queue.Queue[Message]], uplink: ThreadedUplink
 ) -> None:
     _, q = received
     assert uplink.publish("alarm", envelope("alarm", 1, ALARM), token=1)
@@ -108,7 +110,7 @@ def test_the_listener_decodes_what_the_uplink_publishes(
 
 @pytest.mark.integration
 def test_the_listener_drops_duplicates_and_reports_gaps_and_late_records(
-    received: tuple[Listener, queue.Queue[Message]], uplink: Uplink
+    received: tuple[Listener, queue.Queue[Message]], uplink: ThreadedUplink
 ) -> None:
     listener, q = received
     take(q, 1)  # the retained state
@@ -127,7 +129,7 @@ def test_the_listener_drops_duplicates_and_reports_gaps_and_late_records(
 
 @pytest.mark.integration
 def test_a_malformed_message_is_delivered_with_its_error_and_counted(
-    received: tuple[Listener, queue.Queue[Message]], uplink: Uplink
+    received: tuple[Listener, queue.Queue[Message]], uplink: ThreadedUplink
 ) -> None:
     listener, q = received
     take(q, 1)
@@ -162,7 +164,7 @@ def test_readable_lines_put_the_alarm_first_and_json_lines_keep_the_body_verbati
 
 @pytest.mark.integration
 def test_the_listen_command_prints_one_line_per_message_and_stops_after_count(
-    broker: Broker, uplink: Uplink
+    broker: Broker, uplink: ThreadedUplink
 ) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "central.cmd_listen", "--port", str(broker.port),

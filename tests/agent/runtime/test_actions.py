@@ -25,7 +25,7 @@ def actions(tmp_path: Path) -> Iterator[CommandActions]:
     c.paths.data_dir.mkdir(parents=True)
     store = open_store(c)
     stats = RuntimeStats()
-    sink = RecordSink(store=store, stats=stats, clock_ms=c.clock_ms, wake=c.wake)
+    sink = RecordSink(store=store, stats=stats, clock_ms=c.clock_ms, wake=c.bridge.wake)
     assert c.uplink is not None
     fwd = forwarder(c, store=store, uplink=c.uplink)
     alarms = AlarmRecorder(tags=c.tags, alarm_ids=c.alarm_ids, sink=sink, stats=stats)

@@ -18,7 +18,7 @@ from tests.agent.runtime.helpers import OrderedSink, batch, bodies
 def _ingest(c: Components, stats: RuntimeStats) -> tuple[Ingest, OrderedSink]:
     c.paths.data_dir.mkdir(parents=True, exist_ok=True)
     store = open_store(c)
-    sink = OrderedSink(store=store, stats=stats, clock_ms=c.clock_ms, wake=c.wake)
+    sink = OrderedSink(store=store, stats=stats, clock_ms=c.clock_ms, wake=c.bridge.wake)
     alarms = AlarmRecorder(tags=c.tags, alarm_ids=c.alarm_ids, sink=sink, stats=stats)
     ingest = Ingest(
         engine=c.engine,

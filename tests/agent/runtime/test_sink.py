@@ -25,7 +25,7 @@ def test_refused_appends_are_counted_and_logged_once(
     store = open_store(c)
     stats = RuntimeStats()
     wake = asyncio.Event()
-    sink = RecordSink(store=store, stats=stats, clock_ms=c.clock_ms, wake=wake)
+    sink = RecordSink(store=store, stats=stats, clock_ms=c.clock_ms, wake=wake.set)
     with caplog.at_level(logging.ERROR, logger="safeedge.pipeline"):
         for _ in range(3):
             sink.append(Stream.TELEMETRY, [b'{"points":[]}', b'{"points":[]}'])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 
 from agent.runtime import Components, RuntimeStats
@@ -51,29 +50,32 @@ def test_meta_lists_devices_and_tags_with_their_rules(components: Components) ->
     assert doc["tags"][0]["rules"]["high"] == 80.0
 
 
-def test_the_bridge_runs_commands_on_the_loop_thread_until_detached() -> None:
-    async def main() -> tuple[list[tuple[bytes, int]], bool]:
+def test_the_bridge_handles_commands_outside_the_callback_and_only_while_attached() -> None:
+    class Wakeable:  # stands in for the Forwarder: only its wake() is the bridge's business
+        woken = 0
+
+        def wake(self) -> None:
+            self.woken += 1
+
+    async def main() -> tuple[list[bytes], list[bytes], int]:
         loop = asyncio.get_running_loop()
-        wake = asyncio.Event()
-        got: list[tuple[bytes, int]] = []
-        bridge = LoopBridge(wake)
+        got: list[bytes] = []
+        fwd = Wakeable()
+        bridge = LoopBridge()
         bridge.on_command(b"too early")  # not attached yet: dropped
-        bridge.attach(loop, lambda raw: got.append((raw, threading.get_ident())))
-
-        def network_thread() -> None:
-            bridge.on_command(b"c1")
-            bridge.on_results()
-
-        t = threading.Thread(target=network_thread)
-        t.start()
-        t.join()
-        await asyncio.wait_for(wake.wait(), 2)
+        bridge.on_results()
+        bridge.attach(loop, got.append, fwd)  # type: ignore[arg-type]
+        bridge.on_command(b"c1")
+        inline = list(got)  # handled in a later loop callback, not inside paho's read
+        bridge.on_results()
+        bridge.wake()
         await asyncio.sleep(0)
         bridge.detach()
         bridge.on_command(b"too late")
         await asyncio.sleep(0.01)
-        return got, wake.is_set()
+        return inline, got, fwd.woken
 
-    got, woken = asyncio.run(main())
-    assert got == [(b"c1", threading.get_ident())]
-    assert woken
+    inline, got, woken = asyncio.run(main())
+    assert inline == []
+    assert got == [b"c1"]
+    assert woken == 2

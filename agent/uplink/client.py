@@ -1,0 +1,379 @@
+"""MQTT uplink on the agent's event loop: one paho-mqtt 2.2 client driven by asyncio.
+
+Contract (design/UPLINK.md, design/STACK.md):
+
+- Everything runs on the event loop thread that called :meth:`Uplink.start`. paho's socket is
+  registered with that loop (``add_reader``/``add_writer`` from paho's socket callbacks), and
+  paho's keepalive bookkeeping (``loop_misc``) runs as a task that sleeps until paho's next
+  keepalive deadline, not on a fixed tick. Only the TCP connect and TLS handshake run in an
+  executor thread (they block); socket callbacks paho makes there are handed to the loop.
+- Callbacks are tiny and never raise (``suppress_exceptions`` as a last resort). ``on_command``
+  and ``on_results`` are called on the loop thread from inside paho's read; they must not block.
+  ``on_results`` fires when results become available after :meth:`take_results` emptied them,
+  and when a session starts (the window opened): wake a consumer with it.
+- Every connection is a fresh session (MQTT 5 Clean Start = 1, MQTT 3.1.1 clean session) and
+  ``drop_out_messages()`` runs on CONNACK: paho never resends by itself; the store decides.
+- :meth:`Uplink.publish` is QoS 1; each handed-over token gets exactly one
+  :class:`~agent.uplink.session.PublishResult` (accepted, rejected with the PUBACK reason, or
+  lost when the connection ended first; see :class:`~agent.uplink.session.Outcome`). MQTT 3.1.1
+  has no PUBACK reason codes: Mosquitto acknowledges (and drops) a publish its ACL denies.
+- On every CONNACK: ``R/state`` online (retained, QoS 1, the session number), then ``R/meta``
+  (if set), then SUBSCRIBE ``R/cmd`` QoS 1. The will is the same state offline, stamped when
+  that attempt began.
+- A half-open connection is detected within 1.5 × ``keepalive_s`` (:func:`mqtt_keepalive`); its
+  in-flight tokens are then ``lost``. A CONNACK that never comes ends the attempt after one
+  MQTT keepalive.
+- Reconnects forever with the session's backoff (full jitter). TLS (1.2+, CA, optional client
+  certificate) when configured; a TLS failure is a failed attempt, retried with TLS.
+
+Failures: a config that cannot work (unreadable TLS files, a bad topic root) raises
+:class:`UplinkConfigError` from the constructor. Everything at run time is retried; refusals by
+the broker are logged as needing a human and retried too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from agent.codec import root_topic
+from agent.config import UplinkConfig
+from agent.logs import RateLimiter, kv
+from agent.uplink.loopio import LoopSocket
+from agent.uplink.session import (
+    PublishResult,
+    Session,
+    UplinkConfigError,
+    UplinkStats,
+    mqtt_keepalive,
+)
+from agent.uplink.tls import tls_context
+
+__all__ = ["Uplink"]
+
+log = logging.getLogger("agent.uplink")  # the name log filters used before the split
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _check_suffix(suffix: str) -> None:
+    if not suffix or any(c in suffix for c in "+#\0") or suffix.startswith("/"):
+        raise ValueError(f"invalid topic suffix {suffix!r}")
+
+
+class Uplink:
+    """The gateway's MQTT connection, owned by one event loop (see the module docstring).
+
+    Arguments (keyword-only): ``config`` the uplink section; ``site`` and ``gateway`` the ids in
+    the topic root; ``agent_version`` goes into ``R/state``; ``password`` for the configured
+    ``username``; ``on_command`` receives raw ``R/cmd`` payloads; ``on_results`` is called when
+    results become available or a session starts; ``clock_ms`` wall-clock epoch milliseconds.
+    Not thread-safe: call it from the loop that ran :meth:`start`.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: UplinkConfig,
+        site: str,
+        gateway: str,
+        agent_version: str,
+        password: str | None = None,
+        on_command: Callable[[bytes], None] | None = None,
+        on_results: Callable[[], None] | None = None,
+        clock_ms: Callable[[], int] = _wall_ms,
+    ) -> None:
+        self._cfg = config
+        try:
+            self.root = root_topic(config.prefix, site, gateway)
+        except ValueError as exc:
+            raise UplinkConfigError(f"uplink topic root: {exc}") from exc
+        self._on_command = on_command
+        self._on_results = on_results
+        self._state_topic = f"{self.root}/state"
+        self._meta_topic = f"{self.root}/meta"
+        self._cmd_topic = f"{self.root}/cmd"
+        self._limiter = RateLimiter(60.0)
+        self._session = Session(
+            agent_version=agent_version,
+            max_inflight=config.max_inflight,
+            reconnect_min_s=config.reconnect_min_s,
+            reconnect_max_s=config.reconnect_max_s,
+            uniform=random.Random().uniform,
+            clock_ms=clock_ms,
+        )
+        self._meta: bytes | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._io: LoopSocket | None = None  # paho's socket on the loop, made by the task
+        self._stop = asyncio.Event()
+        self._stopping = False
+        self._waiting: dict[int, asyncio.Future[None]] = {}  # mids stop() waits for
+
+        v5 = config.protocol == "mqtt5"
+        self._v5 = v5
+        c = self._client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=config.client_id or f"safeedge-{site}-{gateway}",
+            clean_session=None if v5 else True,
+            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+            reconnect_on_failure=False,  # the session's backoff decides, not paho
+        )
+        c.suppress_exceptions = True
+        c.max_inflight_messages_set(config.max_inflight)
+        if config.username is not None:
+            c.username_pw_set(config.username, password)
+        if config.tls is not None:
+            c.tls_set_context(tls_context(config.tls))
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_publish = self._on_publish
+        c.on_message = self._on_message
+
+    # -- caller side ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect in the background and keep reconnecting until :meth:`stop`. Needs a running
+        loop (the one every other call must come from); returns at once. Idempotent."""
+        if self._task is not None:
+            return
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="uplink")
+        self._task.add_done_callback(self._ended)
+        log.info(kv("uplink_starting", host=self._cfg.host, port=self._cfg.port, root=self.root))
+
+    async def stop(self, *, timeout_s: float = 5.0) -> None:
+        """Publish ``online: false`` (retained), disconnect cleanly and end the tasks.
+
+        In-flight tokens are reported ``lost``; call :meth:`take_results` afterwards.
+        Idempotent; returns within about ``timeout_s`` unless a TCP connect is in progress.
+        """
+        if self._task is None or self._stopping:
+            return
+        self._stopping = True
+        self._stop.set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+
+        async def within(aw: Awaitable[object]) -> None:
+            # One budget for the whole stop, not one per step.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(aw, max(0.0, deadline - loop.time()))
+
+        if self._session.connected:
+            death = self._session.state(online=False)
+            info = self._client.publish(self._state_topic, death, 1, True)
+            if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                done = self._waiting[info.mid] = loop.create_future()
+                # If the connection goes away meanwhile, the broker sends the will instead.
+                await within(done)
+        if self._io is not None and self._io.open:
+            self._client.disconnect()  # paho closes the socket once DISCONNECT is written
+            await within(self._io.closed.wait())
+        await within(asyncio.shield(self._task))
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        if self._io is not None:
+            self._io.close()
+        self._session.ended()
+        log.info(kv("uplink_stopped", **self._stats_fields()))
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:  # a bug: say so loudly
+            log.error(kv("uplink_task_failed", error=repr(task.exception())))
+
+    @property
+    def connected(self) -> bool:
+        """True between a successful CONNACK (after state, meta and subscribe were queued) and
+        the end of that connection."""
+        return self._session.connected and not self._stopping
+
+    @property
+    def inflight(self) -> int:
+        """Tokens handed over and not yet answered."""
+        return self._session.inflight
+
+    @property
+    def room(self) -> int:
+        """How many more publishes fit the in-flight window now (0 when not connected)."""
+        return self._session.room if not self._stopping else 0
+
+    def stats(self) -> UplinkStats:
+        return self._session.stats()
+
+    def publish(
+        self, suffix: str, payload: bytes, *, token: Hashable, retain: bool = False
+    ) -> bool:
+        """QoS 1 to ``{root}/{suffix}``. False when not connected (nothing to answer for this
+        token); True when handed over (one result will follow). Beyond ``max_inflight`` paho
+        queues the message until the window has room: callers that care use :attr:`room`."""
+        _check_suffix(suffix)
+        if not self.connected:
+            return False
+        mid = self._send(f"{self.root}/{suffix}", payload, retain)
+        if mid is None:
+            return False
+        self._session.sent(mid, token)
+        return True
+
+    def take_results(self) -> list[PublishResult]:
+        """Every result since the last call, in arrival order."""
+        return self._session.take_results()
+
+    def set_meta(self, payload: bytes) -> None:
+        """Set ``R/meta`` (retained): published now if connected, and on every (re)connect."""
+        self._meta = payload
+        if self.connected:
+            self._send(self._meta_topic, payload, True)
+
+    def publish_untracked(self, suffix: str, payload: bytes) -> bool:
+        """QoS 1 to ``{root}/{suffix}`` with no result reported (``cmd/result``: not buffered,
+        a platform that misses an answer asks again). False when not connected."""
+        _check_suffix(suffix)
+        return self.connected and self._send(f"{self.root}/{suffix}", payload, False) is not None
+
+    def rebirth(self) -> bool:
+        """Republish the retained ``R/state`` (online, same session) and ``R/meta`` now.
+        False when not connected (the next connect publishes both anyway)."""
+        if not self.connected:
+            return False
+        self._send(self._state_topic, self._session.state(online=True), True)
+        if self._meta is not None:
+            self._send(self._meta_topic, self._meta, True)
+        return True
+
+    def _send(self, topic: str, payload: bytes, retain: bool) -> int | None:
+        # On the loop thread with on_socket_register_write set, paho queues and asks for the
+        # writer instead of writing: no PUBACK can arrive before the mid is registered.
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
+        return info.mid if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS else None
+
+    # -- the connection task -------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._io = LoopSocket(self._client, accept=lambda: not self._stopping)
+        keepalive = mqtt_keepalive(self._cfg.keepalive_s)
+        kwargs: dict[str, Any] = {"clean_start": True} if self._v5 else {}
+        while not self._stopping:
+            self._client.will_set(self._state_topic, self._session.attempt(), qos=1, retain=True)
+            connect = functools.partial(
+                self._client.connect, self._cfg.host, self._cfg.port, keepalive, **kwargs
+            )
+            try:
+                await loop.run_in_executor(None, connect)
+            except Exception as exc:  # refused, unreachable, timeout, TLS: retried
+                self._log_limited(
+                    "connect_fail",
+                    logging.WARNING,
+                    "uplink_connect_failed",
+                    host=self._cfg.host,
+                    port=self._cfg.port,
+                    error=exc,
+                )
+            else:
+                if self._stopping:  # stop() came during the connect: end it without a session
+                    self._client.disconnect()
+                await self._io.closed.wait()
+            if self._stopping:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self._session.next_delay())
+
+    # -- paho protocol callbacks (loop thread) -------------------------------------------------
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.ConnectFlags,
+        reason: ReasonCode,
+        properties: object,
+    ) -> None:
+        if reason.is_failure:
+            self._session.refused()
+            self._log_limited(
+                "refused",
+                logging.ERROR,
+                "uplink_refused",
+                reason=str(reason),
+                remedy="check credentials, certificate and broker ACL",
+            )
+            return
+        client.drop_out_messages()  # never let paho resend: the store decides
+        session = self._session.accepted()
+        if self._stopping:
+            client.disconnect()
+            return
+        client.publish(self._state_topic, self._session.state(online=True), 1, True)
+        if self._meta is not None:
+            client.publish(self._meta_topic, self._meta, 1, True)
+        client.subscribe(self._cmd_topic, qos=1)
+        log.info(kv("uplink_connected", host=self._cfg.host, port=self._cfg.port, session=session))
+        self._notify()
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.DisconnectFlags,
+        reason: ReasonCode,
+        properties: object,
+    ) -> None:
+        was_connected = self._session.ended()
+        for fut in self._waiting.values():
+            if not fut.done():
+                fut.set_result(None)
+        self._waiting.clear()
+        if self._session.has_results:
+            self._notify()
+        if was_connected and not self._stopping:
+            log.warning(kv("uplink_disconnected", reason=str(reason)))
+
+    def _on_publish(
+        self, client: mqtt.Client, userdata: object, mid: int, reason: ReasonCode, props: object
+    ) -> None:
+        first = not self._session.has_results
+        if self._session.acked(mid, reason.value, str(reason)) and first:
+            self._notify()
+        fut = self._waiting.pop(mid, None)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic != self._cmd_topic or self._on_command is None:
+            return
+        try:
+            self._on_command(bytes(msg.payload))
+        except Exception as exc:  # a bad command handler must not break paho's read
+            self._log_limited("cmd", logging.ERROR, "uplink_command_handler_failed", error=exc)
+
+    def _notify(self) -> None:
+        if self._on_results is None:
+            return
+        try:
+            self._on_results()
+        except Exception as exc:  # never let the consumer's hook break paho's read
+            self._log_limited("results", logging.ERROR, "uplink_results_hook_failed", error=exc)
+
+    def _stats_fields(self) -> dict[str, int]:
+        s = self._session.stats()
+        return {k: getattr(s, k) for k in UplinkStats.__slots__}
+
+    def _log_limited(self, key: str, level: int, event: str, **fields: object) -> None:
+        ok, suppressed = self._limiter.allow(key)
+        if ok:
+            if suppressed:
+                fields["suppressed"] = suppressed
+            log.log(level, kv(event, **fields))

@@ -1,0 +1,139 @@
+"""paho's socket on an asyncio loop: readiness callbacks instead of paho's own thread.
+
+:class:`LoopSocket` installs paho's four socket callbacks on a client. When paho opens a socket
+it is registered with the loop (``add_reader``; ``add_writer`` only while paho has bytes queued),
+and a keepalive task calls ``loop_misc`` at paho's next keepalive deadline. When paho closes the
+socket (EOF, error, keepalive timeout, DISCONNECT written) everything is unregistered and
+:attr:`LoopSocket.closed` is set. paho makes socket callbacks on the thread that runs
+``connect`` (an executor during the TCP and TLS handshake): those are handed to the loop in
+order, so the socket is registered before the awaited connect returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import MQTTErrorCode
+
+__all__ = ["LoopSocket"]
+
+log = logging.getLogger("agent.uplink")  # the name log filters used before the split
+
+_MISC_MIN_S: Final = 0.05  # never spin on paho's keepalive deadline
+
+
+class LoopSocket:
+    """Drives ``client``'s socket from the running loop. Create it on the loop thread."""
+
+    def __init__(self, client: mqtt.Client, *, accept: Callable[[], bool]) -> None:
+        """``accept()`` says whether a socket opened now is still wanted (False after stop)."""
+        self._client = client
+        self._accept = accept
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
+        self._sock: Any = None
+        self._fd: int | None = None
+        self._misc: asyncio.Task[None] | None = None
+        self.closed = asyncio.Event()  # no socket registered (set until the first one opens)
+        self.closed.set()
+        client.on_socket_open = self._on_open
+        client.on_socket_close = self._on_close
+        client.on_socket_register_write = self._on_register_write
+        client.on_socket_unregister_write = self._on_unregister_write
+
+    @property
+    def open(self) -> bool:
+        return self._fd is not None
+
+    def close(self) -> None:
+        """Unregister whatever is registered (paho's socket itself is paho's to close)."""
+        self._unregister()
+
+    # -- thread hand-over ------------------------------------------------------------------
+
+    def _on_loop(self, fn: Callable[..., None], *args: Any) -> None:
+        if threading.get_ident() == self._thread:
+            fn(*args)
+        elif not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _on_open(self, client: mqtt.Client, userdata: object, sock: Any) -> None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as exc:
+            log.debug("uplink_nodelay_failed error=%s", exc)
+        self._on_loop(self._register, sock)
+
+    def _on_close(self, client: mqtt.Client, userdata: object, sock: Any) -> None:
+        self._on_loop(self._unregister)
+
+    def _on_register_write(self, client: mqtt.Client, userdata: object, sock: Any) -> None:
+        self._on_loop(self._want_write, True)
+
+    def _on_unregister_write(self, client: mqtt.Client, userdata: object, sock: Any) -> None:
+        self._on_loop(self._want_write, False)
+
+    # -- loop thread -----------------------------------------------------------------------
+
+    def _register(self, sock: Any) -> None:
+        if not self._accept():  # a connect that outlived stop()
+            sock.close()
+            return
+        self._sock = sock
+        self._fd = sock.fileno()
+        self.closed.clear()
+        self._loop.add_reader(self._fd, self._readable)
+        self._misc = self._loop.create_task(self._misc_loop(), name="uplink keepalive")
+
+    def _unregister(self) -> None:
+        if self._fd is not None:
+            self._loop.remove_reader(self._fd)
+            self._loop.remove_writer(self._fd)
+        self._fd = None
+        self._sock = None
+        if self._misc is not None and self._misc is not asyncio.current_task():
+            self._misc.cancel()
+        self._misc = None
+        self.closed.set()
+
+    def _want_write(self, on: bool) -> None:
+        if self._fd is None:
+            return
+        if on:
+            self._loop.add_writer(self._fd, self._client.loop_write)
+        else:
+            self._loop.remove_writer(self._fd)
+
+    def _readable(self) -> None:
+        self._client.loop_read()
+        # TLS may hold decrypted bytes the descriptor no longer signals: read them too.
+        pending = getattr(self._sock, "pending", None)
+        if self._fd is not None and pending is not None and pending() > 0:
+            self._loop.call_soon(self._readable)
+
+    async def _misc_loop(self) -> None:
+        """paho's keepalive: PINGREQ when due, drop the connection when PINGRESP is late."""
+        while self._client.loop_misc() == MQTTErrorCode.MQTT_ERR_SUCCESS:  # noqa: ASYNC110
+            await asyncio.sleep(self._misc_delay())
+
+    def _misc_delay(self) -> float:
+        # paho's own deadlines (private attributes of paho 2.2, its clock is time.monotonic):
+        # sleeping until the earliest costs a few wakeups per keepalive instead of one a second.
+        c = self._client
+        k = float(c.keepalive)
+        try:
+            last = min(c._last_msg_out, c._last_bytes_received)
+            ping = c._ping_t
+        except AttributeError:  # another paho: fall back to its own loop's one-second tick
+            return 1.0
+        due = last + k
+        if ping > 0:
+            due = min(due, ping + k)
+        return min(k, max(_MISC_MIN_S, due - time.monotonic() + 0.01))

@@ -1,0 +1,118 @@
+"""The forwarder on the event loop with the real Uplink and a real Mosquitto: it works when woken
+(an append, PUBACKs, a new session, the drain-rate bucket refilling) and not otherwise."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from agent.config import UplinkConfig
+from agent.forwarder import Forwarder
+from agent.uplink import Uplink
+from buffer import Store
+from buffer.record import Stream
+from tests.conftest import BrokerFactory
+from tests.support.mosquitto import Broker
+
+pytestmark = pytest.mark.integration
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+async def until(cond: Callable[[], bool], timeout_s: float = 5.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():  # the test's own check of the system under test
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout_s} s")
+        await asyncio.sleep(0.01)
+
+
+def run_with(
+    broker: Broker,
+    tmp_path: Path,
+    body: Callable[[Store, Uplink, Forwarder], Awaitable[None]],
+    *,
+    drain_rate: float = 0.0,
+) -> None:
+    async def main() -> None:
+        store = Store.open(path=tmp_path / "b.db", key_file=tmp_path / "b.key", gateway_id="G1")
+        fwd: Forwarder | None = None
+
+        def wake() -> None:  # as the runtime wires it: PUBACKs and sessions wake the forwarder
+            if fwd is not None:
+                fwd.wake()
+
+        cfg = UplinkConfig(host=broker.host, port=broker.port, reconnect_min_s=0.05)
+        up = Uplink(config=cfg, site="S1", gateway="G1", agent_version="0", on_results=wake)
+        fwd = Forwarder(
+            store=store, uplink=up, site="S1", gateway="G1", backfill_after_s=10,
+            max_inflight=20, clock_ms=now_ms, drain_rate=drain_rate,
+        )  # fmt: skip
+        task = asyncio.create_task(fwd.run())
+        up.start()
+        try:
+            await body(store, up, fwd)
+        finally:
+            task.cancel()
+            await up.stop(timeout_s=1)
+            store.close()
+
+    asyncio.run(main())
+
+
+def test_an_idle_forwarder_is_never_woken_and_an_append_wakes_it(
+    broker: Broker, tmp_path: Path
+) -> None:
+    async def body(store: Store, up: Uplink, fwd: Forwarder) -> None:
+        await until(lambda: up.connected, what="connected")
+        await asyncio.sleep(0.3)  # the CONNACK's wakeup and its state/meta PUBACKs
+        woken = fwd.wakeups
+        await asyncio.sleep(1.0)
+        assert fwd.wakeups == woken  # nothing to do: no timer, no poll
+        store.append(Stream.TELEMETRY, [b'{"points": []}'] * 45)
+        fwd.wake()  # what the runtime does after every Store.append
+        await until(lambda: fwd.stats.delivered == 45, what="45 delivered")
+        # 45 records through a window of 20: a few wakeups (PUBACK batches), not one per 20 ms.
+        assert fwd.wakeups - woken <= 20, fwd.wakeups - woken
+        settled = fwd.wakeups
+        await asyncio.sleep(0.5)
+        assert fwd.wakeups == settled
+
+    run_with(broker, tmp_path, body)
+
+
+def test_records_stored_while_disconnected_go_out_when_the_session_starts(
+    make_broker: BrokerFactory, tmp_path: Path
+) -> None:
+    broker = make_broker()
+    broker.kill()
+
+    async def body(store: Store, up: Uplink, fwd: Forwarder) -> None:
+        store.append(Stream.ALARM, [b"{}"] * 3)
+        fwd.wake()  # nothing can go out yet; the connect must wake it again
+        await asyncio.sleep(0.3)
+        assert fwd.stats.published == 0
+        await asyncio.to_thread(broker.start)
+        await until(lambda: fwd.stats.delivered == 3, what="delivered after the connect")
+
+    run_with(broker, tmp_path, body)
+
+
+def test_a_throttled_backlog_resumes_by_itself_when_the_bucket_refills(
+    broker: Broker, tmp_path: Path
+) -> None:
+    async def body(store: Store, up: Uplink, fwd: Forwarder) -> None:
+        await until(lambda: up.connected, what="connected")
+        store.append(Stream.TELEMETRY, [b'{"points":[]}'] * 30, created_ms=now_ms() - 3_600_000)
+        fwd.wake()  # once: the refill timer must do the rest
+        t0 = time.monotonic()
+        await until(lambda: fwd.stats.delivered == 30, timeout_s=5, what="backlog drained")
+        assert 0.3 <= time.monotonic() - t0 <= 2.5  # 10 beyond the first 20 at 20/s
+
+    run_with(broker, tmp_path, body, drain_rate=20.0)
