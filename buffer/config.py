@@ -95,7 +95,7 @@ def _number(key: str, value: float, bounds: tuple[float, float]) -> list[tuple[s
     low, high = bounds
     if math.isfinite(value) and low <= value <= high:
         return []
-    msg = f"must be a finite number in [{low:g}, {high:g}], got {value:g}"
+    msg = f"must be a finite number in [{low:.15g}, {high:.15g}], got {value:.15g}"
     return [(key, msg, f"set {key.rsplit('.', 1)[-1]} to a number in that range")]
 
 

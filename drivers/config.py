@@ -241,7 +241,7 @@ AnyDevice = ModbusTcpDeviceConfig | ModbusRtuDeviceConfig | SerialLineDeviceConf
 def _number(key: str, value: float, low: float, high: float) -> list[Issue]:
     if math.isfinite(value) and low <= value <= high:
         return []
-    msg = f"must be a finite number in [{low:g}, {high:g}], got {value:g}"
+    msg = f"must be a finite number in [{low:.15g}, {high:.15g}], got {value:.15g}"
     return [(key, msg, f"set {key.rsplit('.', 1)[-1]} to a number in that range")]
 
 

@@ -77,7 +77,7 @@ def check_config(cfg: AgentConfig) -> list[ConfigIssue]:
 def _number(key: str, value: float, low: float, high: float) -> list[ConfigIssue]:
     if math.isfinite(value) and low <= value <= high:
         return []
-    msg = f"must be a finite number in [{low:g}, {high:g}], got {value:g}"
+    msg = f"must be a finite number in [{low:.15g}, {high:.15g}], got {value:.15g}"
     return [ConfigIssue(key, msg, "set it to a number in that range")]
 
 
