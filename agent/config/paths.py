@@ -88,11 +88,21 @@ def resolved_paths(cfg: AgentConfig, config_path: Path) -> ResolvedPaths:
     )
 
 
-def _mode(path: str) -> int | None:
+_NAME_MAX = 255  # bytes of one path component (Linux file systems)
+_PATH_MAX = 4095  # bytes of a whole path
+
+
+def _stat(path: str) -> tuple[int | None, str]:
+    """``(st_mode, "")``, or ``(None, why)``; ``why`` is ``""`` when the file does not exist."""
+    raw = os.fsencode(path)
+    if len(raw) > _PATH_MAX or any(len(c) > _NAME_MAX for c in raw.split(b"/")):
+        return None, f"name too long (a file name has at most {_NAME_MAX} bytes)"
     try:
-        return os.stat(path).st_mode
-    except (OSError, ValueError):  # ValueError: a NUL in the name
-        return None
+        return os.stat(path).st_mode, ""
+    except FileNotFoundError:
+        return None, ""
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the name
+        return None, (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc))
 
 
 def file_issues(cfg: AgentConfig) -> list[ConfigIssue]:
@@ -109,20 +119,22 @@ def file_issues(cfg: AgentConfig) -> list[ConfigIssue]:
     for key, name in must_exist:
         if name is None:
             continue
-        mode = _mode(name)
+        mode, why = _stat(name)
         if mode is None:
-            issues.append(ConfigIssue(key, f"file not found: {name}", "check the path"))
+            issues.append(ConfigIssue(key, f"{why or 'file not found'}: {name}", "check the path"))
         elif not stat.S_ISREG(mode):
             issues.append(ConfigIssue(key, f"not a regular file: {name}", "name a file"))
-    for key, name in (("buffer.path", cfg.buffer.path), ("buffer.key_file", cfg.buffer.key_file)):
-        mode = _mode(name)
-        if mode is not None and stat.S_ISDIR(mode):
-            hint = "name a file (it is created if missing), e.g. buffer.db"
-            issues.append(ConfigIssue(key, f"is a directory: {name}", hint))
-    mode = _mode(cfg.gateway.data_dir)
-    if mode is not None and not stat.S_ISDIR(mode):
-        hint = "data_dir is a directory (created if missing)"
-        issues.append(
-            ConfigIssue("gateway.data_dir", f"not a directory: {cfg.gateway.data_dir}", hint)
-        )
+    created = (
+        ("gateway.data_dir", cfg.gateway.data_dir, True),
+        ("buffer.path", cfg.buffer.path, False),
+        ("buffer.key_file", cfg.buffer.key_file, False),
+    )
+    for key, name, is_dir in created:  # created by the agent when missing
+        mode, why = _stat(name)
+        if why:
+            issues.append(ConfigIssue(key, f"{why}: {name}", "check the path"))
+        elif mode is not None and stat.S_ISDIR(mode) != is_dir:
+            what = "not a directory" if is_dir else "is a directory"
+            hint = "name a directory" if is_dir else "name a file, e.g. buffer.db"
+            issues.append(ConfigIssue(key, f"{what}: {name}", hint))
     return issues
