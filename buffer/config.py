@@ -85,8 +85,9 @@ class BufferConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
 
 CAPACITY_MB = (1.0, 1_048_576.0)
 """Allowed ``capacity_mb`` (total and per stream): 1 MiB to 1 TiB."""
-RESERVE_MB = (0.0, 1_048_576.0)
-"""Allowed ``reserve_mb``."""
+RESERVE_MB = (0.0, 1e12)
+"""Allowed ``reserve_mb``. Larger than any disk is allowed (it keeps telemetry out of the store,
+tests/buffer/test_full_disk_pipeline.py uses it); the bound keeps its bytes within an int64."""
 RETENTION_DAYS = (0.001, 36_500.0)
 """Allowed ``retention_days``: from about 90 s to a hundred years."""
 
