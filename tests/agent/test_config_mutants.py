@@ -7,7 +7,8 @@ is either rejected by :func:`agent.config.load_config` with ``check_files=True``
 ``safeedge run`` and ``safeedge check-config --files`` do) with a key path on every issue, or it
 builds: :class:`agent.pipeline.Pipeline` (the tag table, ``RuleEngine``, every device of
 ``drivers.build_devices``, the batcher, the report-by-exception filter, the ``Uplink`` with its
-TLS context) and ``buffer.Store.open`` on the resolved paths. Nothing connects: devices and the
+TLS context), ``buffer.Store.open`` on the resolved paths, the ``Forwarder`` and the command
+keys and replay store. Nothing connects: devices and the
 uplink are only constructed (no network I/O); the store is a real SQLite file in a temp dir.
 """
 
@@ -26,7 +27,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agent.commands import ReplayStore, load_public_keys
 from agent.config import ConfigError, load_config, resolved_paths
+from agent.forwarder import Forwarder
 from agent.pipeline import Pipeline
 from buffer import Store
 from tests.support.mosquitto import _Pki
@@ -164,7 +167,26 @@ def _build(config: Path) -> None:
         stream_limits=buf.stream_limits(),
         reserve_bytes=buf.reserve_bytes,
     )
-    store.close()
+    try:
+        if pipeline.uplink is not None:
+            Forwarder(
+                store=store,
+                uplink=pipeline.uplink,
+                site=cfg.gateway.site,
+                gateway=cfg.gateway.id,
+                backfill_after_s=cfg.uplink.backfill_after_s,
+                max_inflight=cfg.uplink.max_inflight,
+                clock_ms=lambda: 0,
+                drain_rate=cfg.uplink.drain_rate,
+            )
+        load_public_keys(cfg.commands.trusted_keys)
+        ReplayStore(
+            paths.data_dir / "commands_seen.json",
+            max_ids=cfg.commands.seen_ids_max,
+            clock_ms=lambda: 0,
+        )
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize("name", sorted(BASES))
