@@ -149,3 +149,15 @@ def test_missing_tls_and_password_files_are_named_resolved_against_the_config(
     assert cfg.uplink.tls is not None
     assert cfg.uplink.tls.ca_file == str(site / "certs" / "ca.pem")  # what Uplink reads
     assert cfg.uplink.password_file == str(site / "pw")
+
+
+def test_check_config_stats_the_files_with_files_as_run_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agent.cli import main
+
+    path = _write(tmp_path, config(top='[uplink.tls]\nca_file = "ca.pem"'))
+    assert main(["check-config", str(path)]) == 0
+    assert main(["check-config", "--files", str(path)]) == 78
+    err = capsys.readouterr().err
+    assert f"{path}: uplink.tls.ca_file: file not found: {tmp_path}/site/ca.pem" in err
