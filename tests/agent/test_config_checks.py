@@ -96,6 +96,12 @@ CASES = [
         "must be a finite number in [0.01, 3600], got 1e-09",
         id="reconnect-busy-loop",
     ),
+    pytest.param(
+        config(top='[[rules]]\ntags = ["GT-101"]\nhigh = 25.0\non_delay_s = 1e308'),
+        "rules[0].on_delay_s",
+        "must be a finite number in [0, 604800], got 1e+308",
+        id="on-delay-never",
+    ),
 ]
 
 
