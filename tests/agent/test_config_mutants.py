@@ -155,7 +155,7 @@ def _build(config: Path) -> None:
     if paths.password_file is not None:
         password = paths.password_file.read_text(encoding="utf-8").strip()
     pipeline = Pipeline(cfg, paths, password=password)
-    assert len(pipeline.tags) == sum(len(d.tags) for d in cfg.devices)
+    assert (pipeline.uplink is None) == (not cfg.uplink.enabled)
     buf = cfg.buffer
     store = Store.open(
         path=paths.buffer_path,
