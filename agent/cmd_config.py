@@ -1,8 +1,11 @@
 """``safeedge check-config FILE``: validate a config file before it is deployed.
 
 Runs exactly the loading and validation of ``safeedge run`` (:func:`agent.config.load_config`),
-so a file that passes here is accepted by the agent. It opens no other file: TLS, password and
-buffer files are not checked (commissioning does that on the gateway).
+so a file that passes here builds in the agent. It opens no other file. With ``--files`` it
+also makes the agent's one file-system check (:func:`agent.config.file_issues`: a ``stat`` of the
+TLS, password and buffer files and data_dir, e.g. a missing ``ca_file`` or ``buffer.path``
+naming a directory); use it on the gateway, where those files are. ``safeedge run`` always
+makes it.
 
 Exit codes: 0 valid (a one-line summary on stdout); 78 (EX_CONFIG) invalid, unreadable or
 missing (every issue on stderr, one per line: ``FILE: PATH: MESSAGE (hint: HINT)``).
@@ -28,13 +31,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Validate a SafeEdge config file and list every problem found.",
     )
     p.add_argument("file", metavar="FILE", type=Path, help="agent config file (TOML)")
+    p.add_argument(
+        "--files",
+        action="store_true",
+        help="also check the TLS, password and buffer files it names exist (as run does)",
+    )
     p.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
     path: Path = args.file
     try:
-        cfg = load_config(path)
+        cfg = load_config(path, check_files=bool(getattr(args, "files", False)))
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         count = len(exc.issues)

@@ -40,16 +40,18 @@ def run_agent(config_path: Path) -> int:
     from agent.config import ConfigError, load_config, resolved_paths
 
     try:
-        cfg = load_config(config_path)
+        cfg = load_config(config_path, check_files=True)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         print(f"safeedge: {config_path}: invalid config, not starting", file=sys.stderr)
         return EX_CONFIG
-    paths = resolved_paths(cfg, config_path)
-    # numba reads NUMBA_CACHE_DIR when first imported: set it before the rules package loads.
+    paths = resolved_paths(cfg, config_path)  # cfg's paths are absolute: a typed view of them
+    # numba reads NUMBA_CACHE_DIR when first imported: set it before the rules kernels load
+    # (loading the config does not import them; agent.pipeline does).
     os.environ.setdefault("NUMBA_CACHE_DIR", str(paths.data_dir / "numba-cache"))
 
     from agent.pipeline import Pipeline
+    from agent.uplink import UplinkConfigError
     from buffer import BufferNeedsHumanError
     from drivers import DriverConfigError
     from rules import RuleConfigError
@@ -58,12 +60,14 @@ def run_agent(config_path: Path) -> int:
     if paths.password_file is not None:
         try:
             password = paths.password_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
+        except (OSError, UnicodeDecodeError) as exc:
             print(f"safeedge: uplink.password_file {paths.password_file}: {exc}", file=sys.stderr)
             return EX_CONFIG
     try:
         pipeline = Pipeline(cfg, paths, password=password)
-    except (RuleConfigError, DriverConfigError) as exc:
+    except (RuleConfigError, DriverConfigError, UplinkConfigError) as exc:
+        # check-config makes every check these make: reaching here is a bug, but one that
+        # needs a human, not a restart loop.
         print(f"safeedge: {config_path}: {exc}", file=sys.stderr)
         return EX_CONFIG
 

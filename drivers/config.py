@@ -1,16 +1,26 @@
 """Driver configuration: pure data (msgspec structs), validated without I/O.
 
 These structs are embedded in the agent's config file (``[[devices]]`` tables). They carry no
-behaviour beyond construction; :func:`drivers.build` turns them into running drivers.
+behaviour beyond construction; :func:`drivers.build_devices` turns them into running drivers.
+
+:func:`device_issues` and :func:`port_issues` are the drivers' own checks of their section: every
+problem that :func:`drivers.build_devices` would raise for at run time, and every value that
+would be accepted but meaningless (non-finite scale, an infinite poll period). They return
+``(path, message, hint)`` tuples, the one issue shape of the project (``agent.config.issues``
+explains why a tuple shape and not a class: a leaf may import neither the agent nor another
+leaf); ``path`` is relative to the checked table, e.g. ``tags[0] "GT-101".scale``. No I/O.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 import msgspec
 
 __all__ = [
+    "MAX_PERIOD_S",
+    "MIN_PERIOD_S",
     "Checksum",
     "CurrentLoopConfig",
     "ExcludeConfig",
@@ -21,6 +31,8 @@ __all__ = [
     "SerialLineTagConfig",
     "SerialPortConfig",
     "TagConfig",
+    "device_issues",
+    "port_issues",
 ]
 
 Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
@@ -211,3 +223,129 @@ class SerialLineDeviceConfig(
     poll_request: str = ""
     backoff_max_s: Backoff = 60.0
     tags: tuple[SerialLineTagConfig, ...] = ()
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks (no I/O): what building a device would reject, and what would be meaningless
+
+MIN_PERIOD_S = 0.001
+"""Shortest poll period and timeout accepted: below it a poll loop only burns the CPU."""
+MAX_PERIOD_S = 86400.0
+"""Longest poll period and timeout accepted (one day): longer is a typo, not a period."""
+_MAX_VALUE = 1e15  # scale, offset, range: larger is no engineering value of a field sensor
+
+Issue = tuple[str, str, str]
+AnyDevice = ModbusTcpDeviceConfig | ModbusRtuDeviceConfig | SerialLineDeviceConfig
+
+
+def _number(key: str, value: float, low: float, high: float) -> list[Issue]:
+    if math.isfinite(value) and low <= value <= high:
+        return []
+    msg = f"must be a finite number in [{low:.15g}, {high:.15g}], got {value:.15g}"
+    return [(key, msg, f"set {key.rsplit('.', 1)[-1]} to a number in that range")]
+
+
+def _text(key: str, value: str, *, what: str, empty_ok: bool = False) -> list[Issue]:
+    if not value and not empty_ok:
+        return [(key, f"{what} is empty", f"set {key} to the {what}")]
+    if any(not c.isprintable() for c in value):
+        return [(key, f"{what} holds a control character", "remove it (e.g. a NUL byte)")]
+    return []
+
+
+def port_issues(port: SerialPortConfig) -> list[Issue]:
+    """Problems of one ``[[serial_ports]]`` table, paths relative to it."""
+    return _text("path", port.path, what="serial device path")
+
+
+def device_issues(cfg: AnyDevice) -> list[Issue]:
+    """Problems of one ``[[devices]]`` table, paths relative to it (``timeout_s``, ``tags[0]
+    "GT-101".scale``); cross-device checks (unique names, ports) are the agent's."""
+    from drivers.devices import poll_group_problems
+    from drivers.lineproto import config_problems
+
+    out: list[Issue] = []
+    out += _number("poll_interval_s", cfg.poll_interval_s, MIN_PERIOD_S, MAX_PERIOD_S)
+    out += _number("timeout_s", cfg.timeout_s, MIN_PERIOD_S, MAX_PERIOD_S)
+    if cfg.timeout_s > cfg.poll_interval_s:
+        out.append(
+            (
+                "timeout_s",
+                f"timeout_s {cfg.timeout_s:g} is longer than poll_interval_s "
+                f"{cfg.poll_interval_s:g}",
+                "a dead device may only cost its own poll period: "
+                "make timeout_s at most poll_interval_s",
+            )
+        )
+    if not cfg.tags:
+        hint = "add [[devices.tags]] tables under this device, or remove the device"
+        out.append(("tags", "device has no tags", hint))
+    if isinstance(cfg, SerialLineDeviceConfig):
+        out += config_problems(cfg)
+        for j, line_tag in enumerate(cfg.tags):
+            out += _value_issues(f'tags[{j}] "{line_tag.name}"', line_tag)
+        return out
+    if isinstance(cfg, ModbusTcpDeviceConfig):
+        out += _host_issues(cfg.host)
+    for k, group in enumerate(cfg.poll_groups):
+        key = f"poll_groups[{k}].poll_interval_s"
+        out += _number(key, group.poll_interval_s, MIN_PERIOD_S, MAX_PERIOD_S)
+    for k, ex in enumerate(cfg.exclude):
+        if ex.address + ex.count > 65536:
+            msg = f"exclude {ex.address}+{ex.count} runs past the last address 65535"
+            out.append((f"exclude[{k}].count", msg, f"count may be at most {65536 - ex.address}"))
+    out += poll_group_problems(cfg)
+    for j, tag in enumerate(cfg.tags):
+        out += _modbus_tag_issues(f'tags[{j}] "{tag.name}"', tag, cfg.max_registers)
+    return out
+
+
+def _host_issues(host: str) -> list[Issue]:
+    out = _text("host", host, what="host name or address")
+    if not out and (len(host) > 253 or any(c.isspace() for c in host)):
+        hint = 'a host name or IP address, e.g. host = "10.0.0.5"'
+        out.append(("host", "not a host name or address", hint))
+    return out
+
+
+def _value_issues(here: str, tag: TagConfig | SerialLineTagConfig) -> list[Issue]:
+    """``value = raw * scale + offset`` and ``range`` must be finite numbers."""
+    out = _number(f"{here}.scale", tag.scale, -_MAX_VALUE, _MAX_VALUE)
+    out += _number(f"{here}.offset", tag.offset, -_MAX_VALUE, _MAX_VALUE)
+    if tag.range is not None:
+        low, high = tag.range
+        bad = _number(f"{here}.range", low, -_MAX_VALUE, _MAX_VALUE)
+        bad = bad or _number(f"{here}.range", high, -_MAX_VALUE, _MAX_VALUE)
+        if bad:
+            out += bad
+        elif low >= high:
+            msg = f"range [{low:g}, {high:g}]: min must be less than max"
+            hint = "write range = [min, max], e.g. [0, 100] for 0-100 %LEL"
+            out.append((f"{here}.range", msg, hint))
+    return out
+
+
+def _modbus_tag_issues(here: str, tag: TagConfig, max_registers: int) -> list[Issue]:
+    from drivers.codec import BIT_TABLES, tag_problems, word_count
+
+    out: list[Issue] = []
+    if tag.table in BIT_TABLES and tag.type != "bool":
+        msg = f'{tag.table} tables hold single bits: type "{tag.type}" cannot be read from them'
+        hint = 'set type = "bool", or read the value from table = "holding" or "input"'
+        out.append((f"{here}.type", msg, hint))
+    count = word_count(tag.type) if tag.table not in BIT_TABLES else 1
+    if tag.address + count > 65536:
+        unit = "register" if tag.table not in BIT_TABLES else "bit"
+        msg = (
+            f"{tag.type} at address {tag.address} needs {count} {unit}{'s' if count > 1 else ''} "
+            "and runs past the last address 65535"
+        )
+        out.append(
+            (f"{here}.address", msg, f"the highest address for {tag.type} is {65536 - count}")
+        )
+    if tag.table not in BIT_TABLES and count > max_registers:
+        msg = f"a {tag.type} needs {count} registers but max_registers is {max_registers}"
+        out.append((f"{here}.type", msg, f"raise the device's max_registers to at least {count}"))
+    out += _value_issues(here, tag)
+    out += [(f"{here}.{k}", m, h) for k, m, h in tag_problems(tag)]
+    return out

@@ -7,11 +7,19 @@ Public API::
     RuleEngine(tag_names, rules)                         raises RuleConfigError
         .warm_up() / .evaluate(tag, ts_ms, value, quality) / .acknowledge(tag, ts_ms, alarm)
         .params(tag)
+
+Importing this package does not import numba: :class:`RuleEngine` (and with it the kernels) is
+loaded on first use, so a config check never imports numba and the agent can set
+``NUMBA_CACHE_DIR`` from the config before the kernels' cache is located.
 """
 
-from rules.engine import RuleEngine
+from typing import TYPE_CHECKING, Any
+
 from rules.events import AlarmEvent, AlarmKind, Transition
 from rules.params import RuleConfigError, RuleIssue, check_rules, load_templates
+
+if TYPE_CHECKING:
+    from rules.engine import RuleEngine
 
 __all__ = [
     "AlarmEvent",
@@ -23,3 +31,11 @@ __all__ = [
     "check_rules",
     "load_templates",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RuleEngine":
+        from rules.engine import RuleEngine
+
+        return RuleEngine
+    raise AttributeError(f"module 'rules' has no attribute {name!r}")

@@ -32,6 +32,7 @@ import msgspec
 from rules.config import RuleConfig
 
 __all__ = [
+    "MAX_SECONDS",
     "PARAM_KEYS",
     "ParamValue",
     "RuleConfigError",
@@ -69,6 +70,11 @@ _NON_NEG = frozenset(
 _POS = frozenset(
     {"roc_limit_per_min", "roc_window_s", "trend_window_s", "trend_horizon_s", "stuck_s"}
 )
+
+
+MAX_SECONDS = 604800.0
+"""Longest duration a rule key (``*_s``) accepts: one week. Longer never fires in practice and
+overflows nothing only by luck (the kernels work in milliseconds)."""
 
 
 class RuleIssue(NamedTuple):
@@ -158,6 +164,9 @@ def _check_table_values(path: str, vals: dict[str, ParamValue], out: list[RuleIs
             out.append(RuleIssue(where, f"{key} = {val} must be >= 0", "use 0 or more"))
         elif key in _POS and val <= 0:
             out.append(RuleIssue(where, f"{key} = {val} must be > 0", "use a positive number"))
+        elif key.endswith("_s") and val > MAX_SECONDS:
+            msg = f"must be a finite number in [0, {MAX_SECONDS:.15g}], got {val:.15g}"
+            out.append(RuleIssue(where, msg, "durations longer than a week are no alarm delay"))
         elif key == "trend_min_points" and (int(val) != val or val < 3):
             out.append(RuleIssue(where, f"{key} = {val} must be an integer >= 3", "use 3 or more"))
 

@@ -114,7 +114,8 @@ def test_the_reference_example_loads_with_both_device_kinds_and_its_rules() -> N
     assert kinds == {ModbusTcpDeviceConfig, ModbusRtuDeviceConfig, SerialLineDeviceConfig}
     assert cfg.serial_ports[0].parity == "E"
     assert cfg.uplink.tls is not None
-    assert cfg.uplink.tls.key_file == "certs/gateway.key"
+    # load_config resolves the file's relative paths against its directory (agent.config.paths)
+    assert cfg.uplink.tls.key_file == str(EXAMPLES.absolute() / "certs/gateway.key")
     assert len(cfg.rules) == 4
 
 

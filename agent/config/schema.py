@@ -1,0 +1,120 @@
+"""The config file's schema: frozen msgspec structs, pure data (reference: docs/config.md).
+
+Structure::
+
+    [gateway]        site, id, data_dir
+    [uplink]         MQTT broker, topic prefix, TLS, credentials
+    [commands]       trusted Ed25519 keys of the platform for signed downlink commands
+    [buffer]         buffer.config.BufferConfig
+    [[serial_ports]] drivers.config.SerialPortConfig
+    [[devices]]      drivers.config.ModbusTcpDeviceConfig | ModbusRtuDeviceConfig
+                     | SerialLineDeviceConfig (by ``driver``)
+      [[devices.tags]]
+    [[rules]]        rules.config.RuleConfig
+
+Types and simple bounds are msgspec's; every other check is in :mod:`agent.config.checks`
+(which composes the leaves' own checks). A config returned by :func:`agent.config.load_config`
+holds absolute paths (:mod:`agent.config.paths`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+from buffer.config import BufferConfig
+from drivers.config import (
+    ModbusRtuDeviceConfig,
+    ModbusTcpDeviceConfig,
+    SerialLineDeviceConfig,
+    SerialPortConfig,
+)
+from rules.config import RuleConfig
+
+__all__ = [
+    "ID_PATTERN",
+    "AgentConfig",
+    "CommandsConfig",
+    "DeviceConfig",
+    "GatewayConfig",
+    "ReportByExceptionConfig",
+    "TlsConfig",
+    "UplinkConfig",
+]
+
+ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
+Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
+
+DeviceConfig = ModbusTcpDeviceConfig | ModbusRtuDeviceConfig | SerialLineDeviceConfig
+
+
+class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    site: Id
+    id: Id
+    data_dir: str = "/var/lib/safeedge"  # relative: to the config file's directory
+
+
+class TlsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    ca_file: str
+    cert_file: str | None = None  # cert_file and key_file: both or neither
+    key_file: str | None = None
+
+
+class ReportByExceptionConfig(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
+):
+    """``[uplink.report_by_exception]``: present = telemetry is reported by exception
+    (agent/telemetry.py): a tag's sample is sent when its quality changes, its value moves by
+    more than its deadband, or ``integrity_s`` passed since it was last sent."""
+
+    deadband: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    deadbands: dict[str, Annotated[float, msgspec.Meta(ge=0)]] = {}
+    integrity_s: Annotated[float, msgspec.Meta(gt=0, le=86400)] = 300.0
+
+
+class UplinkConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 1883
+    prefix: str = "safeedge/v1"
+    protocol: Literal["mqtt5", "mqtt311"] = "mqtt5"
+    client_id: str | None = None  # default "safeedge-{site}-{gateway}"
+    keepalive_s: Annotated[int, msgspec.Meta(ge=5, le=3600)] = 30
+    username: str | None = None
+    password_file: str | None = None
+    tls: TlsConfig | None = None
+    backfill_after_s: Annotated[float, msgspec.Meta(ge=0)] = 10.0
+    max_inflight: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 100
+    telemetry_batch: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 200
+    telemetry_max_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16_777_216)] = 65536
+    telemetry_linger_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 0
+    drain_rate: Annotated[float, msgspec.Meta(ge=0)] = 0.0  # backfill messages/s; 0: unlimited
+    report_by_exception: ReportByExceptionConfig | None = None
+    reconnect_min_s: Annotated[float, msgspec.Meta(gt=0)] = 0.5
+    reconnect_max_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+
+
+class CommandsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Signed downlink commands (design/UPLINK.md, docs/uplink.md).
+
+    ``trusted_keys`` maps a key id (the command's ``kid``) to the base64 of a raw 32-byte
+    Ed25519 public key (``safeedge sign-command keygen`` prints it). With no key every command
+    is rejected (``unknown_key``). ``seen_ids_max`` bounds the persisted replay store;
+    ``max_resend`` bounds the records one ``resend`` command may republish.
+    """
+
+    enabled: bool = True
+    trusted_keys: dict[Id, str] = {}
+    seen_ids_max: Annotated[int, msgspec.Meta(ge=100, le=1_000_000)] = 10_000
+    max_resend: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 10_000
+
+
+class AgentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    gateway: GatewayConfig
+    uplink: UplinkConfig = UplinkConfig()
+    commands: CommandsConfig = CommandsConfig()
+    buffer: BufferConfig = BufferConfig()
+    serial_ports: tuple[SerialPortConfig, ...] = ()
+    devices: tuple[DeviceConfig, ...] = ()
+    rules: tuple[RuleConfig, ...] = ()
