@@ -10,6 +10,10 @@ cp -r "$src/agent" "$src/drivers" "$src/rules" "$src/buffer" "$src/provisioning"
       "$src/docs" "$src/pyproject.toml" "$src/README.md" "$prefix/"
 python3 -m venv "$prefix/.venv"
 "$prefix/.venv/bin/pip" install --quiet "$prefix"
+# Compile the rule kernels now, as the service user, into the unit's NUMBA_CACHE_DIR: the first
+# start then loads them from the cache instead of compiling while the site waits.
+install -d -o safeedge -g safeedge -m 0750 /var/cache/safeedge /var/cache/safeedge/numba
+runuser -u safeedge -- "$prefix/.venv/bin/safeedge" warm-cache --cache-dir /var/cache/safeedge/numba
 if [ ! -f /etc/safeedge/agent.toml ]; then
   cp "$src/examples/reference.toml" /etc/safeedge/agent.toml
   echo "edit /etc/safeedge/agent.toml, then: safeedge check-config /etc/safeedge/agent.toml"
