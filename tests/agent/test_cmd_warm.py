@@ -1,4 +1,4 @@
-"""``safeedge warm-cache`` fills numba's cache so that the agent's first start loads, not compiles."""
+"""``safeedge warm-cache`` fills numba's cache: the first start loads, not compiles."""
 
 from __future__ import annotations
 
