@@ -1,0 +1,2 @@
+def register(sub):  # placeholder until written
+    pass
