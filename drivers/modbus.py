@@ -81,7 +81,8 @@ def wall_clock_ms() -> int:
 
 @dataclass(frozen=True, slots=True)
 class ProbeRead:
-    """Outcome of one planned request. ``rtt_ms`` is NaN when the request was not sent."""
+    """Outcome of one planned request. ``rtt_ms`` is NaN when the request was not sent;
+    ``data`` holds the registers (or bits as 0/1) read, empty unless ``ok``."""
 
     table: str
     address: int
@@ -90,6 +91,7 @@ class ProbeRead:
     ok: bool
     error: str
     rtt_ms: float
+    data: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,22 +333,26 @@ class ModbusDevice:
             for req in self.requests:
                 start = time.perf_counter()
                 error = ""
+                data: tuple[int, ...] = ()
                 try:
                     client = await self._link.client(self.name, self.timeout_s)
-                    await execute(client, req, self.unit_id, self.name, self.timeout_s)
+                    got = await execute(client, req, self.unit_id, self.name, self.timeout_s)
+                    data = tuple(int(v) for v in got)
                 except ProtocolError as exc:
                     error = exc.reason
                 except DeviceUnavailable as exc:
                     self._link.reset()
                     error = exc.reason
                 rtt_ms = (time.perf_counter() - start) * 1000.0
-                results.append(self._probe_read(req, error, rtt_ms))
+                results.append(self._probe_read(req, error, rtt_ms, data))
             return ProbeResult(self.name, True, "", tuple(results))
 
-    def _probe_read(self, req: ReadRequest, error: str, rtt_ms: float) -> ProbeRead:
+    def _probe_read(
+        self, req: ReadRequest, error: str, rtt_ms: float, data: tuple[int, ...] = ()
+    ) -> ProbeRead:
         names = tuple(self.tags[p.tag].name for p in req.points)
         ok = not error
-        return ProbeRead(req.table, req.address, req.count, names, ok, error, rtt_ms)
+        return ProbeRead(req.table, req.address, req.count, names, ok, error, rtt_ms, data)
 
 
 def _excluded(rules: Sequence[ExcludeConfig]) -> tuple[AddressRange, ...]:
