@@ -112,3 +112,93 @@ def test_probe_terminal_view_lists_every_tag(
     out = capsys.readouterr().out
     for name in ("GT-101", "GT-102", "AI-7", "GT-200", "0x01F4", "4 requests for 4 tags"):
         assert name in out
+
+
+def test_probe_reads_an_rtu_unit_and_a_serial_line_gas_controller(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+    import threading
+    import time
+    import tty
+
+    from drivers.lineproto import checksum_text
+    from tests.provisioning.scan_peers import line_at, plain_device
+
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    stop = threading.Event()
+
+    def push() -> None:  # the gas controller pushes one NMEA-style line per channel
+        while not stop.is_set():
+            for ch, value in ((1, "12.5"), (2, "0.0")):
+                body = f"GAS,{ch},{value},LEL".encode()
+                os.write(master, b"$" + body + b"*" + checksum_text("xor", body) + b"\r\n")
+            time.sleep(0.1)
+
+    writer = threading.Thread(target=push, daemon=True)
+    with in_background(lambda: line_at(9600, plain_device(3, [0, 215, 0, 0]))) as line:
+        text = f"""
+[gateway]
+site = "S1"
+id = "G1"
+[[serial_ports]]
+name = "rs485"
+path = "{line.path}"
+baudrate = 9600
+[[serial_ports]]
+name = "rs232"
+path = "{os.ttyname(slave)}"
+[[devices]]
+driver = "modbus_rtu"
+name = "o2"
+serial_port = "rs485"
+unit_id = 3
+timeout_s = 0.5
+  [[devices.tags]]
+  name = "O2-1"
+  address = 1
+  scale = 0.1
+  unit = "%VOL"
+[[devices]]
+driver = "serial_line"
+name = "gas"
+serial_port = "rs232"
+framing = "start_end"
+start = "$"
+end = "\\r\\n"
+checksum = "xor"
+key_field = 1
+timeout_s = 0.5
+  [[devices.tags]]
+  name = "CH1"
+  key = "1"
+  field = 2
+  unit = "%LEL"
+  [[devices.tags]]
+  name = "CH2"
+  key = "2"
+  field = 2
+  unit = "%LEL"
+[[rules]]
+tags = ["O2-1"]
+template = "oxygen"
+"""
+        config = tmp_path / "agent.toml"
+        config.write_text(text)
+        writer.start()
+        try:
+            code = main(["probe", "--config", str(config), "--json"])
+        finally:
+            stop.set()
+            writer.join(2)
+            os.close(master)
+            os.close(slave)
+    doc = json.loads(capsys.readouterr().out)
+    rows = {t["tag"]: t for t in doc["tags"]}
+    assert (rows["O2-1"]["raw"], rows["O2-1"]["value"]) == ("0x00D7", 21.5)
+    assert rows["O2-1"]["limits"] == {"low": 19.5, "high": 23.5}
+    assert rows["O2-1"]["plausible"] is True
+    assert (rows["CH1"]["value"], rows["CH2"]["value"]) == (12.5, 0.0)
+    assert rows["CH1"]["address"] == "field 2 key 1"
+    assert code == 0, doc
