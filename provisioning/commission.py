@@ -27,7 +27,14 @@ from pathlib import Path
 from typing import Literal
 
 from agent.codec import telemetry_body
-from agent.config import AgentConfig, ConfigError, ResolvedPaths, load_config, resolved_paths
+from agent.config import (
+    AgentConfig,
+    ConfigError,
+    ResolvedPaths,
+    file_issues,
+    load_config,
+    resolved_paths,
+)
 from agent.setpoints import setpoint_findings
 from drivers.errors import DriverConfigError
 from provisioning.probe import ProbeReport, probe_config
@@ -118,7 +125,27 @@ def local_checks(ctx: Context) -> None:
     try:
         ctx.cfg = load_config(ctx.config_path)
         ctx.paths = resolved_paths(ctx.cfg, ctx.config_path)
-        ctx.checks.append(Check("config.valid", "config valid", "PASS", str(ctx.config_path)))
+        missing = file_issues(ctx.cfg)  # what `safeedge run` refuses to start without
+        if missing:
+            ev = "; ".join(f"{i.path}: {i.message}" for i in missing)
+            ctx.checks.append(
+                Check(
+                    "config.valid",
+                    "config valid",
+                    "FAIL",
+                    ev,
+                    "install the files it names (safeedge identity install)",
+                )
+            )
+        else:
+            ctx.checks.append(
+                Check(
+                    "config.valid",
+                    "config valid",
+                    "PASS",
+                    f"{ctx.config_path}, and every file it names exists",
+                )
+            )
     except ConfigError as exc:
         lines = str(exc).splitlines()
         ctx.checks.append(

@@ -32,9 +32,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from agent import __version__
 from agent.codec import event_body
 from agent.config import AgentConfig, ResolvedPaths
+from agent.runtime.build import build, open_store
 from agent.tags import config_hash
-from buffer import Store
 from buffer.record import Stream
+from drivers import wall_clock_ms
 from provisioning.commission import Check
 from provisioning.identity import fingerprint
 
@@ -157,7 +158,6 @@ def render_html(doc: dict[str, Any], signature: dict[str, str] | None = None) ->
 def queue_event(cfg: AgentConfig, paths: ResolvedPaths, doc: dict[str, Any], digest: str) -> int:
     """Append the ``commissioned`` event to the gateway's buffer; returns its event seq.
     Raises ``buffer`` errors (e.g. ``BufferInUseError`` while the agent runs)."""
-    buf = cfg.buffer
     fields = {
         "result": doc["result"],
         "digest": digest,
@@ -166,15 +166,9 @@ def queue_event(cfg: AgentConfig, paths: ResolvedPaths, doc: dict[str, Any], dig
         "counts": doc["counts"],
         "failed": [c["id"] for c in doc["checks"] if c["status"] == "FAIL"],
     }
-    with Store.open(
-        path=paths.buffer_path,
-        key_file=paths.buffer_key_file,
-        gateway_id=cfg.gateway.id,
-        cipher=buf.cipher,
-        retention_days=buf.retention_days,
-        capacity_bytes=buf.capacity_bytes,
-        stream_limits=buf.stream_limits(),
-        reserve_bytes=buf.reserve_bytes,
-    ) as store:
+    # the agent's own way of opening its buffer (same arguments, same store), so the event gets
+    # a seq from the ledger and is delivered by the agent like any other
+    components = build(cfg, paths, password=None, clock_ms=wall_clock_ms)
+    with open_store(components) as store:
         [seq] = store.append(Stream.EVENT, [event_body("commissioned", int(doc["ts"]), fields)])
         return seq

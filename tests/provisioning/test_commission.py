@@ -173,7 +173,7 @@ def test_a_good_gateway_is_go_with_every_check_signed_and_queued_upstream(
     body = json.loads(rec.payload)
     assert body["kind"] == "commissioned" and body["result"] == "go"
     assert body["digest"] == doc["digest"]
-    schema = json.loads((REPO / "docs" / "schemas" / "event.json").read_text())
+    schema = json.loads((REPO / "agent" / "schemas" / "event.json").read_text())
     jsonschema.validate(body, schema)
 
 
@@ -216,6 +216,10 @@ def test_a_certificate_from_another_ca_fails_tls_and_an_invalid_config_fails_eve
     st = statuses(doc)
     assert code == 1 and st["broker.tls"] == "FAIL"
     assert st["broker.publish_own"] == "FAIL" and st["broker.acl"] == "FAIL"
+    (ident / "ca.crt").unlink()  # the agent would refuse to start: config.valid fails
+    code, doc = commission(capsys, config, tmp_path / "out1", "--skip", "devices.answer")
+    valid = next(c for c in doc["report"]["checks"] if c["id"] == "config.valid")
+    assert code == 1 and valid["status"] == "FAIL" and "uplink.tls.ca_file" in valid["evidence"]
     bad = tmp_path / "bad.toml"
     bad.write_text('[gateway]\nsite = "S1"\n')
     code, doc = commission(capsys, bad, tmp_path / "out2")

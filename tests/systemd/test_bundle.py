@@ -17,6 +17,7 @@ import pytest
 
 REPO = Path(__file__).parents[2]
 INSTALL = REPO / "systemd" / "install.sh"
+CHECK = REPO / "tests" / "support" / "install_check.py"
 
 
 @pytest.fixture(scope="module")
@@ -90,14 +91,13 @@ def test_install_from_the_bundle_into_a_fresh_venv_with_the_index_disabled(
     version = subprocess.run([str(exe / "safeedge"), "--version"], capture_output=True,
                              text=True, timeout=60, cwd=tmp_path)  # fmt: skip
     assert version.stdout.strip() == "safeedge 0.1.0"
-    where = subprocess.run(
-        [str(exe / "python"), "-c",
-         "import agent, drivers, rules, buffer, provisioning, rich, numba; "
-         "print('\\n'.join(m.__file__ for m in (agent, drivers, rules, buffer, provisioning)))"],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
-    )  # fmt: skip
-    assert where.returncode == 0, where.stderr
-    for path in where.stdout.split():
-        assert Path(path).is_relative_to(prefix), path  # the install's, not the checkout's
+    # every SafeEdge package resolves inside the install, to no other distribution
+    site = next((prefix / ".venv" / "lib").glob("python3.*/site-packages"))
+    check = subprocess.run([str(exe / "python"), str(CHECK), str(site)], capture_output=True,
+                           text=True, timeout=120, cwd=tmp_path)  # fmt: skip
+    assert check.returncode == 0 and check.stdout.strip() == "ok", check.stdout + check.stderr
+    kit = subprocess.run([str(exe / "safeedge"), "commission", "--help"], capture_output=True,
+                         text=True, timeout=60, cwd=tmp_path)  # fmt: skip
+    assert kit.returncode == 0 and "--installer" in kit.stdout
     assert (prefix / "docs" / "commissioning.md").exists()
     shutil.rmtree(prefix)
