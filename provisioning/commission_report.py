@@ -32,7 +32,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from agent import __version__
 from agent.codec import event_body
 from agent.config import AgentConfig, ResolvedPaths
-from agent.runtime.build import build, open_store
 from agent.tags import config_hash
 from buffer.record import Stream
 from drivers import wall_clock_ms
@@ -167,7 +166,10 @@ def queue_event(cfg: AgentConfig, paths: ResolvedPaths, doc: dict[str, Any], dig
         "failed": [c["id"] for c in doc["checks"] if c["status"] == "FAIL"],
     }
     # the agent's own way of opening its buffer (same arguments, same store), so the event gets
-    # a seq from the ledger and is delivered by the agent like any other
+    # a seq from the ledger and is delivered by the agent like any other. Imported here: the
+    # runtime loads numba, which `safeedge run` must import only after choosing its cache dir.
+    from agent.runtime.build import build, open_store
+
     components = build(cfg, paths, password=None, clock_ms=wall_clock_ms)
     with open_store(components) as store:
         [seq] = store.append(Stream.EVENT, [event_body("commissioned", int(doc["ts"]), fields)])

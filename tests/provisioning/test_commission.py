@@ -240,3 +240,14 @@ def test_the_unit_check_scores_with_systemd_analyze_and_warns_on_an_exposed_unit
     assert warn.status == "WARN" and "exposure" in warn.evidence
     shipped = systemd_check(UNIT, 7.0)
     assert shipped.status == "PASS", shipped.evidence
+
+
+def test_the_installer_commands_load_without_numba() -> None:
+    """`safeedge run` picks NUMBA_CACHE_DIR before numba loads; the CLI imports every command."""
+    import subprocess
+    import sys
+
+    code = "import sys, agent.cli; agent.cli.build_parser(); print('numba' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=REPO)  # fmt: skip
+    assert done.stdout.strip() == "False", done.stderr
