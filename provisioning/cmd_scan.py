@@ -206,7 +206,13 @@ def _show(args: argparse.Namespace, report: ScanReport) -> None:
         emit_json(asdict(report))
         return
     out = console()
-    head = f"{safe(report.target)}: {len(report.units)} of {report.units_tried} unit ids answered"
+    if report.combinations:
+        n = len(report.units)
+        head = f"{safe(report.target)}: {n} unit{'' if n == 1 else 's'} answered; "
+        head += f"{report.units_tried} unit ids tried over {len(report.combinations)} settings"
+    else:
+        head = f"{safe(report.target)}: {len(report.units)} of {report.units_tried} unit ids "
+        head += "answered"
     head += f", {report.requests} requests in {report.elapsed_s:.1f} s"
     out.print(head + (f" [yellow]({safe(report.stopped)})[/yellow]" if report.stopped else ""))
     if not report.units:

@@ -165,3 +165,24 @@ def test_ctrl_c_stops_the_sweep_cleanly_and_reports_what_was_found() -> None:
     assert doc["stopped"] == "interrupted"
     assert [u["unit"] for u in doc["units"]] == [1]
     assert "Traceback" not in err
+
+
+def test_on_a_terminal_the_sweep_shows_a_progress_bar_with_what_it_found_and_the_time_left() -> (
+    None
+):
+    with in_background(lambda: line_at(19200, plain_device(1))) as line:
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "TTY_INTERACTIVE": "1",
+            "TTY_COMPATIBLE": "1",
+            "COLUMNS": "120",
+        }  # rich: behave as on a terminal
+        done = subprocess.run(
+            [sys.executable, "-m", "agent", "scan", "serial", line.path, "--units", "1-3",
+             "--bauds", "9600,19200", "--parities", "N", "--timeout", "0.1", "--rate", "0"],
+            capture_output=True, text=True, env=env, cwd=REPO, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "19200 8N1" in done.stderr and "found 1" in done.stderr and "6/6" in done.stderr
+    assert "1 unit answered; 6 unit ids tried over 2 settings" in done.stdout
