@@ -17,7 +17,7 @@ import contextlib
 import os
 import termios
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pymodbus.constants import ExcCodes
 from pymodbus.pdu.device import ModbusDeviceIdentification
@@ -71,6 +71,7 @@ _SPEEDS = {4800: termios.B4800, 9600: termios.B9600, 19200: termios.B19200,
 class Line:
     path: str  # what the scanner (or the agent) opens
     requests: int = 0  # frames that reached the devices' side
+    functions: set[int] = field(default_factory=set)  # function codes of every frame sent
 
 
 @contextlib.asynccontextmanager
@@ -90,6 +91,8 @@ async def line_at(baud: int, *devices: SimDevice) -> AsyncIterator[Line]:
             data = os.read(src, 4096)
         except (BlockingIOError, OSError):
             return
+        if gate and len(data) > 1:
+            line.functions.add(data[1])
         if gate and _speed(near_m) != want:
             dropped[0] += len(data)  # the device cannot make sense of bytes at another speed
             return

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,7 +42,14 @@ def test_tcp_scan_finds_the_units_their_identity_and_the_holes_in_their_register
 ) -> None:
     port = free_port()
     peers = (holes_device(1), fc43_only_device(3), gateway_catch_all())
-    with in_background(lambda: tcp_peer(port, *peers, identity=IDENTITY)):
+    functions: set[int] = set()
+
+    def trace(sending: bool, pdu: Any) -> Any:
+        if not sending:
+            functions.add(int(pdu.function_code))
+        return pdu
+
+    with in_background(lambda: tcp_peer(port, *peers, identity=IDENTITY, trace_pdu=trace)):
         code, doc = scan(capsys, "tcp", f"127.0.0.1:{port}", "--units", "1-5",
                          "--addresses", "0-999", "--rate", "0")  # fmt: skip
     assert code == 0
@@ -57,6 +65,7 @@ def test_tcp_scan_finds_the_units_their_identity_and_the_holes_in_their_register
     # bounded (module docstring): 8 blocks + 3 range ends x log2(125) + holes of 10, 70 and
     # 850 addresses at log2(hole) + hole/16 each: about 125 requests for 1000 addresses
     assert tables["holding"]["requests"] <= 130, tables["holding"]["requests"]
+    assert functions == {0x01, 0x02, 0x03, 0x04, 0x2B}  # reads and identification only
     three = found[3]
     assert three["reply"] == "exception 1 (illegal function)"
     assert three["identification"]["vendor"] == "Hanwei"  # type: ignore[index]
@@ -131,6 +140,7 @@ def test_serial_sweep_finds_each_unit_at_its_own_baud_rate(
         code, doc = scan(capsys, "serial", line.path, "--bauds", "9600,4800", *args)
     found = units(doc)
     assert sorted(found) == [3, 4] and found[4]["reply"] == "exception 1 (illegal function)"
+    assert line.functions <= {0x03, 0x2B}  # holding reads and identification: never a write
     assert {u["settings"] for u in found.values()} == {"4800 8N1"}
 
 
