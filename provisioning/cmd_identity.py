@@ -48,6 +48,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         a.add_argument("--site", default=None)
         a.add_argument("--gateway", default=None)
     c.add_argument("--curve", default="p256", choices=("p256", "p384"))
+    c.add_argument("--owner", default=None, help="owner of the key: the agent's user (safeedge)")
     i.add_argument("--cert", type=Path, required=True, help="the certificate the platform signed")
     i.add_argument("--ca", type=Path, required=True, help="the platform CA certificate (PEM)")
     p.set_defaults(func=run)
@@ -72,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
             if not site or not gateway:
                 err.print("safeedge identity create: give --site and --gateway (or --config)")
                 return 2
-            key, csr, fp = create_identity(args.dir, site=site, gateway=gateway, curve=args.curve)
+            key, csr, fp = create_identity(
+                args.dir, site=site, gateway=gateway, curve=args.curve, owner=args.owner
+            )
             doc = {
                 "ok": True,
                 "site": site,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pwd
 import shutil
 import stat
 import subprocess
@@ -48,6 +49,7 @@ __all__ = [
     "kernel_check",
     "key_permission_check",
     "local_checks",
+    "service_user",
     "systemd_check",
 ]
 
@@ -166,7 +168,7 @@ def local_checks(ctx: Context) -> None:
         ctx,
         "keys.permissions",
         "key files only readable by their owner",
-        lambda: key_permission_check(paths),
+        lambda: key_permission_check(paths, service_user(ctx.options.unit_file)),
     )
     _check(
         ctx,
@@ -327,27 +329,42 @@ def _writable(paths: ResolvedPaths) -> Check:
     return Check("buffer.writable", title, "PASS", f"{probe_dir} accepts a synced write")
 
 
-def key_permission_check(paths: ResolvedPaths) -> Check:
-    """Buffer key and TLS key: a file readable by group or others is a FAIL."""
+def service_user(unit_file: Path) -> str | None:
+    """``User=`` of the unit file (None: no unit file, or no User= line)."""
+    try:
+        lines = unit_file.read_text().splitlines()
+    except OSError:
+        return None
+    users = [ln.split("=", 1)[1].strip() for ln in lines if ln.strip().startswith("User=")]
+    return users[-1] if users else None
+
+
+def key_permission_check(paths: ResolvedPaths, user: str | None = None) -> Check:
+    """Buffer key and TLS key: a file readable by group or others is a FAIL; so is a key the
+    service ``user`` (when it exists on this machine) does not own: it could not read it."""
     title = "key files only readable by their owner"
+    uid = None
+    if user is not None:
+        try:
+            uid = pwd.getpwnam(user).pw_uid
+        except KeyError:
+            uid = None  # not created yet (install.sh makes it); the modes are still checked
     seen, loose = [], []
     for what, path in (("buffer key", paths.buffer_key_file), ("TLS key", paths.tls_key_file)):
         if path is None or not path.exists():
             if what == "buffer key":
                 seen.append(f"{what} {path} not yet created (the agent makes it, mode 0600)")
             continue
-        mode = stat.S_IMODE(path.stat().st_mode)
+        st = path.stat()
+        mode = stat.S_IMODE(st.st_mode)
         seen.append(f"{what} {path} {mode:04o}")
         if mode & 0o077:
             loose.append(f"{what} {path} is {mode:04o}")
+        elif uid is not None and st.st_uid != uid:
+            loose.append(f"{what} {path} is not owned by {user}: the agent could not read it")
     if loose:
-        return Check(
-            "keys.permissions",
-            title,
-            "FAIL",
-            "; ".join(loose),
-            "chmod 0600 the file (owned by the agent's user)",
-        )
+        fix = f"chown {user or 'the agent user'} the file and chmod it 0600"
+        return Check("keys.permissions", title, "FAIL", "; ".join(loose), fix)
     return Check("keys.permissions", title, "PASS", "; ".join(seen) or "no key files configured")
 
 

@@ -17,6 +17,7 @@ buffer is locked while the agent runs: stop it first (the report says so if not)
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import html
 import json
@@ -71,6 +72,7 @@ def build_report(
         "config_hash": config_hash(cfg) if cfg else None,
         "installer": installer,
         "ts": now_ms,
+        "time": dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC).isoformat(timespec="seconds"),
         "agent": __version__,
         "result": "no-go" if counts["FAIL"] else "go",
         "counts": {k: counts[k] for k in ("PASS", "WARN", "FAIL")},
@@ -140,7 +142,7 @@ def render_html(doc: dict[str, Any], signature: dict[str, str] | None = None) ->
 <tr><th>config</th><td>{e(str(doc["config_file"]))} sha256 {e(str(doc["config_sha256"]))}
  (hash {e(str(doc.get("config_hash")))})</td></tr>
 <tr><th>installer 调试人员</th><td>{e(str(doc["installer"]))}</td></tr>
-<tr><th>time 时间 (UTC ms)</th><td>{e(str(doc["ts"]))}</td></tr>
+<tr><th>time 时间 (UTC)</th><td>{e(str(doc["time"]))} ({e(str(doc["ts"]))} ms)</td></tr>
 <tr><th>checks</th><td>{counts["PASS"]} PASS, {counts["WARN"]} WARN, {counts["FAIL"]} FAIL</td></tr>
 </table>
 <h2>Checks 检查项</h2>

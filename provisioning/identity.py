@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import pwd
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,13 +103,23 @@ def _colons(digest: bytes) -> str:
 
 
 def create_identity(
-    directory: Path, *, site: str, gateway: str, curve: str = "p256"
+    directory: Path, *, site: str, gateway: str, curve: str = "p256", owner: str | None = None
 ) -> tuple[Path, Path, str]:
-    """Write ``gateway.key`` (0600) and ``gateway.csr``; return their paths and the key's
-    fingerprint. Refuses to replace an existing key (IdentityError ``key_exists``): a new key
-    invalidates the certificate the platform issued for the old one."""
+    """Write ``gateway.key`` (0600, owned by ``owner`` when given: the agent's user must read
+    it) and ``gateway.csr``; return their paths and the key's fingerprint. Refuses to replace
+    an existing key (IdentityError ``key_exists``): a new key invalidates the certificate the
+    platform issued for the old one."""
     if curve not in _CURVES:
         raise IdentityError("curve", f"unknown curve {curve!r}", f"use one of {sorted(_CURVES)}")
+    ids = None
+    if owner is not None:
+        try:
+            entry = pwd.getpwnam(owner)
+        except KeyError as exc:
+            raise IdentityError(
+                "owner", f"no user {owner!r} on this machine", "install.sh creates safeedge"
+            ) from exc
+        ids = (entry.pw_uid, entry.pw_gid)
     directory.mkdir(parents=True, exist_ok=True)
     key_path, csr_path = directory / KEY_FILE, directory / CSR_FILE
     key = ec.generate_private_key(_CURVES[curve])
@@ -127,6 +138,8 @@ def create_identity(
     with os.fdopen(fd, "wb") as f:
         f.write(pem)
     os.chmod(key_path, 0o600)  # the umask may have narrowed it, never widened: make it exact
+    if ids is not None:
+        os.chown(key_path, *ids)
     csr = (
         x509.CertificateSigningRequestBuilder()
         .subject_name(_subject(site, gateway))

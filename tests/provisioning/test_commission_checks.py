@@ -4,10 +4,16 @@ the ACL on MQTT 3.1.1, and that a scan never writes."""
 from __future__ import annotations
 
 import os
+import pwd
 from pathlib import Path
 
 from agent.config import loads_config, resolved_paths
-from provisioning.commission import Options, capacity_check, key_permission_check
+from provisioning.commission import (
+    Options,
+    capacity_check,
+    key_permission_check,
+    service_user,
+)
 from provisioning.commission_net import broker_checks, cert_check, clock_check
 from provisioning.identity import CSR_FILE, create_identity
 from tests.conftest import BrokerFactory
@@ -66,6 +72,19 @@ def test_a_tls_key_readable_by_others_fails(tmp_path: Path) -> None:
     assert check.status == "FAIL" and "0644" in check.evidence
     os.chmod(paths.tls_key_file, 0o600)
     assert key_permission_check(paths).status == "PASS"
+    me = pwd.getpwuid(os.getuid()).pw_name
+    assert key_permission_check(paths, me).status == "PASS"
+    other = next(p.pw_name for p in pwd.getpwall() if p.pw_uid != os.getuid())
+    owned = key_permission_check(paths, other)  # the service user could not read it
+    assert owned.status == "FAIL" and f"not owned by {other}" in owned.evidence
+    assert key_permission_check(paths, "no-such-user-here").status == "PASS"
+
+
+def test_the_service_user_comes_from_the_unit_file(tmp_path: Path) -> None:
+    from tests.provisioning.test_commission import UNIT
+
+    assert service_user(UNIT) == "safeedge"
+    assert service_user(tmp_path / "none.service") is None
 
 
 def test_on_mqtt_3_1_1_the_acl_cannot_be_judged_and_says_so(

@@ -123,3 +123,18 @@ def test_install_without_a_key_says_to_create_one(
     code, doc = run(capsys, "install", "--dir", str(tmp_path), "--cert", str(ca_file), "--ca",
                     str(ca_file))  # fmt: skip
     assert code == 1 and doc["check"] == "key" and "identity create" in str(doc["hint"])
+
+
+def test_create_gives_the_key_to_the_agents_user_and_names_an_unknown_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+    import pwd
+
+    me = pwd.getpwuid(os.getuid()).pw_name
+    args = ["create", "--site", "S1", "--gateway", "G1", "--owner"]
+    code, doc = run(capsys, *args, me, "--dir", str(tmp_path / "a"))
+    assert code == 0 and (tmp_path / "a" / KEY_FILE).stat().st_uid == os.getuid()
+    code, doc = run(capsys, *args, "no-such-user-here", "--dir", str(tmp_path / "b"))
+    assert code == 1 and doc["check"] == "owner"
+    assert not (tmp_path / "b" / KEY_FILE).exists()
