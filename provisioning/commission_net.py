@@ -28,7 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from agent.codec import root_topic
 from agent.config import AgentConfig, ResolvedPaths
-from provisioning.commission import Check, Options
+from provisioning.commission_model import Check, Options
 
 __all__ = ["broker_checks", "cert_check", "clock_check", "sntp_offset"]
 
