@@ -36,7 +36,7 @@ from provisioning.commission_report import (
     report_bytes,
     sign_report,
 )
-from provisioning.console import console, emit_json, safe
+from provisioning.console import console, emit_json, quiet_pymodbus, safe
 from provisioning.identity import IdentityError, load_key
 
 __all__ = ["register", "run"]
@@ -62,6 +62,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    quiet_pymodbus()
     skip = frozenset(s.strip() for s in args.skip.split(",") if s.strip())
     unknown = skip - set(CHECK_IDS)
     if unknown:

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from agent.config import ConfigError, load_config
 from drivers.errors import DriverConfigError
-from provisioning.console import console, emit_json, safe
+from provisioning.console import console, emit_json, quiet_pymodbus, safe
 from provisioning.probe import ProbeReport, probe_config
 
 __all__ = ["register", "run", "verdict"]
@@ -40,6 +40,7 @@ def verdict(report: ProbeReport) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    quiet_pymodbus()
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:

@@ -26,7 +26,7 @@ from rich.table import Table as RichTable
 from drivers.config import ModbusTcpDeviceConfig, Table
 from drivers.errors import DeviceUnavailable
 from drivers.modbus_io import tcp_link
-from provisioning.console import console, emit_json, safe
+from provisioning.console import console, emit_json, quiet_pymodbus, safe
 from provisioning.scan import TABLES, Pacer, Scanner, ScanReport, UnitReport, scan_units
 from provisioning.serial_sweep import DEFAULT_BAUDS, sweep
 
@@ -101,6 +101,7 @@ def _bad(message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    quiet_pymodbus()
     host = port = ""
     tables: tuple[str, ...] = ()
     bauds: list[int] = []

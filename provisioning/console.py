@@ -8,6 +8,7 @@ rich's escaping: it can never inject console markup or control sequences.
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
@@ -15,7 +16,7 @@ import msgspec
 from rich.console import Console
 from rich.markup import escape
 
-__all__ = ["console", "emit_json", "escape", "safe"]
+__all__ = ["console", "emit_json", "escape", "quiet_pymodbus", "safe"]
 
 
 def console(*, stderr: bool = False) -> Console:
@@ -33,3 +34,9 @@ def safe(text: object) -> str:
     """Escape rich markup and drop control characters of text from outside."""
     s = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in str(text))
     return escape(s)
+
+
+def quiet_pymodbus() -> None:
+    """pymodbus logs every failed connect ("Failed to connect ... Repeating") on its own: the
+    installer's commands report failures themselves, once, in their output."""
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)

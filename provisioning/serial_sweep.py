@@ -11,7 +11,8 @@ unless ``all_combinations`` is set (a line carries one setting; asking again dou
 A combination the port cannot be set to (some USB adapters, and a Linux pty asked for parity)
 is reported with its error and skipped. Each combination opens the port afresh through the
 drivers' serial link (one owner per port); nothing is written but read requests. The report
-is filled in as the sweep goes: an interrupted sweep (Ctrl-C) still reports what it found.
+is filled in as the sweep goes: an interrupted sweep (Ctrl-C) still reports what it found. A
+port that cannot be opened at all ends the sweep with ``DeviceUnavailable`` (its reason).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal, cast
 
 from drivers.config import SerialPortConfig
+from drivers.errors import DeviceUnavailable
 from drivers.modbus_io import serial_link
 from provisioning.scan import Pacer, Scanner, ScanReport, UnitReport, scan_units
 
@@ -76,6 +78,12 @@ async def sweep(
                     on_step(settings, unit, found)
 
             try:
+                try:  # a port that cannot be opened stops the sweep here, saying which
+                    async with link.owned():
+                        await link.client(f"{path} {settings}", timeout_s)
+                except DeviceUnavailable as exc:
+                    reason = f"cannot open {path}: {exc.reason} (check the path and dialout)"
+                    raise DeviceUnavailable(path, reason) from exc
                 tried = await scan_units(
                     scanner, report, todo, tables=(), span=(0, 0),
                     identify_units=identify_units, settings=settings, on_unit=step,

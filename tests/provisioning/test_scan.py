@@ -196,3 +196,11 @@ def test_on_a_terminal_the_sweep_shows_a_progress_bar_with_what_it_found_and_the
     assert done.returncode == 0, done.stderr
     assert "19200 8N1" in done.stderr and "found 1" in done.stderr and "6/6" in done.stderr
     assert "1 unit answered; 6 unit ids tried over 2 settings" in done.stdout
+
+
+def test_a_serial_port_that_cannot_be_opened_ends_the_sweep_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, doc = scan(capsys, "serial", str(tmp_path / "ttyNOPE"), "--units", "1-3")
+    assert code == 1 and doc["units"] == [] and doc["requests"] == 0
+    assert "ttyNOPE" in str(doc["stopped"])
