@@ -99,3 +99,25 @@ def test_on_mqtt_3_1_1_the_acl_cannot_be_judged_and_says_so(
     checks = {c.id: c for c in broker_checks(cfg, resolved_paths(cfg, config))}
     assert checks["broker.tls"].status == "PASS"
     assert checks["broker.acl"].status == "WARN" and "3.1.1" in checks["broker.acl"].evidence
+
+
+def test_the_commissioned_event_is_not_queued_while_the_agent_holds_its_buffer(
+    tmp_path: Path,
+) -> None:
+    import pytest
+
+    from agent.config import load_config
+    from buffer import BufferInUseError, Store
+    from provisioning.commission_report import build_report, queue_event
+
+    config = tmp_path / "agent.toml"
+    config.write_text(GATEWAY)
+    cfg = load_config(config)
+    paths = resolved_paths(cfg, config)
+    doc = build_report(checks=[], cfg=cfg, config_path=config, installer="x", now_ms=1)
+    with (
+        Store.open(path=paths.buffer_path, key_file=paths.buffer_key_file, gateway_id="G1"),
+        pytest.raises(BufferInUseError),
+    ):
+        queue_event(cfg, paths, doc, "0" * 64)
+    assert queue_event(cfg, paths, doc, "0" * 64) == 1  # the first event of this buffer
