@@ -201,10 +201,11 @@ class Scanner:
                 elif reply.code not in _SPLIT_CODES:
                     out.note = f"{a}+{n}: {reply.describe()}"
                     a += n
-                elif (p := await scan.prefix(a, n)) > 0:
-                    found.append((a, a + p))
-                    a += p
                 else:
+                    p = await scan.prefix(a, n)
+                    if p > 0:
+                        found.append((a, a + p))
+                        a += p  # refused: the prefix search just saw it
                     b = await scan.next_readable(a, end, self.resolution)
                     if b is None:
                         break
