@@ -172,8 +172,8 @@ def kernel_check(cfg: AgentConfig, cache_dir: Path) -> Check:
         times.append(float(json.loads(done.stdout.strip().splitlines()[-1])["s"]))
     cached = sorted(p.name for p in cache_dir.rglob("kernels*.nbi")) if cache_dir.exists() else []
     ev = (
-        f"{len(cached)} kernels cached in {cache_dir}; first start {times[0]:.2f} s, "
-        f"cached start {times[1]:.2f} s"
+        f"{len(cached)} kernels cached in {cache_dir}; warm-up {times[0]:.2f} s "
+        f"(compiled, or loaded if already cached), then {times[1]:.2f} s from the cache"
     )
     if not cached:
         return Check(
