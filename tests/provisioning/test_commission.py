@@ -186,7 +186,7 @@ def test_an_unsafe_setpoint_a_dead_device_and_a_missing_unit_make_it_no_go(
                           h2s_unit="ppm")  # fmt: skip
     code = main(["commission", "--config", str(config), "--out", str(tmp_path / "out"),
                  "--unit-file", str(tmp_path / "none.service"), "--numba-cache", str(CACHE),
-                 "--json"])  # fmt: skip
+                 "--skip", "rules.kernels", "--json"])  # fmt: skip
     doc = json.loads(capsys.readouterr().out)
     st = statuses(doc)
     assert code == 1 and doc["report"]["result"] == "no-go"
@@ -212,12 +212,13 @@ def test_a_certificate_from_another_ca_fails_tls_and_an_invalid_config_fails_eve
     ident = gateway_files(tmp_path, broker)
     TestCa("Rogue CA").sign((ident / "gateway.csr").read_bytes(), ident / "gateway.crt")
     config = write_config(tmp_path, mqtt_port=broker.port, modbus_port=free_port())
-    code, doc = commission(capsys, config, tmp_path / "out", "--skip", "devices.answer")
+    fast = ("--skip", "devices.answer,rules.kernels")  # shown elsewhere; each costs seconds
+    code, doc = commission(capsys, config, tmp_path / "out", *fast)
     st = statuses(doc)
     assert code == 1 and st["broker.tls"] == "FAIL"
     assert st["broker.publish_own"] == "FAIL" and st["broker.acl"] == "FAIL"
     (ident / "ca.crt").unlink()  # the agent would refuse to start: config.valid fails
-    code, doc = commission(capsys, config, tmp_path / "out1", "--skip", "devices.answer")
+    code, doc = commission(capsys, config, tmp_path / "out1", *fast)
     valid = next(c for c in doc["report"]["checks"] if c["id"] == "config.valid")
     assert code == 1 and valid["status"] == "FAIL" and "uplink.tls.ca_file" in valid["evidence"]
     bad = tmp_path / "bad.toml"
