@@ -6,6 +6,7 @@ the same ``bus`` must be polled by one task, one poll at a time (one owner per b
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Protocol, Self
@@ -56,14 +57,16 @@ def build_device(
     tag_index: Mapping[str, int],
     serial_ports: Mapping[str, SerialPortConfig],
     clock_ms: Callable[[], int] = wall_clock_ms,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> ModbusDevice | SerialLineDevice:
-    """Build (no I/O) the device for ``cfg`` (raises :class:`DriverConfigError`)."""
+    """Build (no I/O) the device for ``cfg`` (raises :class:`DriverConfigError`).
+    ``monotonic`` drives the probe schedule of lost Modbus devices (injected in tests)."""
     if isinstance(cfg, SerialLineDeviceConfig):
         return build_serial_line_device(
             cfg, tag_index=tag_index, serial_ports=serial_ports, clock_ms=clock_ms
         )
     return build_modbus_device(
-        cfg, tag_index=tag_index, serial_ports=serial_ports, clock_ms=clock_ms
+        cfg, tag_index=tag_index, serial_ports=serial_ports, clock_ms=clock_ms, monotonic=monotonic
     )
 
 
@@ -73,6 +76,7 @@ def build_devices(
     tag_index: Mapping[str, int],
     serial_ports: Mapping[str, SerialPortConfig],
     clock_ms: Callable[[], int] = wall_clock_ms,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> list[ModbusDevice | SerialLineDevice]:
     """Build (no I/O) one device per poll group of ``cfg``.
 
@@ -84,7 +88,13 @@ def build_devices(
     """
     if isinstance(cfg, SerialLineDeviceConfig) or not cfg.poll_groups:
         return [
-            build_device(cfg, tag_index=tag_index, serial_ports=serial_ports, clock_ms=clock_ms)
+            build_device(
+                cfg,
+                tag_index=tag_index,
+                serial_ports=serial_ports,
+                clock_ms=clock_ms,
+                monotonic=monotonic,
+            )
         ]
     problems = poll_group_problems(cfg)
     if problems:
@@ -107,7 +117,13 @@ def build_devices(
                 )
             )
     return [
-        build_modbus_device(part, tag_index=tag_index, serial_ports=serial_ports, clock_ms=clock_ms)
+        build_modbus_device(
+            part,
+            tag_index=tag_index,
+            serial_ports=serial_ports,
+            clock_ms=clock_ms,
+            monotonic=monotonic,
+        )
         for part in parts
     ]
 

@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -133,6 +134,18 @@ def sim_device(unit_id: int = 1, *, holding_offset: int = 0) -> SimDevice:
                      datatype=DataType.REGISTERS)],
         ),
     )  # fmt: skip
+
+
+def stepping_clock(step_s: float = 10.0) -> Callable[[], float]:
+    """An injected monotonic clock that moves ``step_s`` at every reading: every poll of a lost
+    device is due for a probe (for tests about something else than the probe schedule)."""
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += step_s
+        return now[0]
+
+    return clock
 
 
 def free_port() -> int:
@@ -337,3 +350,103 @@ async def serial_relay(
         loop.remove_reader(b)
         os.close(a)
         os.close(b)
+
+
+Reply = Callable[[int, int, int, bytes], list[bytes]]
+
+
+@contextlib.asynccontextmanager
+async def scripted_tcp_peer(port: int, reply: Reply) -> AsyncIterator[list[int]]:
+    """A raw Modbus TCP peer (no pymodbus): every MBAP request ``n`` (0-based, over all
+    connections) is answered with the frames ``reply(n, tid, unit, pdu)`` returns, written
+    back to back (empty: silence). Yields ``[connections accepted]``."""
+    accepted = [0]
+    count = [0]
+    writers: list[asyncio.StreamWriter] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted[0] += 1
+        writers.append(writer)
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                head = await reader.readexactly(7)
+                tid, _pid, length, unit = struct.unpack(">HHHB", head)
+                pdu = await reader.readexactly(length - 1)
+                n, count[0] = count[0], count[0] + 1
+                for frame in reply(n, tid, unit, pdu):
+                    writer.write(frame)
+                await writer.drain()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    try:
+        yield accepted
+    finally:
+        server.close()
+        for writer in writers:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+        await server.wait_closed()
+
+
+def mbap(tid: int, unit: int, pdu: bytes) -> bytes:
+    """An MBAP frame, written out by hand (not by the code under test)."""
+    return struct.pack(">HHHB", tid, 0, len(pdu) + 1, unit) + pdu
+
+
+def registers_pdu(fc: int, values: list[int]) -> bytes:
+    return bytes([fc, 2 * len(values)]) + b"".join(struct.pack(">H", v) for v in values)
+
+
+@contextlib.asynccontextmanager
+async def gateway_proxy(port: int, upstream: int, silent: set[int]) -> AsyncIterator[list[int]]:
+    """A Modbus TCP gateway in front of ``upstream``: requests to a unit in ``silent`` are
+    swallowed (that unit is off the line), others forwarded. Yields ``[connections accepted]``;
+    ``silent`` may be changed while it runs."""
+    accepted = [0]
+    writers: list[asyncio.StreamWriter] = []
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def back(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await src.read(4096):
+                dst.write(data)
+                await dst.drain()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted[0] += 1
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", upstream)
+        writers.extend((writer, up_writer))
+        task = asyncio.create_task(back(up_reader, writer))
+        tasks.add(task)
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                head = await reader.readexactly(7)
+                body = await reader.readexactly(struct.unpack(">H", head[4:6])[0] - 1)
+                if head[6] not in silent:
+                    up_writer.write(head + body)
+                    await up_writer.drain()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    try:
+        yield accepted
+    finally:
+        server.close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for writer in writers:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+        await server.wait_closed()
+
+
+class ManualClock:
+    """An injected monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
