@@ -5,8 +5,10 @@ Sans-I/O except for :func:`bisect`, which only calls the ``read`` it is given.
 A *refused span* is a smallest run of addresses of one table that the device answers with
 exception 2 or 3 (illegal data address / value). :func:`bisect` finds them inside one refused
 request: it halves the request's tags, reads each half's tight span, and reads the gap between
-the halves on its own (a gap read down to single addresses), so that every address of the request
-ends up either read fine or inside a refused span. Two kinds:
+the halves on its own; a refused gap is narrowed by binary search to the span from its first to
+its last refused address (2 log2(gap) reads). A request is only ever split at the gaps between
+consecutive tags, so "this gap can be bridged or not" is all the planner needs: with these spans
+excluded its plan is optimal. Two kinds:
 
 - ``holds_tag``: the span overlaps a tag's own registers (the tag is read alone, BAD_DEVICE);
   it is forgotten as soon as that tag reads fine again (:meth:`Refusals.tag_read_fine`), so the
@@ -122,16 +124,26 @@ async def bisect(read: Read, spans: Sequence[Span], code: int) -> BisectResult:
             out.explained = False
         return True
 
+    async def readable(start: int, end: int) -> bool:
+        return start >= end or not isinstance(await attempt(start, end), Refused)
+
     async def gap(start: int, end: int) -> bool:
+        """Read the gap; when refused, binary-search its first and last refused address
+        (a prefix or suffix that reads fine stays fine when shortened): 2 log2(n) reads."""
         got = await attempt(start, end)
         if not isinstance(got, Refused):
             return False
-        if end - start == 1:
-            raw.append((start, end, got.code, False))
-            return True
-        mid = (start + end) // 2
-        left = await gap(start, mid)
-        return await gap(mid, end) | left
+        lo, hi = 0, end - start - 1  # the longest readable prefix
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if await readable(start, start + mid) else (lo, mid - 1)
+        first = start + lo
+        lo, hi = 0, end - first - 1  # the longest readable suffix after ``first``
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if await readable(end - mid, end) else (lo, mid - 1)
+        raw.append((first, end - lo, got.code, False))
+        return True
 
     await tags(spans, Refused(code))
     for item in sorted(raw):
