@@ -197,6 +197,7 @@ class SerialLineTagConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=Tru
 
     name: Name
     field: str | Annotated[int, msgspec.Meta(ge=0, le=255)]
+    number: Literal["decimal", "hex"] = "decimal"  # the field's grammar (strict, see lineproto)
     key: str | None = None
     scale: float = 1.0
     offset: float = 0.0

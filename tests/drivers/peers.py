@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
@@ -155,8 +156,14 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def tcp_server(port: int, *devices: SimDevice) -> AsyncIterator[ModbusTcpServer]:
-    server = ModbusTcpServer(list(devices) or [sim_device()], address=("127.0.0.1", port))
+async def tcp_server(
+    port: int, *devices: SimDevice, framer: FramerType = FramerType.SOCKET
+) -> AsyncIterator[ModbusTcpServer]:
+    """A pymodbus TCP server; ``framer=FramerType.RTU`` makes it a serial device server
+    (RTU frames over TCP)."""
+    server = ModbusTcpServer(
+        list(devices) or [sim_device()], address=("127.0.0.1", port), framer=framer
+    )
     await server.serve_forever(background=True)
     try:
         yield server
@@ -165,8 +172,10 @@ async def tcp_server(port: int, *devices: SimDevice) -> AsyncIterator[ModbusTcpS
 
 
 @contextlib.asynccontextmanager
-async def serial_server(path: str, *devices: SimDevice) -> AsyncIterator[ModbusSerialServer]:
-    server = ModbusSerialServer(list(devices), port=path, baudrate=115200)
+async def serial_server(
+    path: str, *devices: SimDevice, framer: FramerType = FramerType.RTU
+) -> AsyncIterator[ModbusSerialServer]:
+    server = ModbusSerialServer(list(devices), port=path, baudrate=115200, framer=framer)
     await server.serve_forever(background=True)
     try:
         yield server
