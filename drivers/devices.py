@@ -35,6 +35,9 @@ class Device(Protocol):
     name: str
     poll_interval_s: float
     online: bool
+    lost_reason: str  # why the device is not online ("" when it is); see drivers.errors
+    last_error: str  # the text of that failure
+    last_outage_ms: int  # duration of the last outage, set when the device came back
 
     @property
     def bus(self) -> str: ...
@@ -49,6 +52,8 @@ class Device(Protocol):
     ) -> None: ...
 
     async def poll(self) -> SampleBatch: ...
+
+    def health(self) -> dict[str, object]: ...
 
 
 def build_device(

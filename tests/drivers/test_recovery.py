@@ -5,16 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
+import serial
 
 from drivers import ModbusDevice, Quality, build_device
-from drivers.config import ModbusTcpDeviceConfig, TagConfig
+from drivers.config import (
+    ModbusRtuDeviceConfig,
+    ModbusTcpDeviceConfig,
+    SerialLineDeviceConfig,
+    SerialLineTagConfig,
+    SerialPortConfig,
+    TagConfig,
+)
 from drivers.recovery import Recovery
 from tests.drivers.peers import (
     ManualClock,
     free_port,
     gateway_proxy,
+    pty_pair,
     silent_peer,
     sim_device,
     tcp_server,
@@ -154,3 +164,32 @@ def test_one_silent_unit_behind_a_gateway_does_not_reconnect_or_slow_the_others(
     assert good == ["GOOD"] * 16
     assert lost == ["BAD_COMM"] * 16
     assert accepted == 1 and connects == 1  # 0 reconnects
+
+
+def test_a_missing_or_busy_serial_port_is_named_for_modbus_and_serial_line_devices(
+    tmp_path: Path,
+) -> None:
+    async def main(busy_path: str) -> list[str]:
+        reasons = []
+        for path in (str(tmp_path / "no-such-tty"), busy_path):
+            port = SerialPortConfig(name="p", path=path, baudrate=115200)
+            rtu = ModbusRtuDeviceConfig(name="r", serial_port="p", timeout_s=0.2,
+                                        tags=(TagConfig(name="r.a", address=0),))  # fmt: skip
+            g_a = SerialLineTagConfig(name="g.a", field=0)
+            line = SerialLineDeviceConfig(name="g", serial_port="p", poll_request="?\r\n",
+                                          tags=(g_a,))  # fmt: skip
+            for cfg in (rtu, line):
+                device = build_device(cfg, tag_index={"r.a": 0, "g.a": 1},
+                                      serial_ports={"p": port})  # fmt: skip
+                async with device:
+                    await device.poll()
+                    reasons.append(device.lost_reason)
+        return reasons
+
+    with pty_pair(tmp_path) as (a, _b):
+        holder = serial.Serial(a, exclusive=True)  # another program owns the line
+        try:
+            reasons = asyncio.run(main(a))
+        finally:
+            holder.close()
+    assert reasons == ["port_missing", "port_missing", "port_busy", "port_busy"]
