@@ -32,6 +32,7 @@ import asyncio
 import collections
 import contextlib
 import errno
+import logging
 import os
 import socket
 from collections.abc import AsyncIterator
@@ -40,6 +41,7 @@ from typing import Literal, Protocol
 
 import serial
 
+from drivers.driverlog import RateLimit, log
 from drivers.errors import BadReply, DeviceUnavailable, DriverConfigError, ProtocolError
 from drivers.mbproto import (
     AsciiDecoder,
@@ -80,6 +82,8 @@ EXCEPTION_NAMES = {
     10: "gateway path unavailable",
     11: "gateway target failed to respond",
 }
+_log = logging.getLogger("drivers.modbus")
+_RATE = RateLimit(60.0)
 _PARITY = {"N": serial.PARITY_NONE, "E": serial.PARITY_EVEN, "O": serial.PARITY_ODD}
 
 
@@ -345,6 +349,21 @@ class Link:
     # -- callbacks from the channel ------------------------------------------------------
 
     def _received(self, data: bytes) -> None:
+        """Bytes from the channel. Never raises into the event loop (an exception there would
+        print asyncio's "Fatal error" traceback per frame): one rate-limited line instead."""
+        try:
+            self._receive(data)
+        except Exception as exc:  # a bug, not the peer's fault: drop the stream, say so once
+            self.counters["internal"] += 1
+            if _RATE.allow(self.key) is not None:
+                error = f"{type(exc).__name__}: {exc}"
+                total = self.counters["internal"]
+                log(_log, logging.ERROR, "modbus_receive_failed", link=self.key, error=error,
+                    total=total)  # fmt: skip
+            if self._chan is not None:
+                self._lost(self._chan, "framing", f"cannot decode: {type(exc).__name__}")
+
+    def _receive(self, data: bytes) -> None:
         decoder = self._decoder
         garbage, crc = decoder.garbage, decoder.crc_errors
         try:
