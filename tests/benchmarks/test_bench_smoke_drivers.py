@@ -26,7 +26,7 @@ def test_the_driver_benchmark_prints_its_tables_and_plans_the_optimum_with_tiny_
     assert "8 × 40" in out or "socat not installed" in out
     maps = [line.split("|") for line in out.splitlines()
             if line.startswith(("| field:", "| random #"))]  # fmt: skip
-    assert len(maps) == 6 and all(r[6].strip() == "1.00" for r in maps)  # the optimum, always
+    assert len(maps) == 6 and all(r[7].strip() == "1.00" for r in maps)  # the optimum, always
     transient = next(line for line in out.splitlines() if line.startswith("| 0.5 s |"))
     assert transient.split("|")[6].strip() == "yes"  # merged within two polls
     recovery = next(line for line in out.splitlines() if line.startswith("| 0.2 s | 0.4 s |"))

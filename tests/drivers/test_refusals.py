@@ -117,15 +117,22 @@ def hole_maps(draw: st.DrawFn) -> tuple[list[TagConfig], set[int], int, int]:
     return tags, holes, draw(st.integers(0, 12)), draw(st.integers(4, 60))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(hole_maps())
-def test_after_one_poll_the_plan_has_the_brute_force_optimal_request_count(
+def test_once_the_refusals_are_learned_the_plan_has_the_brute_force_optimal_request_count(
     case: tuple[list[TagConfig], set[int], int, int],
 ) -> None:
+    """A hole is learned when a planned request first covers it; a re-plan may bridge a gap
+    that was never read, so learning can take a few polls, then the plan is optimal."""
     tags, holes, max_gap, limit = case
     excluded: list[AddressRange] = []
-    poll_model(tags, holes, excluded, max_gap, limit)
-    _, planned = poll_model(tags, holes, excluded, max_gap, limit)
+    learning = []
+    for _ in range(5):
+        sent, planned = poll_model(tags, holes, excluded, max_gap, limit)
+        learning.append(sent != planned)
+        if not learning[-1]:
+            break
+    assert len(learning) <= 4 and not learning[-1]
     assert planned == brute_force_optimum(tags, holes, max_gap, limit)
     sent, again = poll_model(tags, holes, excluded, max_gap, limit)
     assert sent == again == planned  # stable: no more bisection once learned
