@@ -293,6 +293,8 @@ async def jitter_run(
         await d.__aexit__(None, None, None)
     if server is not None:
         server.close()
+        await asyncio.sleep(0.05)  # the silent peer's handler sees EOF and ends
+        await server.wait_closed()
     healthy = starts[: len(ports)]
     return [abs((b - a) - period) for s in healthy for a, b in itertools.pairwise(s[1:])]
 
