@@ -420,7 +420,7 @@ def main() -> None:
     parser.add_argument("--random-maps", type=int, default=20)
     parser.add_argument("--refusal-s", type=float, default=2.0)
     parser.add_argument("--outage-s", type=float, default=6.0)
-    parser.add_argument("--recovery-periods", type=float, nargs="+", default=[0.5, 1.0])
+    parser.add_argument("--recovery-periods", type=float, nargs="+", default=[0.5, 1.0, 5.0])
     parser.add_argument("--probe-s", type=float, default=2.0)
     parser.add_argument("--serve", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -268,23 +268,24 @@ class ModbusDevice:
         out.settle(decoder)
         if not reached:
             out.ts[out.ts == 0] = self._clock_ms()
-        self._track(reached, failure)
+        self._track(reached, failure, now)
         return SampleBatch(
             tag=self._tag_ids.copy(), ts_ms=out.ts, value=out.value, quality=out.quality,
             exact=out.exact,
         )  # fmt: skip
 
-    def _track(self, reached: bool, failure: DeviceUnavailable | None) -> None:
-        now = self._monotonic()
+    def _track(self, reached: bool, failure: DeviceUnavailable | None, started: float) -> None:
+        """Outage bookkeeping. The probe schedule counts from the start of the failed poll,
+        so a probe every ``probe_interval_s`` stays on the poll slots however long it waited."""
         if reached:
-            outage = self.recovery.succeeded(now)
+            outage = self.recovery.succeeded(self._monotonic())
             if outage is not None:
                 self.last_outage_ms = max(0, self._clock_ms() - self.lost_at_ms)
             self.lost_reason = self.last_error = ""
         elif failure is not None:
             if not self.recovery.lost:
                 self.lost_at_ms = self._clock_ms()
-            self.recovery.failed(now, failure.kind)
+            self.recovery.failed(started, failure.kind)
             self.lost_reason, self.last_error = failure.kind, failure.reason
         self.online = reached
 
