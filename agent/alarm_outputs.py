@@ -4,8 +4,9 @@ that writes them (the writes themselves are :mod:`drivers.outputs`).
 Monitoring-grade only (docs/outputs.md): the certified gas detection system keeps the safety
 function.
 
-``[[outputs]]`` = a :class:`drivers.outputs.OutputConfig` (where and how to write) plus
-``when`` (:class:`OutputWhen`): the output is *in alarm* while at least one alarm matches —
+``[[outputs]]`` (:class:`agent.config.AlarmOutputConfig`) = a
+:class:`drivers.outputs.OutputConfig` (where and how to write) plus ``when``
+(:class:`agent.config.OutputWhen`): the output is *in alarm* while at least one alarm matches —
 a tag selected by ``tags`` (names), ``match`` (a glob, as in ``[[rules]]``) or ``devices`` (every
 tag of those devices; with none of the three: every tag), of a kind in ``kinds``, at level
 ``>= min_level``, and, with ``unacknowledged = true``, not yet acknowledged (a siren that an
@@ -15,20 +16,20 @@ Sans-I/O parts: :class:`AlarmStates` folds the rule engine's events into the cur
 every alarm; :class:`OutputPolicy` answers "in alarm?" for one output. :class:`AlarmOutputs`
 runs the writers: on every :meth:`AlarmOutputs.step` each output is written if its state
 changed (or re-asserted when due) and its heartbeat beaten; every output write (re-assertions
-included) is reported as ``output_written``, every failed one (heartbeat included) as
-``output_failed``.
+included) is reported as ``output_written``; a failed write as ``output_failed`` when it starts
+failing and then once a minute while it keeps failing; heartbeats only when they start or stop
+failing.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated
 
-import msgspec
-
-from drivers.outputs import OutputConfig, OutputWriter, WriteResult
+from agent.config.schema import AlarmOutputConfig, OutputWhen
+from drivers.outputs import OutputWriter, WriteResult
 from rules.events import AlarmEvent, AlarmKind
 
 __all__ = [
@@ -37,25 +38,7 @@ __all__ = [
     "AlarmStates",
     "OutputPolicy",
     "OutputWhen",
-    "selection_problems",
 ]
-
-
-class OutputWhen(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """The alarms that put an output in alarm (see the module docstring)."""
-
-    tags: tuple[str, ...] = ()
-    match: str = ""
-    devices: tuple[str, ...] = ()
-    kinds: tuple[AlarmKind, ...] = ("high", "low")
-    min_level: Annotated[int, msgspec.Meta(ge=1, le=3)] = 1
-    unacknowledged: bool = False
-
-
-class AlarmOutputConfig(OutputConfig, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """One ``[[outputs]]`` entry: where to write (:class:`OutputConfig`) and ``when``."""
-
-    when: OutputWhen = OutputWhen()
 
 
 @dataclass(slots=True)
@@ -119,28 +102,7 @@ class OutputPolicy:
         )
 
 
-def selection_problems(
-    outputs: Sequence[AlarmOutputConfig],
-    *,
-    tag_names: Sequence[str],
-    device_tags: Mapping[str, Sequence[str]],
-) -> list[tuple[str, str, str]]:
-    """``(key, message, hint)`` for ``when`` selections that name nothing that exists."""
-    problems = []
-    known = set(tag_names)
-    for k, out in enumerate(outputs):
-        key = f'outputs[{k}] "{out.name}".when'
-        for tag in out.when.tags:
-            if tag not in known:
-                problems.append((f"{key}.tags", f'unknown tag "{tag}"', "name a configured tag"))
-        if out.when.match and not any(fnmatch.fnmatchcase(n, out.when.match) for n in known):
-            problems.append((f"{key}.match", f'"{out.when.match}" matches no tag',
-                             "use a glob such as \"GT-*\""))  # fmt: skip
-        for device in out.when.devices:
-            if device not in device_tags:
-                problems.append((f"{key}.devices", f'unknown device "{device}"',
-                                 "name a device of [[devices]]"))  # fmt: skip
-    return problems
+FAILURE_REPORT_S = 60.0
 
 
 class AlarmOutputs:
@@ -153,6 +115,7 @@ class AlarmOutputs:
         policies: Sequence[OutputPolicy],
         states: AlarmStates,
         report: Callable[[str, WriteResult], None],
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if len(writers) != len(policies):
             raise ValueError("one policy per writer")
@@ -163,6 +126,8 @@ class AlarmOutputs:
         self.written = 0
         self.failed = 0
         self._beating = [True] * len(self.writers)  # heartbeat failures reported on change
+        self._monotonic = monotonic
+        self._failing: dict[int, float] = {}  # writer -> when its failure was last reported
 
     async def step(self) -> None:
         """Write what is due; heartbeats are reported only when they start or stop failing."""
@@ -180,4 +145,11 @@ class AlarmOutputs:
                         self._beating[k] = result.ok
                         self._report("output_written" if result.ok else "output_failed", result)
                     continue
-                self._report("output_written" if result.ok else "output_failed", result)
+                if result.ok:
+                    self._failing.pop(k, None)
+                    self._report("output_written", result)
+                    continue
+                now = self._monotonic()  # a dead device: report again once a minute
+                if now - self._failing.get(k, -1e18) >= FAILURE_REPORT_S:
+                    self._failing[k] = now
+                    self._report("output_failed", result)

@@ -11,7 +11,9 @@ Invariants:
 - a write is FC05 (one coil) or FC06 (one register); every write is read back (FC01 / FC03)
   and compared: a mismatch or a failed read-back is a failed write;
 - the state is written when it changes and re-asserted every ``reassert_s`` (a PLC restart or
-  a manual override is corrected); a failed write is retried at the next :meth:`apply`;
+  a manual override is corrected); a failed write is retried after ``RETRY_S`` (2 s, or
+  ``reassert_s`` if shorter), a failed heartbeat after ``max(period_s, RETRY_S)``, so a dead
+  device costs its shared link a bounded share of timeouts;
 - polarity: ``energise_in_alarm`` writes ``on`` (coil true / ``on_value``) in alarm;
   ``deenergise_in_alarm`` writes ``off`` in alarm and ``on`` otherwise, so a broken wire, a dead
   gateway or a PLC that times out the heartbeat all look like an alarm (fail-safe);
@@ -40,6 +42,7 @@ from drivers.mbproto import PduRequest, read_request, write_coils, write_registe
 from drivers.modbus import device_link
 
 __all__ = [
+    "RETRY_S",
     "HeartbeatConfig",
     "OutputConfig",
     "OutputWriter",
@@ -52,6 +55,7 @@ Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
 Address = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 Register = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 Seconds = Annotated[float, msgspec.Meta(ge=0.1, le=3600.0)]
+RETRY_S = 2.0
 
 
 class HeartbeatConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -91,6 +95,7 @@ class WriteResult:
     ok: bool
     reason: str  # "" when ok; else verify_mismatch, timeout, exception:<code>, bad_reply...
     error: str
+    changed: bool = True  # False for a re-assertion of the value already verified
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -104,6 +109,7 @@ class WriteResult:
             "ok": self.ok,
             "reason": self.reason,
             "error": self.error,
+            "changed": self.changed,
         }
 
 
@@ -130,8 +136,10 @@ class OutputWriter:
         self._monotonic = monotonic
         self._written: int | None = None  # value last verified on the device
         self._last_write = -1e18
+        self._failed = False  # the last write of the output failed
         self._beat = 0
         self._last_beat = -1e18
+        self._beat_failed = False
 
     async def __aenter__(self) -> OutputWriter:
         self.link.enter()
@@ -153,8 +161,12 @@ class OutputWriter:
         now = self._monotonic()
         if value == self._written and now - self._last_write < self.cfg.reassert_s:
             return None
-        result = await self._write(self.cfg.table, self.cfg.address, value, alarm=alarm)
+        if self._failed and now - self._last_write < min(RETRY_S, self.cfg.reassert_s):
+            return None
+        result = await self._write(self.cfg.table, self.cfg.address, value, alarm=alarm,
+                                   changed=value != self._written)  # fmt: skip
         self._written = value if result.ok else None
+        self._failed = not result.ok
         self._last_write = now
         return result
 
@@ -162,14 +174,17 @@ class OutputWriter:
         """Increment the heartbeat register when due; None when not due or not configured."""
         hb = self.cfg.heartbeat
         now = self._monotonic()
-        if hb is None or now - self._last_beat < hb.period_s:
+        wait = max(hb.period_s, RETRY_S) if hb is not None and self._beat_failed else 0.0
+        if hb is None or now - self._last_beat < max(hb.period_s, wait):
             return None
         self._last_beat = now
         self._beat = (self._beat + 1) % 65536
-        return await self._write("holding", hb.address, self._beat, alarm=False, heartbeat=True)
+        result = await self._write("holding", hb.address, self._beat, alarm=False, heartbeat=True)
+        self._beat_failed = not result.ok
+        return result
 
     async def _write(self, table: str, address: int, value: int, *, alarm: bool,
-                     heartbeat: bool = False) -> WriteResult:  # fmt: skip
+                     heartbeat: bool = False, changed: bool = True) -> WriteResult:  # fmt: skip
         if (table, address) not in self.allowed:
             raise DriverConfigError(
                 f"output {self.cfg.name!r}: {table} {address} is not a configured output address"
@@ -194,7 +209,7 @@ class OutputWriter:
             except BadReply as exc:
                 reason, error = f"bad_reply:{exc.reason}", exc.detail
         return WriteResult(self.cfg.name, self.cfg.device, table, address, value, alarm,
-                           heartbeat, not reason, reason, error)  # fmt: skip
+                           heartbeat, not reason, reason, error, changed)  # fmt: skip
 
 
 ModbusConfig = ModbusTcpDeviceConfig | ModbusRtuDeviceConfig

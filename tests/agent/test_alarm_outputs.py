@@ -14,8 +14,8 @@ from agent.alarm_outputs import (
     AlarmStates,
     OutputPolicy,
     OutputWhen,
-    selection_problems,
 )
+from agent.config.checks import selection_problems
 from drivers import WriteResult, build_output_writers
 from drivers.config import ModbusTcpDeviceConfig, TagConfig
 from rules.events import AlarmEvent

@@ -110,15 +110,17 @@ def test_a_device_that_does_not_keep_the_write_fails_verification() -> None:
             return [mbap(tid, unit, pdu)]  # a correct echo...
         return [mbap(tid, unit, bytes([1, 1, 0]))]  # ...but the coil reads back off
 
-    async def main() -> tuple[bool, str, object]:
+    async def main() -> tuple[bool, str, object, object]:
         port, clock = free_port(), ManualClock()
         async with scripted_tcp_peer(port, reply), writer(port, clock) as w:
             r = await w.apply(True)
             assert r is not None
-            again = await w.apply(True)  # a failed write is retried at once
-            return r.ok, r.reason, again is not None and again.reason
+            soon = await w.apply(True)  # a failed write is not hammered...
+            clock.now = 2.0
+            again = await w.apply(True)  # ...but retried after RETRY_S
+            return r.ok, r.reason, soon, again is not None and again.reason
 
-    assert asyncio.run(main()) == (False, "verify_mismatch", "verify_mismatch")
+    assert asyncio.run(main()) == (False, "verify_mismatch", None, "verify_mismatch")
 
 
 def test_a_writer_refuses_any_address_it_was_not_configured_with() -> None:
