@@ -101,6 +101,7 @@ def tank_farm_config(
     uplink_enabled: bool = True,
     rtu_path: str | None = None,
     gas_path: str | None = None,
+    outputs: bool = False,
 ) -> str:
     """The agent's TOML config for the simulated tank farm (see agent/config.py).
 
@@ -110,6 +111,9 @@ def tank_farm_config(
     pressure and level. ``rtu_path`` adds the RTU analyser (``modbus_rtu``, unit 2: AT-201
     H2S, AT-202 O2) and ``gas_path`` the ASCII gas controller (``serial_line``: GT-301, GT-302)
     of :mod:`provisioning.simulator_serial`, each on its own ``[[serial_ports]]`` entry.
+    ``outputs`` adds ``[[outputs]]`` for the PLC's beacon (any gas alarm, fail-safe polarity,
+    with the heartbeat), siren (level 2, silenced by an acknowledgement) and shutdown-request
+    relay (level 2) coils.
     """
     lines = [
         "# SafeEdge agent config for the simulated tank farm (safeedge simulate).",
@@ -160,7 +164,27 @@ def tank_farm_config(
     for match, comment, keys in _RULES:
         lines += ["", f"# {comment}", "[[rules]]", f"match = {_toml_str(match)}"]
         lines += [f"{k} = {_toml_float(v)}" for k, v in keys.items()]
+    if outputs:
+        lines += _outputs()
     return "\n".join(lines) + "\n"
+
+
+def _outputs() -> list[str]:
+    """The PLC's beacon, siren and shutdown-request coils (provisioning/simulator_tcp.py)."""
+    out = ["", "# alarm outputs on the PLC (monitoring-grade: docs/outputs.md)"]
+    for name, polarity, level, unacked in (
+        ("beacon", "deenergise_in_alarm", 1, False),  # fail-safe: on while all is normal
+        ("siren", "energise_in_alarm", 2, True),  # an acknowledgement silences it
+        ("shutdown_request", "energise_in_alarm", 2, False),
+    ):
+        out += ["[[outputs]]", f"name = {_toml_str(name)}", f"device = {_toml_str(DEVICE_NAME)}",
+                'table = "coil"', f"address = {OUTPUT_COILS[name]}",
+                f"polarity = {_toml_str(polarity)}", "reassert_s = 5.0"]  # fmt: skip
+        if name == "beacon":
+            out.append(f"heartbeat = {{ address = {HEARTBEAT_ADDRESS}, period_s = 0.5 }}")
+        out += ["  [outputs.when]", '  match = "GT-*"', f"  min_level = {level}",
+                f"  unacknowledged = {'true' if unacked else 'false'}", ""]  # fmt: skip
+    return out
 
 
 def _serial_ports(rtu_path: str | None, gas_path: str | None) -> list[str]:
