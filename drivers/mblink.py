@@ -196,7 +196,6 @@ class Link:
         self._host, self._port, self._serial = host, port, serial_settings
         self.counters: collections.Counter[str] = collections.Counter()
         self.connects = 0  # successful opens (a reconnect counter)
-        self.timeout_s = 0.0  # unused by the link itself; kept for the devices' planning
         self._chan: _Channel | None = None
         self._decoder: MbapDecoder | RtuDecoder | AsciiDecoder = self._new_decoder()
         self._lock: asyncio.Lock | None = None

@@ -164,7 +164,6 @@ class ModbusDevice:
         self._monotonic = monotonic
         self._rate = RateLimit(60.0, monotonic)
         self.requests = self._plan()
-        link.timeout_s = max(link.timeout_s, timeout_s)
 
     def __repr__(self) -> str:
         return f"<ModbusDevice {self.name} {self._link.key} unit {self.unit_id}>"
