@@ -21,7 +21,7 @@ from drivers.errors import (
     DriverError,
     ProtocolError,
 )
-from drivers.modbus import ModbusDevice, ProbeRead, ProbeResult, wall_clock_ms
+from drivers.modbus import ModbusDevice, wall_clock_ms
 from drivers.outputs import (
     HeartbeatConfig,
     OutputConfig,
@@ -31,6 +31,7 @@ from drivers.outputs import (
     output_problems,
 )
 from drivers.planner import PlannedPoint, ReadRequest, plan_reads
+from drivers.probe import ProbeRead, ProbeResult
 from drivers.serial_line import LineProbeResult, SerialLineDevice
 from drivers.types import Quality, SampleBatch
 

@@ -20,7 +20,8 @@ from drivers.config import (
     SerialPortConfig,
 )
 from drivers.errors import DriverConfigError
-from drivers.modbus import ModbusDevice, build_modbus_device, wall_clock_ms
+from drivers.modbus import ModbusDevice, wall_clock_ms
+from drivers.modbus_build import build_modbus_device
 from drivers.serial_line import SerialLineDevice, build_serial_line_device
 from drivers.types import SampleBatch
 

@@ -1,4 +1,5 @@
-"""Modbus links: the only code that opens sockets and serial ports for Modbus.
+"""Modbus links: the only code that opens sockets and serial ports for Modbus (the byte
+channels themselves are :mod:`drivers.mbchannel`).
 
 A :class:`Link` is one physical channel and its framing:
 
@@ -31,18 +32,23 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import errno
 import logging
-import os
 import socket
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal
 
 import serial
 
 from drivers.driverlog import RateLimit, log
 from drivers.errors import BadReply, DeviceUnavailable, DriverConfigError, ProtocolError
+from drivers.mbchannel import (
+    PARITY,
+    Channel,
+    SerialChannel,
+    SerialSettings,
+    TcpChannel,
+    os_error_kind,
+)
 from drivers.mbproto import (
     AsciiDecoder,
     ExceptionReply,
@@ -66,7 +72,7 @@ __all__ = [
     "os_error_kind",
     "serial_link",
     "tcp_link",
-]
+]  # SerialSettings and os_error_kind live in drivers.mbchannel (re-exported)
 
 LinkKind = Literal["tcp", "rtu_tcp", "rtu", "ascii"]
 
@@ -84,94 +90,6 @@ EXCEPTION_NAMES = {
 }
 _log = logging.getLogger("drivers.modbus")
 _RATE = RateLimit(60.0)
-_PARITY = {"N": serial.PARITY_NONE, "E": serial.PARITY_EVEN, "O": serial.PARITY_ODD}
-
-
-def os_error_kind(exc: BaseException) -> str:
-    """The ``kind`` of a failed open/connect/read (see :mod:`drivers.errors`)."""
-    if isinstance(exc, socket.gaierror):
-        return "no_route"
-    if isinstance(exc, ConnectionRefusedError):
-        return "refused"
-    if isinstance(exc, FileNotFoundError):
-        return "port_missing"
-    if isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
-        return "no_route"
-    if isinstance(exc, OSError) and exc.errno in (errno.EBUSY, errno.EACCES, errno.EAGAIN):
-        return "port_busy"
-    if isinstance(exc, serial.SerialException):
-        text = str(exc)
-        if "No such file" in text or "[Errno 2]" in text:
-            return "port_missing"
-        if "exclusively lock" in text or "busy" in text.lower():
-            return "port_busy"
-    if isinstance(exc, TimeoutError):
-        return "timeout"
-    return "closed"
-
-
-@dataclass(frozen=True, slots=True)
-class SerialSettings:
-    path: str
-    baudrate: int
-    bytesize: int
-    parity: str
-    stopbits: int
-
-
-class _Channel(Protocol):
-    def write(self, data: bytes) -> None: ...
-    def close(self) -> None: ...
-
-
-class _Tcp(asyncio.Protocol):
-    def __init__(self, link: Link) -> None:
-        self.link = link
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.link._received(data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.link._lost(self, "closed", f"connection lost: {exc or 'EOF'}")
-
-    def write(self, data: bytes) -> None:
-        assert self.transport is not None
-        self.transport.write(data)
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
-
-class _Serial:
-    def __init__(self, link: Link, ser: serial.Serial, loop: asyncio.AbstractEventLoop) -> None:
-        self.link, self.ser, self.loop = link, ser, loop
-        loop.add_reader(ser.fileno(), self._readable)
-
-    def _readable(self) -> None:
-        try:
-            data = os.read(self.ser.fileno(), 4096)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            self.link._lost(self, "closed", f"read failed: {exc}")
-            return
-        if data:
-            self.link._received(data)
-
-    def write(self, data: bytes) -> None:
-        os.write(self.ser.fileno(), data)
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            self.loop.remove_reader(self.ser.fileno())
-        with contextlib.suppress(OSError, serial.SerialException):
-            self.ser.close()
 
 
 class Link:
@@ -196,7 +114,7 @@ class Link:
         self._host, self._port, self._serial = host, port, serial_settings
         self.counters: collections.Counter[str] = collections.Counter()
         self.connects = 0  # successful opens (a reconnect counter)
-        self._chan: _Channel | None = None
+        self._chan: Channel | None = None
         self._decoder: MbapDecoder | RtuDecoder | AsciiDecoder = self._new_decoder()
         self._lock: asyncio.Lock | None = None
         self._users = 0
@@ -255,7 +173,7 @@ class Link:
             try:
                 async with asyncio.timeout(timeout_s):
                     _, proto = await loop.create_connection(
-                        lambda: _Tcp(self), self._host, self._port
+                        lambda: TcpChannel(self), self._host, self._port
                     )
             except (OSError, TimeoutError) as exc:
                 kind = os_error_kind(exc)
@@ -272,7 +190,7 @@ class Link:
                     port=s.path,
                     baudrate=s.baudrate,
                     bytesize=s.bytesize,
-                    parity=_PARITY[s.parity],
+                    parity=PARITY[s.parity],
                     stopbits=s.stopbits,
                     timeout=0,
                     exclusive=True,
@@ -281,7 +199,7 @@ class Link:
                 kind = os_error_kind(exc)
                 raise DeviceUnavailable(device, f"cannot open {s.path}: {exc}", kind=kind) from exc
             ser.reset_input_buffer()
-            self._chan = _Serial(self, ser, loop)
+            self._chan = SerialChannel(self, ser, loop)
         self._decoder = self._new_decoder()
         self.connects += 1
 

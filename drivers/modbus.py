@@ -1,6 +1,7 @@
 """Modbus devices (TCP, RTU over TCP, RTU and ASCII on serial lines) on their links.
 
-``build_modbus_device(cfg, ...)`` does no I/O. The returned :class:`ModbusDevice` is an async
+``drivers.modbus_build.build_modbus_device(cfg, ...)`` does no I/O. The returned
+:class:`ModbusDevice` is an async
 context manager; entering never fails because a device is down (channels are opened by the
 first poll and reopened by a later one after a transport failure, see :mod:`drivers.mblink`).
 
@@ -32,7 +33,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -40,32 +41,19 @@ import numpy as np
 
 from drivers.blockcodec import PollDecoder
 from drivers.codec import BIT_TABLES, decode_tag, exact_int, is_exact_int
-from drivers.config import (
-    ExcludeConfig,
-    ModbusRtuDeviceConfig,
-    ModbusTcpDeviceConfig,
-    SerialPortConfig,
-    Table,
-    TagConfig,
-    WordOrder,
-)
+from drivers.config import Table, TagConfig, WordOrder
 from drivers.driverlog import RateLimit, log
-from drivers.errors import BadReply, DeviceUnavailable, DriverConfigError, ProtocolError
-from drivers.mblink import Link, SerialSettings, serial_link, tcp_link
+from drivers.errors import BadReply, DeviceUnavailable, ProtocolError
+from drivers.mblink import Link
 from drivers.mbproto import read_request
 from drivers.planner import AddressRange, ReadRequest, plan_reads
 from drivers.pollbuf import ISOLATED, PollBuffer
+from drivers.probe import ProbeRead, ProbeResult
 from drivers.recovery import Recovery
 from drivers.refusals import BisectResult, Refusals, Refused, RefusedSpan, Span, bisect
 from drivers.types import Quality, SampleBatch
 
-__all__ = [
-    "ModbusDevice",
-    "ProbeRead",
-    "ProbeResult",
-    "build_modbus_device",
-    "wall_clock_ms",
-]
+__all__ = ["ModbusDevice", "PlanLimits", "wall_clock_ms"]
 
 _log = logging.getLogger("drivers.modbus")
 _ISOLATE_CODES = frozenset({2, 3})  # the request itself is refused: find the address
@@ -77,36 +65,7 @@ def wall_clock_ms() -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class ProbeRead:
-    """Outcome of one planned request. ``rtt_ms`` is NaN when the request was not sent."""
-
-    table: str
-    address: int
-    count: int
-    tags: tuple[str, ...]
-    ok: bool
-    error: str
-    rtt_ms: float
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeResult:
-    """Outcome of :meth:`ModbusDevice.probe`: could we connect, how did each request fare, and
-    which spans the device refuses (found by bisection during the probe or earlier)."""
-
-    device: str
-    connected: bool
-    error: str  # why the connection failed ("" when connected)
-    reads: tuple[ProbeRead, ...]
-    refusals: tuple[dict[str, object], ...] = ()
-
-    @property
-    def ok(self) -> bool:
-        return self.connected and all(r.ok for r in self.reads)
-
-
-@dataclass(frozen=True, slots=True)
-class _Limits:
+class PlanLimits:
     """A device's planning limits (from its config)."""
 
     max_registers: int
@@ -128,7 +87,7 @@ class ModbusDevice:
         byte_order: WordOrder,
         tags: Sequence[TagConfig],
         tag_ids: Sequence[int],
-        limits: _Limits,
+        limits: PlanLimits,
         link: Link,
         clock_ms: Callable[[], int],
         monotonic: Callable[[], float] = time.monotonic,
@@ -443,68 +402,3 @@ class ModbusDevice:
         names = tuple(self.tags[p.tag].name for p in req.points)
         ok = not error
         return ProbeRead(req.table, req.address, req.count, names, ok, error, rtt_ms)
-
-
-def _excluded(rules: Sequence[ExcludeConfig]) -> tuple[AddressRange, ...]:
-    return tuple((r.table, r.address, r.address + r.count) for r in rules)
-
-
-def device_link(
-    cfg: ModbusTcpDeviceConfig | ModbusRtuDeviceConfig, serial_ports: Mapping[str, SerialPortConfig]
-) -> Link:
-    """The (shared) link of ``cfg`` (no I/O; raises DriverConfigError)."""
-    if isinstance(cfg, ModbusTcpDeviceConfig):
-        return tcp_link(cfg.host, cfg.port, "tcp" if cfg.framing == "mbap" else "rtu_tcp")
-    port = serial_ports.get(cfg.serial_port)
-    if port is None:
-        raise DriverConfigError(
-            f"device {cfg.name!r}: serial_port {cfg.serial_port!r} is not defined in "
-            f"[[serial_ports]] (known: {sorted(serial_ports)})"
-        )
-    settings = SerialSettings(port.path, port.baudrate, port.bytesize, port.parity, port.stopbits)
-    return serial_link(settings, port.modbus_framing, owner=port)
-
-
-def build_modbus_device(
-    cfg: ModbusTcpDeviceConfig | ModbusRtuDeviceConfig,
-    *,
-    tag_index: Mapping[str, int],
-    serial_ports: Mapping[str, SerialPortConfig],
-    clock_ms: Callable[[], int] = wall_clock_ms,
-    monotonic: Callable[[], float] = time.monotonic,
-) -> ModbusDevice:
-    """Build (no I/O) the device for ``cfg``.
-
-    ``tag_index`` maps every tag name to its index in the agent's tag table; ``serial_ports``
-    maps port names to their config (RTU only). Raises :class:`DriverConfigError` (permanent)
-    for a tag missing from ``tag_index``, an unknown serial port, or tags that cannot be planned.
-    """
-    missing = [t.name for t in cfg.tags if t.name not in tag_index]
-    if missing:
-        raise DriverConfigError(f"device {cfg.name!r}: tags not in the tag table: {missing}")
-    limits = _Limits(cfg.max_registers, cfg.max_bits, cfg.max_gap, _excluded(cfg.exclude))
-    try:
-        plan_reads(
-            cfg.tags,
-            max_registers=limits.max_registers,
-            max_bits=limits.max_bits,
-            max_gap=limits.max_gap,
-        )
-    except DriverConfigError as exc:
-        raise DriverConfigError(f"device {cfg.name!r}: {exc}") from exc
-    return ModbusDevice(
-        name=cfg.name,
-        unit_id=cfg.unit_id,
-        poll_interval_s=cfg.poll_interval_s,
-        timeout_s=cfg.timeout_s,
-        byte_order=cfg.byte_order,
-        tags=cfg.tags,
-        tag_ids=[tag_index[t.name] for t in cfg.tags],
-        limits=limits,
-        link=device_link(cfg, serial_ports),
-        clock_ms=clock_ms,
-        monotonic=monotonic,
-        probe_interval_s=cfg.probe_interval_s,
-        backoff_max_s=cfg.backoff_max_s,
-        refusal_retry_s=cfg.refusal_retry_s,
-    )

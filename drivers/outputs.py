@@ -39,7 +39,7 @@ from drivers.config import (
 from drivers.errors import BadReply, DeviceUnavailable, DriverConfigError, ProtocolError
 from drivers.mblink import Link
 from drivers.mbproto import PduRequest, read_request, write_coils, write_registers
-from drivers.modbus import device_link
+from drivers.modbus_build import device_link
 
 __all__ = [
     "RETRY_S",
