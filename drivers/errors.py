@@ -14,10 +14,9 @@
     └── DriverConfigError        permanent, needs a human: the config cannot work (a tag that
                                  does not fit a request, a bool type on a register table...)
 
-pymodbus' own exceptions are translated into these in exactly one place
-(no pymodbus client is used), the Modbus links' socket
-and port errors in ``drivers.mblink``, the serial line's in ``drivers.serial_line``; always
-chained (``raise ... from exc``).
+OS errors are translated into these where they happen: the Modbus links' socket and port errors
+in ``drivers.mblink`` (:func:`drivers.mbchannel.os_error_kind` names them), the serial line's in
+``drivers.serial_line``; always chained (``raise ... from exc``). No pymodbus client is used.
 
 ``DeviceUnavailable.kind`` names why, for events and the commissioning probe: ``timeout``,
 ``refused``, ``no_route``, ``closed`` (reset or EOF), ``port_missing``, ``port_busy``,
