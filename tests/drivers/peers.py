@@ -459,3 +459,47 @@ class ManualClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def crc16_modbus(data: bytes) -> int:
+    """Modbus CRC-16, written out here (not the code under test's)."""
+    crc = 0xFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc
+
+
+def rtu(unit: int, pdu: bytes) -> bytes:
+    body = bytes([unit]) + pdu
+    return body + struct.pack("<H", crc16_modbus(body))
+
+
+@contextlib.asynccontextmanager
+async def scripted_rtu_peer(path: str, reply: Reply) -> AsyncIterator[None]:
+    """A raw RTU slave on a pty path (no pymodbus): each 8-byte read request ``n`` is answered
+    with the frames ``reply(n, 0, unit, pdu)`` returns."""
+    loop = asyncio.get_running_loop()
+    fd = open_raw(path)
+    buf = bytearray()
+    count = [0]
+
+    def readable() -> None:
+        try:
+            buf.extend(os.read(fd, 4096))
+        except BlockingIOError:
+            return
+        while len(buf) >= 8:
+            frame = bytes(buf[:8])
+            del buf[:8]
+            n, count[0] = count[0], count[0] + 1
+            for out in reply(n, 0, frame[0], frame[1:6]):
+                os.write(fd, out)
+
+    loop.add_reader(fd, readable)
+    try:
+        yield
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)

@@ -21,7 +21,9 @@ from tests.drivers.peers import (
     mbap,
     pty_pair,
     registers_pdu,
+    rtu,
     same,
+    scripted_rtu_peer,
     scripted_tcp_peer,
     serial_server,
     sim_device,
@@ -192,3 +194,36 @@ def test_modbus_ascii_on_a_serial_line_reads_every_type(tmp_path: Path) -> None:
     for (tag, want, quality), v, q in zip(EXPECTED, values, qualities, strict=True):
         assert Quality(q).name == quality, tag.name
         assert same(v, want), tag.name
+
+
+def test_an_rtu_reply_with_the_other_function_code_or_from_another_unit_is_never_a_value(
+    tmp_path: Path,
+) -> None:
+    def reply(n: int, _tid: int, unit: int, _pdu: bytes) -> list[bytes]:
+        if n == 0:
+            return [rtu(unit, registers_pdu(4, HONEST))]  # input registers to a holding read
+        if n == 1:  # a neighbour's late answer first, then ours
+            other = rtu(unit + 1, registers_pdu(3, [6666, 6666]))
+            return [other, rtu(unit, registers_pdu(3, HONEST))]
+        return [rtu(unit, registers_pdu(3, HONEST))]
+
+    async def main(agent: str, far: str) -> tuple[list[list[str]], dict[str, int], int]:
+        port = SerialPortConfig(name="line", path=agent, baudrate=115200)
+        cfg = ModbusRtuDeviceConfig(name="rtu", serial_port="line", timeout_s=0.3,
+                                    tags=tuple(TAGS))  # fmt: skip
+        device = build_device(cfg, tag_index={"a": 0, "b": 1}, serial_ports={"line": port},
+                              monotonic=stepping_clock())  # fmt: skip
+        assert isinstance(device, ModbusDevice)
+        out = []
+        async with scripted_rtu_peer(far, reply), device:
+            for _ in range(3):
+                batch = await device.poll()
+                out.append([Quality(int(q)).name for q in batch.quality])
+                if out[-1] == ["GOOD", "GOOD"]:
+                    assert list(batch.value) == [float(v) for v in HONEST]
+            return out, device.bad_replies, device.link.counters["unit_id"]
+
+    with pty_pair(tmp_path) as (agent, far):
+        out, bad, other_unit = asyncio.run(main(agent, far))
+    assert out == [["BAD_COMM", "BAD_COMM"], ["GOOD", "GOOD"], ["GOOD", "GOOD"]]
+    assert bad == {"function_code": 1} and other_unit == 1
