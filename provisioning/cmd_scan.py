@@ -25,9 +25,9 @@ from rich.table import Table as RichTable
 
 from drivers.config import ModbusTcpDeviceConfig, Table
 from drivers.errors import DeviceUnavailable
-from drivers.modbus_io import tcp_link
 from provisioning.console import console, emit_json, quiet_pymodbus, safe
 from provisioning.scan import TABLES, Pacer, Scanner, ScanReport, UnitReport, scan_units
+from provisioning.scan_io import tcp_link
 from provisioning.serial_sweep import DEFAULT_BAUDS, sweep
 
 __all__ = ["parse_ids", "register", "run"]

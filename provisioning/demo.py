@@ -131,6 +131,7 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> DemoResult:
                     data_dir=str(opts.workdir / "data"),
                     rtu_path=sim_thread.rtu_path,
                     gas_path=sim_thread.gas_path,
+                    outputs=True,
                 )
             )
             with agent_log.open("wb") as log_file:

@@ -3,7 +3,7 @@
 Polite by construction: only reads (FC 01-04) and device identification (FC 43/14), never a
 write; requests are paced (at most ``rate`` per second on the link, one at a time); each unit
 costs at most ``max_requests`` requests. Every request goes through the drivers' own pymodbus
-boundary (:mod:`drivers.modbus_io`): the same clients, timeouts and exception translation as
+boundary (:mod:`provisioning.scan_io`): the same clients, timeouts and exception translation as
 the agent, so what a scan finds is what the agent will see.
 
 A unit *answers* when a read of holding register 0 gets any reply — data or an exception
@@ -33,8 +33,8 @@ from typing import Literal
 
 from drivers.config import Table
 from drivers.errors import DeviceUnavailable, ProtocolError
-from drivers.modbus_io import EXCEPTION_NAMES, Link, execute, identify
 from drivers.planner import PlannedPoint, ReadRequest
+from provisioning.scan_io import EXCEPTION_NAMES, Link, execute, identify
 
 __all__ = [
     "TABLES",

@@ -24,8 +24,8 @@ from typing import Any, Literal, cast
 
 from drivers.config import SerialPortConfig
 from drivers.errors import DeviceUnavailable
-from drivers.modbus_io import serial_link
 from provisioning.scan import Pacer, Scanner, ScanReport, UnitReport, scan_units
+from provisioning.scan_io import serial_link
 
 __all__ = ["DEFAULT_BAUDS", "DEFAULT_PARITIES", "DEFAULT_UNITS", "sweep"]
 

@@ -18,9 +18,11 @@ from agent.config.load import load_config, loads_config
 from agent.config.paths import ResolvedPaths, file_issues, resolve, resolved_paths
 from agent.config.schema import (
     AgentConfig,
+    AlarmOutputConfig,
     CommandsConfig,
     DeviceConfig,
     GatewayConfig,
+    OutputWhen,
     ReportByExceptionConfig,
     TlsConfig,
     UplinkConfig,
@@ -28,12 +30,14 @@ from agent.config.schema import (
 
 __all__ = [
     "AgentConfig",
+    "AlarmOutputConfig",
     "CommandsConfig",
     "ConfigError",
     "ConfigIssue",
     "DeviceConfig",
     "GatewayConfig",
     "IssueShape",
+    "OutputWhen",
     "ReportByExceptionConfig",
     "ResolvedPaths",
     "TlsConfig",

@@ -11,6 +11,7 @@ Structure::
                      | SerialLineDeviceConfig (by ``driver``)
       [[devices.tags]]
     [[rules]]        rules.config.RuleConfig
+    [[outputs]]      AlarmOutputConfig: drivers.outputs.OutputConfig + when (agent/alarm_outputs.py)
 
 Types and simple bounds are msgspec's; every other check is in :mod:`agent.config.checks`
 (which composes the leaves' own checks). A config returned by :func:`agent.config.load_config`
@@ -30,14 +31,18 @@ from drivers.config import (
     SerialLineDeviceConfig,
     SerialPortConfig,
 )
+from drivers.outputs import OutputConfig
 from rules.config import RuleConfig
+from rules.events import AlarmKind
 
 __all__ = [
     "ID_PATTERN",
     "AgentConfig",
+    "AlarmOutputConfig",
     "CommandsConfig",
     "DeviceConfig",
     "GatewayConfig",
+    "OutputWhen",
     "ReportByExceptionConfig",
     "TlsConfig",
     "UplinkConfig",
@@ -110,6 +115,26 @@ class CommandsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     max_resend: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 10_000
 
 
+class OutputWhen(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``[outputs.when]``: the alarms that put an output in alarm (agent/alarm_outputs.py):
+    tags by name, ``match`` glob or ``devices`` (none of the three: every tag), of a kind in
+    ``kinds``, at level ``>= min_level``, and with ``unacknowledged``: not yet acknowledged."""
+
+    tags: tuple[str, ...] = ()
+    match: str = ""
+    devices: tuple[str, ...] = ()
+    kinds: tuple[AlarmKind, ...] = ("high", "low")
+    min_level: Annotated[int, msgspec.Meta(ge=1, le=3)] = 1
+    unacknowledged: bool = False
+
+
+class AlarmOutputConfig(OutputConfig, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One ``[[outputs]]`` entry: where and how to write (drivers.outputs.OutputConfig) and
+    ``when``. Monitoring-grade only (docs/outputs.md)."""
+
+    when: OutputWhen = OutputWhen()
+
+
 class AgentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     gateway: GatewayConfig
     uplink: UplinkConfig = UplinkConfig()
@@ -118,3 +143,4 @@ class AgentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     serial_ports: tuple[SerialPortConfig, ...] = ()
     devices: tuple[DeviceConfig, ...] = ()
     rules: tuple[RuleConfig, ...] = ()
+    outputs: tuple[AlarmOutputConfig, ...] = ()

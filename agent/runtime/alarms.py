@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from agent.alarm_ids import AlarmIds
+from agent.alarm_outputs import AlarmStates
 from agent.codec import alarm_body
 from agent.logs import kv
 from agent.runtime.sink import RecordSink
@@ -24,18 +25,33 @@ class AlarmRecorder:
     """Encodes, logs, counts and appends alarm events (from polls and from commands)."""
 
     def __init__(
-        self, *, tags: TagTable, alarm_ids: AlarmIds, sink: RecordSink, stats: RuntimeStats
+        self,
+        *,
+        tags: TagTable,
+        alarm_ids: AlarmIds,
+        sink: RecordSink,
+        stats: RuntimeStats,
+        states: AlarmStates | None = None,
+        changed: Callable[[], None] | None = None,
     ) -> None:
         self._tags = tags
         self._ids = alarm_ids
         self._sink = sink
         self._stats = stats
+        self._states = states  # the alarm outputs' view of active alarms (None: no outputs)
+        self._changed = changed
 
     def record(self, events: Sequence[AlarmEvent]) -> None:
+        """Append the events (polls and acknowledgements both come through here), then let
+        the alarm outputs see them: the record is durable before a siren changes."""
         if not events:
             return
         self._stats.alarms += len(events)
         self._sink.append(Stream.ALARM, [self.encode(e) for e in events])
+        if self._states is not None:
+            self._states.apply(events)
+            if self._changed is not None:
+                self._changed()
 
     def encode(self, event: AlarmEvent) -> bytes:
         tag = self._tags[event.tag]

@@ -15,6 +15,7 @@ import numpy as np
 
 from agent import __version__
 from agent.alarm_ids import AlarmIds
+from agent.alarm_outputs import OutputPolicy
 from agent.codec import TelemetryEncoder
 from agent.commands import CommandHandlers, CommandProcessor, ReplayStore, load_public_keys
 from agent.config import AgentConfig, ResolvedPaths
@@ -24,7 +25,7 @@ from agent.tags import TagTable, config_hash
 from agent.telemetry import ExceptionFilter, TelemetryBatcher
 from agent.uplink import Uplink
 from buffer import Store
-from drivers import Device, Quality, build_devices
+from drivers import Device, OutputWriter, Quality, build_devices, build_output_writers
 from rules import RuleEngine
 
 __all__ = ["Components", "build", "command_processor", "forwarder", "open_store"]
@@ -49,6 +50,7 @@ class Components:
     uplink: Uplink | None  # None: uplink.enabled = false (records stay in the buffer)
     commands_enabled: bool
     max_resend: int
+    outputs: tuple[tuple[OutputWriter, OutputPolicy], ...] = ()  # [[outputs]], in config order
 
     @property
     def devices(self) -> tuple[Device, ...]:
@@ -83,6 +85,12 @@ def build(
         r = up.report_by_exception
         bands = np.array([r.deadbands.get(n, r.deadband) for n in tags.names])
         rbe = ExceptionFilter(bands, int(r.integrity_s * 1000))
+    device_tags = {d.name: [t.name for t in d.tags] for d in cfg.devices}
+    writers = build_output_writers(cfg.outputs, devices=cfg.devices, serial_ports=serial_ports)
+    outputs = tuple(
+        (w, OutputPolicy(o.when, tag_names=tags.names, device_tags=device_tags))
+        for w, o in zip(writers, cfg.outputs, strict=True)
+    )
     bridge = LoopBridge()
     uplink = None
     if up.enabled:
@@ -112,6 +120,7 @@ def build(
         uplink=uplink,
         commands_enabled=cfg.commands.enabled,
         max_resend=cfg.commands.max_resend,
+        outputs=outputs,
     )
 
 

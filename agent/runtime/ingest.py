@@ -13,6 +13,8 @@ import logging
 import time
 from collections.abc import Callable
 
+import numpy as np
+
 from agent.codec import TelemetryEncoder
 from agent.logs import kv
 from agent.runtime.alarms import AlarmRecorder
@@ -57,15 +59,18 @@ class Ingest:
         self._stats.polls += 1
         self._stats.samples += len(batch)
         self._stats.last_poll_monotonic = time.monotonic()
-        self.track_device(device.name, device.online, batch)
+        self.track_device(device.name, device.online, batch, device=device)
         if not len(batch):  # e.g. a serial-line device with no new frame this period
             return
         events = self._engine.evaluate(batch.tag, batch.ts_ms, batch.value, batch.quality)
         self._alarms.record(events)
         self.append_telemetry(batch)
 
-    def track_device(self, name: str, online: bool, batch: SampleBatch) -> None:
-        """Append ``device_lost`` / ``device_restored`` on a change of ``online``."""
+    def track_device(
+        self, name: str, online: bool, batch: SampleBatch, *, device: Device | None = None
+    ) -> None:
+        """Append ``device_lost`` (with the driver's ``reason`` and last ``error``) or
+        ``device_restored`` (with the outage's ``outage_ms``) on a change of ``online``."""
         was = self._online.get(name)
         if was is None and not online and not len(batch):
             return  # nothing known yet (a push device before its first period): not "lost"
@@ -74,16 +79,27 @@ class Ingest:
             return
         kind = "device_restored" if online else "device_lost"
         ts = int(batch.ts_ms[0]) if len(batch) else self._clock_ms()
-        (log.info if online else log.warning)(kv(kind, device=name))
-        self._sink.event(kind, device=name, at_ms=ts)
+        why: dict[str, object] = {}
+        if device is not None:
+            why = (
+                {"outage_ms": device.last_outage_ms}
+                if online
+                else {"reason": device.lost_reason or "unknown", "error": device.last_error}
+            )
+        (log.info if online else log.warning)(kv(kind, device=name, **why))
+        self._sink.event(kind, device=name, at_ms=ts, **why)
 
     def append_telemetry(self, batch: SampleBatch) -> None:
         tag, ts, value, quality = batch.tag, batch.ts_ms, batch.value, batch.quality
+        exact = batch.exact  # position -> exact int64/uint64, sent as a JSON integer
         if self._rbe is not None:
             keep = self._rbe.select(tag, ts, value, quality)
             if not keep.all():
                 tag, ts, value, quality = tag[keep], ts[keep], value[keep], quality[keep]
-        rows = self._encoder.rows(tag, ts, value, quality)
+                if exact:
+                    moved = np.cumsum(keep) - 1
+                    exact = {int(moved[k]): v for k, v in exact.items() if keep[k]}
+        rows = self._encoder.rows(tag, ts, value, quality, exact=exact)
         bodies = self._batcher.add_rows(rows, self._clock_ms())
         if bodies:
             self._sink.append(Stream.TELEMETRY, bodies)

@@ -10,6 +10,7 @@ same ordered shutdown runs and then ``RuntimeError("pipeline task '…' ended")`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Coroutine
@@ -17,6 +18,7 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 from agent import __version__
+from agent.alarm_outputs import AlarmOutputs, AlarmStates
 from agent.commands import CommandProcessor
 from agent.forwarder import Forwarder
 from agent.logs import kv
@@ -33,6 +35,7 @@ from agent.runtime.stats import RuntimeStats
 from agent.runtime.watchdog import watchdog
 from agent.uplink import Uplink
 from buffer import Store
+from drivers import WriteResult
 
 __all__ = ["Runtime"]
 
@@ -54,6 +57,7 @@ class Runtime:
         self.store: Store | None = None
         self.forwarder: Forwarder | None = None
         self.commands: CommandProcessor | None = None
+        self.outputs: AlarmOutputs | None = None
         self._flush_timeout_s = flush_timeout_s
         self._stopping = False
         self._failure: tuple[str, BaseException | None] | None = None
@@ -70,7 +74,25 @@ class Runtime:
         if store.recovered_from is not None:
             log.error(kv("buffer_corrupt", moved_to=store.recovered_from))
             sink.event("buffer_corrupt", moved_to=str(store.recovered_from))
-        alarms = AlarmRecorder(tags=c.tags, alarm_ids=c.alarm_ids, sink=sink, stats=self.stats)
+        states = AlarmStates()
+        outputs_changed = asyncio.Event()
+        alarms = AlarmRecorder(
+            tags=c.tags,
+            alarm_ids=c.alarm_ids,
+            sink=sink,
+            stats=self.stats,
+            states=states if c.outputs else None,
+            changed=outputs_changed.set,
+        )
+        outputs = None
+        if c.outputs:
+            outputs = AlarmOutputs(
+                writers=[w for w, _ in c.outputs],
+                policies=[p for _, p in c.outputs],
+                states=states,
+                report=lambda kind, result: _report_output(sink, kind, result),
+            )
+        self.outputs = outputs
         ingest = Ingest(
             engine=c.engine,
             alarms=alarms,
@@ -86,12 +108,14 @@ class Runtime:
             async with AsyncExitStack() as stack:
                 for device in c.devices:
                     await stack.enter_async_context(device)
+                for writer, _policy in c.outputs:
+                    await stack.enter_async_context(writer)
                 if c.uplink is not None:
                     forwarding = self._connect(c, c.uplink, store, alarms, loop)
                 else:
                     log.warning(kv("uplink_disabled", note="records are kept in the buffer"))
                 sink.event("started", agent=__version__, config_hash=c.config_hash)
-                await self._serve(stop, ingest, sink, forwarding)
+                await self._serve(stop, ingest, sink, forwarding, outputs, outputs_changed)
         finally:
             c.bridge.detach()
             if c.uplink is not None:
@@ -148,7 +172,13 @@ class Runtime:
         return forwarding
 
     async def _serve(
-        self, stop: asyncio.Event, ingest: Ingest, sink: RecordSink, fwd: Forwarding | None
+        self,
+        stop: asyncio.Event,
+        ingest: Ingest,
+        sink: RecordSink,
+        fwd: Forwarding | None,
+        outputs: AlarmOutputs | None = None,
+        outputs_changed: asyncio.Event | None = None,
     ) -> None:
         c = self.components
         ending = asyncio.Event()
@@ -170,6 +200,8 @@ class Runtime:
                 for name, bus in c.buses.items()
             ]
             helpers = [spawn("maintain", sink.maintain())]
+            if outputs is not None and outputs_changed is not None:
+                helpers.append(spawn("outputs", _drive_outputs(outputs, outputs_changed)))
             if ingest.lingers:
                 helpers.append(spawn("linger", ingest.linger()))
             interval = watchdog_interval_s()
@@ -227,6 +259,29 @@ class Runtime:
         if self.forwarder is not None:
             out["delivered"] = self.forwarder.stats.delivered
         return out
+
+
+OUTPUT_TICK_S = 0.1  # re-assertion and heartbeat granularity; alarm changes wake it at once
+
+
+async def _drive_outputs(outputs: AlarmOutputs, changed: asyncio.Event) -> None:
+    """Write the alarm outputs when an alarm changes, else every tick (re-assertion,
+    heartbeat). A write waits for its link between polls (one request at a time per bus)."""
+    while True:
+        changed.clear()
+        await outputs.step()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(OUTPUT_TICK_S):
+                await changed.wait()
+
+
+def _report_output(sink: RecordSink, kind: str, result: WriteResult) -> None:
+    fields = result.as_dict()
+    if not result.ok:
+        log.warning(kv(kind, **fields))
+    elif result.changed:  # re-assertions every reassert_s are events, not log lines
+        log.info(kv(kind, **fields))
+    sink.event(kind, **fields)
 
 
 async def _set_when(stop: asyncio.Event, ending: asyncio.Event) -> None:

@@ -11,7 +11,14 @@ import pytest
 
 from drivers import DriverConfigError, ModbusDevice, Quality, SampleBatch, build_device
 from drivers.config import ModbusRtuDeviceConfig, SerialPortConfig, TagConfig
-from tests.drivers.peers import EXPECTED, pty_pair, same, serial_server, sim_device
+from tests.drivers.peers import (
+    EXPECTED,
+    pty_pair,
+    same,
+    serial_server,
+    sim_device,
+    stepping_clock,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +33,9 @@ def rtu_device(
         name=name, serial_port="line1", unit_id=unit_id, timeout_s=TIMEOUT_S, tags=tuple(tags)
     )
     index = {t.name: first_index + i for i, t in enumerate(tags)}
-    return build_device(cfg, tag_index=index, serial_ports={"line1": port})
+    return build_device(
+        cfg, tag_index=index, serial_ports={"line1": port}, monotonic=stepping_clock()
+    )
 
 
 def names(batch: SampleBatch) -> list[str]:

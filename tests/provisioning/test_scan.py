@@ -76,8 +76,8 @@ def test_every_hole_is_exact_at_resolution_one() -> None:
     import asyncio
 
     from drivers.config import ModbusTcpDeviceConfig
-    from drivers.modbus_io import tcp_link
     from provisioning.scan import Pacer, Scanner, ScanReport
+    from provisioning.scan_io import tcp_link
 
     port = free_port()
     with in_background(lambda: tcp_peer(port, holes_device(1))):

@@ -1,4 +1,8 @@
-"""The Modbus links: the only code that touches pymodbus, sockets and serial ports for Modbus.
+"""The installer's scan links: pymodbus clients for ``safeedge scan`` and nothing else.
+
+The running agent reads devices through its own client (drivers/mblink.py, drivers/mbchannel.py:
+its own framing, every reply checked against its request). Scanning an unknown bus is an
+installer's tool, so it keeps pymodbus' clients here, behind one exception translation.
 
 A :class:`Link` is one connection: a TCP endpoint ``host:port`` (every unit id behind a
 gateway shares it) or a serial port path (every RTU unit on the line shares it). Its lock makes
