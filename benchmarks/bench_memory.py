@@ -31,7 +31,7 @@ STEPS: list[tuple[str, str]] = [
      "from cryptography.hazmat.primitives.asymmetric import ed25519"),
     ("sqlite3 + sqlite-utils", "import sqlite3, sqlite_utils"),
     ("paho-mqtt", "import paho.mqtt.client"),
-    ("pymodbus client + pyserial", "import pymodbus.client, serial"),
+    ("pyserial (the agent's Modbus client is its own: no pymodbus)", "import serial"),
     ("agent config, drivers, buffer, uplink (no numba)",
      "import agent.config, agent.uplink, agent.forwarder, drivers, buffer"),
     ("numba + llvmlite", "import numba"),

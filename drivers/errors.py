@@ -20,6 +20,7 @@ in ``drivers.mblink`` (:func:`drivers.mbchannel.os_error_kind` names them), the 
 
 ``DeviceUnavailable.kind`` names why, for events and the commissioning probe: ``timeout``,
 ``refused``, ``no_route``, ``closed`` (reset or EOF), ``port_missing``, ``port_busy``,
+``port_settings`` (the port refused its line settings),
 ``framing``, ``crc``, ``exception:<code>`` (a gateway's 10/11: the unit behind it is gone).
 """
 

@@ -11,6 +11,7 @@ import contextlib
 import errno
 import os
 import socket
+import termios
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -55,6 +56,8 @@ def os_error_kind(exc: BaseException) -> str:
             return "port_busy"
     if isinstance(exc, TimeoutError):
         return "timeout"
+    if isinstance(exc, termios.error):  # the port refused its line settings (no OSError)
+        return "port_settings"
     return "closed"
 
 

@@ -30,6 +30,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import termios
 import collections
 import contextlib
 import logging
@@ -195,7 +196,7 @@ class Link:
                     timeout=0,
                     exclusive=True,
                 )
-            except (serial.SerialException, OSError, ValueError) as exc:
+            except (serial.SerialException, OSError, ValueError, termios.error) as exc:
                 kind = os_error_kind(exc)
                 raise DeviceUnavailable(device, f"cannot open {s.path}: {exc}", kind=kind) from exc
             ser.reset_input_buffer()

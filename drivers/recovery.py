@@ -17,7 +17,7 @@ from __future__ import annotations
 
 __all__ = ["CONNECT_KINDS", "Recovery"]
 
-CONNECT_KINDS = frozenset({"refused", "no_route", "port_missing", "port_busy"})
+CONNECT_KINDS = frozenset({"refused", "no_route", "port_missing", "port_busy", "port_settings"})
 
 
 class Recovery:

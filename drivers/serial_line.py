@@ -27,6 +27,7 @@ there is one) and waits for the first accepted frame; it writes nothing else, an
 from __future__ import annotations
 
 import asyncio
+import termios
 import contextlib
 import math
 import os
@@ -163,7 +164,8 @@ class SerialLineDevice:
                 timeout=0,
                 exclusive=True,
             )
-        except (serial.SerialException, OSError, ValueError) as exc:
+        except (serial.SerialException, OSError, ValueError, termios.error) as exc:
+            # termios.error is no OSError: a port that refuses its settings raises it on open
             kind = os_error_kind(exc)
             raise DeviceUnavailable(self.name, f"cannot open {p.path}: {exc}", kind=kind) from exc
         ser.reset_input_buffer()
