@@ -30,11 +30,11 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import termios
 import collections
 import contextlib
 import logging
 import socket
+import termios
 from collections.abc import AsyncIterator
 from typing import Literal
 

@@ -27,10 +27,10 @@ there is one) and waits for the first accepted frame; it writes nothing else, an
 from __future__ import annotations
 
 import asyncio
-import termios
 import contextlib
 import math
 import os
+import termios
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
