@@ -10,10 +10,10 @@ Invariants:
   created. A database from a newer schema version is refused (needs a human), not moved.
 - No plaintext payload is ever stored: payloads are sealed (see :mod:`buffer.crypto`).
 
-Schema version 1::
+Schema version 2 (version 1 plus the ``incident`` stream's row in ``streams``)::
 
     meta(key TEXT PRIMARY KEY, value TEXT)          gateway_id, created_ms
-    streams(stream INTEGER PRIMARY KEY,             one row per Stream value
+    streams(stream INTEGER PRIMARY KEY,             one row per Stream value (0..3)
             last_seq, evicted, dead, quarantined)   counters survive eviction and restarts;
                                                     last_seq is never decreased
     keys(key_id INTEGER PRIMARY KEY, cipher,        one row per key ever used; check_* is a
@@ -50,7 +50,7 @@ from buffer.errors import (
 __all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION", "open_database"]
 
 APPLICATION_ID = 0x53454442  # "SEDB"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _V1: Sequence[str] = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -97,8 +97,11 @@ _V1: Sequence[str] = (
     "INSERT INTO streams(stream) VALUES (0), (1), (2)",
 )
 
+# Version 2: the incident stream (Stream.INCIDENT = 3) gets its seq/counter row.
+_V2: Sequence[str] = ("INSERT INTO streams(stream) VALUES (3)",)
+
 # MIGRATIONS[v] takes a database from version v to v + 1.
-MIGRATIONS: dict[int, Sequence[str]] = {0: _V1}
+MIGRATIONS: dict[int, Sequence[str]] = {0: _V1, 1: _V2}
 _TABLES = frozenset({"meta", "streams", "keys", "records", "quarantine"})
 
 

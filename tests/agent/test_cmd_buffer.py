@@ -102,7 +102,7 @@ def test_verify_passes_a_sound_buffer_and_changes_nothing(
     before = running.stats()
     code, out, _ = run(capsys, "verify", "--config", str(config))
     assert code == 0
-    assert "checked 1 alarm, 1 event, 4 telemetry; 0 failed authentication" in out
+    assert "checked 1 alarm, 1 event, 4 telemetry, 0 incident; 0 failed authentication" in out
     assert "database check: ok" in out
     assert running.stats() == before
 
