@@ -31,6 +31,7 @@ _BUILTIN: dict[str, str] = {  # command name → the module that registers it
     "rules": "agent.cmd_rules",
     "buffer": "agent.cmd_buffer",
     "warm-cache": "agent.cmd_warm",
+    "review": "agent.review.cmd",
 }
 
 

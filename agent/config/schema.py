@@ -24,6 +24,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from agent.review.config import ReviewConfig
 from buffer.config import BufferConfig
 from drivers.config import (
     ModbusRtuDeviceConfig,
@@ -144,3 +145,4 @@ class AgentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     devices: tuple[DeviceConfig, ...] = ()
     rules: tuple[RuleConfig, ...] = ()
     outputs: tuple[AlarmOutputConfig, ...] = ()
+    review: ReviewConfig = ReviewConfig()

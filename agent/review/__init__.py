@@ -1,0 +1,13 @@
+"""``safeedge review``: records for review (评估复盘) read from the local buffer, no uplink.
+
+Modules (each imports only what it needs, so ``safeedge --help`` stays light):
+
+- :mod:`agent.review.config`   ``[review]`` config (language, site time zone, recorder)
+- :mod:`agent.review.history`  the only module that reads the buffer (``buffer.StoreReader``)
+- :mod:`agent.review.kpi`      alarm-system KPIs (EEMUA 191 / ISA-18.2 / IEC 62682), vectorised
+- :mod:`agent.review.recorder` the incident recorder (pre-trigger rings, sealed windows)
+- :mod:`agent.review.incident` incident reports from the recorder's records
+- :mod:`agent.review.tune`     what-if replay of candidate rule parameters
+- :mod:`agent.review.export`   tidy CSV / Parquet export
+- :mod:`agent.review.cmd`      the command group
+"""

@@ -1,0 +1,305 @@
+"""The review's only door to the buffer: read-only columns of alarms, points, events, incidents.
+
+Everything here goes through :class:`buffer.StoreReader` (read-only, no lock, one snapshot per
+call, safe beside the running agent) and the record bodies of agent/codec.py (design/UPLINK.md)
+and agent/review/recorder.py. No other review module imports :mod:`buffer`.
+
+Invariants:
+- Alarm rows come in stored order (alarm seq = the order the engine emitted them), which is
+  timestamp order per tag; :class:`AlarmLog` keeps that order.
+- Telemetry records hold points taken before the record was created, so a time window on the
+  points reads the records created from a minute before the window on; points outside the
+  window are dropped.
+- A record that fails authentication is skipped and counted in ``unreadable`` (``safeedge
+  buffer verify`` names it); nothing is guessed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Self
+
+import msgspec
+import numpy as np
+from numpy.typing import NDArray
+
+from agent.config import AgentConfig, resolved_paths
+from buffer import StoreReader, Stream
+from drivers import Quality
+
+__all__ = [
+    "EVENTS",
+    "KINDS",
+    "QUALITY_NAMES",
+    "AlarmLog",
+    "History",
+    "PointLog",
+    "alarm_log",
+]
+
+KINDS: Final = ("fault", "high", "low", "roc", "trend_high", "trend_low", "stuck")
+EVENTS: Final = ("raise", "escalate", "deescalate", "clear", "return", "ack")
+QUALITY_NAMES: Final = tuple(q.wire_name for q in Quality)
+_KIND: Final = {k: i for i, k in enumerate(KINDS)}
+_EVENT: Final = {e: i for i, e in enumerate(EVENTS)}
+_QUALITY: Final = {q.wire_name: int(q) for q in Quality}
+_BEFORE_MS: Final = 60_000  # telemetry records are created after their points were taken
+_AFTER_MS: Final = 300_000
+
+
+class _AlarmBody(msgspec.Struct):
+    """The fields of an alarm body (agent/codec.py ``alarm_body``) the review uses."""
+
+    ts_ms: int
+    tag: str
+    alarm: str
+    event: str
+    level: int
+    value: float | None
+    alarm_id: str
+    user: str | None = None
+    eta_s: float | None = None
+    limit: float | None = None
+
+
+class _TelemetryBody(msgspec.Struct):
+    points: list[list[str | int | float | None]]
+
+
+_alarm_decoder: Final = msgspec.json.Decoder(_AlarmBody)
+_telemetry_decoder: Final = msgspec.json.Decoder(_TelemetryBody)
+_any_decoder: Final = msgspec.json.Decoder(dict[str, Any])
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmLog:
+    """Alarm events as columns, in stored order. ``tag`` indexes ``tags``, ``kind`` indexes
+    :data:`KINDS`, ``event`` :data:`EVENTS`, ``occ`` indexes ``occ_ids`` (one alarm_id per
+    occurrence); ``value``, ``eta_s`` and ``limit`` are NaN when absent; ``users`` maps a row
+    of an ``ack`` to who acknowledged."""
+
+    ts_ms: NDArray[np.int64]
+    tag: NDArray[np.int32]
+    kind: NDArray[np.int8]
+    event: NDArray[np.int8]
+    level: NDArray[np.int8]
+    occ: NDArray[np.int32]
+    value: NDArray[np.float64]
+    eta_s: NDArray[np.float64]
+    limit: NDArray[np.float64]
+    tags: tuple[str, ...]
+    occ_ids: tuple[str, ...]
+    users: dict[int, str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.ts_ms.shape[0])
+
+
+def _nan(x: float | None) -> float:
+    return math.nan if x is None else float(x)
+
+
+def alarm_log(bodies: Collection[bytes]) -> AlarmLog:
+    """Columns from alarm record bodies (raises ``msgspec.DecodeError`` on a malformed one)."""
+    n = len(bodies)
+    ts = np.empty(n, np.int64)
+    tag = np.empty(n, np.int32)
+    kind = np.empty(n, np.int8)
+    event = np.empty(n, np.int8)
+    level = np.empty(n, np.int8)
+    occ = np.empty(n, np.int32)
+    value = np.empty(n, np.float64)
+    eta = np.empty(n, np.float64)
+    limit = np.empty(n, np.float64)
+    tags: dict[str, int] = {}
+    occs: dict[str, int] = {}
+    users: dict[int, str] = {}
+    decode = _alarm_decoder.decode
+    for i, raw in enumerate(bodies):  # one Python step per event is the floor: decode cost
+        b = decode(raw)
+        ts[i] = b.ts_ms
+        tag[i] = tags.setdefault(b.tag, len(tags))
+        kind[i] = _KIND[b.alarm]
+        event[i] = _EVENT[b.event]
+        level[i] = b.level
+        occ[i] = occs.setdefault(b.alarm_id, len(occs))
+        value[i] = _nan(b.value)
+        eta[i] = _nan(b.eta_s)
+        limit[i] = _nan(b.limit)
+        if b.user is not None:
+            users[i] = b.user
+    return AlarmLog(
+        ts, tag, kind, event, level, occ, value, eta, limit, tuple(tags), tuple(occs), users
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PointLog:
+    """Readings as columns sorted by (tag, ts); ``tag`` indexes ``tags``; ``value`` NaN when
+    not good; ``quality`` as :class:`drivers.Quality` codes."""
+
+    ts_ms: NDArray[np.int64]
+    tag: NDArray[np.int32]
+    value: NDArray[np.float64]
+    quality: NDArray[np.uint8]
+    tags: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return int(self.ts_ms.shape[0])
+
+    def of(self, name: str) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.uint8]]:
+        """(ts, value, quality) of one tag (empty when it has no readings)."""
+        if name not in self.tags:
+            return np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, np.uint8)
+        sel = self.tag == self.tags.index(name)
+        return self.ts_ms[sel], self.value[sel], self.quality[sel]
+
+
+def point_log(rows: list[tuple[str, int, float | None, str | None]], *, dedup: bool) -> PointLog:
+    """Columns from (tag, ts, value, quality name) rows, sorted by (tag, ts); with ``dedup``
+    a second reading of one tag at one ts is dropped (the same sample seen twice)."""
+    tags: dict[str, int] = {}
+    n = len(rows)
+    tag = np.empty(n, np.int32)
+    ts = np.empty(n, np.int64)
+    value = np.empty(n, np.float64)
+    quality = np.empty(n, np.uint8)
+    for i, (name, t, v, q) in enumerate(rows):
+        tag[i] = tags.setdefault(name, len(tags))
+        ts[i] = t
+        value[i] = math.nan if v is None else v
+        quality[i] = 0 if q is None else _QUALITY.get(q, int(Quality.BAD_DEVICE))
+    order = np.lexsort((ts, tag))
+    tag, ts, value, quality = tag[order], ts[order], value[order], quality[order]
+    if dedup and n:
+        keep = np.ones(n, bool)
+        keep[1:] = (tag[1:] != tag[:-1]) | (ts[1:] != ts[:-1])
+        tag, ts, value, quality = tag[keep], ts[keep], value[keep], quality[keep]
+    return PointLog(ts, tag, value, quality, tuple(tags))
+
+
+class History:
+    """A read-only view of one gateway's buffer for the review commands."""
+
+    def __init__(self, reader: StoreReader) -> None:
+        """Private: use :meth:`open` or :meth:`for_config`."""
+        self._reader = reader
+        self.unreadable = 0
+        """Records skipped because they failed authentication (see ``buffer verify``)."""
+
+    @classmethod
+    def open(cls, *, path: Path, key_file: Path, gateway_id: str) -> History:
+        """Raises the :mod:`buffer` errors of :meth:`buffer.StoreReader.open`."""
+        return cls(StoreReader.open(path=path, key_file=key_file, gateway_id=gateway_id))
+
+    @classmethod
+    def for_config(cls, cfg: AgentConfig, config_path: Path) -> History:
+        paths = resolved_paths(cfg, config_path)
+        return cls.open(
+            path=paths.buffer_path, key_file=paths.buffer_key_file, gateway_id=cfg.gateway.id
+        )
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _payloads(
+        self, stream: Stream, from_ms: int | None = None, to_ms: int | None = None
+    ) -> Iterator[bytes]:
+        for rec in self._reader.records(stream=stream, from_ms=from_ms, to_ms=to_ms):
+            if rec.payload is None:
+                self.unreadable += 1
+                continue
+            yield rec.payload
+
+    def alarms(self, *, to_ms: int | None = None) -> AlarmLog:
+        """Every retained alarm event with ``ts_ms < to_ms`` (all without ``to_ms``): the
+        KPIs need occurrences raised before a report's period too."""
+        bound = None if to_ms is None else to_ms + _AFTER_MS
+        log = alarm_log(list(self._payloads(Stream.ALARM, None, bound)))
+        if to_ms is None or not len(log) or int(log.ts_ms.max()) < to_ms:
+            return log
+        keep = np.flatnonzero(log.ts_ms < to_ms)
+        return AlarmLog(
+            log.ts_ms[keep],
+            log.tag[keep],
+            log.kind[keep],
+            log.event[keep],
+            log.level[keep],
+            log.occ[keep],
+            log.value[keep],
+            log.eta_s[keep],
+            log.limit[keep],
+            log.tags,
+            log.occ_ids,
+            {int(j): log.users[int(i)] for j, i in enumerate(keep) if i in log.users},
+        )
+
+    def events(
+        self, *, from_ms: int | None = None, to_ms: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Event bodies (``kind``, ``ts``, fields) with ``from_ms <= ts < to_ms``."""
+        lo = None if from_ms is None else from_ms - _BEFORE_MS
+        hi = None if to_ms is None else to_ms + _AFTER_MS
+        out = []
+        for raw in self._payloads(Stream.EVENT, lo, hi):
+            doc = _any_decoder.decode(raw)
+            ts = doc.get("ts")
+            if not isinstance(ts, int):
+                continue
+            if (from_ms is None or ts >= from_ms) and (to_ms is None or ts < to_ms):
+                out.append(doc)
+        return out
+
+    def points(
+        self,
+        *,
+        tags: Collection[str] | None = None,
+        from_ms: int | None = None,
+        to_ms: int | None = None,
+        with_incidents: bool = False,
+    ) -> PointLog:
+        """Readings of ``tags`` (all without) with ``from_ms <= ts < to_ms`` from telemetry
+        records, and with ``with_incidents`` also from the incident recorder's windows (full
+        resolution where report-by-exception thinned telemetry; duplicates dropped)."""
+        lo = None if from_ms is None else from_ms - _BEFORE_MS
+        hi = None if to_ms is None else to_ms + _AFTER_MS
+        wanted = None if tags is None else set(tags)
+        # A record without the tag's JSON string cannot hold its points: skip decoding it.
+        needles = None if wanted is None else [msgspec.json.encode(t) for t in wanted]
+        rows: list[tuple[str, int, float | None, str | None]] = []
+        t_lo = -(2**62) if from_ms is None else from_ms
+        t_hi = 2**62 if to_ms is None else to_ms
+        bodies: list[list[list[Any]]] = []
+        for raw in self._payloads(Stream.TELEMETRY, lo, hi):
+            if needles is not None and not any(n in raw for n in needles):
+                continue
+            bodies.append(_telemetry_decoder.decode(raw).points)
+        if with_incidents:
+            for doc in self.incident_records():
+                if doc.get("type") == "samples":
+                    bodies.append(doc["points"])
+        for points in bodies:
+            for p in points:
+                name, ts = p[0], p[1]
+                if (wanted is None or name in wanted) and t_lo <= ts < t_hi:
+                    rows.append((name, ts, p[2], p[3] if len(p) > 3 else None))
+        return point_log(rows, dedup=with_incidents)
+
+    def incident_records(self) -> list[dict[str, Any]]:
+        """Every retained incident record body (agent/review/recorder.py), in stored order."""
+        return [_any_decoder.decode(raw) for raw in self._payloads(Stream.INCIDENT)]
