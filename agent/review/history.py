@@ -229,8 +229,8 @@ class History:
     def alarms(self, *, to_ms: int | None = None) -> AlarmLog:
         """Every retained alarm event with ``ts_ms < to_ms`` (all without ``to_ms``): the
         KPIs need occurrences raised before a report's period too."""
-        bound = None if to_ms is None else to_ms + _AFTER_MS
-        log = alarm_log(list(self._payloads(Stream.ALARM, None, bound)))
+        # no bound on creation time: alarm records are few, and a clock step must not hide one
+        log = alarm_log(list(self._payloads(Stream.ALARM)))
         if to_ms is None or not len(log) or int(log.ts_ms.max()) < to_ms:
             return log
         keep = np.flatnonzero(log.ts_ms < to_ms)
