@@ -17,7 +17,7 @@ Invariants:
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -37,8 +37,10 @@ __all__ = [
     "QUALITY_NAMES",
     "AlarmLog",
     "History",
+    "Point",
     "PointLog",
     "alarm_log",
+    "point_log",
 ]
 
 KINDS: Final = ("fault", "high", "low", "roc", "trend_high", "trend_low", "stuck")
@@ -47,6 +49,7 @@ QUALITY_NAMES: Final = tuple(q.wire_name for q in Quality)
 _KIND: Final = {k: i for i, k in enumerate(KINDS)}
 _EVENT: Final = {e: i for i, e in enumerate(EVENTS)}
 _QUALITY: Final = {q.wire_name: int(q) for q in Quality}
+_BAD: Final = int(Quality.BAD_DEVICE)  # a quality name this agent does not know
 _BEFORE_MS: Final = 60_000  # telemetry records are created after their points were taken
 _AFTER_MS: Final = 300_000
 
@@ -66,12 +69,27 @@ class _AlarmBody(msgspec.Struct):
     limit: float | None = None
 
 
+class Point(msgspec.Struct, array_like=True, frozen=True):
+    """A telemetry point as the codec writes it: ``[tag, ts, value, quality?]``."""
+
+    tag: str
+    ts: int
+    value: float | None
+    quality: str | None = None
+
+
 class _TelemetryBody(msgspec.Struct):
-    points: list[list[str | int | float | None]]
+    points: list[Point]
+
+
+class _IncidentSamples(msgspec.Struct):
+    type: str
+    points: list[Point] = []
 
 
 _alarm_decoder: Final = msgspec.json.Decoder(_AlarmBody)
 _telemetry_decoder: Final = msgspec.json.Decoder(_TelemetryBody)
+_samples_decoder: Final = msgspec.json.Decoder(_IncidentSamples)
 _any_decoder: Final = msgspec.json.Decoder(dict[str, Any])
 
 
@@ -159,27 +177,25 @@ class PointLog:
         return self.ts_ms[sel], self.value[sel], self.quality[sel]
 
 
-def point_log(rows: list[tuple[str, int, float | None, str | None]], *, dedup: bool) -> PointLog:
-    """Columns from (tag, ts, value, quality name) rows, sorted by (tag, ts); with ``dedup``
-    a second reading of one tag at one ts is dropped (the same sample seen twice)."""
-    tags: dict[str, int] = {}
-    n = len(rows)
-    tag = np.empty(n, np.int32)
-    ts = np.empty(n, np.int64)
-    value = np.empty(n, np.float64)
-    quality = np.empty(n, np.uint8)
-    for i, (name, t, v, q) in enumerate(rows):
-        tag[i] = tags.setdefault(name, len(tags))
-        ts[i] = t
-        value[i] = math.nan if v is None else v
-        quality[i] = 0 if q is None else _QUALITY.get(q, int(Quality.BAD_DEVICE))
+def point_log(points: Sequence[Point], *, dedup: bool) -> PointLog:
+    """Columns from points, sorted by (tag, ts); with ``dedup`` a second reading of one tag at
+    one ts is dropped (the same sample seen twice)."""
+    names = sorted({p.tag for p in points})
+    index = {n: i for i, n in enumerate(names)}
+    n = len(points)
+    tag = np.fromiter((index[p.tag] for p in points), np.int32, n)
+    ts = np.fromiter((p.ts for p in points), np.int64, n)
+    value = np.fromiter((math.nan if p.value is None else p.value for p in points), np.float64, n)
+    quality = np.fromiter(
+        (0 if p.quality is None else _QUALITY.get(p.quality, _BAD) for p in points), np.uint8, n
+    )
     order = np.lexsort((ts, tag))
     tag, ts, value, quality = tag[order], ts[order], value[order], quality[order]
     if dedup and n:
         keep = np.ones(n, bool)
         keep[1:] = (tag[1:] != tag[:-1]) | (ts[1:] != ts[:-1])
         tag, ts, value, quality = tag[keep], ts[keep], value[keep], quality[keep]
-    return PointLog(ts, tag, value, quality, tuple(tags))
+    return PointLog(ts, tag, value, quality, tuple(names))
 
 
 class History:
@@ -281,24 +297,20 @@ class History:
         wanted = None if tags is None else set(tags)
         # A record without the tag's JSON string cannot hold its points: skip decoding it.
         needles = None if wanted is None else [msgspec.json.encode(t) for t in wanted]
-        rows: list[tuple[str, int, float | None, str | None]] = []
         t_lo = -(2**62) if from_ms is None else from_ms
         t_hi = 2**62 if to_ms is None else to_ms
-        bodies: list[list[list[Any]]] = []
+        found: list[Point] = []
         for raw in self._payloads(Stream.TELEMETRY, lo, hi):
             if needles is not None and not any(n in raw for n in needles):
                 continue
-            bodies.append(_telemetry_decoder.decode(raw).points)
+            found += _telemetry_decoder.decode(raw).points
         if with_incidents:
-            for doc in self.incident_records():
-                if doc.get("type") == "samples":
-                    bodies.append(doc["points"])
-        for points in bodies:
-            for p in points:
-                name, ts = p[0], p[1]
-                if (wanted is None or name in wanted) and t_lo <= ts < t_hi:
-                    rows.append((name, ts, p[2], p[3] if len(p) > 3 else None))
-        return point_log(rows, dedup=with_incidents)
+            for raw in self._payloads(Stream.INCIDENT):
+                doc = _samples_decoder.decode(raw)
+                if doc.type == "samples":
+                    found += doc.points
+        kept = [p for p in found if (wanted is None or p.tag in wanted) and t_lo <= p.ts < t_hi]
+        return point_log(kept, dedup=with_incidents)
 
     def incident_records(self) -> list[dict[str, Any]]:
         """Every retained incident record body (agent/review/recorder.py), in stored order."""

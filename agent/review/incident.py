@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.review.history import EVENTS, KINDS, QUALITY_NAMES, AlarmLog, PointLog, point_log
+from agent.review.history import EVENTS, KINDS, QUALITY_NAMES, AlarmLog, Point, PointLog, point_log
 from agent.review.render import figure, html_page, html_table, img, plot_lang
 from agent.review.text import Lang, SiteTime, duration, t
 
@@ -47,7 +47,7 @@ class Incident:
     pre_s: float
     closed_ms: int | None = None
     reason: str | None = None
-    points: list[tuple[str, int, float | None, str | None]] = field(default_factory=list)
+    points: list[Point] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -76,7 +76,9 @@ def incidents_from(records: Sequence[Mapping[str, Any]]) -> list[Incident]:
         if inc is None:
             continue
         if kind == "samples":
-            inc.points += [(p[0], p[1], p[2], p[3] if len(p) > 3 else None) for p in doc["points"]]
+            inc.points += [
+                Point(p[0], p[1], p[2], p[3] if len(p) > 3 else None) for p in doc["points"]
+            ]
         elif kind == "alarms":
             inc.events += list(doc["events"])
         elif kind == "close":
@@ -122,7 +124,7 @@ def incident_report(
     end = (
         inc.closed_ms
         if inc.closed_ms is not None
-        else max((p[1] for p in inc.points), default=inc.opened_ms)
+        else max((p.ts for p in inc.points), default=inc.opened_ms)
     )
     merged = {(e["ts_ms"], e["tag"], e["alarm"], e["event"]): e for e in inc.events}
     if alarms is not None:
