@@ -190,20 +190,27 @@ def _export(reader: StoreReader, cfg: AgentConfig, args: argparse.Namespace) -> 
             bounds[ms_key] = _parse_time(label, text, end=label == "--to")
     gateway = cfg.gateway.id
     failed = written = 0
-    with _output(args.output) as out:
-        writer = csv.writer(out) if args.format == "csv" else None
-        if writer is not None:
-            writer.writerow(_CSV_COLUMNS)
-        for rec in reader.records(stream=stream, **bounds):
-            doc = _export_doc(gateway, rec)
-            failed += rec.error is not None
-            written += 1
+    try:
+        with _output(args.output) as out:
+            writer = csv.writer(out) if args.format == "csv" else None
             if writer is not None:
-                body = doc.get("body")
-                body_text = json.dumps(body) if "body" in doc else doc.get("body_base64")
-                writer.writerow([doc.get(c) if c != "body" else body_text for c in _CSV_COLUMNS])
-            else:
-                out.write(json.dumps(doc, ensure_ascii=False) + "\n")
+                writer.writerow(_CSV_COLUMNS)
+            for rec in reader.records(stream=stream, **bounds):
+                doc = _export_doc(gateway, rec)
+                failed += rec.error is not None
+                written += 1
+                if writer is not None:
+                    body = doc.get("body")
+                    body_text = json.dumps(body) if "body" in doc else doc.get("body_base64")
+                    writer.writerow([doc.get(c) if c != "body" else body_text for c in _CSV_COLUMNS])
+                else:
+                    out.write(json.dumps(doc, ensure_ascii=False) + "\n")
+            out.flush()
+    except BrokenPipeError:
+        # The reader went away (``| head``): stop quietly as cat does, exit 128 + SIGPIPE.
+        # stdout now points at /dev/null so the interpreter's final flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     print(f"exported {written} records, {failed} failed authentication", file=sys.stderr)
     return 1 if failed else 0
 

@@ -176,7 +176,8 @@ def tune(cfg: AgentConfig, args: argparse.Namespace) -> int:
 
     lang, site = _lang(cfg, args), _site(cfg, args)
     grid = candidate_grid([parse_param(p) for p in args.param])
-    if args.tag not in TagTable(cfg).index:
+    names = TagTable(cfg).names
+    if args.tag not in names:
         raise ValueError(f"--tag {args.tag!r} is not a tag of this config")
     from_ms, to_ms = period(cfg, args, site)
     with History.for_config(cfg, args.config) as h:
@@ -192,7 +193,14 @@ def tune(cfg: AgentConfig, args: argparse.Namespace) -> int:
         )
         acks = np.unique(log.ts_ms[sel])
     result = run_tune(
-        tag=args.tag, rules=cfg.rules, ts=ts, value=value, quality=quality, acks=acks, grid=grid
+        tag=args.tag,
+        rules=cfg.rules,
+        ts=ts,
+        value=value,
+        quality=quality,
+        acks=acks,
+        grid=grid,
+        tag_names=names,
     )
     if args.export:
         args.export.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,8 @@
 """Incidents from the recorder's records (agent/review/recorder.py) and their reports.
 
 An incident's window is ``[opened - pre_s, closed]``. Its events are the alarm stream's events
-of its tags in that window (they carry who acknowledged, and the trend warnings that came
-before the trigger), merged with the events the recorder wrote itself.
+of its tags in that window and the other events of their occurrences (who acknowledged; the
+trend warning raised before the window began), merged with the events the recorder wrote.
 
 Figures (docs/review.md):
 - time above a limit: the sum of the intervals ``[t_i, t_i+1)`` between a tag's consecutive
@@ -87,13 +87,16 @@ def incidents_from(records: Sequence[Mapping[str, Any]]) -> list[Incident]:
 
 
 def _stream_events(inc: Incident, log: AlarmLog, end_ms: int) -> list[dict[str, Any]]:
+    """The alarm stream's events of the incident's tags: those in the window, and every event
+    of an occurrence that has one there (a trend warning raised before the window starts)."""
     names = set(inc.tags)
-    sel = np.flatnonzero((log.ts_ms >= inc.start_ms) & (log.ts_ms <= end_ms))
+    codes = np.array([i for i, n in enumerate(log.tags) if n in names], np.int32)
+    mine = np.isin(log.tag, codes) & (log.ts_ms <= end_ms)
+    inside = mine & (log.ts_ms >= inc.start_ms)
+    sel = np.flatnonzero(mine & np.isin(log.occ, np.unique(log.occ[inside])))
     out = []
     for i in sel.tolist():
         tag = log.tags[int(log.tag[i])]
-        if tag not in names:
-            continue
         doc: dict[str, Any] = {
             "ts_ms": int(log.ts_ms[i]),
             "tag": tag,

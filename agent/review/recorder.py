@@ -16,7 +16,9 @@ Invariants:
   from ``pre_s`` before the trigger on (the triggering batch included).
 - While open, each fed batch emits one ``samples`` record with its samples of the incident's
   tags and one ``alarms`` record with their events (when there are any).
-- It closes (``close`` record) when its tags have had no active alarm for ``post_s`` (active:
+- Its alarms are the trigger's and every alarm of its tags raised or escalated while it is
+  open (an alarm that was standing before, e.g. a stuck sensor, does not hold it open). It
+  closes (``close`` record) when none of its alarms has been active for ``post_s`` (active:
   raised, escalated or deescalated and not yet returned or cleared), or ``max_s`` after it
   opened, whichever comes first; :meth:`close_all` closes what is open at shutdown.
 - Times come from the samples and events (no clock of its own): a replayed history gives the
@@ -63,7 +65,8 @@ class _Incident:
     opened_ms: int
     tags: NDArray[np.int32]
     tag_set: frozenset[int]
-    quiet_since: int | None = None  # ts from which none of its tags had an active alarm
+    alarms: set[tuple[int, str]] = field(default_factory=set)  # (tag, kind): its alarms
+    quiet_since: int | None = None  # ts from which none of its alarms was active
     events: list[dict[str, str | float | None]] = field(default_factory=list)
 
 
@@ -206,14 +209,15 @@ class IncidentRecorder:
             if ev.tag in inc.tag_set:
                 inc.events.append(doc)
                 joined = True
-                inc.quiet_since = None if self._busy(inc) else (inc.quiet_since or ev.ts_ms)
+                if ev.event in ("raise", "escalate"):
+                    inc.alarms.add(key)
+                busy = any(a in self._active for a in inc.alarms)
+                inc.quiet_since = None if busy else (inc.quiet_since or ev.ts_ms)
         opens = ev.event in ("raise", "escalate") and ev.level in self._levels
         if opens and not joined and self._trigger[ev.tag]:
             inc = self._open_incident(ev, out)
             inc.events.append(doc)
-
-    def _busy(self, inc: _Incident) -> bool:
-        return any(t in inc.tag_set for t, _ in self._active)
+            inc.alarms.add(key)
 
     def _open_incident(self, ev: AlarmEvent, out: list[bytes]) -> _Incident:
         tags = np.array(sorted(self._related[ev.tag]), dtype=np.int32)

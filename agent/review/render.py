@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import sys
 from collections.abc import Iterable, Sequence
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -135,11 +136,12 @@ def print_table(title: str, header: Sequence[str], rows: Iterable[Sequence[Any]]
     from rich.table import Table
 
     table = Table(title=title)
-    for h in header:
-        table.add_column(h)
+    for i, h in enumerate(header):
+        table.add_column(h, no_wrap=i == 0)  # the first column is what people copy (ids, tags)
     for row in rows:
         table.add_row(*(c if not isinstance(c, str | int | float) else str(c) for c in row))
-    Console(soft_wrap=True).print(table)
+    # Piped or redirected output is not cut to 80 columns.
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
 def print_kpi_table(title: str, rows: Sequence[Row], lang: Lang) -> None:

@@ -114,9 +114,13 @@ def _toml_float(x: float) -> str:
     return repr(float(x))
 
 
-def current_values(rules: Sequence[RuleConfig], tag: str) -> tuple[dict[str, Any], list[str]]:
-    """The tag's merged parameters and the templates its tables name."""
-    merged = resolve_rules(rules, [tag])[0]
+def current_values(
+    rules: Sequence[RuleConfig], tag: str, tag_names: Sequence[str]
+) -> tuple[dict[str, Any], list[str]]:
+    """The tag's merged parameters (the rule tables resolved over the config's ``tag_names``)
+    and the templates its tables name."""
+    names = list(tag_names) if tag in tag_names else [*tag_names, tag]
+    merged = resolve_rules(rules, names)[names.index(tag)]
     if merged is None:
         raise ValueError(f"tag {tag!r} has no rules: nothing to tune")
     templates = [
@@ -233,10 +237,17 @@ def tune(
     quality: NDArray[np.uint8],
     acks: NDArray[np.int64],
     grid: Sequence[Mapping[str, float]],
+    ceiling: Mapping[str, float] | None = None,
+    tag_names: Sequence[str] | None = None,
 ) -> TuneResult:
-    """Replay the current set and every candidate of ``grid`` (arrays sorted by ts)."""
-    current, templates = current_values(rules, tag)
-    ceiling, source = template_ceiling(templates)
+    """Replay the current set and every candidate of ``grid`` (arrays sorted by ts).
+    ``ceiling`` (key → maximum) replaces the templates' ceilings when given; ``tag_names`` are
+    the config's tags (the rule tables' globs must match some), default just ``tag``."""
+    current, templates = current_values(rules, tag, tag_names or [tag])
+    if ceiling is None:
+        ceiling, source = template_ceiling(templates)
+    else:
+        ceiling, source = dict(ceiling), "given ceiling"
     valid = (quality == 0) & np.isfinite(value)
     vts, vv = ts[valid], value[valid]
     crossings = {}

@@ -6,20 +6,22 @@ Store (the simulator's scenarios belong to another module; these are the sensors
   consistent per (tag, kind): a raise after the previous occurrence cleared.
 - :func:`engine_history`: signals run through the real rule engine (RuleEngine + AlarmIds +
   codec), written as the pipeline writes them: each poll's alarm records, then its telemetry
-  record. Signals: a chattering gas detector around its limit, a stuck sensor, a leak ramp.
+  record (and the incident recorder's records). tests/agent/review/test_commands.py uses it
+  for a chattering gas detector around its limit, a stuck sensor and a leak ramp.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from agent.alarm_ids import AlarmIds
 from agent.codec import alarm_body, event_body, telemetry_body
+from agent.review.recorder import IncidentRecorder
 from buffer import Store, Stream
 from rules import RuleEngine
 from rules.config import RuleConfig
@@ -31,7 +33,9 @@ DAY = 86_400_000
 T0 = 1_780_000_000_000  # 2026-05-28, a fixed start
 
 
-def _append_sorted(store: Store, stream: Stream, items: list[tuple[int, bytes]], chunk: int = 20_000) -> None:
+def _append_sorted(
+    store: Store, stream: Stream, items: list[tuple[int, bytes]], chunk: int = 20_000
+) -> None:
     items.sort(key=lambda x: x[0])
     for i in range(0, len(items), chunk):
         part = items[i : i + chunk]
@@ -50,14 +54,32 @@ def random_alarm_history(
     out: list[tuple[int, bytes]] = []
     bad = set(rng.sample(names, max(1, tags // 50)))  # chattering bad actors
 
-    def emit(ts: int, tag: str, kind: str, event: str, level: int, aid: str, **extra: float | str) -> None:
+    def emit(
+        ts: int, tag: str, kind: str, event: str, level: int, aid: str, **extra: float | str
+    ) -> None:
         value = None if event == "ack" else round(rng.uniform(0, 100), 2)
-        out.append((ts, alarm_body(tag=tag, alarm=kind, event=event, level=level, value=value,
-                                   ts_ms=ts, alarm_id=aid, extra=extra)))
+        out.append(
+            (
+                ts,
+                alarm_body(
+                    tag=tag,
+                    alarm=kind,
+                    event=event,
+                    level=level,
+                    value=value,
+                    ts_ms=ts,
+                    alarm_id=aid,
+                    extra=extra,
+                ),
+            )
+        )
 
     for tag in names:
         for kind in ("high", "low", "fault", "stuck", "trend_high"):
-            rate = per_tag_day * {"high": 0.5, "low": 0.2, "fault": 0.1, "stuck": 0.05, "trend_high": 0.15}[kind]
+            rate = (
+                per_tag_day
+                * {"high": 0.5, "low": 0.2, "fault": 0.1, "stuck": 0.05, "trend_high": 0.15}[kind]
+            )
             if tag in bad and kind == "high":
                 rate *= 4
             t = t0 + int(rng.expovariate(rate / DAY))
@@ -81,8 +103,15 @@ def random_alarm_history(
                     cur += rng.randint(1, max(1, dur // 3))
                     emit(cur, tag, kind, "deescalate", 1, aid)
                 if graded and rng.random() < 0.6:
-                    emit(cur + rng.randint(1, max(1, dur // 3)), tag, kind, "ack", 1, aid,
-                         user=rng.choice(["op-li", "op-wang", "操作员张"]))
+                    emit(
+                        cur + rng.randint(1, max(1, dur // 3)),
+                        tag,
+                        kind,
+                        "ack",
+                        1,
+                        aid,
+                        user=rng.choice(["op-li", "op-wang", "操作员张"]),
+                    )
                 clear_at = t + dur
                 if rng.random() < 0.02 or clear_at >= end:
                     break  # standing: never cleared
@@ -108,41 +137,36 @@ class Ack:
     user: str
 
 
-@dataclass
-class Signal:
-    name: str
-    values: Callable[[np.ndarray], np.ndarray]  # seconds since start → value (NaN: bad)
-    rules: dict[str, float] = field(default_factory=dict)
-
-
 def engine_history(
     store: Store,
     *,
-    signals: Sequence[Signal],
+    names: Sequence[str],
+    rules: Sequence[RuleConfig],
+    values: Mapping[str, Callable[[np.ndarray], np.ndarray]],
     seconds: int,
     acks: Sequence[Ack] = (),
+    recorder: IncidentRecorder | None = None,
     t0: int = T0,
-    period_ms: int = 1000,
-) -> RuleEngine:
-    """Run the signals through the rule engine at one sample per ``period_ms``; append what
-    the pipeline appends per poll (alarm records, then one telemetry record)."""
-    names = [s.name for s in signals]
-    rules = [RuleConfig(tags=(s.name,), **s.rules) for s in signals if s.rules]
-    engine = RuleEngine(names, rules)
+) -> None:
+    """Run the signals (seconds since start → value; NaN: a bad reading; a tag without a
+    signal reads 1.0) through the rule engine once a second and append what the pipeline
+    appends per poll: its alarm records, then one telemetry record; with ``recorder``, also
+    the incident records it returns (as the runtime does)."""
+    engine = RuleEngine(list(names), list(rules))
     ids = AlarmIds(GW)
-    n = seconds * 1000 // period_ms
-    secs = np.arange(n) * (period_ms / 1000)
-    cols = [s.values(secs) for s in signals]
+    secs = np.arange(seconds, dtype=np.float64)
+    cols = [values[n](secs) if n in values else np.ones(seconds) for n in names]
     pending = sorted(acks, key=lambda a: a.ts_ms)
     tag = np.arange(len(names), dtype=np.int32)
-    for i in range(n):
-        ts = t0 + i * period_ms
+    for i in range(seconds):
+        ts = t0 + i * 1000
         vals = np.array([c[i] for c in cols])
         qual = np.where(np.isnan(vals), 1, 0).astype(np.uint8)
-        events = engine.evaluate(tag, np.full(len(names), ts, np.int64), vals, qual)
+        tss = np.full(len(names), ts, np.int64)
+        events = engine.evaluate(tag, tss, vals, qual)
         while pending and pending[0].ts_ms <= ts:
             a = pending.pop(0)
-            acked = engine.acknowledge(names.index(a.tag), a.ts_ms)
+            acked = engine.acknowledge(list(names).index(a.tag), a.ts_ms)
             for e in acked:
                 e.extra["user"] = a.user
             events += acked
@@ -157,4 +181,11 @@ def engine_history(
         points = [(nm, ts, None if math.isnan(v) else float(v), "bad_comm" if math.isnan(v) else None)
                   for nm, v in zip(names, vals.tolist(), strict=True)]  # fmt: skip
         store.append(Stream.TELEMETRY, [telemetry_body(points)], created_ms=ts)
-    return engine
+        if recorder is not None:
+            bodies = recorder.feed(tag, tss, vals, qual, events)
+            if bodies:
+                store.append(Stream.INCIDENT, bodies, created_ms=ts)
+    if recorder is not None:
+        bodies = recorder.close_all(t0 + seconds * 1000)
+        if bodies:
+            store.append(Stream.INCIDENT, bodies, created_ms=t0 + seconds * 1000)

@@ -48,7 +48,9 @@ def naive_kpis(
 
     occ: dict[str, dict[str, Any]] = {}
     for a in rows:
-        o = occ.setdefault(a["alarm_id"], {"raise": None, "clear": None, "end": None, "ack": None, "max": 0})
+        o = occ.setdefault(
+            a["alarm_id"], {"raise": None, "clear": None, "end": None, "ack": None, "max": 0}
+        )
         o["max"] = max(o["max"], a["level"])
         for key, names in (("raise", ("raise",)), ("clear", ("clear",)), ("end", ("clear", "return")),
                            ("ack", ("ack",))):  # fmt: skip
@@ -64,8 +66,12 @@ def naive_kpis(
             continue
         until = to_ms if o["clear"] is None else min(o["clear"], to_ms)
         stale += until - o["raise"] > 86_400_000
-    standing = sorted((o["tag"], o["alarm"], o["max"], o["raise"]) for o in occs if o["clear"] is None)
-    fleeting = sum(1 for o in inside if o["end"] is not None and o["end"] - o["raise"] < fleeting_ms)
+    standing = sorted(
+        (o["tag"], o["alarm"], o["max"], o["raise"]) for o in occs if o["clear"] is None
+    )
+    fleeting = sum(
+        1 for o in inside if o["end"] is not None and o["end"] - o["raise"] < fleeting_ms
+    )
 
     ranked = sorted(((-len(v), k[0], k[1]) for k, v in by_alarm.items()))[:10]
     actors = [(tag, alarm, -c, -c / n) for c, tag, alarm in ranked]

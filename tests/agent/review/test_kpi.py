@@ -101,7 +101,11 @@ def test_hand_made_history_gives_the_documented_figures(make_store: Callable[[],
     assert (k.chattering, k.chattering_raises, k.fleeting) == (1, 3, 3)
     assert (k.standing, k.stale) == (1, 0)
     assert k.standing_list == (("C", "fault", 1, t0 + 200 * s),)
-    assert [(a.tag, a.alarm, a.count) for a in k.bad_actors] == [("A", "high", 3), ("B", "high", 1), ("C", "fault", 1)]
+    assert [(a.tag, a.alarm, a.count) for a in k.bad_actors] == [
+        ("A", "high", 3),
+        ("B", "high", 1),
+        ("C", "fault", 1),
+    ]
     assert dict(k.priority) == {1: 4, 2: 1}
     assert dict(k.ack_ms) == {50: 90_000, 90: 90_000, 95: 90_000}
     assert k.clear_ms[50] == 2000 and k.clear_ms[95] == 1_800_000

@@ -57,7 +57,11 @@ def test_a_level_2_escalation_opens_an_incident_with_the_pre_trigger_window_of_i
         events = {300: [_ev(300, 0, "raise", 1)], 899: [_ev(899, 0, "escalate", 2)]}.get(s, [])
         out += _tick(rec, s, events)
     docs = _docs(out)
-    assert [d["type"] for d in docs] == ["open", "samples", "alarms"]  # the level-1 raise opened nothing
+    assert [d["type"] for d in docs] == [
+        "open",
+        "samples",
+        "alarms",
+    ]  # the level-1 raise opened nothing
     opened = docs[0]
     assert opened["incident"] == rec.open_incidents[0] and str(opened["incident"]).endswith("-A1")
     assert opened["tags"] == ["A1", "A2"] and opened["units"] == {"A1": "%LEL", "A2": "%LEL"}
@@ -85,7 +89,10 @@ def test_the_incident_follows_its_tags_until_all_clear_plus_post_window() -> Non
     (inc,) = incidents_from(docs)
     assert sorted({p.ts for p in inc.points}) == [T0 + s * 1000 for s in range(10, 81)]
     assert [(e["tag"], e["event"]) for e in inc.events] == [
-        ("A1", "raise"), ("A2", "raise"), ("A1", "clear"), ("A2", "clear")
+        ("A1", "raise"),
+        ("A2", "raise"),
+        ("A1", "clear"),
+        ("A2", "clear"),
     ]
     assert rec.open_incidents == []
 
@@ -105,7 +112,10 @@ def test_levels_and_tags_choose_what_opens_an_incident_and_the_ring_is_bounded()
     rec = _recorder(levels=(1, 2), tags=("B1",), pre_s=1800.0, max_ring_points=1000)
     out: list[bytes] = []
     for s in range(0, 1300):
-        events = {100: [_ev(100, 0, "raise", 2)], 1250: [_ev(1250, 2, "raise", 1, alarm="low")]}.get(s, [])
+        events = {
+            100: [_ev(100, 0, "raise", 2)],
+            1250: [_ev(1250, 2, "raise", 1, alarm="low")],
+        }.get(s, [])
         out += _tick(rec, s, events)
     docs = _docs(out)
     assert docs[0]["type"] == "open" and docs[0]["trigger"]["tag"] == "B1"  # type: ignore[index]
@@ -141,4 +151,6 @@ def test_engine_events_make_an_incident_sealed_in_the_buffer_and_read_back(
     a1 = next(t for t in report["tags"] if t["tag"] == "A1")
     assert a1["pre_trigger_samples"] == 120  # every 1 Hz sample of the 120 s before it
     assert a1["peak"] == 65.0
-    assert a1["beyond_ms"]["high_high"] > 0 and a1["beyond_ms"]["high"] > a1["beyond_ms"]["high_high"]
+    assert (
+        a1["beyond_ms"]["high_high"] > 0 and a1["beyond_ms"]["high"] > a1["beyond_ms"]["high_high"]
+    )

@@ -1,0 +1,275 @@
+"""``safeedge review`` end to end on a site history made by the real rule engine and the
+agent's codec in a real buffer: a chattering gas detector (GT-101), a leak on GT-102 with a
+trend warning, a latched level-2 alarm acknowledged by an operator, a stuck temperature
+sensor (TT-101) and a pressure transmitter with a bad-quality spell (PT-101). The incident
+recorder runs beside the engine as the runtime will run it.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.cli import main
+from agent.config import AgentConfig, loads_config, resolved_paths
+from agent.review.config import RecorderConfig
+from agent.review.recorder import IncidentRecorder
+from agent.review.tune import tune
+from agent.tags import TagTable
+from buffer import Store
+from provisioning.simulator import tank_farm_config
+from rules import RuleEngine
+from tests.agent.review.histories import T0, Ack, engine_history
+
+SECONDS = 45 * 60
+EXTRA_RULES = """
+[[rules]]
+tags = ["GT-102"]
+template = "combustible-gas-lel"
+deadband = 2.0
+latch = true
+trend_window_s = 60.0
+trend_horizon_s = 300.0
+
+[[rules]]
+tags = ["TT-101"]
+stuck_s = 120.0
+
+[review]
+lang = "en"
+timezone = "Asia/Shanghai"
+
+[review.recorder]
+pre_s = 300.0
+post_s = 120.0
+"""
+
+
+def _gt101(s: np.ndarray) -> np.ndarray:  # chattering: 20 ↔ 27 %LEL every 10 s for 10 min
+    return np.where((s < 600) & ((s // 10) % 2 == 1), 27.0, 20.0)
+
+
+def _gt102(s: np.ndarray) -> np.ndarray:  # a leak: 3 → 60 %LEL from 12 to 20 min, back by 30
+    up = np.clip((s - 720) / 480, 0, 1) * 57
+    down = np.clip((s - 1500) / 300, 0, 1) * 57
+    return 3.0 + up - down
+
+
+def _pt101(s: np.ndarray) -> np.ndarray:  # bad quality from 5 to 6 min
+    return np.where((s >= 300) & (s < 360), np.nan, 150.0 + np.sin(s / 7))
+
+
+SIGNALS = {
+    "GT-101": _gt101,
+    "GT-102": _gt102,
+    "TT-101": lambda s: np.full(s.shape, 21.0),  # stuck
+    "TT-102": lambda s: 20 + np.sin(s / 30),
+    "PT-101": _pt101,
+    "LT-101": lambda s: 50 + np.sin(s / 60),
+    "LT-102": lambda s: np.full(s.shape, 40.0),
+}
+ACK_MS = T0 + 19 * 60_000
+
+
+class Site:
+    def __init__(self, root: Path) -> None:
+        text = tank_farm_config(modbus_host="127.0.0.1", modbus_port=1502, mqtt_host="127.0.0.1",
+                                mqtt_port=1883, data_dir=str(root / "data"), uplink_enabled=False)  # fmt: skip
+        self.config = root / "agent.toml"
+        self.config.write_text(text + EXTRA_RULES)
+        self.cfg: AgentConfig = loads_config(self.config.read_text(), source=str(self.config))
+        self.paths = resolved_paths(self.cfg, self.config)
+        tags = TagTable(self.cfg)
+        engine = RuleEngine(tags.names, self.cfg.rules)
+        limits = {t.name: {k: float(v) for k, v in engine.params(t.index).items()
+                           if k in ("high", "high_high", "low", "low_low")} for t in tags}  # fmt: skip
+        recorder = IncidentRecorder(config=RecorderConfig(pre_s=300.0, post_s=120.0),
+                                    tag_names=tags.names, devices=[t.device for t in tags],
+                                    units=[t.unit for t in tags], limits=limits)  # fmt: skip
+        with Store.open(path=self.paths.buffer_path, key_file=self.paths.buffer_key_file,
+                        gateway_id=self.cfg.gateway.id) as store:  # fmt: skip
+            engine_history(store, names=tags.names, rules=self.cfg.rules, values=SIGNALS,
+                           seconds=SECONDS, acks=[Ack(ACK_MS, "GT-102", "op-zhang")],
+                           recorder=recorder)  # fmt: skip
+
+    def run(self, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+        code = main(["review", args[0], "--config", str(self.config), *args[1:]])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    yield Site(tmp_path_factory.mktemp("site"))
+
+
+PERIOD = ("--from", "2026-05-29T04:26:40+08:00", "--to", "2026-05-29T05:26:40+08:00")  # T0 + 1 h
+
+
+class _Html(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.imgs: list[str] = []
+        self.cells: list[str] = []
+        self.lang = ""
+        self._in_cell = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        a = dict(attrs)
+        if tag == "html":
+            self.lang = a.get("lang") or ""
+        if tag == "img":
+            self.imgs.append(a.get("src") or "")
+        self._in_cell = tag in ("td", "th")
+        if self._in_cell:
+            self.cells.append("")
+
+    def handle_data(self, data: str) -> None:
+        if self._in_cell:
+            self.cells[-1] += data
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th"):
+            self._in_cell = False
+
+
+def _parsed(path: Path) -> _Html:
+    p = _Html()
+    p.feed(path.read_text(encoding="utf-8"))
+    assert p.tags[:1] == ["html"] and "body" in p.tags and "table" in p.tags
+    for src in p.imgs:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    return p
+
+
+def test_review_alarms_prints_the_kpis_and_writes_html_in_english_and_chinese(
+    site: Site, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, _ = site.run(capsys, "alarms", *PERIOD, "--html", str(tmp_path / "en.html"))
+    assert code == 0
+    assert "Chattering alarms" in out and "+08:00" in out
+    en = _parsed(tmp_path / "en.html")
+    assert en.lang == "en" and len(en.imgs) == 3  # rate, bad actors, priority
+    cells = en.cells
+    chatter = cells[cells.index("Chattering alarms (≥ 3 raises in 60 s)") + 1]
+    assert chatter.startswith("1 (")  # GT-101 high
+    assert cells[cells.index("Standing alarms now") + 1] == "1"  # TT-101 still stuck
+    assert "GT-101" in cells and "tank-farm-plc" in cells
+    code, out, _ = site.run(
+        capsys, "alarms", *PERIOD, "--lang", "zh", "--html", str(tmp_path / "zh.html")
+    )
+    assert code == 0 and "振荡报警" in out
+    zh = _parsed(tmp_path / "zh.html")
+    assert zh.lang == "zh-CN" and "报警系统性能评估" in (tmp_path / "zh.html").read_text()
+
+
+def test_review_incidents_lists_the_leak_and_its_report_has_the_timeline_and_figures(
+    site: Site, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, _ = site.run(capsys, "incidents")
+    assert code == 0
+    ids = [w for w in out.split() if w.endswith("-GT-102")]
+    assert ids, out
+    code, out, err = site.run(capsys, "incident", ids[0], "--html", str(tmp_path / "i.html"),
+                              "--csv", str(tmp_path / "i.csv"), "--json", str(tmp_path / "i.json"))  # fmt: skip
+    assert code == 0, err
+    report = json.loads((tmp_path / "i.json").read_text())
+    events = [(e["tag"], e["alarm"], e["event"], e.get("user")) for e in report["timeline"]]
+    assert ("GT-102", "high", "ack", "op-zhang") in events
+    assert ("GT-102", "high", "escalate", None) in events
+    (ack,) = [o for o in report["to_ack"] if o["tag"] == "GT-102"]
+    assert ack["who"] == "op-zhang" and ack["after_ms"] > 0
+    (lead,) = [x for x in report["trend_leads"] if x["tag"] == "GT-102"]
+    assert lead["lead_ms"] > 0  # the trend warning came before the level-1 limit
+    gt102 = next(t for t in report["tags"] if t["tag"] == "GT-102")
+    assert gt102["peak"] == 60.0 and gt102["pre_trigger_samples"] == 300
+    assert gt102["beyond_ms"]["high_high"] > 0
+    assert {t["tag"] for t in report["tags"]} >= {
+        "GT-101",
+        "GT-102",
+        "TT-101",
+        "PT-101",
+    }  # one device
+    rows = list(csv.reader(io.StringIO((tmp_path / "i.csv").read_text())))
+    assert rows[0] == ["time", "tag", "value", "unit", "quality"] and rows[1][0].endswith("+08:00")
+    page = _parsed(tmp_path / "i.html")
+    assert len(page.imgs) == len(report["tags"]) and "op-zhang" in page.cells
+
+
+def test_review_tune_equals_rules_replay_on_the_exported_trace_for_every_candidate(
+    site: Site, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out_dir = tmp_path / "tune"
+    code, out, err = site.run(capsys, "tune", *PERIOD, "--tag", "GT-102", "--param", "deadband=0.5,1,2",
+                              "--param", "on_delay_s=0,5,10", "--json", "--export", str(out_dir))  # fmt: skip
+    assert code == 0, err
+    doc = json.loads(out)
+    assert len(doc["candidates"]) == 10 and doc["acks"] == 1
+    assert doc["crossings"] == {"high": 1, "high_high": 1}
+    assert doc["ceiling_source"] == "templates carry no ceiling"
+    for n, cand in enumerate(doc["candidates"]):
+        assert cand["refused"] is None
+        assert main(["rules", "replay", "--rules", str(out_dir / f"rules-{n}.toml"),
+                     "--trace", str(out_dir / "trace.csv")]) == 0  # fmt: skip
+        replayed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert replayed == cand["events"], cand["label"]
+    slow = doc["candidates"][9]  # deadband 2, on_delay 10 s: later, but nothing missed
+    assert slow["delays_ms"]["high"][0] >= 10_000 and slow["missed"] == {"high": 0, "high_high": 0}
+    code, out, _ = site.run(capsys, "tune", *PERIOD, "--tag", "GT-101", "--param", "deadband=0,3",
+                            "--param", "on_delay_s=0,15")  # fmt: skip
+    assert code == 0 and "#4" in out
+
+
+def test_tune_refuses_candidates_above_the_ceiling_and_those_the_engine_rejects(site: Site) -> None:
+    ts = T0 + np.arange(600, dtype=np.int64) * 1000
+    value = np.where(np.arange(600) > 300, 40.0, 10.0)
+    q = np.zeros(600, np.uint8)
+    res = tune(tag="GT-102", rules=site.cfg.rules, ts=ts, value=value, quality=q,
+               acks=np.empty(0, np.int64), grid=[{"high": 20.0}, {"high": 30.0}, {"high": 55.0}],
+               ceiling={"high": 25.0}, tag_names=TagTable(site.cfg).names)  # fmt: skip
+    refused = [c.refused for c in res.candidates]
+    assert refused[0] is None and refused[1] is None
+    assert refused[2] is not None and "ceiling 25" in refused[2]
+    assert refused[3] is not None and "high" in refused[3]  # above high_high 50: a config error
+    assert res.candidates[1].delays["high"] == [0] and res.candidates[1].raised == 1
+
+
+def test_review_export_writes_tidy_csv_in_the_site_time_zone(
+    site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = site.run(
+        capsys, "export", "--tags", "GT-102,PT-101", *PERIOD, "--tz", "Asia/Shanghai"
+    )
+    assert code == 0, err
+    rows = list(csv.reader(io.StringIO(out)))
+    assert rows[0] == ["time", "tag", "value", "unit", "quality"]
+    body = rows[1:]
+    assert len(body) == 2 * SECONDS and f"exported {2 * SECONDS} readings" in err
+    assert body[0][:2] == ["2026-05-29T04:26:40.000+08:00", "GT-102"] and body[0][3] == "%LEL"
+    bad = [r for r in body if r[1] == "PT-101" and r[4] != "good"]
+    assert len(bad) == 60 and all(r[2] == "" and r[4] == "bad_comm" for r in bad)
+    code, _, err = site.run(capsys, "export", "--tags", "NOPE", *PERIOD)
+    assert code == 2 and "NOPE" in err
+
+
+@pytest.mark.parametrize("command", [["buffer", "export"], ["review", "export", "--tags", "GT-102",
+                                                                "--from", "2026-05-28"]])  # fmt: skip
+def test_exports_piped_into_head_stop_quietly(site: Site, command: list[str]) -> None:
+    cmd = [sys.executable, "-m", "agent", *command, "--config", str(site.config)]
+    proc = subprocess.run(" ".join(f"'{c}'" for c in cmd) + " | head -n 2", shell=True,
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert len(proc.stdout.splitlines()) == 2
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
