@@ -202,7 +202,9 @@ def _export(reader: StoreReader, cfg: AgentConfig, args: argparse.Namespace) -> 
                 if writer is not None:
                     body = doc.get("body")
                     body_text = json.dumps(body) if "body" in doc else doc.get("body_base64")
-                    writer.writerow([doc.get(c) if c != "body" else body_text for c in _CSV_COLUMNS])
+                    writer.writerow(
+                        [doc.get(c) if c != "body" else body_text for c in _CSV_COLUMNS]
+                    )
                 else:
                     out.write(json.dumps(doc, ensure_ascii=False) + "\n")
             out.flush()

@@ -63,18 +63,23 @@ def _machine() -> str:
                 break
     except OSError:
         pass
-    return f"machine: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+    py = platform.python_version()
+    return f"machine: {cpu}, {os.cpu_count()} cores, Python {py}, {platform.system()}"
 
 
 def _paths(root: Path) -> dict[str, Path]:
     return {"path": root / "buffer.db", "key_file": root / "buffer.key"}
 
 
-def bench_alarms(root: Path, *, tags: int, days: float, twin_days: float, per_tag_day: float) -> None:
+def bench_alarms(
+    root: Path, *, tags: int, days: float, twin_days: float, per_tag_day: float
+) -> None:
     print(f"\n1. Alarms: {tags} tags × {days:g} days")
     t = time.perf_counter()
     with Store.open(**_paths(root), gateway_id=GW) as store:
-        device_of = random_alarm_history(store, tags=tags, days=days, seed=16, per_tag_day=per_tag_day)
+        device_of = random_alarm_history(
+            store, tags=tags, days=days, seed=16, per_tag_day=per_tag_day
+        )
     gen_s = time.perf_counter() - t
     from_ms, to_ms = T0, T0 + int(days * DAY)
     site = SiteTime("Asia/Shanghai")
@@ -84,7 +89,9 @@ def bench_alarms(root: Path, *, tags: int, days: float, twin_days: float, per_ta
         events = h.events(from_ms=from_ms, to_ms=to_ms)
     read_s = time.perf_counter() - t
     t = time.perf_counter()
-    k = alarm_kpis(log, from_ms=from_ms, to_ms=to_ms, fleeting_ms=10_000, device_of=device_of, events=events)
+    k = alarm_kpis(
+        log, from_ms=from_ms, to_ms=to_ms, fleeting_ms=10_000, device_of=device_of, events=events
+    )
     kpi_s = time.perf_counter() - t
     t = time.perf_counter()
     page = alarm_report_html(k, lang="zh", site=site, gateway=GW)
@@ -95,16 +102,24 @@ def bench_alarms(root: Path, *, tags: int, days: float, twin_days: float, per_ta
     twin_to = from_ms + int(twin_days * DAY)
     sub = [d for d in decoded if d["ts_ms"] < twin_to]
     t = time.perf_counter()
-    naive_kpis(sub, from_ms=from_ms, to_ms=twin_to, fleeting_ms=10_000, device_of=device_of, events=events)
+    naive_kpis(
+        sub, from_ms=from_ms, to_ms=twin_to, fleeting_ms=10_000, device_of=device_of, events=events
+    )
     twin_s = time.perf_counter() - t
-    k_sub = alarm_kpis(log, from_ms=from_ms, to_ms=twin_to, fleeting_ms=10_000, device_of=device_of, events=events)
+    k_sub = alarm_kpis(
+        log, from_ms=from_ms, to_ms=twin_to, fleeting_ms=10_000, device_of=device_of, events=events
+    )
     t = time.perf_counter()
-    alarm_kpis(log, from_ms=from_ms, to_ms=twin_to, fleeting_ms=10_000, device_of=device_of, events=events)
+    alarm_kpis(
+        log, from_ms=from_ms, to_ms=twin_to, fleeting_ms=10_000, device_of=device_of, events=events
+    )
     kpi_sub_s = time.perf_counter() - t
     n = len(log)
     total = read_s + kpi_s + html_s
-    print(f"history: {n:,} alarm events ({k.alarms:,} raises, {k.chattering} chattering alarms, "
-          f"{k.stale} stale, {k.standing} standing) written in {gen_s:.1f} s (setup, not timed)")
+    print(
+        f"history: {n:,} alarm events ({k.alarms:,} raises, {k.chattering} chattering alarms, "
+        f"{k.stale} stale, {k.standing} standing) written in {gen_s:.1f} s (setup, not timed)"
+    )
     print(f"{'step':<44}{'seconds':>10}{'per event':>14}")
     for label, s, count in (
         ("read back (decrypt + decode, History.alarms)", read_s, n),
@@ -115,9 +130,12 @@ def bench_alarms(root: Path, *, tags: int, days: float, twin_days: float, per_ta
     ):
         print(f"{label:<44}{s:>10.3f}{1e6 * s / max(count, 1):>11.2f} µs")
     ratio = twin_s / max(kpi_sub_s, 1e-9)
-    print(f"total read + KPIs + HTML: {total:.2f} s (target ≤ 30 s: {'met' if total <= 30 else 'NOT met'}); "
-          f"numpy KPIs are {ratio:.0f}× the twin; HTML {len(page) / 1e6:.2f} MB; "
-          f"twin figures equal: {k_sub.alarms == len([d for d in sub if d['event'] == 'raise'])}")
+    print(
+        f"total read + KPIs + HTML: {total:.2f} s "
+        f"(target ≤ 30 s: {'met' if total <= 30 else 'NOT met'}); "
+        f"numpy KPIs are {ratio:.0f}× the twin; HTML {len(page) / 1e6:.2f} MB; "
+        f"twin figures equal: {k_sub.alarms == len([d for d in sub if d['event'] == 'raise'])}"
+    )
 
 
 def _signal(days: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -130,7 +148,9 @@ def _signal(days: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
         width = int(rng.integers(120, 1200))
         height = float(rng.uniform(18, 50))
         ramp = np.minimum(np.arange(2 * width), 2 * width - np.arange(2 * width)) / width
-        spikes[start : start + 2 * width] = np.maximum(spikes[start : start + 2 * width], height * ramp)
+        spikes[start : start + 2 * width] = np.maximum(
+            spikes[start : start + 2 * width], height * ramp
+        )
     noise = rng.normal(0, 0.6, n)
     return T0 + (secs * 1000).astype(np.int64), np.round(base + spikes + noise, 2)
 
@@ -142,10 +162,20 @@ def bench_tune(root: Path, *, days: float) -> None:
     t = time.perf_counter()
     with Store.open(**_paths(root), gateway_id=GW) as store:
         for i in range(0, ts.shape[0], 200 * 500):
-            bodies = [telemetry_body([(tag, int(a), float(b), None) for a, b in
-                                      zip(ts[j : j + 200].tolist(), value[j : j + 200].tolist(), strict=True)])
-                      for j in range(i, min(i + 200 * 500, ts.shape[0]), 200)]
-            store.append(Stream.TELEMETRY, bodies, created_ms=int(ts[min(i + 200 * 500, ts.shape[0]) - 1]))
+            bodies = [
+                telemetry_body(
+                    [
+                        (tag, int(a), float(b), None)
+                        for a, b in zip(
+                            ts[j : j + 200].tolist(), value[j : j + 200].tolist(), strict=True
+                        )
+                    ]
+                )
+                for j in range(i, min(i + 200 * 500, ts.shape[0]), 200)
+            ]
+            store.append(
+                Stream.TELEMETRY, bodies, created_ms=int(ts[min(i + 200 * 500, ts.shape[0]) - 1])
+            )
     gen_s = time.perf_counter() - t
     t = time.perf_counter()
     with History.open(**_paths(root), gateway_id=GW) as h:
@@ -154,32 +184,59 @@ def bench_tune(root: Path, *, days: float) -> None:
     pts_ts, pts_v, pts_q = pts.of(tag)
     rules = [RuleConfig(tags=(tag,), **RULE)]
     grid = candidate_grid([("deadband", [0.5, 1.0, 2.0]), ("on_delay_s", [0.0, 5.0, 10.0])])
-    tune(tag=tag, rules=rules, ts=pts_ts[:1000], value=pts_v[:1000], quality=pts_q[:1000],
-         acks=np.empty(0, np.int64), grid=grid[:1])  # compile / load kernels outside the timing
+    tune(
+        tag=tag,
+        rules=rules,
+        ts=pts_ts[:1000],
+        value=pts_v[:1000],
+        quality=pts_q[:1000],
+        acks=np.empty(0, np.int64),
+        grid=grid[:1],
+    )  # compile / load kernels outside the timing
     t = time.perf_counter()
-    result = tune(tag=tag, rules=rules, ts=pts_ts, value=pts_v, quality=pts_q, acks=np.empty(0, np.int64), grid=grid)
+    result = tune(
+        tag=tag,
+        rules=rules,
+        ts=pts_ts,
+        value=pts_v,
+        quality=pts_q,
+        acks=np.empty(0, np.int64),
+        grid=grid,
+    )
     tune_s = time.perf_counter() - t
     engine = RuleEngine([tag], rules)
     zeros = np.zeros(pts_ts.shape[0], np.int32)
     t = time.perf_counter()
     engine.evaluate(zeros, pts_ts, pts_v, pts_q)
     floor_s = time.perf_counter() - t
-    print(f"history: {pts_ts.shape[0]:,} samples in {math.ceil(pts_ts.shape[0] / 200):,} records, written in "
-          f"{gen_s:.1f} s (setup); crossings {result.crossings}")
+    print(
+        f"history: {pts_ts.shape[0]:,} samples in {math.ceil(pts_ts.shape[0] / 200):,} records, "
+        "written in "
+        f"{gen_s:.1f} s (setup); crossings {result.crossings}"
+    )
     print(f"{'step':<52}{'seconds':>10}")
     print(f"{'load the points (History.points)':<52}{load_s:>10.3f}")
     print(f"{'tune: current + 9 candidates (events, cost, chatter)':<52}{tune_s:>10.3f}")
     print(f"{'baseline: one RuleEngine.evaluate pass':<52}{floor_s:>10.3f}")
-    print(f"tune = {tune_s / max(floor_s, 1e-9):.1f}× one engine pass for 10 sets "
-          f"(target 9 candidates ≤ 5 s: {'met' if tune_s <= 5 else 'NOT met'}; with loading {load_s + tune_s:.2f} s)")
-    print(f"{'set':<9}{'params':<30}{'raised':>8}{'chatter':>9}{'L1 med s':>10}{'L2 med s':>10}{'missed':>8}")
+    print(
+        f"tune = {tune_s / max(floor_s, 1e-9):.1f}× one engine pass for 10 sets "
+        f"(target 9 candidates ≤ 5 s: {'met' if tune_s <= 5 else 'NOT met'}; "
+        f"with loading {load_s + tune_s:.2f} s)"
+    )
+    print(
+        f"{'set':<9}{'params':<30}{'raised':>8}{'chatter':>9}{'L1 med s':>10}{'L2 med s':>10}"
+        f"{'missed':>8}"
+    )
     for c in result.candidates:
         d1 = c.delays.get("high", [])
         d2 = c.delays.get("high_high", [])
         params = ", ".join(f"{k}={v:g}" for k, v in c.overrides.items()) or "current"
-        print(f"{c.label:<9}{params:<30}{c.raised:>8}{c.chattering:>9}"
-              f"{(np.median(d1) / 1000 if d1 else 0):>10.1f}{(np.median(d2) / 1000 if d2 else 0):>10.1f}"
-              f"{sum(c.missed.values()):>8}")
+        print(
+            f"{c.label:<9}{params:<30}{c.raised:>8}{c.chattering:>9}"
+            f"{(np.median(d1) / 1000 if d1 else 0):>10.1f}"
+            f"{(np.median(d2) / 1000 if d2 else 0):>10.1f}"
+            f"{sum(c.missed.values()):>8}"
+        )
 
 
 def main() -> None:
@@ -194,8 +251,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_review_") as tmp:
         (Path(tmp) / "a").mkdir()
         (Path(tmp) / "t").mkdir()
-        bench_alarms(Path(tmp) / "a", tags=args.tags, days=args.days, twin_days=min(args.twin_days, args.days),
-                     per_tag_day=args.per_tag_day)
+        bench_alarms(
+            Path(tmp) / "a",
+            tags=args.tags,
+            days=args.days,
+            twin_days=min(args.twin_days, args.days),
+            per_tag_day=args.per_tag_day,
+        )
         bench_tune(Path(tmp) / "t", days=args.tune_days)
 
 

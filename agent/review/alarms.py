@@ -23,7 +23,7 @@ __all__ = ["alarm_report_html", "print_alarm_report"]
 def _meta(k: AlarmKpis, lang: Lang, site: SiteTime, gateway: str) -> list[str]:
     return [
         f"{gateway} · {t('period', lang)}: {site.fmt(k.from_ms)} – {site.fmt(k.to_ms)}",
-        f"{t('timezone', lang)}: {site.name} (UTC{site.dt(k.from_ms).strftime('%z')})",
+        f"{t('timezone', lang)}: {site.name} (UTC{site.offset(k.from_ms)})",
     ]
 
 
@@ -82,7 +82,7 @@ def alarm_report_html(
     k: AlarmKpis, *, lang: Lang, site: SiteTime, gateway: str, with_plots: bool = True
 ) -> str:
     """The whole report as one self-contained HTML page."""
-    sections = [(t("title_alarms", lang), kpi_html_table(kpi_rows(k, lang), lang))]
+    sections = [(t("figures", lang), kpi_html_table(kpi_rows(k, lang), lang))]
     if k.bad_actors:
         sections.append(
             (

@@ -306,7 +306,7 @@ def incident_html(
         + (f"{site.fmt(closed)} ({report['reason']})" if closed is not None else t("open", lang)),
         f"{t('trigger', lang)}: {tr['tag']} {tr['alarm']} {tr['event']} L{tr['level']}"
         f" = {tr['value']}",
-        f"{t('timezone', lang)}: {site.name} (UTC{site.dt(inc.opened_ms).strftime('%z')})",
+        f"{t('timezone', lang)}: {site.name} (UTC{site.offset(inc.opened_ms)})",
     ]
     timeline = html_table(
         [

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from agent.review.kpi import AlarmKpis
 
-__all__ = ["Lang", "Row", "SiteTime", "kpi_rows", "t"]
+__all__ = ["Lang", "Row", "SiteTime", "duration", "kpi_rows", "t"]
 
 Lang = Literal["en", "zh"]
 
@@ -27,6 +27,7 @@ _TEXT: Final[dict[str, tuple[str, str]]] = {
     ),
     "period": ("Period", "统计周期"),
     "figure": ("Figure", "指标"),
+    "figures": ("Figures and their benchmarks", "指标与基准"),
     "value": ("Value", "数值"),
     "benchmark": ("Benchmark", "基准"),
     "verdict": ("Verdict", "评价"),
@@ -133,6 +134,10 @@ class SiteTime:
 
     def dt(self, ms: int) -> dt.datetime:
         return dt.datetime.fromtimestamp(ms / 1000, tz=self.zone)
+
+    def offset(self, ms: int) -> str:
+        """The zone's UTC offset at ``ms``: ``+08:00``."""
+        return self.dt(ms).isoformat()[-6:] if self.dt(ms).utcoffset() else "+00:00"
 
     def fmt(self, ms: int, *, ms_digits: bool = False) -> str:
         return self.dt(ms).isoformat(timespec="milliseconds" if ms_digits else "seconds")

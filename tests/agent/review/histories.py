@@ -171,15 +171,27 @@ def engine_history(
                 e.extra["user"] = a.user
             events += acked
         if events:
-            store.append(Stream.ALARM, [
-                alarm_body(tag=names[e.tag], alarm=e.alarm, event=e.event, level=e.level,
-                           value=e.value, ts_ms=e.ts_ms,
-                           alarm_id=ids.for_event(names[e.tag], e.alarm, e.event, e.ts_ms),
-                           extra=e.extra)
-                for e in events
-            ], created_ms=ts)  # fmt: skip
-        points = [(nm, ts, None if math.isnan(v) else float(v), "bad_comm" if math.isnan(v) else None)
-                  for nm, v in zip(names, vals.tolist(), strict=True)]  # fmt: skip
+            store.append(
+                Stream.ALARM,
+                [
+                    alarm_body(
+                        tag=names[e.tag],
+                        alarm=e.alarm,
+                        event=e.event,
+                        level=e.level,
+                        value=e.value,
+                        ts_ms=e.ts_ms,
+                        alarm_id=ids.for_event(names[e.tag], e.alarm, e.event, e.ts_ms),
+                        extra=e.extra,
+                    )
+                    for e in events
+                ],
+                created_ms=ts,
+            )
+        points = [
+            (nm, ts, None if math.isnan(v) else float(v), "bad_comm" if math.isnan(v) else None)
+            for nm, v in zip(names, vals.tolist(), strict=True)
+        ]
         store.append(Stream.TELEMETRY, [telemetry_body(points)], created_ms=ts)
         if recorder is not None:
             bodies = recorder.feed(tag, tss, vals, qual, events)

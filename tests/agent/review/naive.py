@@ -52,8 +52,12 @@ def naive_kpis(
             a["alarm_id"], {"raise": None, "clear": None, "end": None, "ack": None, "max": 0}
         )
         o["max"] = max(o["max"], a["level"])
-        for key, names in (("raise", ("raise",)), ("clear", ("clear",)), ("end", ("clear", "return")),
-                           ("ack", ("ack",))):  # fmt: skip
+        for key, names in (
+            ("raise", ("raise",)),
+            ("clear", ("clear",)),
+            ("end", ("clear", "return")),
+            ("ack", ("ack",)),
+        ):
             if a["event"] in names and (o[key] is None or a["ts_ms"] < o[key]):
                 o[key] = a["ts_ms"]
         if a["event"] == "raise":

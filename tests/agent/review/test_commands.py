@@ -83,24 +83,49 @@ ACK_MS = T0 + 19 * 60_000
 
 class Site:
     def __init__(self, root: Path) -> None:
-        text = tank_farm_config(modbus_host="127.0.0.1", modbus_port=1502, mqtt_host="127.0.0.1",
-                                mqtt_port=1883, data_dir=str(root / "data"), uplink_enabled=False)  # fmt: skip
+        text = tank_farm_config(
+            modbus_host="127.0.0.1",
+            modbus_port=1502,
+            mqtt_host="127.0.0.1",
+            mqtt_port=1883,
+            data_dir=str(root / "data"),
+            uplink_enabled=False,
+        )
         self.config = root / "agent.toml"
         self.config.write_text(text + EXTRA_RULES)
         self.cfg: AgentConfig = loads_config(self.config.read_text(), source=str(self.config))
         self.paths = resolved_paths(self.cfg, self.config)
         tags = TagTable(self.cfg)
         engine = RuleEngine(tags.names, self.cfg.rules)
-        limits = {t.name: {k: float(v) for k, v in engine.params(t.index).items()
-                           if k in ("high", "high_high", "low", "low_low")} for t in tags}  # fmt: skip
-        recorder = IncidentRecorder(config=RecorderConfig(pre_s=300.0, post_s=120.0),
-                                    tag_names=tags.names, devices=[t.device for t in tags],
-                                    units=[t.unit for t in tags], limits=limits)  # fmt: skip
-        with Store.open(path=self.paths.buffer_path, key_file=self.paths.buffer_key_file,
-                        gateway_id=self.cfg.gateway.id) as store:  # fmt: skip
-            engine_history(store, names=tags.names, rules=self.cfg.rules, values=SIGNALS,
-                           seconds=SECONDS, acks=[Ack(ACK_MS, "GT-102", "op-zhang")],
-                           recorder=recorder)  # fmt: skip
+        limits = {
+            t.name: {
+                k: float(v)
+                for k, v in engine.params(t.index).items()
+                if k in ("high", "high_high", "low", "low_low")
+            }
+            for t in tags
+        }
+        recorder = IncidentRecorder(
+            config=RecorderConfig(pre_s=300.0, post_s=120.0),
+            tag_names=tags.names,
+            devices=[t.device for t in tags],
+            units=[t.unit for t in tags],
+            limits=limits,
+        )
+        with Store.open(
+            path=self.paths.buffer_path,
+            key_file=self.paths.buffer_key_file,
+            gateway_id=self.cfg.gateway.id,
+        ) as store:
+            engine_history(
+                store,
+                names=tags.names,
+                rules=self.cfg.rules,
+                values=SIGNALS,
+                seconds=SECONDS,
+                acks=[Ack(ACK_MS, "GT-102", "op-zhang")],
+                recorder=recorder,
+            )
 
     def run(self, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
         code = main(["review", args[0], "--config", str(self.config), *args[1:]])
@@ -110,7 +135,7 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    yield Site(tmp_path_factory.mktemp("site"))
+    return Site(tmp_path_factory.mktemp("site"))
 
 
 PERIOD = ("--from", "2026-05-29T04:26:40+08:00", "--to", "2026-05-29T05:26:40+08:00")  # T0 + 1 h
@@ -183,8 +208,17 @@ def test_review_incidents_lists_the_leak_and_its_report_has_the_timeline_and_fig
     assert code == 0
     ids = [w for w in out.split() if w.endswith("-GT-102")]
     assert ids, out
-    code, out, err = site.run(capsys, "incident", ids[0], "--html", str(tmp_path / "i.html"),
-                              "--csv", str(tmp_path / "i.csv"), "--json", str(tmp_path / "i.json"))  # fmt: skip
+    code, out, err = site.run(
+        capsys,
+        "incident",
+        ids[0],
+        "--html",
+        str(tmp_path / "i.html"),
+        "--csv",
+        str(tmp_path / "i.csv"),
+        "--json",
+        str(tmp_path / "i.json"),
+    )
     assert code == 0, err
     report = json.loads((tmp_path / "i.json").read_text())
     events = [(e["tag"], e["alarm"], e["event"], e.get("user")) for e in report["timeline"]]
@@ -213,8 +247,20 @@ def test_review_tune_equals_rules_replay_on_the_exported_trace_for_every_candida
     site: Site, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     out_dir = tmp_path / "tune"
-    code, out, err = site.run(capsys, "tune", *PERIOD, "--tag", "GT-102", "--param", "deadband=0.5,1,2",
-                              "--param", "on_delay_s=0,5,10", "--json", "--export", str(out_dir))  # fmt: skip
+    code, out, err = site.run(
+        capsys,
+        "tune",
+        *PERIOD,
+        "--tag",
+        "GT-102",
+        "--param",
+        "deadband=0.5,1,2",
+        "--param",
+        "on_delay_s=0,5,10",
+        "--json",
+        "--export",
+        str(out_dir),
+    )
     assert code == 0, err
     doc = json.loads(out)
     assert len(doc["candidates"]) == 10 and doc["acks"] == 1
@@ -222,14 +268,34 @@ def test_review_tune_equals_rules_replay_on_the_exported_trace_for_every_candida
     assert doc["ceiling_source"] == "templates carry no ceiling"
     for n, cand in enumerate(doc["candidates"]):
         assert cand["refused"] is None
-        assert main(["rules", "replay", "--rules", str(out_dir / f"rules-{n}.toml"),
-                     "--trace", str(out_dir / "trace.csv")]) == 0  # fmt: skip
+        assert (
+            main(
+                [
+                    "rules",
+                    "replay",
+                    "--rules",
+                    str(out_dir / f"rules-{n}.toml"),
+                    "--trace",
+                    str(out_dir / "trace.csv"),
+                ]
+            )
+            == 0
+        )
         replayed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
         assert replayed == cand["events"], cand["label"]
     slow = doc["candidates"][9]  # deadband 2, on_delay 10 s: later, but nothing missed
     assert slow["delays_ms"]["high"][0] >= 10_000 and slow["missed"] == {"high": 0, "high_high": 0}
-    code, out, _ = site.run(capsys, "tune", *PERIOD, "--tag", "GT-101", "--param", "deadband=0,3",
-                            "--param", "on_delay_s=0,15")  # fmt: skip
+    code, out, _ = site.run(
+        capsys,
+        "tune",
+        *PERIOD,
+        "--tag",
+        "GT-101",
+        "--param",
+        "deadband=0,3",
+        "--param",
+        "on_delay_s=0,15",
+    )
     assert code == 0 and "#4" in out
 
 
@@ -237,9 +303,17 @@ def test_tune_refuses_candidates_above_the_ceiling_and_those_the_engine_rejects(
     ts = T0 + np.arange(600, dtype=np.int64) * 1000
     value = np.where(np.arange(600) > 300, 40.0, 10.0)
     q = np.zeros(600, np.uint8)
-    res = tune(tag="GT-102", rules=site.cfg.rules, ts=ts, value=value, quality=q,
-               acks=np.empty(0, np.int64), grid=[{"high": 20.0}, {"high": 30.0}, {"high": 55.0}],
-               ceiling={"high": 25.0}, tag_names=TagTable(site.cfg).names)  # fmt: skip
+    res = tune(
+        tag="GT-102",
+        rules=site.cfg.rules,
+        ts=ts,
+        value=value,
+        quality=q,
+        acks=np.empty(0, np.int64),
+        grid=[{"high": 20.0}, {"high": 30.0}, {"high": 55.0}],
+        ceiling={"high": 25.0},
+        tag_names=TagTable(site.cfg).names,
+    )
     refused = [c.refused for c in res.candidates]
     assert refused[0] is None and refused[1] is None
     assert refused[2] is not None and "ceiling 25" in refused[2]
@@ -265,11 +339,19 @@ def test_review_export_writes_tidy_csv_in_the_site_time_zone(
     assert code == 2 and "NOPE" in err
 
 
-@pytest.mark.parametrize("command", [["buffer", "export"], ["review", "export", "--tags", "GT-102",
-                                                                "--from", "2026-05-28"]])  # fmt: skip
+@pytest.mark.parametrize(
+    "command",
+    [["buffer", "export"], ["review", "export", "--tags", "GT-102", "--from", "2026-05-28"]],
+)
 def test_exports_piped_into_head_stop_quietly(site: Site, command: list[str]) -> None:
     cmd = [sys.executable, "-m", "agent", *command, "--config", str(site.config)]
-    proc = subprocess.run(" ".join(f"'{c}'" for c in cmd) + " | head -n 2", shell=True,
-                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    proc = subprocess.run(
+        " ".join(f"'{c}'" for c in cmd) + " | head -n 2",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert len(proc.stdout.splitlines()) == 2
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr

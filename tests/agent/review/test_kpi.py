@@ -43,9 +43,13 @@ def _compare(k: AlarmKpis, want: dict[str, object]) -> None:
     [(1, 40, 6.0, (1.0, 5.0)), (2, 25, 3.0, (0.0, 3.0)), (3, 60, 4.0, (2.5, 2.6))],
 )
 def test_kpis_agree_with_the_naive_twin_on_generated_histories(
-    make_store: Callable[[], Store], store_paths: dict[str, Path],
-    seed: int, tags: int, days: float, window: tuple[float, float],
-) -> None:  # fmt: skip
+    make_store: Callable[[], Store],
+    store_paths: dict[str, Path],
+    seed: int,
+    tags: int,
+    days: float,
+    window: tuple[float, float],
+) -> None:
     store = make_store()
     device_of = random_alarm_history(store, tags=tags, days=days, seed=seed)
     store.close()
@@ -53,11 +57,17 @@ def test_kpis_agree_with_the_naive_twin_on_generated_histories(
     with History.open(**store_paths, gateway_id=GW) as h:
         log = h.alarms(to_ms=to_ms)
         events = h.events(from_ms=from_ms, to_ms=to_ms)
-    k = alarm_kpis(log, from_ms=from_ms, to_ms=to_ms, fleeting_ms=10_000, device_of=device_of,
-                   events=events)  # fmt: skip
-    want = naive_kpis(_decoded(store_paths, Stream.ALARM), from_ms=from_ms, to_ms=to_ms,
-                      fleeting_ms=10_000, device_of=device_of,
-                      events=_decoded(store_paths, Stream.EVENT))  # fmt: skip
+    k = alarm_kpis(
+        log, from_ms=from_ms, to_ms=to_ms, fleeting_ms=10_000, device_of=device_of, events=events
+    )
+    want = naive_kpis(
+        _decoded(store_paths, Stream.ALARM),
+        from_ms=from_ms,
+        to_ms=to_ms,
+        fleeting_ms=10_000,
+        device_of=device_of,
+        events=_decoded(store_paths, Stream.EVENT),
+    )
     assert k.alarms > 20 and k.standing > 0 and k.acked > 0 and k.faults_by_device
     if window[1] - window[0] > 2:  # the short window is the edge case "starts mid-history"
         assert k.stale > 0 and k.chattering > 0 and k.fleeting > 0
@@ -65,27 +75,45 @@ def test_kpis_agree_with_the_naive_twin_on_generated_histories(
 
 
 def _write(store: Store, rows: list[tuple[int, str, str, str, int, dict[str, object]]]) -> None:
-    store.append(Stream.ALARM, [
-        alarm_body(tag=tag, alarm=kind, event=ev, level=lv, value=1.0, ts_ms=ts,
-                   alarm_id=f"{GW}:{tag}:{kind}:{aid}", extra=extra)  # type: ignore[arg-type]
-        for ts, tag, kind, ev, lv, extra in rows for aid in [extra.pop("occ", ts)]
-    ])  # fmt: skip
+    store.append(
+        Stream.ALARM,
+        [
+            alarm_body(
+                tag=tag,
+                alarm=kind,
+                event=ev,
+                level=lv,
+                value=1.0,
+                ts_ms=ts,
+                alarm_id=f"{GW}:{tag}:{kind}:{aid}",
+                extra=extra,
+            )  # type: ignore[arg-type]
+            for ts, tag, kind, ev, lv, extra in rows
+            for aid in [extra.pop("occ", ts)]
+        ],
+    )
 
 
-def test_hand_made_history_gives_the_documented_figures(make_store: Callable[[], Store],
-                                                        store_paths: dict[str, Path]) -> None:  # fmt: skip
+def test_hand_made_history_gives_the_documented_figures(
+    make_store: Callable[[], Store], store_paths: dict[str, Path]
+) -> None:
     s = 1000
     t0 = T0
     rows: list[tuple[int, str, str, str, int, dict[str, object]]] = []
     # A chatters: 3 raises in 50 s (each cleared after 2 s: fleeting too)
     for k in range(3):
-        rows += [(t0 + k * 25 * s, "A", "high", "raise", 1, {"occ": t0 + k * 25 * s}),
-                 (t0 + k * 25 * s + 2 * s, "A", "high", "clear", 0, {"occ": t0 + k * 25 * s})]  # fmt: skip
+        rows += [
+            (t0 + k * 25 * s, "A", "high", "raise", 1, {"occ": t0 + k * 25 * s}),
+            (t0 + k * 25 * s + 2 * s, "A", "high", "clear", 0, {"occ": t0 + k * 25 * s}),
+        ]
     # B: raised, escalated, acknowledged by li after 90 s, cleared after 30 min
     b = t0 + 100 * s
-    rows += [(b, "B", "high", "raise", 1, {"occ": b}), (b + 10 * s, "B", "high", "escalate", 2, {"occ": b}),
-             (b + 90 * s, "B", "high", "ack", 2, {"occ": b, "user": "li"}),
-             (b + 1800 * s, "B", "high", "clear", 0, {"occ": b})]  # fmt: skip
+    rows += [
+        (b, "B", "high", "raise", 1, {"occ": b}),
+        (b + 10 * s, "B", "high", "escalate", 2, {"occ": b}),
+        (b + 90 * s, "B", "high", "ack", 2, {"occ": b, "user": "li"}),
+        (b + 1800 * s, "B", "high", "clear", 0, {"occ": b}),
+    ]
     # C: a sensor fault still standing at the end
     rows += [(t0 + 200 * s, "C", "fault", "raise", 1, {"occ": t0 + 200 * s, "reason": "quality"})]
     store = make_store()
@@ -94,8 +122,13 @@ def test_hand_made_history_gives_the_documented_figures(make_store: Callable[[],
     store.close()
     with History.open(**store_paths, gateway_id=GW) as h:
         log = h.alarms(to_ms=t0 + 3600 * s)
-    k = alarm_kpis(log, from_ms=t0, to_ms=t0 + 3600 * s, fleeting_ms=10_000,
-                   device_of={"A": "plc", "B": "plc", "C": "rtu"})  # fmt: skip
+    k = alarm_kpis(
+        log,
+        from_ms=t0,
+        to_ms=t0 + 3600 * s,
+        fleeting_ms=10_000,
+        device_of={"A": "plc", "B": "plc", "C": "rtu"},
+    )
     assert (k.alarms, k.periods, k.peak, k.flood_periods) == (5, 6, 5, 0)
     assert k.per_10min == pytest.approx(5 / 6) and k.per_day == pytest.approx(5 * 24)
     assert (k.chattering, k.chattering_raises, k.fleeting) == (1, 3, 3)
@@ -111,5 +144,18 @@ def test_hand_made_history_gives_the_documented_figures(make_store: Callable[[],
     assert k.clear_ms[50] == 2000 and k.clear_ms[95] == 1_800_000
     assert k.faults_by_device == {"rtu": (1, 0, 0)}
     assert log.users == {int(i): "li" for i in (log.event == 5).nonzero()[0]}
-    assert msgspec.json.decode(alarm_body(tag="x", alarm="high", event="ack", level=1, value=None,
-                                          ts_ms=1, alarm_id="a", extra={"user": "li"}))["user"] == "li"  # fmt: skip
+    assert (
+        msgspec.json.decode(
+            alarm_body(
+                tag="x",
+                alarm="high",
+                event="ack",
+                level=1,
+                value=None,
+                ts_ms=1,
+                alarm_id="a",
+                extra={"user": "li"},
+            )
+        )["user"]
+        == "li"
+    )

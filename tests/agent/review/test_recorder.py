@@ -37,9 +37,12 @@ def _recorder(**cfg: object) -> IncidentRecorder:
 def _tick(rec: IncidentRecorder, second: int, events: list[AlarmEvent] = ()) -> list[bytes]:  # type: ignore[assignment]
     ts = T0 + second * 1000
     return rec.feed(
-        np.arange(3, dtype=np.int32), np.full(3, ts, np.int64),
-        np.array([float(second), 1.0, 2.0]), np.zeros(3, np.uint8), list(events),
-    )  # fmt: skip
+        np.arange(3, dtype=np.int32),
+        np.full(3, ts, np.int64),
+        np.array([float(second), 1.0, 2.0]),
+        np.zeros(3, np.uint8),
+        list(events),
+    )
 
 
 def _docs(bodies: list[bytes]) -> list[dict[str, object]]:
@@ -53,7 +56,7 @@ def _ev(second: int, tag: int, event: str, level: int, alarm: str = "high") -> A
 def test_a_level_2_escalation_opens_an_incident_with_the_pre_trigger_window_of_its_device() -> None:
     rec = _recorder(pre_s=600.0, post_s=600.0)
     out: list[bytes] = []
-    for s in range(0, 900):
+    for s in range(900):
         events = {300: [_ev(300, 0, "raise", 1)], 899: [_ev(899, 0, "escalate", 2)]}.get(s, [])
         out += _tick(rec, s, events)
     docs = _docs(out)
@@ -77,9 +80,13 @@ def test_a_level_2_escalation_opens_an_incident_with_the_pre_trigger_window_of_i
 def test_the_incident_follows_its_tags_until_all_clear_plus_post_window() -> None:
     rec = _recorder(pre_s=10.0, post_s=30.0)
     out: list[bytes] = []
-    script = {20: [_ev(20, 0, "raise", 2)], 25: [_ev(25, 1, "raise", 2)],  # A2 joins, no new one
-              40: [_ev(40, 0, "clear", 0)], 50: [_ev(50, 1, "clear", 0)]}  # fmt: skip
-    for s in range(0, 100):
+    script = {
+        20: [_ev(20, 0, "raise", 2)],
+        25: [_ev(25, 1, "raise", 2)],  # A2 joins, no new one
+        40: [_ev(40, 0, "clear", 0)],
+        50: [_ev(50, 1, "clear", 0)],
+    }
+    for s in range(100):
         out += _tick(rec, s, script.get(s, []))
     docs = _docs(out)
     assert [d["type"] for d in docs].count("open") == 1
@@ -100,7 +107,7 @@ def test_the_incident_follows_its_tags_until_all_clear_plus_post_window() -> Non
 def test_an_alarm_that_never_clears_is_closed_at_max_s_and_groups_add_tags() -> None:
     rec = _recorder(pre_s=5.0, post_s=10.0, max_s=60.0, related="none", groups=(("A1", "B1"),))
     out: list[bytes] = []
-    for s in range(0, 120):
+    for s in range(120):
         out += _tick(rec, s, [_ev(10, 0, "raise", 2)] if s == 10 else [])
     docs = _docs(out)
     assert docs[0]["tags"] == ["A1", "B1"]
@@ -111,7 +118,7 @@ def test_an_alarm_that_never_clears_is_closed_at_max_s_and_groups_add_tags() -> 
 def test_levels_and_tags_choose_what_opens_an_incident_and_the_ring_is_bounded() -> None:
     rec = _recorder(levels=(1, 2), tags=("B1",), pre_s=1800.0, max_ring_points=1000)
     out: list[bytes] = []
-    for s in range(0, 1300):
+    for s in range(1300):
         events = {
             100: [_ev(100, 0, "raise", 2)],
             1250: [_ev(1250, 2, "raise", 1, alarm="low")],
@@ -128,12 +135,18 @@ def test_levels_and_tags_choose_what_opens_an_incident_and_the_ring_is_bounded()
 def test_engine_events_make_an_incident_sealed_in_the_buffer_and_read_back(
     make_store: Callable[[], Store], store_paths: dict[str, Path]
 ) -> None:
-    engine = RuleEngine(list(NAMES), [RuleConfig(tags=("A1",), high=25.0, high_high=50.0,
-                                                 trend_window_s=30.0, trend_horizon_s=120.0)])  # fmt: skip
+    engine = RuleEngine(
+        list(NAMES),
+        [
+            RuleConfig(
+                tags=("A1",), high=25.0, high_high=50.0, trend_window_s=30.0, trend_horizon_s=120.0
+            )
+        ],
+    )
     rec = _recorder(pre_s=120.0, post_s=20.0)
     store = make_store()
     tag = np.arange(3, dtype=np.int32)
-    for s in range(0, 400):
+    for s in range(400):
         ts = np.full(3, T0 + s * 1000, np.int64)
         a1 = 5.0 + max(0.0, min(s - 100, 100)) * 0.6 - max(0.0, s - 250) * 0.8  # ramp up, then down
         vals = np.array([max(a1, 2.0), 1.0, 2.0])
