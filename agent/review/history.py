@@ -183,12 +183,18 @@ def point_log(points: Sequence[Point], *, dedup: bool) -> PointLog:
     names = sorted({p.tag for p in points})
     index = {n: i for i, n in enumerate(names)}
     n = len(points)
-    tag = np.fromiter((index[p.tag] for p in points), np.int32, n)
-    ts = np.fromiter((p.ts for p in points), np.int64, n)
-    value = np.fromiter((math.nan if p.value is None else p.value for p in points), np.float64, n)
-    quality = np.fromiter(
-        (0 if p.quality is None else _QUALITY.get(p.quality, _BAD) for p in points), np.uint8, n
-    )
+    # list comprehensions then one conversion each: ~2x faster than np.fromiter on generators
+    if len(names) == 1:
+        tag = np.zeros(n, np.int32)
+    else:
+        tag = np.array([index[p.tag] for p in points], np.int32)
+    ts = np.array([p.ts for p in points], np.int64)
+    value = np.array([math.nan if p.value is None else p.value for p in points], np.float64)
+    qualities = [p.quality for p in points]
+    if any(q is not None for q in qualities):
+        quality = np.array([0 if q is None else _QUALITY.get(q, _BAD) for q in qualities], np.uint8)
+    else:
+        quality = np.zeros(n, np.uint8)
     order = np.lexsort((ts, tag))
     tag, ts, value, quality = tag[order], ts[order], value[order], quality[order]
     if dedup and n:
