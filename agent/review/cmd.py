@@ -78,7 +78,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from buffer import BufferError, BufferNeedsHumanError
+    from agent.review.history import HistoryError
 
     try:
         cfg = load_config(args.config)
@@ -92,12 +92,9 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"safeedge review {args.action}: {exc}", file=sys.stderr)
         return 2
-    except BufferNeedsHumanError as exc:
+    except HistoryError as exc:
         print(f"safeedge review: {exc}", file=sys.stderr)
-        return _EX_CONFIG
-    except BufferError as exc:
-        print(f"safeedge review: {exc}", file=sys.stderr)
-        return 1
+        return _EX_CONFIG if exc.needs_human else 1
 
 
 def period(cfg: AgentConfig, args: argparse.Namespace, site: object) -> tuple[int, int]:

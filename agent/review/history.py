@@ -28,7 +28,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from agent.config import AgentConfig, resolved_paths
-from buffer import StoreReader, Stream
+from buffer import BufferError as _BufferError
+from buffer import BufferNeedsHumanError, StoreReader, Stream
 from drivers import Quality
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "QUALITY_NAMES",
     "AlarmLog",
     "History",
+    "HistoryError",
     "Point",
     "PointLog",
     "alarm_log",
@@ -204,8 +206,22 @@ def point_log(points: Sequence[Point], *, dedup: bool) -> PointLog:
     return PointLog(ts, tag, value, quality, tuple(names))
 
 
+class HistoryError(Exception):
+    """The buffer cannot be read. ``needs_human``: a config, key file or gateway problem
+    (the commands exit 78); else the file is unreadable or busy (exit 1)."""
+
+    def __init__(self, message: str, *, needs_human: bool) -> None:
+        super().__init__(message)
+        self.needs_human = needs_human
+
+
+def _translated(exc: _BufferError) -> HistoryError:
+    return HistoryError(str(exc), needs_human=isinstance(exc, BufferNeedsHumanError))
+
+
 class History:
-    """A read-only view of one gateway's buffer for the review commands."""
+    """A read-only view of one gateway's buffer for the review commands. Every buffer error
+    surfaces as :class:`HistoryError` (so no other module needs :mod:`buffer`)."""
 
     def __init__(self, reader: StoreReader) -> None:
         """Private: use :meth:`open` or :meth:`for_config`."""
@@ -215,8 +231,11 @@ class History:
 
     @classmethod
     def open(cls, *, path: Path, key_file: Path, gateway_id: str) -> History:
-        """Raises the :mod:`buffer` errors of :meth:`buffer.StoreReader.open`."""
-        return cls(StoreReader.open(path=path, key_file=key_file, gateway_id=gateway_id))
+        """Raises :class:`HistoryError` when there is no readable buffer of this gateway."""
+        try:
+            return cls(StoreReader.open(path=path, key_file=key_file, gateway_id=gateway_id))
+        except _BufferError as exc:
+            raise _translated(exc) from exc
 
     @classmethod
     def for_config(cls, cfg: AgentConfig, config_path: Path) -> History:
@@ -242,11 +261,14 @@ class History:
     def _payloads(
         self, stream: Stream, from_ms: int | None = None, to_ms: int | None = None
     ) -> Iterator[bytes]:
-        for rec in self._reader.records(stream=stream, from_ms=from_ms, to_ms=to_ms):
-            if rec.payload is None:
-                self.unreadable += 1
-                continue
-            yield rec.payload
+        try:
+            for rec in self._reader.records(stream=stream, from_ms=from_ms, to_ms=to_ms):
+                if rec.payload is None:
+                    self.unreadable += 1
+                    continue
+                yield rec.payload
+        except _BufferError as exc:
+            raise _translated(exc) from exc
 
     def alarms(self, *, to_ms: int | None = None) -> AlarmLog:
         """Every retained alarm event with ``ts_ms < to_ms`` (all without ``to_ms``): the

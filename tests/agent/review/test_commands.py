@@ -23,6 +23,7 @@ import pytest
 from agent.cli import main
 from agent.config import AgentConfig, loads_config, resolved_paths
 from agent.review.config import RecorderConfig
+from agent.review.export import parquet_available
 from agent.review.recorder import IncidentRecorder
 from agent.review.tune import tune
 from agent.tags import TagTable
@@ -355,3 +356,37 @@ def test_exports_piped_into_head_stop_quietly(site: Site, command: list[str]) ->
     )
     assert len(proc.stdout.splitlines()) == 2
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+
+
+def test_parquet_is_written_with_pyarrow_and_refused_clearly_without(
+    site: Site, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    target = tmp_path / "gt.parquet"
+    code, _, err = site.run(
+        capsys, "export", "--tags", "GT-102", *PERIOD, "--format", "parquet", "-o", str(target)
+    )
+    if parquet_available():  # an optional dependency: both outcomes are checked
+        import pyarrow.parquet as pq
+
+        assert code == 0
+        table = pq.read_table(target)
+        assert table.column_names == ["time", "tag", "value", "unit", "quality"]
+        assert table.num_rows == SECONDS
+    else:
+        assert code == 2 and "needs pyarrow" in err and not target.exists()
+
+
+def test_a_missing_buffer_exits_1_and_another_gateways_buffer_exits_78(
+    site: Site, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    text = site.config.read_text()
+    empty = tmp_path / "empty.toml"
+    empty.write_text(text.replace(str(site.paths.data_dir), str(tmp_path / "nothing")))
+    assert main(["review", "alarms", "--config", str(empty)]) == 1
+    assert "no buffer database" in capsys.readouterr().err
+    other = tmp_path / "other.toml"
+    other.write_text(text.replace('id = "GW1"', 'id = "GW2"'))
+    assert main(["review", "incidents", "--config", str(other)]) == 78
+    assert "belongs to gateway 'GW1'" in capsys.readouterr().err
+    assert main(["review", "alarms", "--config", str(site.config), "--tz", "Mars/Base"]) == 2
+    assert "Mars/Base" in capsys.readouterr().err
