@@ -335,23 +335,18 @@ def incident_html(
         ],
     )
     rows = []
+    alarmed = {e["tag"] for e in report["timeline"]} | {tr["tag"]}
     for info in report["tags"]:
-        for key, ms in info["beyond_ms"].items():
-            rows.append(
-                [
-                    info["tag"],
-                    t("above", lang, limit=key, value=f"{info['limits'][key]:g}"),
-                    duration(ms),
-                ]
-            )
+        # a tag that never went beyond a limit and had no alarm gets its peak only in the plot
+        beyond = [(k, ms) for k, ms in info["beyond_ms"].items() if ms > 0]
+        if info["tag"] not in alarmed and not beyond:
+            continue
+        for key, ms in beyond:
+            label = t("above", lang, limit=key, value=f"{info['limits'][key]:g}")
+            rows.append([info["tag"], label, duration(ms)])
         if info["peak"] is not None:
-            rows.append(
-                [
-                    info["tag"],
-                    t("peak_at", lang),
-                    f"{info['peak']:g} {info['unit']} @ {site.fmt(info['peak_ms'])}",
-                ]
-            )
+            at = f"{info['peak']:g} {info['unit']} @ {site.fmt(info['peak_ms'])}"
+            rows.append([info["tag"], t("peak_at", lang), at])
     for o in report["to_ack"]:
         rows.append(
             [
@@ -387,10 +382,12 @@ def incident_html(
             ]
             for i in report["tags"]
         ],
-    ) + html_table(
-        [t("time", lang), t("event", lang), t("device", lang)],
-        [[site.fmt(e["ts"]), e["kind"], e.get("device", "")] for e in report["device_events"]],
     )
+    if report["device_events"]:
+        health += html_table(
+            [t("time", lang), t("event", lang), t("device", lang)],
+            [[site.fmt(e["ts"]), e["kind"], e.get("device", "")] for e in report["device_events"]],
+        )
     sections = [
         (t("timeline", lang), timeline),
         (t("durations", lang), durations),
