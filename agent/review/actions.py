@@ -105,13 +105,8 @@ def incidents(cfg: AgentConfig, args: argparse.Namespace) -> int:
 
 
 def incident(cfg: AgentConfig, args: argparse.Namespace) -> int:
-    from agent.review.incident import (
-        incident_csv,
-        incident_html,
-        incident_json,
-        incident_report,
-        incidents_from,
-    )
+    from agent.review.incident import incident_report, incidents_from
+    from agent.review.incident_page import incident_csv, incident_html, incident_json
     from agent.review.render import print_table
 
     lang, site = _lang(cfg, args), _site(cfg, args)

@@ -8,6 +8,7 @@ benchmark says so instead of inventing one.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -212,8 +213,7 @@ def kpi_rows(k: AlarmKpis, lang: Lang) -> list[Row]:
         b_p2 = "≈5 % (high of 3 priorities; ISA-18.2 / EEMUA 191)"
         b_p1 = "≈95 % (medium ≈15 % + low ≈80 %)"
 
-    def pcts(p: dict[int, int] | object) -> str:
-        assert isinstance(p, dict)
+    def pcts(p: Mapping[int, int]) -> str:
         return " / ".join(duration(p[q]) for q in (50, 90, 95)) if p else t("none", lang)
 
     return [
@@ -244,6 +244,6 @@ def kpi_rows(k: AlarmKpis, lang: Lang) -> list[Row]:
         Row(t("top10", lang), _pct(k.top10_share), b_top, k.top10_share <= 0.05),
         Row(t("prio2", lang), _pct(p2), b_p2, p2 <= 0.05 if occ else None),
         Row(t("prio1", lang), _pct(p1), b_p1, None),
-        Row(t("ack", lang), pcts(dict(k.ack_ms)), nb, None),
-        Row(t("clear", lang), pcts(dict(k.clear_ms)), nb, None),
+        Row(t("ack", lang), pcts(k.ack_ms), nb, None),
+        Row(t("clear", lang), pcts(k.clear_ms), nb, None),
     ]
