@@ -197,8 +197,12 @@ def point_log(points: Sequence[Point], *, dedup: bool) -> PointLog:
         quality = np.array([0 if q is None else _QUALITY.get(q, _BAD) for q in qualities], np.uint8)
     else:
         quality = np.zeros(n, np.uint8)
-    order = np.lexsort((ts, tag))
-    tag, ts, value, quality = tag[order], ts[order], value[order], quality[order]
+    key_sorted = n < 2 or bool(
+        np.all((tag[1:] > tag[:-1]) | ((tag[1:] == tag[:-1]) & (ts[1:] >= ts[:-1])))
+    )
+    if not key_sorted:  # one tag's history in stored order usually is: skip the sort
+        order = np.lexsort((ts, tag))
+        tag, ts, value, quality = tag[order], ts[order], value[order], quality[order]
     if dedup and n:
         keep = np.ones(n, bool)
         keep[1:] = (tag[1:] != tag[:-1]) | (ts[1:] != ts[:-1])

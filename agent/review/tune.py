@@ -2,9 +2,9 @@
 candidate parameter sets, beside the current set. Evidence for a human; nothing is applied.
 
 - Candidates are the cartesian product of ``--param key=v1,v2,...`` values, each overriding
-  the tag's current merged parameters. A candidate that puts ``high``/``high_high`` (or any
-  key the template's ceiling names) above the template's regulatory ceiling is refused, as is
-  one the engine's config checks reject.
+  the tag's current merged parameters. A candidate beyond the regulatory bounds of the
+  template the tag's rules use (its ``ceilings``: ``high_max``, ``high_high_max``,
+  ``low_min``, ``low_low_min``) is refused, as is one the engine's config checks reject.
 - The replay is exactly ``safeedge rules replay`` on the exported trace (``--export DIR``
   writes ``trace.csv`` and one ``rules-N.toml`` per set): samples in time order, an operator
   ``ack`` from the alarm stream after the samples of its millisecond.
@@ -34,10 +34,18 @@ from rules import RuleConfigError, RuleEngine, load_templates
 from rules.config import RuleConfig
 from rules.params import PARAM_KEYS, resolve_rules
 
-__all__ = ["Candidate", "TuneResult", "candidate_grid", "parse_param", "tune", "write_trace"]
+__all__ = [
+    "Candidate",
+    "TuneResult",
+    "beyond_ceiling",
+    "candidate_grid",
+    "parse_param",
+    "template_ceiling",
+    "tune",
+    "write_trace",
+]
 
 MERGE_MS: Final = 60_000
-_UPPER: Final = ("high", "high_high")
 _LEVEL_KEYS: Final = (
     ("high", 1, True),
     ("high_high", 2, True),
@@ -135,33 +143,45 @@ def current_values(
     return dict(merged.values), templates
 
 
+_BOUNDS: Final = ("high_max", "high_high_max", "low_min", "low_low_min")
+
+
 def template_ceiling(templates: Sequence[str]) -> tuple[dict[str, float], str]:
-    """The lowest regulatory ceiling per key over the templates (their ``ceiling`` field, as a
-    number for every upper limit or a table of key → maximum); ({}, why) when none has one."""
+    """The strictest regulatory bounds over the templates the tag's rules use: their
+    ``ceilings`` table (rules/templates, ``high_max``, ``high_high_max``: a limit may not be
+    higher; ``low_min``, ``low_low_min``: not lower). ({}, why) when none carries one."""
     out: dict[str, float] = {}
     shipped = load_templates()
     names = []
     for name in templates:
         tpl = shipped.get(name)
-        ceiling = getattr(tpl, "ceiling", None) if tpl is not None else None
-        if ceiling is None:
+        # read by name: the field is new in the templates, older ones have none
+        ceilings = getattr(tpl, "ceilings", None) if tpl is not None else None
+        if ceilings is None:
             continue
         names.append(name)
-        if isinstance(ceiling, int | float):
-            items: dict[str, float] = {k: float(ceiling) for k in _UPPER}
-        elif isinstance(ceiling, Mapping):
-            items = {str(k): float(v) for k, v in ceiling.items()}
-        else:  # a msgspec struct of key → maximum
-            items = {
-                k: float(getattr(ceiling, k))
-                for k in getattr(ceiling, "__struct_fields__", ())
-                if getattr(ceiling, k) is not None
-            }
-        for k, v in items.items():
-            out[k] = min(out.get(k, math.inf), v)
+        for key in _BOUNDS:
+            bound = getattr(ceilings, key, None)
+            if bound is None:
+                continue
+            strict = min if key.endswith("_max") else max
+            out[key] = strict(out.get(key, float(bound)), float(bound))
     if not templates:
         return out, "no template: no ceiling"
     return out, ("template " + ", ".join(names)) if names else "templates carry no ceiling"
+
+
+def beyond_ceiling(values: Mapping[str, Any], ceiling: Mapping[str, float]) -> list[str]:
+    """What in ``values`` breaks a bound of ``ceiling`` (``high_max`` = 25: high ≤ 25)."""
+    out = []
+    for bound, limit in ceiling.items():
+        key, _, side = bound.rpartition("_")
+        if key not in values:
+            continue
+        v = float(values[key])
+        if (side == "max" and v > limit) or (side == "min" and v < limit):
+            out.append(f"{key} {v:g} {'>' if side == 'max' else '<'} {bound} {limit:g}")
+    return out
 
 
 def _replay(
@@ -241,7 +261,8 @@ def tune(
     tag_names: Sequence[str] | None = None,
 ) -> TuneResult:
     """Replay the current set and every candidate of ``grid`` (arrays sorted by ts).
-    ``ceiling`` (key → maximum) replaces the templates' ceilings when given; ``tag_names`` are
+    ``ceiling`` (``high_max``, ``low_min``, ... as in the templates) replaces the templates'
+    bounds when given; ``tag_names`` are
     the config's tags (the rule tables' globs must match some), default just ``tag``."""
     current, templates = current_values(rules, tag, tag_names or [tag])
     if ceiling is None:
@@ -260,11 +281,7 @@ def tune(
         values = {**current, **overrides}
         label = "current" if n == 0 else f"#{n}"
         refused = None
-        over = [
-            f"{k} {values[k]:g} > ceiling {ceiling[k]:g}"
-            for k in ceiling
-            if k in values and float(values[k]) > ceiling[k]
-        ]
+        over = beyond_ceiling(values, ceiling)
         if over and n:
             refused = "; ".join(over) + f" ({source})"
         events: list[dict[str, Any]] = []

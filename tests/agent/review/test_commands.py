@@ -25,11 +25,11 @@ from agent.config import AgentConfig, loads_config, resolved_paths
 from agent.review.config import RecorderConfig
 from agent.review.export import parquet_available
 from agent.review.recorder import IncidentRecorder
-from agent.review.tune import tune
+from agent.review.tune import beyond_ceiling, template_ceiling, tune
 from agent.tags import TagTable
 from buffer import Store
 from provisioning.simulator import tank_farm_config
-from rules import RuleEngine
+from rules import RuleEngine, load_templates
 from tests.agent.review.histories import T0, Ack, engine_history
 
 SECONDS = 45 * 60
@@ -266,7 +266,9 @@ def test_review_tune_equals_rules_replay_on_the_exported_trace_for_every_candida
     doc = json.loads(out)
     assert len(doc["candidates"]) == 10 and doc["acks"] == 1
     assert doc["crossings"] == {"high": 1, "high_high": 1}
-    assert doc["ceiling_source"] == "templates carry no ceiling"
+    # GT-102's template gains its GB/T 50493 bounds (high_max 25, high_high_max 50) in another
+    # branch; the candidates here change no limit, so none is refused either way
+    assert doc["ceiling_source"] in ("templates carry no ceiling", "template combustible-gas-lel")
     for n, cand in enumerate(doc["candidates"]):
         assert cand["refused"] is None
         assert (
@@ -312,14 +314,46 @@ def test_tune_refuses_candidates_above_the_ceiling_and_those_the_engine_rejects(
         quality=q,
         acks=np.empty(0, np.int64),
         grid=[{"high": 20.0}, {"high": 30.0}, {"high": 55.0}],
-        ceiling={"high": 25.0},
+        ceiling={"high_max": 25.0},
         tag_names=TagTable(site.cfg).names,
     )
     refused = [c.refused for c in res.candidates]
     assert refused[0] is None and refused[1] is None
-    assert refused[2] is not None and "ceiling 25" in refused[2]
-    assert refused[3] is not None and "high" in refused[3]  # above high_high 50: a config error
+    assert refused[2] == "high 30 > high_max 25 (given ceiling)"
+    assert refused[3] is not None and "high" in refused[3]  # above the ceiling too
     assert res.candidates[1].delays["high"] == [0] and res.candidates[1].raised == 1
+    assert beyond_ceiling({"low": 19.0, "high": 23.0}, {"low_min": 19.5, "high_max": 23.5}) == [
+        "low 19 < low_min 19.5"
+    ]
+    res = tune(
+        tag="GT-102",
+        rules=site.cfg.rules,
+        ts=ts,
+        value=value,
+        quality=q,
+        acks=np.empty(0, np.int64),
+        grid=[{"high": 55.0}],
+        ceiling={},
+        tag_names=TagTable(site.cfg).names,
+    )
+    assert "high_high" in (res.candidates[1].refused or "")  # high above high_high: config error
+
+
+def test_template_bounds_are_read_from_the_templates_ceilings() -> None:
+    for name, tpl in load_templates().items():
+        bounds, source = template_ceiling([name])
+        ceilings = getattr(tpl, "ceilings", None)  # a field the templates are gaining
+        want = {}
+        if ceilings is not None:
+            want = {
+                k: getattr(ceilings, k)
+                for k in ("high_max", "high_high_max", "low_min", "low_low_min")
+                if getattr(ceilings, k) is not None
+            }
+        assert bounds == want, name
+        assert source == (
+            f"template {name}" if ceilings is not None else "templates carry no ceiling"
+        )
 
 
 def test_review_export_writes_tidy_csv_in_the_site_time_zone(
