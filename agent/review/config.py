@@ -21,11 +21,12 @@ The time zone is checked when a report is made (it needs the system's zone data)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 import msgspec
 
-__all__ = ["RecorderConfig", "ReviewConfig"]
+__all__ = ["RecorderConfig", "ReviewConfig", "review_issues"]
 
 
 class RecorderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -45,3 +46,20 @@ class ReviewConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     timezone: str = "UTC"
     fleeting_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 10.0
     recorder: RecorderConfig = RecorderConfig()
+
+
+def review_issues(review: ReviewConfig, tag_names: Sequence[str]) -> list[tuple[str, str, str]]:
+    """(path, message, hint) for every ``review.recorder`` tag name that is not configured.
+    The time zone is checked when a report is made (it needs the zone files)."""
+    known = set(tag_names)
+    out = []
+    rec = review.recorder
+    for i, name in enumerate(rec.tags or ()):
+        if name not in known:
+            out.append((f"recorder.tags[{i}]", f"unknown tag {name!r}", "use a configured tag"))
+    for g, group in enumerate(rec.groups):
+        for i, name in enumerate(group):
+            if name not in known:
+                path = f"recorder.groups[{g}][{i}]"
+                out.append((path, f"unknown tag {name!r}", "use a configured tag"))
+    return out

@@ -27,6 +27,7 @@ from agent.config import (
     loads_config,
     resolved_paths,
 )
+from agent.review.config import RecorderConfig, ReviewConfig
 from buffer.config import BufferConfig
 from drivers import HeartbeatConfig
 from drivers.config import (
@@ -152,6 +153,8 @@ def test_the_reference_example_shows_every_key_of_every_table() -> None:
         AlarmOutputConfig: set().union(*raw["outputs"]),
         OutputWhen: set().union(*(o["when"] for o in raw["outputs"] if "when" in o)),
         HeartbeatConfig: set().union(*(o["heartbeat"] for o in raw["outputs"] if "heartbeat" in o)),
+        ReviewConfig: set(raw["review"]),
+        RecorderConfig: set(raw["review"]["recorder"]),
     }
     # `template` needs a shipped template name; docs/config.md shows it instead.
     optional: dict[type[msgspec.Struct], set[str]] = {RuleConfig: {"template"}}

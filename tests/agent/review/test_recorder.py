@@ -8,12 +8,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from agent.config import ConfigError, loads_config
 from agent.review.config import RecorderConfig
 from agent.review.history import History
 from agent.review.incident import incident_report, incidents_from
 from agent.review.recorder import IncidentRecorder
 from buffer import Store, Stream
+from provisioning.simulator import tank_farm_config
 from rules import RuleEngine
 from rules.config import RuleConfig
 from rules.events import AlarmEvent
@@ -166,4 +169,22 @@ def test_engine_events_make_an_incident_sealed_in_the_buffer_and_read_back(
     assert a1["peak"] == 65.0
     assert (
         a1["beyond_ms"]["high_high"] > 0 and a1["beyond_ms"]["high"] > a1["beyond_ms"]["high_high"]
+    )
+
+
+def test_an_unknown_recorder_tag_is_a_config_error_with_its_path() -> None:
+    text = tank_farm_config(
+        modbus_host="127.0.0.1",
+        modbus_port=1502,
+        mqtt_host="127.0.0.1",
+        mqtt_port=1883,
+        data_dir="data",
+    )
+    bad = text + '\n[review.recorder]\ntags = ["GT-102", "GT-1O2"]\ngroups = [["GT-101", "XX"]]\n'
+    with pytest.raises(ConfigError) as err:
+        loads_config(bad, source="agent.toml")
+    paths = [i.path for i in err.value.issues]
+    assert paths == ["review.recorder.tags[1]", "review.recorder.groups[0][1]"]
+    assert loads_config(text + '\n[review.recorder]\ntags = ["GT-102"]\n').review.recorder.tags == (
+        "GT-102",
     )
