@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from agent.commands import AckAlarmArgs, CommandProcessor, CommandRejectedError, ResendArgs
 from agent.forwarder import Forwarder
 from agent.runtime.alarms import AlarmRecorder
+from agent.runtime.incidents import IncidentTap
 from agent.uplink import Uplink
 from buffer import Store
 from buffer.record import Stream
@@ -34,6 +35,7 @@ class CommandActions:
         uplink: Uplink,
         max_resend: int,
         clock_ms: Callable[[], int],
+        incidents: IncidentTap | None = None,
     ) -> None:
         self._tag_index = tag_index
         self._engine = engine
@@ -43,6 +45,7 @@ class CommandActions:
         self._uplink = uplink
         self._max_resend = max_resend
         self._clock_ms = clock_ms
+        self._incidents = incidents
 
     def ack_alarm(self, args: AckAlarmArgs) -> str:
         index = self._tag_index.get(args.tag)
@@ -53,6 +56,8 @@ class CommandActions:
         for event in events:
             event.extra.update(who)
         self._alarms.record(events)
+        if self._incidents is not None:  # who acknowledged goes into the incident too
+            self._incidents.on_events(events)
         done = ", ".join(f"{e.alarm} {e.event}" for e in events) or "nothing to acknowledge"
         return f"{args.tag}: {done}"
 

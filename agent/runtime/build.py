@@ -20,7 +20,9 @@ from agent.codec import TelemetryEncoder
 from agent.commands import CommandHandlers, CommandProcessor, ReplayStore, load_public_keys
 from agent.config import AgentConfig, ResolvedPaths
 from agent.forwarder import Forwarder
+from agent.review.recorder import IncidentRecorder
 from agent.runtime.forwarding import LoopBridge
+from agent.runtime.incidents import incident_recorder
 from agent.tags import TagTable, config_hash
 from agent.telemetry import ExceptionFilter, TelemetryBatcher
 from agent.uplink import Uplink
@@ -51,6 +53,7 @@ class Components:
     commands_enabled: bool
     max_resend: int
     outputs: tuple[tuple[OutputWriter, OutputPolicy], ...] = ()  # [[outputs]], in config order
+    incidents: IncidentRecorder | None = None  # None: [review.recorder] enabled = false
 
     @property
     def devices(self) -> tuple[Device, ...]:
@@ -121,6 +124,7 @@ def build(
         commands_enabled=cfg.commands.enabled,
         max_resend=cfg.commands.max_resend,
         outputs=outputs,
+        incidents=incident_recorder(cfg, tags, engine),
     )
 
 

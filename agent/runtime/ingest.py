@@ -1,4 +1,5 @@
-"""One poll's batch: device health → rules → alarm records → telemetry shaping → store.
+"""One poll's batch: device health → rules → alarm records → telemetry shaping → store, and
+the incident recorder (which sees the whole batch: report-by-exception does not thin it).
 
 Invariants: alarms are evaluated on every sample (report-by-exception only shapes telemetry);
 a poll's alarm records are appended before its telemetry record; a device becomes "lost" only
@@ -18,6 +19,7 @@ import numpy as np
 from agent.codec import TelemetryEncoder
 from agent.logs import kv
 from agent.runtime.alarms import AlarmRecorder
+from agent.runtime.incidents import IncidentTap
 from agent.runtime.sink import RecordSink
 from agent.runtime.stats import RuntimeStats
 from agent.telemetry import ExceptionFilter, TelemetryBatcher
@@ -44,7 +46,9 @@ class Ingest:
         sink: RecordSink,
         stats: RuntimeStats,
         clock_ms: Callable[[], int],
+        incidents: IncidentTap | None = None,
     ) -> None:
+        """``incidents``: the incident recorder, fed every batch before report-by-exception."""
         self._engine = engine
         self._alarms = alarms
         self._encoder = encoder
@@ -53,6 +57,7 @@ class Ingest:
         self._sink = sink
         self._stats = stats
         self._clock_ms = clock_ms
+        self._incidents = incidents
         self._online: dict[str, bool] = {}
 
     def on_batch(self, device: Device, batch: SampleBatch) -> None:
@@ -65,6 +70,8 @@ class Ingest:
         events = self._engine.evaluate(batch.tag, batch.ts_ms, batch.value, batch.quality)
         self._alarms.record(events)
         self.append_telemetry(batch)
+        if self._incidents is not None:
+            self._incidents.on_poll(batch, events)
 
     def track_device(
         self, name: str, online: bool, batch: SampleBatch, *, device: Device | None = None
@@ -105,10 +112,13 @@ class Ingest:
             self._sink.append(Stream.TELEMETRY, bodies)
 
     def flush(self) -> None:
-        """Append whatever telemetry the batcher holds (at shutdown, after polls stopped)."""
+        """Append whatever telemetry the batcher holds and close the open incidents (at
+        shutdown, after polls stopped)."""
         held = self._batcher.flush()
         if held:
             self._sink.append(Stream.TELEMETRY, held)
+        if self._incidents is not None:
+            self._incidents.close(self._clock_ms())
 
     @property
     def lingers(self) -> bool:

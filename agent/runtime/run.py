@@ -27,6 +27,7 @@ from agent.runtime.actions import CommandActions, CommandEndpoint
 from agent.runtime.alarms import AlarmRecorder
 from agent.runtime.build import Components, command_processor, forwarder, open_store
 from agent.runtime.forwarding import Forwarding, stop_uplink
+from agent.runtime.incidents import IncidentTap
 from agent.runtime.ingest import Ingest
 from agent.runtime.meta import meta_payload
 from agent.runtime.scheduler import cancel_and_wait, poll_bus
@@ -93,6 +94,9 @@ class Runtime:
                 report=lambda kind, result: _report_output(sink, kind, result),
             )
         self.outputs = outputs
+        incidents = None
+        if c.incidents is not None:
+            incidents = IncidentTap(recorder=c.incidents, sink=sink)
         ingest = Ingest(
             engine=c.engine,
             alarms=alarms,
@@ -102,6 +106,7 @@ class Runtime:
             sink=sink,
             stats=self.stats,
             clock_ms=c.clock_ms,
+            incidents=incidents,
         )
         forwarding: Forwarding | None = None
         try:
@@ -111,7 +116,7 @@ class Runtime:
                 for writer, _policy in c.outputs:
                     await stack.enter_async_context(writer)
                 if c.uplink is not None:
-                    forwarding = self._connect(c, c.uplink, store, alarms, loop)
+                    forwarding = self._connect(c, c.uplink, store, alarms, incidents, loop)
                 else:
                     log.warning(kv("uplink_disabled", note="records are kept in the buffer"))
                 sink.event("started", agent=__version__, config_hash=c.config_hash)
@@ -132,6 +137,7 @@ class Runtime:
         uplink: Uplink,
         store: Store,
         alarms: AlarmRecorder,
+        incidents: IncidentTap | None,
         loop: asyncio.AbstractEventLoop,
     ) -> Forwarding:
         fwd = forwarder(c, store=store, uplink=uplink)
@@ -163,6 +169,7 @@ class Runtime:
                 uplink=uplink,
                 max_resend=c.max_resend,
                 clock_ms=c.clock_ms,
+                incidents=incidents,
             )
             endpoint = CommandEndpoint(processor=command_processor(c, actions), uplink=uplink)
             self.commands = endpoint.processor

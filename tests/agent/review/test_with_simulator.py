@@ -1,10 +1,13 @@
 """``safeedge review`` on a history made by running the agent against the simulator (a real
 Modbus TCP server): the leak scenario's alarms give the KPIs the naive twin computes from the
-same records, and tune on the agent's own telemetry equals ``rules replay`` on its export."""
+same records; tune on the agent's own telemetry equals ``rules replay`` on its export; and the
+incident recorder in the runtime keeps every pre-trigger poll while report-by-exception thins
+the telemetry to almost nothing."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from pathlib import Path
 
@@ -14,6 +17,7 @@ from agent.cli import main
 from agent.config import loads_config, resolved_paths
 from agent.pipeline import Pipeline
 from agent.review.history import History
+from agent.review.incident import incidents_from
 from agent.review.kpi import alarm_kpis
 from agent.tags import TagTable
 from buffer import StoreReader, Stream
@@ -147,3 +151,44 @@ def test_tune_on_the_agents_telemetry_equals_rules_replay(
         )
         assert [json.loads(x) for x in capsys.readouterr().out.splitlines()] == cand["events"]
     assert doc["candidates"][0]["events"][0]["event"] == "raise"
+
+
+RBE_AND_RECORDER = """
+[uplink.report_by_exception]
+deadband = 1000.0
+integrity_s = 3600.0
+
+[review.recorder]
+tags = ["GT-102"]
+pre_s = 3.0
+post_s = 1.0
+"""
+
+
+def test_an_incident_window_holds_every_pre_trigger_poll_with_report_by_exception_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _run_leak(tmp_path, RBE_AND_RECORDER)
+    cfg = loads_config(config.read_text(), source=str(config))
+    with History.for_config(cfg, config) as h:
+        telemetry = h.points(tags=["GT-102"]).of("GT-102")[0]
+        (inc,) = incidents_from(h.incident_records())
+    assert len(telemetry) <= 3  # report-by-exception: the first reading, quality changes
+    assert inc.trigger["tag"] == "GT-102" and inc.trigger["level"] == 2
+    assert inc.tags == [t.name for t in TagTable(cfg) if t.device == "tank-farm-plc"]
+    pre = sorted(p.ts for p in inc.points if p.tag == "GT-102" and p.ts < inc.opened_ms)
+    assert len(pre) >= 10  # 3 s of 0.2 s polls (some may be late on a loaded machine)
+    assert pre[0] >= inc.opened_ms - 3000
+    assert max(b - a for a, b in itertools.pairwise(pre)) < 1000  # no poll missing
+    values = [p.value for p in inc.points if p.tag == "GT-102" and p.ts < inc.opened_ms]
+    assert len(set(values)) > 5  # the ramp at full resolution, not one reported value
+    code = main(
+        ["review", "incident", inc.id, "--config", str(config), "--json", str(tmp_path / "i.json")]
+    )
+    assert code == 0
+    report = json.loads((tmp_path / "i.json").read_text())
+    gt102 = next(t for t in report["tags"] if t["tag"] == "GT-102")
+    assert gt102["pre_trigger_samples"] == len(pre)
+    assert ("GT-102", "high", "escalate") in {
+        (e["tag"], e["alarm"], e["event"]) for e in report["timeline"]
+    }
