@@ -131,6 +131,11 @@ class IncidentRecorder:
         self._open: list[_Incident] = []
 
     @property
+    def ring_points(self) -> int:
+        """Samples held in the pre-trigger ring now."""
+        return self._ring_points
+
+    @property
     def open_incidents(self) -> list[str]:
         return [inc.id for inc in self._open]
 
