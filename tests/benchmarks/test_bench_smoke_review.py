@@ -17,7 +17,8 @@ def test_bench_review_runs_with_tiny_sizes() -> None:
     env = {**os.environ, "NUMBA_CACHE_DIR": str(ROOT / ".cache" / "numba")}
     run = subprocess.run(
         [sys.executable, "benchmarks/bench_review.py", "--tags", "20", "--days", "1",
-         "--twin-days", "0.5", "--tune-days", "0.2", "--recorder-tags", "50", "--recorder-ticks", "5"],
+         "--twin-days", "0.5", "--tune-days", "0.2", "--recorder-tags", "50",
+         "--recorder-ticks", "5"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=110, check=False,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
