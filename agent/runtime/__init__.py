@@ -1,6 +1,7 @@
 """The agent's runtime in parts: build (config → components), scheduler (per-bus polls),
-ingest (health → rules → telemetry → store), alarms, sink (appends), actions (commands),
-forwarding (store → uplink), watchdog, meta, and the run that ties them in one TaskGroup.
+ingest (health → rules → telemetry → store), alarms, incidents (the incident recorder's
+windows), sink (appends), actions (commands), forwarding (store → uplink), watchdog, meta, and
+the run that ties them in one TaskGroup.
 
 Per poll of a device::
 
