@@ -179,24 +179,48 @@ class PointLog:
         return self.ts_ms[sel], self.value[sel], self.quality[sel]
 
 
-def point_log(points: Sequence[Point], *, dedup: bool) -> PointLog:
-    """Columns from points, sorted by (tag, ts); with ``dedup`` a second reading of one tag at
-    one ts is dropped (the same sample seen twice)."""
-    names = sorted({p.tag for p in points})
-    index = {n: i for i, n in enumerate(names)}
+def point_log(
+    points: Sequence[Point],
+    *,
+    dedup: bool,
+    tags: Collection[str] | None = None,
+    from_ms: int | None = None,
+    to_ms: int | None = None,
+) -> PointLog:
+    """Columns from points, sorted by (tag, ts), keeping only ``tags`` (all without) with
+    ``from_ms <= ts < to_ms``; with ``dedup`` a second reading of one tag at one ts is dropped
+    (the same sample seen twice). Selection is done on the columns: a Python step per point
+    is what costs here (millions of points for a month of one tag at 1 Hz)."""
+    seen = sorted({p.tag for p in points})
     n = len(points)
     # list comprehensions then one conversion each: ~2x faster than np.fromiter on generators
-    if len(names) == 1:
+    if len(seen) == 1:
         tag = np.zeros(n, np.int32)
     else:
+        index = {name: i for i, name in enumerate(seen)}
         tag = np.array([index[p.tag] for p in points], np.int32)
     ts = np.array([p.ts for p in points], np.int64)
+    keep = np.ones(n, bool)
+    if tags is not None:
+        keep &= np.isin(tag, [i for i, name in enumerate(seen) if name in set(tags)])
+    if from_ms is not None:
+        keep &= ts >= from_ms
+    if to_ms is not None:
+        keep &= ts < to_ms
     value = np.array([math.nan if p.value is None else p.value for p in points], np.float64)
     qualities = [p.quality for p in points]
     if any(q is not None for q in qualities):
         quality = np.array([0 if q is None else _QUALITY.get(q, _BAD) for q in qualities], np.uint8)
     else:
         quality = np.zeros(n, np.uint8)
+    if not keep.all():
+        tag, ts, value, quality = tag[keep], ts[keep], value[keep], quality[keep]
+    # renumber to the tags kept, in name order
+    names = sorted({seen[i] for i in np.unique(tag).tolist()})
+    if names != seen:
+        remap = np.array([names.index(x) if x in names else -1 for x in seen], np.int32)
+        tag = remap[tag]
+    n = int(ts.shape[0])
     key_sorted = n < 2 or bool(
         np.all((tag[1:] > tag[:-1]) | ((tag[1:] == tag[:-1]) & (ts[1:] >= ts[:-1])))
     )
@@ -204,9 +228,9 @@ def point_log(points: Sequence[Point], *, dedup: bool) -> PointLog:
         order = np.lexsort((ts, tag))
         tag, ts, value, quality = tag[order], ts[order], value[order], quality[order]
     if dedup and n:
-        keep = np.ones(n, bool)
-        keep[1:] = (tag[1:] != tag[:-1]) | (ts[1:] != ts[:-1])
-        tag, ts, value, quality = tag[keep], ts[keep], value[keep], quality[keep]
+        first = np.ones(n, bool)
+        first[1:] = (tag[1:] != tag[:-1]) | (ts[1:] != ts[:-1])
+        tag, ts, value, quality = tag[first], ts[first], value[first], quality[first]
     return PointLog(ts, tag, value, quality, tuple(names))
 
 
@@ -329,8 +353,6 @@ class History:
         wanted = None if tags is None else set(tags)
         # A record without the tag's JSON string cannot hold its points: skip decoding it.
         needles = None if wanted is None else [msgspec.json.encode(t) for t in wanted]
-        t_lo = -(2**62) if from_ms is None else from_ms
-        t_hi = 2**62 if to_ms is None else to_ms
         found: list[Point] = []
         for raw in self._payloads(Stream.TELEMETRY, lo, hi):
             if needles is not None and not any(n in raw for n in needles):
@@ -341,8 +363,7 @@ class History:
                 doc = _samples_decoder.decode(raw)
                 if doc.type == "samples":
                     found += doc.points
-        kept = [p for p in found if (wanted is None or p.tag in wanted) and t_lo <= p.ts < t_hi]
-        return point_log(kept, dedup=with_incidents)
+        return point_log(found, dedup=with_incidents, tags=wanted, from_ms=from_ms, to_ms=to_ms)
 
     def incident_records(self) -> list[dict[str, Any]]:
         """Every retained incident record body (agent/review/recorder.py), in stored order."""
