@@ -25,6 +25,11 @@ class Stream(enum.IntEnum):
     def wire_name(self) -> str:
         return self.name.lower()
 
+    @property
+    def forwarded(self) -> bool:
+        """Whether the uplink carries this stream (``incident`` stays local)."""
+        return self is not Stream.INCIDENT
+
 
 @dataclass(frozen=True, slots=True)
 class Record:
