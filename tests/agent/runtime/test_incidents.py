@@ -12,6 +12,7 @@ from agent.runtime import RuntimeStats
 from agent.runtime.actions import CommandActions
 from agent.runtime.alarms import AlarmRecorder
 from agent.runtime.build import forwarder, open_store
+from agent.runtime.forwarding import Forwarding
 from agent.runtime.incidents import IncidentTap
 from agent.runtime.ingest import Ingest
 from agent.runtime.sink import RecordSink
@@ -93,3 +94,23 @@ def test_ingest_and_acks_feed_the_recorder_and_shutdown_closes_the_incident(tmp_
 def test_the_recorder_can_be_switched_off(tmp_path: Path) -> None:
     c = make_components(tmp_path, extra="\n[review.recorder]\nenabled = false\n")
     assert c.incidents is None
+
+
+def test_incident_records_do_not_hold_shutdown_waiting_for_a_delivery_that_never_comes(
+    tmp_path: Path,
+) -> None:
+    c = make_components(tmp_path, uplink=True)
+    c.paths.data_dir.mkdir(parents=True)
+    assert c.uplink is not None
+    with open_store(c) as store:
+        fwd = Forwarding(
+            forwarder=forwarder(c, store=store, uplink=c.uplink),
+            uplink=c.uplink,
+            store=store,
+            flush_timeout_s=5.0,
+        )
+        store.append(Stream.INCIDENT, [b'{"type": "close"}'])
+        assert not fwd.has_undelivered()  # never leased: nothing for the uplink to wait for
+        store.append(Stream.EVENT, [b'{"kind": "x", "ts": 1}'])
+        assert fwd.has_undelivered()
+    assert [s.wire_name for s in Stream if not s.forwarded] == ["incident"]
