@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from buffer import Store
+from tests.agent.review.site import Site
 
 GW = "GW1"
 
@@ -29,3 +30,9 @@ def make_store(store_paths: dict[str, Path]) -> Iterator[Callable[[], Store]]:
     yield make
     for s in opened:
         s.close()
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
+    """The engine-made site history (built once per test session: about 2 s)."""
+    return Site(tmp_path_factory.mktemp("site"))

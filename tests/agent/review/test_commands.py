@@ -1,9 +1,5 @@
-"""``safeedge review`` end to end on a site history made by the real rule engine and the
-agent's codec in a real buffer: a chattering gas detector (GT-101), a leak on GT-102 with a
-trend warning, a latched level-2 alarm acknowledged by an operator, a stuck temperature
-sensor (TT-101) and a pressure transmitter with a bad-quality spell (PT-101). The incident
-recorder runs beside the engine as the runtime will run it.
-"""
+"""``safeedge review alarms | incidents | incident | tune`` end to end on the engine-made site
+history of tests/agent/review/site.py."""
 
 from __future__ import annotations
 
@@ -11,9 +7,6 @@ import base64
 import csv
 import io
 import json
-import subprocess
-import sys
-from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -21,125 +14,11 @@ import numpy as np
 import pytest
 
 from agent.cli import main
-from agent.config import AgentConfig, loads_config, resolved_paths
-from agent.review.config import RecorderConfig
-from agent.review.export import parquet_available
-from agent.review.recorder import IncidentRecorder
 from agent.review.tune import beyond_ceiling, template_ceiling, tune
 from agent.tags import TagTable
-from buffer import Store
-from provisioning.simulator import tank_farm_config
-from rules import RuleEngine, load_templates
-from tests.agent.review.histories import T0, Ack, engine_history
-
-SECONDS = 45 * 60
-EXTRA_RULES = """
-[[rules]]
-tags = ["GT-102"]
-template = "combustible-gas-lel"
-deadband = 2.0
-latch = true
-trend_window_s = 60.0
-trend_horizon_s = 300.0
-
-[[rules]]
-tags = ["TT-101"]
-stuck_s = 120.0
-
-[review]
-lang = "en"
-timezone = "Asia/Shanghai"
-
-[review.recorder]
-pre_s = 300.0
-post_s = 120.0
-"""
-
-
-def _gt101(s: np.ndarray) -> np.ndarray:  # chattering: 20 ↔ 27 %LEL every 10 s for 10 min
-    return np.where((s < 600) & ((s // 10) % 2 == 1), 27.0, 20.0)
-
-
-def _gt102(s: np.ndarray) -> np.ndarray:  # a leak: 3 → 60 %LEL from 12 to 20 min, back by 30
-    up = np.clip((s - 720) / 480, 0, 1) * 57
-    down = np.clip((s - 1500) / 300, 0, 1) * 57
-    return 3.0 + up - down
-
-
-def _pt101(s: np.ndarray) -> np.ndarray:  # bad quality from 5 to 6 min
-    return np.where((s >= 300) & (s < 360), np.nan, 150.0 + np.sin(s / 7))
-
-
-SIGNALS = {
-    "GT-101": _gt101,
-    "GT-102": _gt102,
-    "TT-101": lambda s: np.full(s.shape, 21.0),  # stuck
-    "TT-102": lambda s: 20 + np.sin(s / 30),
-    "PT-101": _pt101,
-    "LT-101": lambda s: 50 + np.sin(s / 60),
-    "LT-102": lambda s: np.full(s.shape, 40.0),
-}
-ACK_MS = T0 + 19 * 60_000
-
-
-class Site:
-    def __init__(self, root: Path) -> None:
-        text = tank_farm_config(
-            modbus_host="127.0.0.1",
-            modbus_port=1502,
-            mqtt_host="127.0.0.1",
-            mqtt_port=1883,
-            data_dir=str(root / "data"),
-            uplink_enabled=False,
-        )
-        self.config = root / "agent.toml"
-        self.config.write_text(text + EXTRA_RULES)
-        self.cfg: AgentConfig = loads_config(self.config.read_text(), source=str(self.config))
-        self.paths = resolved_paths(self.cfg, self.config)
-        tags = TagTable(self.cfg)
-        engine = RuleEngine(tags.names, self.cfg.rules)
-        limits = {
-            t.name: {
-                k: float(v)
-                for k, v in engine.params(t.index).items()
-                if k in ("high", "high_high", "low", "low_low")
-            }
-            for t in tags
-        }
-        recorder = IncidentRecorder(
-            config=RecorderConfig(pre_s=300.0, post_s=120.0),
-            tag_names=tags.names,
-            devices=[t.device for t in tags],
-            units=[t.unit for t in tags],
-            limits=limits,
-        )
-        with Store.open(
-            path=self.paths.buffer_path,
-            key_file=self.paths.buffer_key_file,
-            gateway_id=self.cfg.gateway.id,
-        ) as store:
-            engine_history(
-                store,
-                names=tags.names,
-                rules=self.cfg.rules,
-                values=SIGNALS,
-                seconds=SECONDS,
-                acks=[Ack(ACK_MS, "GT-102", "op-zhang")],
-                recorder=recorder,
-            )
-
-    def run(self, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-        code = main(["review", args[0], "--config", str(self.config), *args[1:]])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    return Site(tmp_path_factory.mktemp("site"))
-
-
-PERIOD = ("--from", "2026-05-29T04:26:40+08:00", "--to", "2026-05-29T05:26:40+08:00")  # T0 + 1 h
+from rules import load_templates
+from tests.agent.review.histories import T0
+from tests.agent.review.site import PERIOD, Site
 
 
 class _Html(HTMLParser):
@@ -354,73 +233,3 @@ def test_template_bounds_are_read_from_the_templates_ceilings() -> None:
         assert source == (
             f"template {name}" if ceilings is not None else "templates carry no ceiling"
         )
-
-
-def test_review_export_writes_tidy_csv_in_the_site_time_zone(
-    site: Site, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code, out, err = site.run(
-        capsys, "export", "--tags", "GT-102,PT-101", *PERIOD, "--tz", "Asia/Shanghai"
-    )
-    assert code == 0, err
-    rows = list(csv.reader(io.StringIO(out)))
-    assert rows[0] == ["time", "tag", "value", "unit", "quality"]
-    body = rows[1:]
-    assert len(body) == 2 * SECONDS and f"exported {2 * SECONDS} readings" in err
-    assert body[0][:2] == ["2026-05-29T04:26:40.000+08:00", "GT-102"] and body[0][3] == "%LEL"
-    bad = [r for r in body if r[1] == "PT-101" and r[4] != "good"]
-    assert len(bad) == 60 and all(r[2] == "" and r[4] == "bad_comm" for r in bad)
-    code, _, err = site.run(capsys, "export", "--tags", "NOPE", *PERIOD)
-    assert code == 2 and "NOPE" in err
-
-
-@pytest.mark.parametrize(
-    "command",
-    [["buffer", "export"], ["review", "export", "--tags", "GT-102", "--from", "2026-05-28"]],
-)
-def test_exports_piped_into_head_stop_quietly(site: Site, command: list[str]) -> None:
-    cmd = [sys.executable, "-m", "agent", *command, "--config", str(site.config)]
-    proc = subprocess.run(
-        " ".join(f"'{c}'" for c in cmd) + " | head -n 2",
-        shell=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert len(proc.stdout.splitlines()) == 2
-    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
-
-
-def test_parquet_is_written_with_pyarrow_and_refused_clearly_without(
-    site: Site, capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    target = tmp_path / "gt.parquet"
-    code, _, err = site.run(
-        capsys, "export", "--tags", "GT-102", *PERIOD, "--format", "parquet", "-o", str(target)
-    )
-    if parquet_available():  # an optional dependency: both outcomes are checked
-        import pyarrow.parquet as pq
-
-        assert code == 0
-        table = pq.read_table(target)
-        assert table.column_names == ["time", "tag", "value", "unit", "quality"]
-        assert table.num_rows == SECONDS
-    else:
-        assert code == 2 and "needs pyarrow" in err and not target.exists()
-
-
-def test_a_missing_buffer_exits_1_and_another_gateways_buffer_exits_78(
-    site: Site, capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    text = site.config.read_text()
-    empty = tmp_path / "empty.toml"
-    empty.write_text(text.replace(str(site.paths.data_dir), str(tmp_path / "nothing")))
-    assert main(["review", "alarms", "--config", str(empty)]) == 1
-    assert "no buffer database" in capsys.readouterr().err
-    other = tmp_path / "other.toml"
-    other.write_text(text.replace('id = "GW1"', 'id = "GW2"'))
-    assert main(["review", "incidents", "--config", str(other)]) == 78
-    assert "belongs to gateway 'GW1'" in capsys.readouterr().err
-    assert main(["review", "alarms", "--config", str(site.config), "--tz", "Mars/Base"]) == 2
-    assert "Mars/Base" in capsys.readouterr().err
