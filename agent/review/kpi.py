@@ -4,8 +4,11 @@ Definitions (docs/review.md says why, and the benchmark each figure is judged ag
 slow, obvious twin in tests/agent/review/naive.py implements this same text):
 
 - An **alarm** is a ``raise`` event (any kind, sensor faults included) with
-  ``from_ms <= ts < to_ms``. An **occurrence** is every event with one ``alarm_id``; its raise
-  time is its ``raise`` event's (occurrences without a retained ``raise`` are left out).
+  ``from_ms <= ts < to_ms``. An **occurrence** of an alarm (tag, kind) is its ``raise`` and the
+  events of that (tag, kind) after it, in stored order, up to the next ``raise``: one alarm's
+  occurrences never overlap (RULES.md), and pairing by position rather than by ``alarm_id``
+  keeps an occurrence whole when the agent restarted in it and gave its later events another
+  id. Events before a (tag, kind)'s first retained ``raise`` belong to no occurrence.
 - **Rates**: alarms / (period / 10 min) and / (period / 1 day).
 - **10-minute periods** start at ``from_ms`` (the last may be shorter); a **flood** period
   holds more than 10 alarms; ``peak`` is the largest count and ``peak_ms`` the first period
@@ -40,7 +43,7 @@ from numpy.typing import NDArray
 
 from agent.review.history import EVENTS, KINDS, AlarmLog
 
-__all__ = ["PERCENTILES", "AlarmKpis", "BadActor", "alarm_kpis", "nearest_rank"]
+__all__ = ["PERCENTILES", "AlarmKpis", "BadActor", "alarm_kpis", "nearest_rank", "occurrences"]
 
 TEN_MIN_MS: Final = 600_000
 DAY_MS: Final = 86_400_000
@@ -100,9 +103,30 @@ def nearest_rank(sorted_values: NDArray[np.int64], p: int) -> int:
     return int(sorted_values[max(1, math.ceil(p / 100 * n)) - 1])
 
 
-def _first_per_occ(log: AlarmLog, n_occ: int, mask: NDArray[np.bool_]) -> NDArray[np.int64]:
+def occurrences(log: AlarmLog, valid: NDArray[np.bool_]) -> tuple[NDArray[np.int64], int]:
+    """The occurrence of each event (-1: none, or not ``valid``) and how many there are."""
+    n = len(log)
+    key = log.tag.astype(np.int64) * len(KINDS) + log.kind
+    idx = np.flatnonzero(valid)
+    order = idx[np.lexsort((idx, key[idx]))]  # by (tag, kind), stored order within
+    k = key[order]
+    r = (log.event[order] == _RAISE).astype(np.int64)
+    count = np.cumsum(r)  # raises so far, over all keys
+    first = np.ones(k.shape[0], bool)
+    first[1:] = k[1:] != k[:-1]
+    before_group = np.maximum.accumulate(np.where(first, count - r, 0))
+    inside = count - before_group > 0  # at or after the group's first raise
+    occ = np.full(n, -1, np.int64)
+    occ[order] = np.where(inside, count - 1, -1)
+    return occ, int(r.sum())
+
+
+def _first_per_occ(
+    log: AlarmLog, occ: NDArray[np.int64], n_occ: int, mask: NDArray[np.bool_]
+) -> NDArray[np.int64]:
+    sel = mask & (occ >= 0)
     out = np.full(n_occ, _BIG, np.int64)
-    np.minimum.at(out, log.occ[mask], log.ts_ms[mask])
+    np.minimum.at(out, occ[sel], log.ts_ms[sel])
     return out
 
 
@@ -158,20 +182,20 @@ def alarm_kpis(
     chattering = int(np.unique(k_sorted[marked]).shape[0])
 
     # occurrences
-    n_occ = len(log.occ_ids)
-    valid = before
-    raise_ts = _first_per_occ(log, n_occ, valid & is_raise)
+    occ, n_occ = occurrences(log, before)
+    valid = before & (occ >= 0)
+    raise_ts = _first_per_occ(log, occ, n_occ, valid & is_raise)
     has_raise = raise_ts != _BIG
-    clear_ts = _first_per_occ(log, n_occ, valid & (ev == _CLEAR))
-    end_ts = _first_per_occ(log, n_occ, valid & ((ev == _CLEAR) | (ev == _RETURN)))
-    ack_ts = _first_per_occ(log, n_occ, valid & (ev == _ACK))
+    clear_ts = _first_per_occ(log, occ, n_occ, valid & (ev == _CLEAR))
+    end_ts = _first_per_occ(log, occ, n_occ, valid & ((ev == _CLEAR) | (ev == _RETURN)))
+    ack_ts = _first_per_occ(log, occ, n_occ, valid & (ev == _ACK))
     max_level = np.zeros(n_occ, np.int64)
-    np.maximum.at(max_level, log.occ[valid], log.level[valid].astype(np.int64))
+    np.maximum.at(max_level, occ[valid], log.level[valid].astype(np.int64))
     occ_kind = np.zeros(n_occ, np.int64)
     occ_tag = np.zeros(n_occ, np.int64)
     r_all = np.flatnonzero(valid & is_raise)
-    occ_kind[log.occ[r_all]] = kind[r_all]
-    occ_tag[log.occ[r_all]] = log.tag[r_all]
+    occ_kind[occ[r_all]] = kind[r_all]
+    occ_tag[occ[r_all]] = log.tag[r_all]
     raised_in = has_raise & (raise_ts >= from_ms)
 
     ends_after = clear_ts >= from_ms  # also true when never cleared (_BIG)

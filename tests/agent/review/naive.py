@@ -46,23 +46,35 @@ def naive_kpis(
         chattering += bool(marked)
         chatter_raises += len(marked)
 
-    occ: dict[str, dict[str, Any]] = {}
+    # an occurrence: a raise and the later events of its (tag, alarm) up to the next raise
+    occ: list[dict[str, Any]] = []
+    current: dict[tuple[str, str], dict[str, Any]] = {}
     for a in rows:
-        o = occ.setdefault(
-            a["alarm_id"], {"raise": None, "clear": None, "end": None, "ack": None, "max": 0}
-        )
+        key = (a["tag"], a["alarm"])
+        if a["event"] == "raise":
+            current[key] = {
+                "raise": None,
+                "clear": None,
+                "end": None,
+                "ack": None,
+                "max": 0,
+                "tag": a["tag"],
+                "alarm": a["alarm"],
+            }
+            occ.append(current[key])
+        o = current.get(key)
+        if o is None:
+            continue  # before the first retained raise of this alarm
         o["max"] = max(o["max"], a["level"])
-        for key, names in (
+        for field, names in (
             ("raise", ("raise",)),
             ("clear", ("clear",)),
             ("end", ("clear", "return")),
             ("ack", ("ack",)),
         ):
-            if a["event"] in names and (o[key] is None or a["ts_ms"] < o[key]):
-                o[key] = a["ts_ms"]
-        if a["event"] == "raise":
-            o["tag"], o["alarm"] = a["tag"], a["alarm"]
-    occs = [o for o in occ.values() if o["raise"] is not None]
+            if a["event"] in names and o[field] is None:
+                o[field] = a["ts_ms"]
+    occs = occ
     inside = [o for o in occs if o["raise"] >= from_ms]
     stale = 0
     for o in occs:

@@ -159,3 +159,27 @@ def test_hand_made_history_gives_the_documented_figures(
         )["user"]
         == "li"
     )
+
+
+def test_an_occurrence_stays_whole_when_a_restart_gave_its_later_events_another_id(
+    make_store: Callable[[], Store], store_paths: dict[str, Path]
+) -> None:
+    s = 1000
+    rows: list[tuple[int, str, str, str, int, dict[str, object]]] = [
+        (T0, "D", "high", "raise", 1, {"occ": T0}),
+        # the agent restarted: the occurrence's later events carry ids of their own
+        (T0 + 50 * s, "D", "high", "ack", 1, {"occ": T0 + 50 * s, "user": "op-li"}),
+        (T0 + 90 * s, "D", "high", "clear", 0, {"occ": T0 + 90 * s}),
+        (T0 + 95 * s, "D", "high", "clear", 0, {"occ": T0 + 95 * s}),  # no raise: no occurrence
+        (T0 + 100 * s, "D", "high", "raise", 1, {"occ": T0 + 100 * s}),
+    ]
+    store = make_store()
+    _write(store, rows)
+    store.close()
+    with History.open(**store_paths, gateway_id=GW) as h:
+        log = h.alarms()
+    k = alarm_kpis(log, from_ms=T0, to_ms=T0 + 600 * s, fleeting_ms=10_000, device_of={})
+    assert (k.alarms, k.standing, k.acked, k.cleared) == (2, 1, 1, 1)
+    assert dict(k.clear_ms) == {50: 90_000, 90: 90_000, 95: 90_000}
+    assert dict(k.ack_ms)[50] == 50_000
+    assert k.standing_list == (("D", "high", 1, T0 + 100 * s),)
