@@ -29,10 +29,10 @@ def _chromium() -> str:
     return found
 
 
-@pytest.mark.parametrize("lang", ["zh", "en"])
 def test_the_alarm_report_renders_in_headless_chromium(
-    make_store: Callable[[], Store], store_paths: dict[str, Path], tmp_path: Path, lang: str
+    make_store: Callable[[], Store], store_paths: dict[str, Path], tmp_path: Path
 ) -> None:
+    lang = "zh"  # the harder page: CJK text in the tables and the plots
     store = make_store()
     device_of = random_alarm_history(store, tags=30, days=2.0, seed=7)
     store.close()
@@ -40,7 +40,7 @@ def test_the_alarm_report_renders_in_headless_chromium(
         log = h.alarms(to_ms=T0 + 2 * DAY)
     k = alarm_kpis(log, from_ms=T0, to_ms=T0 + 2 * DAY, fleeting_ms=10_000, device_of=device_of)
     page = tmp_path / f"alarms-{lang}.html"
-    page.write_text(alarm_report_html(k, lang=lang, site=SiteTime("Asia/Shanghai"), gateway=GW))  # type: ignore[arg-type]
+    page.write_text(alarm_report_html(k, lang=lang, site=SiteTime("Asia/Shanghai"), gateway=GW))
     ARTEFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTEFACTS / f"review-alarms-{lang}.png"
     shot.unlink(missing_ok=True)
