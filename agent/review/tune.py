@@ -148,27 +148,26 @@ _BOUNDS: Final = ("high_max", "high_high_max", "low_min", "low_low_min")
 
 def template_ceiling(templates: Sequence[str]) -> tuple[dict[str, float], str]:
     """The strictest regulatory bounds over the templates the tag's rules use: their
-    ``ceilings`` table (rules/templates, ``high_max``, ``high_high_max``: a limit may not be
-    higher; ``low_min``, ``low_low_min``: not lower). ({}, why) when none carries one."""
+    ``ceilings`` (rules/templates: ``high_max``, ``high_high_max``: a limit may not be higher;
+    ``low_min``, ``low_low_min``: not lower), and where they come from. ({}, why) when none
+    carries any."""
     out: dict[str, float] = {}
     shipped = load_templates()
-    names = []
+    sources = []
     for name in templates:
         tpl = shipped.get(name)
-        # read by name: the field is new in the templates, older ones have none
-        ceilings = getattr(tpl, "ceilings", None) if tpl is not None else None
-        if ceilings is None:
+        if tpl is None or tpl.ceilings is None:
             continue
-        names.append(name)
+        sources.append(f"template {name}: {tpl.ceilings.source}")
         for key in _BOUNDS:
-            bound = getattr(ceilings, key, None)
+            bound = getattr(tpl.ceilings, key)
             if bound is None:
                 continue
             strict = min if key.endswith("_max") else max
             out[key] = strict(out.get(key, float(bound)), float(bound))
     if not templates:
         return out, "no template: no ceiling"
-    return out, ("template " + ", ".join(names)) if names else "templates carry no ceiling"
+    return out, "; ".join(sources) if sources else "templates carry no ceiling"
 
 
 def beyond_ceiling(values: Mapping[str, Any], ceiling: Mapping[str, float]) -> list[str]:

@@ -145,9 +145,8 @@ def test_review_tune_equals_rules_replay_on_the_exported_trace_for_every_candida
     doc = json.loads(out)
     assert len(doc["candidates"]) == 10 and doc["acks"] == 1
     assert doc["crossings"] == {"high": 1, "high_high": 1}
-    # GT-102's template gains its GB/T 50493 bounds (high_max 25, high_high_max 50) in another
-    # branch; the candidates here change no limit, so none is refused either way
-    assert doc["ceiling_source"] in ("templates carry no ceiling", "template combustible-gas-lel")
+    assert doc["ceiling"] == {"high_max": 25.0, "high_high_max": 50.0}  # GB/T 50493-2019
+    assert doc["ceiling_source"].startswith("template combustible-gas-lel")
     for n, cand in enumerate(doc["candidates"]):
         assert cand["refused"] is None
         assert (
@@ -179,6 +178,14 @@ def test_review_tune_equals_rules_replay_on_the_exported_trace_for_every_candida
         "on_delay_s=0,15",
     )
     assert code == 0 and "#4" in out
+    code, out, _ = site.run(
+        capsys, "tune", *PERIOD, "--tag", "GT-102", "--param", "high=20,30", "--json"
+    )
+    refused = [c["refused"] for c in json.loads(out)["candidates"]]
+    assert code == 0 and refused[:2] == [None, None]
+    assert refused[2] is not None and refused[2].startswith(
+        "high 30 > high_max 25 (template combustible-gas-lel"
+    )
 
 
 def test_tune_refuses_candidates_above_the_ceiling_and_those_the_engine_rejects(site: Site) -> None:
@@ -219,17 +226,20 @@ def test_tune_refuses_candidates_above_the_ceiling_and_those_the_engine_rejects(
 
 
 def test_template_bounds_are_read_from_the_templates_ceilings() -> None:
+    bounds, source = template_ceiling(["combustible-gas-lel"])
+    assert bounds == {"high_max": 25.0, "high_high_max": 50.0}
+    assert source.startswith("template combustible-gas-lel: GB/T 50493-2019")
+    bounds, _ = template_ceiling(["oxygen", "combustible-gas-lel"])  # the strictest of both
+    assert bounds == {"high_max": 23.5, "high_high_max": 50.0, "low_min": 19.5}
     for name, tpl in load_templates().items():
-        bounds, source = template_ceiling([name])
-        ceilings = getattr(tpl, "ceilings", None)  # a field the templates are gaining
-        want = {}
-        if ceilings is not None:
-            want = {
-                k: getattr(ceilings, k)
+        want = (
+            {}
+            if tpl.ceilings is None
+            else {
+                k: getattr(tpl.ceilings, k)
                 for k in ("high_max", "high_high_max", "low_min", "low_low_min")
-                if getattr(ceilings, k) is not None
+                if getattr(tpl.ceilings, k) is not None
             }
-        assert bounds == want, name
-        assert source == (
-            f"template {name}" if ceilings is not None else "templates carry no ceiling"
         )
+        assert template_ceiling([name])[0] == want, name
+    assert template_ceiling([]) == ({}, "no template: no ceiling")
