@@ -56,8 +56,8 @@ class IncidentTap:
         self._sink = sink
 
     def on_poll(self, batch: SampleBatch, events: Sequence[AlarmEvent]) -> None:
-        b = batch
-        self._append(self._recorder.feed(b.tag, b.ts_ms, b.value, b.quality, events))
+        tag, ts, value, quality = batch.tag, batch.ts_ms, batch.value, batch.quality
+        self._append(self._recorder.feed(tag, ts, value, quality, events))
 
     def on_events(self, events: Sequence[AlarmEvent]) -> None:
         """Events without samples (an operator's acknowledgement)."""
