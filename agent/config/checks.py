@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from agent.codec import root_topic
 from agent.config.issues import ConfigIssue, adapt
 from agent.config.schema import AgentConfig, CommandsConfig, DeviceConfig, UplinkConfig
+from agent.console.config import console_issues
 from buffer.config import buffer_issues
 from drivers.config import (
     ModbusRtuDeviceConfig,
@@ -71,6 +72,7 @@ def check_config(cfg: AgentConfig) -> list[ConfigIssue]:
                 issues.append(ConfigIssue(path, "unknown tag", hint))
     if cfg.rules:
         issues += adapt("", check_rules(cfg.rules, tag_names))
+    issues += adapt("console", console_issues(cfg.console))
     return issues
 
 

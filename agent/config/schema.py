@@ -11,6 +11,7 @@ Structure::
                      | SerialLineDeviceConfig (by ``driver``)
       [[devices.tags]]
     [[rules]]        rules.config.RuleConfig
+    [console]        agent.console.config.ConsoleConfig (the local web console, off by default)
 
 Types and simple bounds are msgspec's; every other check is in :mod:`agent.config.checks`
 (which composes the leaves' own checks). A config returned by :func:`agent.config.load_config`
@@ -23,6 +24,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from agent.console.config import ConsoleConfig
 from buffer.config import BufferConfig
 from drivers.config import (
     ModbusRtuDeviceConfig,
@@ -118,3 +120,4 @@ class AgentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     serial_ports: tuple[SerialPortConfig, ...] = ()
     devices: tuple[DeviceConfig, ...] = ()
     rules: tuple[RuleConfig, ...] = ()
+    console: ConsoleConfig = ConsoleConfig()

@@ -17,7 +17,39 @@ from buffer import Store
 from buffer.record import Stream
 from rules import RuleEngine
 
-__all__ = ["CommandActions", "CommandEndpoint"]
+__all__ = ["AlarmAcknowledger", "CommandActions", "CommandEndpoint"]
+
+
+class AlarmAcknowledger:
+    """The one acknowledgement path, for signed ``ack_alarm`` commands and the local console:
+    the engine's acknowledge, ``user``/``comment`` (and ``source`` when given) added to each
+    event, then recorded like any alarm event."""
+
+    def __init__(
+        self,
+        *,
+        tag_index: Mapping[str, int],
+        engine: RuleEngine,
+        alarms: AlarmRecorder,
+        clock_ms: Callable[[], int],
+    ) -> None:
+        self._tag_index = tag_index
+        self._engine = engine
+        self._alarms = alarms
+        self._clock_ms = clock_ms
+
+    def ack_alarm(self, args: AckAlarmArgs, *, source: str | None = None) -> str:
+        index = self._tag_index.get(args.tag)
+        if index is None:
+            raise CommandRejectedError("bad_args", f"ack_alarm: unknown tag {args.tag!r}")
+        events = self._engine.acknowledge(index, self._clock_ms(), args.alarm)
+        fields = (("user", args.user), ("comment", args.comment), ("source", source))
+        who = {k: v for k, v in fields if v is not None}
+        for event in events:
+            event.extra.update(who)
+        self._alarms.record(events)
+        done = ", ".join(f"{e.alarm} {e.event}" for e in events) or "nothing to acknowledge"
+        return f"{args.tag}: {done}"
 
 
 class CommandActions:
@@ -35,26 +67,16 @@ class CommandActions:
         max_resend: int,
         clock_ms: Callable[[], int],
     ) -> None:
-        self._tag_index = tag_index
-        self._engine = engine
-        self._alarms = alarms
+        self._acker = AlarmAcknowledger(
+            tag_index=tag_index, engine=engine, alarms=alarms, clock_ms=clock_ms
+        )
         self._store = store
         self._forwarder = forwarder
         self._uplink = uplink
         self._max_resend = max_resend
-        self._clock_ms = clock_ms
 
     def ack_alarm(self, args: AckAlarmArgs) -> str:
-        index = self._tag_index.get(args.tag)
-        if index is None:
-            raise CommandRejectedError("bad_args", f"ack_alarm: unknown tag {args.tag!r}")
-        events = self._engine.acknowledge(index, self._clock_ms(), args.alarm)
-        who = {k: v for k, v in (("user", args.user), ("comment", args.comment)) if v is not None}
-        for event in events:
-            event.extra.update(who)
-        self._alarms.record(events)
-        done = ", ".join(f"{e.alarm} {e.event}" for e in events) or "nothing to acknowledge"
-        return f"{args.tag}: {done}"
+        return self._acker.ack_alarm(args)
 
     def rebirth(self) -> str:
         return "state and meta republished" if self._uplink.rebirth() else "not connected"

@@ -3,25 +3,33 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from agent.alarm_ids import AlarmIds
 from agent.codec import alarm_body
 from agent.logs import kv
+from agent.runtime.shelving import Shelving
 from agent.runtime.sink import RecordSink
 from agent.runtime.stats import RuntimeStats
 from agent.tags import TagTable
 from buffer.record import Stream
 from rules.events import AlarmEvent
 
-__all__ = ["AlarmRecorder"]
+__all__ = ["AlarmObserver", "AlarmRecorder"]
+
+AlarmObserver = Callable[[Sequence[AlarmEvent]], None]
+"""Told of every recorded batch of events right after its append (the local console)."""
 
 # The operator-facing alarm line keeps the logger name it has always had (the demo greps it).
 log = logging.getLogger("safeedge.pipeline")
 
 
 class AlarmRecorder:
-    """Encodes, logs, counts and appends alarm events (from polls and from commands)."""
+    """Encodes, logs, counts and appends alarm events (from polls and from commands).
+
+    ``shelving`` (set by the console when enabled) marks the records of shelved alarms with
+    ``shelved: true``; ``observers`` are called after each append, on the event loop thread.
+    """
 
     def __init__(
         self, *, tags: TagTable, alarm_ids: AlarmIds, sink: RecordSink, stats: RuntimeStats
@@ -30,17 +38,24 @@ class AlarmRecorder:
         self._ids = alarm_ids
         self._sink = sink
         self._stats = stats
+        self.shelving: Shelving | None = None
+        self.observers: list[AlarmObserver] = []
 
     def record(self, events: Sequence[AlarmEvent]) -> None:
         if not events:
             return
         self._stats.alarms += len(events)
         self._sink.append(Stream.ALARM, [self.encode(e) for e in events])
+        for observe in self.observers:
+            observe(events)
 
     def encode(self, event: AlarmEvent) -> bytes:
         tag = self._tags[event.tag]
         alarm_id = self._ids.for_event(tag.name, event.alarm, event.event, event.ts_ms)
         log.info(kv("alarm", tag=tag.name, alarm=event.alarm, event=event.event, level=event.level))
+        extra = event.extra
+        if self.shelving is not None and self.shelving.is_shelved(tag.name, event.alarm):
+            extra = {**extra, "shelved": True}
         return alarm_body(
             tag=tag.name,
             alarm=event.alarm,
@@ -49,5 +64,5 @@ class AlarmRecorder:
             value=event.value,
             ts_ms=event.ts_ms,
             alarm_id=alarm_id,
-            extra=event.extra,
+            extra=extra,
         )

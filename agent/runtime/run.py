@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Coroutine
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent import __version__
 from agent.commands import CommandProcessor
@@ -33,6 +33,9 @@ from agent.runtime.stats import RuntimeStats
 from agent.runtime.watchdog import watchdog
 from agent.uplink import Uplink
 from buffer import Store
+
+if TYPE_CHECKING:
+    from agent.console.server import Console
 
 __all__ = ["Runtime"]
 
@@ -57,6 +60,7 @@ class Runtime:
         self._flush_timeout_s = flush_timeout_s
         self._stopping = False
         self._failure: tuple[str, BaseException | None] | None = None
+        self.console: Console | None = None  # [console].enabled: the local web console
 
     async def run(self, stop: asyncio.Event) -> None:
         c = self.components
@@ -81,6 +85,8 @@ class Runtime:
             stats=self.stats,
             clock_ms=c.clock_ms,
         )
+        if c.cfg.console.enabled:
+            self.console = _console(c, alarms, ingest, sink, self.stats)
         forwarding: Forwarding | None = None
         try:
             async with AsyncExitStack() as stack:
@@ -170,6 +176,8 @@ class Runtime:
                 for name, bus in c.buses.items()
             ]
             helpers = [spawn("maintain", sink.maintain())]
+            if self.console is not None:
+                helpers.append(spawn("console", self.console.serve()))
             if ingest.lingers:
                 helpers.append(spawn("linger", ingest.linger()))
             interval = watchdog_interval_s()
@@ -232,3 +240,24 @@ class Runtime:
 async def _set_when(stop: asyncio.Event, ending: asyncio.Event) -> None:
     await stop.wait()
     ending.set()
+
+
+def _console(
+    c: Components, alarms: AlarmRecorder, ingest: Ingest, sink: RecordSink, stats: RuntimeStats
+) -> Console:
+    """The local web console (imported only when enabled: it brings in aiohttp)."""
+    from agent.console.server import Console
+
+    return Console(
+        cfg=c.cfg.console,
+        tags=c.tags,
+        engine=c.engine,
+        devices=c.devices,
+        alarms=alarms,
+        ingest=ingest,
+        sink=sink,
+        stats=stats,
+        uplink=c.uplink,
+        config_hash=c.config_hash,
+        clock_ms=c.clock_ms,
+    )
