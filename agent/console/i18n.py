@@ -17,7 +17,8 @@ LANGS: Final = ("zh", "en")
 
 TEXT: Final[dict[str, dict[str, str]]] = {
     "zh": {
-        "title": "SafeEdge 现场监控", "board": "报警看板", "live": "实时数据", "health": "运行状态",
+        "title": "SafeEdge 现场监控", "grade": "级别", "board": "报警看板", "live": "实时数据",
+        "health": "运行状态",
         "l2": "二级", "l1": "一级", "fault": "故障", "tag": "位号", "alarm": "报警",
         "since": "发生时间", "value": "当前值", "limit": "限值", "acked": "已确认",
         "unacked": "未确认", "latched": "已复位待确认", "ack": "确认", "shelve": "搁置",
@@ -38,7 +39,8 @@ TEXT: Final[dict[str, dict[str, str]]] = {
         "trend_low": "趋势低", "stuck": "数值不变",
     },
     "en": {
-        "title": "SafeEdge site console", "board": "Alarm board", "live": "Live values",
+        "title": "SafeEdge site console", "grade": "Level", "board": "Alarm board",
+        "live": "Live values",
         "health": "Health", "l2": "Level 2", "l1": "Level 1", "fault": "Fault", "tag": "Tag",
         "alarm": "Alarm", "since": "Since", "value": "Value", "limit": "Limit",
         "acked": "Acknowledged", "unacked": "Unacknowledged", "latched": "Returned, not acked",

@@ -25,6 +25,11 @@ Limits = Callable[[int], Mapping[str, object]]
 _GRADE_ORDER = {"l2": 0, "l1": 1, "fault": 2}
 
 
+def _graded(alarm: str, event: str) -> bool:
+    """History shows 一级/二级 on raise and escalate of process alarms (a fault has no grade)."""
+    return event in ("raise", "escalate") and alarm not in ("fault", "stuck")
+
+
 def _num(value: float | None) -> str:
     if value is None or not math.isfinite(value):
         return "—"
@@ -95,7 +100,8 @@ def _alarm_row(a: BoardAlarm, t: dict[str, str], clock: SiteClock, can_act: bool
         acts += (
             f'<form method="post" action="/shelve" class="act">{hidden}'
             f'<input name="reason" placeholder="{t["reason"]}" required maxlength="200">'
-            f'<input name="minutes" type="number" min="0.1" step="any" value="60" class="min">{t["minutes"]}'
+            f'<input name="minutes" type="number" min="0.1" step="any" value="60" class="min">'
+            f'{t["minutes"]}'
             f'<button type="submit" class="shelve">{t["shelve"]}</button></form>'
         )
     detail = f" ({escape(a.reason)})" if a.reason else ""
@@ -118,7 +124,7 @@ def board_fragment(
     l2 = " ".join(escape(a.key) for a in shown if a.grade == "l2" and not a.acked)
     head = "".join(
         f"<th>{t[k]}</th>"
-        for k in ("alarm", "tag", "alarm", "since", "value", "limit", "acked")
+        for k in ("grade", "tag", "alarm", "since", "value", "limit", "acked")
     ) + "<th></th>"  # fmt: skip
     rows = "".join(_alarm_row(a, t, clock, can_act) for a in shown)
     table = (
@@ -145,7 +151,7 @@ def board_fragment(
         f'<tr class="h {escape(h.event)}"><td>{clock.short(h.ts_ms)}</td><td>{escape(h.tag)}</td>'
         f"<td>{t.get(h.alarm, escape(h.alarm))}</td>"
         f"<td>{t.get(h.event + '_ev', t.get(h.event, escape(h.event)))}"
-        f"{' ' + t['l' + str(h.level)] if h.event in ('raise', 'escalate') else ''}</td>"
+        f"{' ' + t['l' + str(h.level)] if _graded(h.alarm, h.event) else ''}</td>"
         f"<td>{_num(h.value)}</td><td class='who'>{escape(h.user or '')}"
         f"{' (' + t.get(h.source, escape(h.source)) + ')' if h.source else ''}</td>"
         f"<td>{escape(h.comment or '')}</td></tr>"

@@ -36,8 +36,12 @@ def console_toml(**keys: object) -> str:
     lines += [f"{k} = {json.dumps(v)}" for k, v in keys.items()]
     for name, role in (("op", "operator"), ("view", "viewer")):
         pw_hash = hash_password(PASSWORD, n=2**10)
-        lines += ["[[console.users]]", f'name = "{name}"', f'role = "{role}"',
-                  f'password_hash = "{pw_hash}"']  # fmt: skip
+        lines += [
+            "[[console.users]]",
+            f'name = "{name}"',
+            f'role = "{role}"',
+            f'password_hash = "{pw_hash}"',
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -48,9 +52,12 @@ class Site:
     def __init__(self, tmp: Path, *, mqtt_port: int, console: dict[str, object]) -> None:
         self.modbus_port = free_port()
         text = tank_farm_config(
-            modbus_host="127.0.0.1", modbus_port=self.modbus_port, mqtt_host="127.0.0.1",
-            mqtt_port=mqtt_port, data_dir=str(tmp / "data"),
-        ) + console_toml(**console)  # fmt: skip
+            modbus_host="127.0.0.1",
+            modbus_port=self.modbus_port,
+            mqtt_host="127.0.0.1",
+            mqtt_port=mqtt_port,
+            data_dir=str(tmp / "data"),
+        ) + console_toml(**console)
         path = tmp / "agent.toml"
         path.write_text(text)
         cfg = loads_config(text, source=str(path))
@@ -72,8 +79,8 @@ class Site:
 
     async def _ready(self) -> None:
         await self.pipeline.ready.wait()
-        while self.pipeline.console is None or self.pipeline.console.url is None:
-            await asyncio.sleep(0.02)
+        while self.pipeline.console is None or self.pipeline.console.url is None:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)  # the url is set once the console task has bound
 
     def call(self, fn: Any) -> Any:
         async def run() -> Any:
@@ -121,11 +128,11 @@ class WebClient:
         assert m, text[:500]
         return m.group(1)
 
-    def post(self, path: str, form: dict[str, str], headers: dict[str, str] | None = None
-             ) -> tuple[int, str]:  # fmt: skip
+    def post(
+        self, path: str, form: dict[str, str], headers: dict[str, str] | None = None
+    ) -> tuple[int, str]:
         data = urllib.parse.urlencode(form).encode()
-        req = urllib.request.Request(self.base + path.lstrip("/"), data=data,
-                                     headers=headers or {})  # fmt: skip
+        req = urllib.request.Request(self.base + path.lstrip("/"), data=data, headers=headers or {})
         try:
             with self.opener.open(req, timeout=10) as r:
                 return r.status, r.read().decode()

@@ -33,8 +33,14 @@ ROOT = "safeedge/v1/DEMO/GW1"
 def browser() -> Iterator[WebDriver]:
     opts = webdriver.ChromeOptions()
     opts.binary_location = "/usr/bin/chromium"
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000",
-                "--lang=zh-CN", "--autoplay-policy=no-user-gesture-required"):  # fmt: skip
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--window-size=1400,1000",
+        "--lang=zh-CN",
+        "--autoplay-policy=no-user-gesture-required",
+    ):
         opts.add_argument(arg)
     opts.add_experimental_option("prefs", {"intl.accept_languages": "zh-CN,zh"})
     driver = webdriver.Chrome(options=opts, service=Service("/usr/bin/chromedriver"))
@@ -97,8 +103,12 @@ def _scenario(
     driver.find_element(By.CSS_SELECTOR, "#login button").click()
     _until("the board", lambda: _row(driver, "#board"))
     assert driver.find_element(By.ID, "who").text.startswith("op")
-    platform.wait_for(lambda m: m.topic.endswith("/event") and _body(m)["kind"] ==
-                      "console_login" and _body(m)["user"] == "op", timeout_s=10)  # fmt: skip
+    platform.wait_for(
+        lambda m: m.topic.endswith("/event")
+        and _body(m)["kind"] == "console_login"
+        and _body(m)["user"] == "op",
+        timeout_s=10,
+    )
 
     site.start_simulator(leak_start_s=4, time_scale=2)  # level 1 at ~7 s, level 2 at ~11 s
     l1 = 'tr.alarm.l1.unacked[data-key="GT-102/high"]'
@@ -138,8 +148,11 @@ def _scenario(
     )
     body = _body(ack)
     assert (body["tag"], body["user"], body["source"], body["comment"]) == (
-        "GT-102", "op", "local", "现场确认"
-    )  # fmt: skip
+        "GT-102",
+        "op",
+        "local",
+        "现场确认",
+    )
     assert "op" in driver.find_element(By.CSS_SELECTOR, "tr.h.ack td.who").text
 
     # shelving hides it from the board; its records still go upstream, marked shelved
@@ -151,16 +164,20 @@ def _scenario(
     row.find_element(By.CSS_SELECTOR, "button.shelve").click()
     _until("the shelf", lambda: _row(driver, 'li.shelf[data-key="GT-102/high"]'), 5)
     assert not _row(driver, 'tr.alarm[data-key="GT-102/high"]')
-    shelved = platform.wait_for(lambda m: m.topic.endswith("/event") and _body(m)["kind"]
-                                == "alarm_shelved", timeout_s=10)  # fmt: skip
+    shelved = platform.wait_for(
+        lambda m: m.topic.endswith("/event") and _body(m)["kind"] == "alarm_shelved", timeout_s=10
+    )
     assert (_body(shelved)["user"], _body(shelved)["reason"]) == ("op", "传感器标定")
     marked = platform.wait_for(
         lambda m: m.topic.endswith("/alarm") and _body(m).get("shelved") is True, timeout_s=20
     )
     assert _body(marked)["tag"] == "GT-102"
-    platform.wait_for(lambda m: m.topic.endswith("/event") and _body(m)["kind"]
-                      == "alarm_unshelved" and _body(m)["reason"] == "expired",
-                      timeout_s=25)  # fmt: skip
+    platform.wait_for(
+        lambda m: m.topic.endswith("/event")
+        and _body(m)["kind"] == "alarm_unshelved"
+        and _body(m)["reason"] == "expired",
+        timeout_s=25,
+    )
     _until("the shelf gone", lambda: not _row(driver, "li.shelf"), 5)
 
     # live values, then the uplink goes down: the console keeps working
@@ -173,9 +190,19 @@ def _scenario(
     driver.get(site.url)
     _until("the board without the uplink", lambda: _row(driver, "#board"), 5)
     before = driver.find_element(By.ID, "board").get_attribute("data-version")
-    status, _ = op_http.post("shelve", {"csrf": op_http.csrf("/"), "tag": "GT-101",
-                                         "alarm": "high", "reason": "test", "minutes": "1"})  # fmt: skip
+    status, _ = op_http.post(
+        "shelve",
+        {
+            "csrf": op_http.csrf("/"),
+            "tag": "GT-101",
+            "alarm": "high",
+            "reason": "test",
+            "minutes": "1",
+        },
+    )
     assert status == 200
-    _until("a board update while the uplink is down",
-           lambda: driver.find_element(By.ID, "board").get_attribute("data-version") != before,
-           5)  # fmt: skip
+    _until(
+        "a board update while the uplink is down",
+        lambda: driver.find_element(By.ID, "board").get_attribute("data-version") != before,
+        5,
+    )
