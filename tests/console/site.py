@@ -13,6 +13,7 @@ import contextlib
 import http.cookiejar
 import json
 import re
+import ssl
 import threading
 import urllib.error
 import urllib.parse
@@ -110,14 +111,20 @@ class Site:
 class WebClient:
     """A cookie-keeping HTTP client (urllib) for what a browser need not show."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, *, ca_file: Path | None = None) -> None:
         self.base = base
         self.jar = http.cookiejar.CookieJar()
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+        handlers: list[urllib.request.BaseHandler] = [urllib.request.HTTPCookieProcessor(self.jar)]
+        if ca_file is not None:
+            ctx = ssl.create_default_context(cafile=str(ca_file))
+            handlers.append(urllib.request.HTTPSHandler(context=ctx))
+        self.opener = urllib.request.build_opener(*handlers)
+        self.headers: list[tuple[str, str]] = []  # of the last response
 
     def get(self, path: str) -> tuple[int, str]:
         try:
             with self.opener.open(self.base + path.lstrip("/"), timeout=10) as r:
+                self.headers = list(r.headers.items())
                 return r.status, r.read().decode()
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode()
