@@ -145,6 +145,7 @@ class LiveValues:
         self.ts_ms = np.zeros(n, dtype=np.int64)
         self.ring = np.full((n, points), np.nan)
         self._head = 0
+        self.steps = 0  # ring steps taken (sparklines change only when this does)
         self.step_s = span_s / points
         self._next_step = time.monotonic() + self.step_s
         self.version = 0
@@ -161,13 +162,12 @@ class LiveValues:
         if now >= self._next_step:
             self._head = (self._head + 1) % self.ring.shape[1]
             self.ring[:, self._head] = self.value
+            self.steps += 1
             self._next_step = now + self.step_s
 
-    def sparkline(self, index: int) -> list[float]:
-        """The ring of ``index`` oldest first (NaN where no good value)."""
-        row = self.ring[index]
-        h = self._head + 1
-        return [*row[h:].tolist(), *row[:h].tolist()]
+    def ordered_ring(self) -> np.ndarray:
+        """The ring of every tag, oldest sample first (NaN where no good value)."""
+        return np.roll(self.ring, -(self._head + 1), axis=1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,12 +14,10 @@ from collections.abc import Callable, Mapping
 from html import escape
 
 from agent.console.i18n import TEXT, SiteClock
-from agent.console.readmodel import AlarmBoard, BoardAlarm, Health, LiveValues
+from agent.console.readmodel import AlarmBoard, BoardAlarm, Health
 from agent.runtime.shelving import Shelf
-from agent.tags import TagTable
-from drivers import Quality
 
-__all__ = ["board_fragment", "health_fragment", "live_fragment", "login_page", "page"]
+__all__ = ["board_fragment", "health_fragment", "login_page", "page"]
 
 Limits = Callable[[int], Mapping[str, object]]
 _GRADE_ORDER = {"l2": 0, "l1": 1, "fault": 2}
@@ -167,73 +165,6 @@ def board_fragment(
         f'<table class="history"><thead><tr>{hist_head}</tr></thead><tbody>{hist}</tbody>'
         f"</table></div>"
     )
-
-
-def _spark(points: list[float]) -> str:
-    good = [p for p in points if math.isfinite(p)]
-    if len(good) < 2:
-        return '<svg class="spark" width="120" height="24"></svg>'
-    lo, hi = min(good), max(good)
-    span = (hi - lo) or 1.0
-    step = 120 / (len(points) - 1)
-    segs, cur = [], []
-    for i, p in enumerate(points):
-        if math.isfinite(p):
-            cur.append(f"{i * step:.1f},{22 - (p - lo) / span * 20:.1f}")
-        elif cur:
-            segs.append(cur)
-            cur = []
-    if cur:
-        segs.append(cur)
-    lines = "".join(f'<polyline points="{" ".join(s)}"/>' for s in segs)
-    return f'<svg class="spark" width="120" height="24" viewBox="0 0 120 24">{lines}</svg>'
-
-
-def live_fragment(
-    live: LiveValues, tags: TagTable, limits: Limits, *, lang: str, clock: SiteClock
-) -> str:
-    t = TEXT[lang]
-    out: list[str] = [f'<div id="live" data-version="{live.version}">']
-    device = None
-    head = "".join(
-        f"<th>{t[k]}</th>" for k in ("tag", "value", "unit", "quality", "limits", "time", "trend")
-    )
-    for info in tags:
-        if info.device != device:
-            if device is not None:
-                out.append("</tbody></table>")
-            device = info.device
-            online = live.online.get(device)
-            state = t["online"] if online else t["offline"]
-            out.append(
-                f'<h3>{escape(device)} <small class="{"ok" if online else "bad"}">{state}'
-                f'</small></h3><table class="live"><thead><tr>{head}</tr></thead><tbody>'
-            )
-        i = info.index
-        q = int(live.quality[i])
-        ts = int(live.ts_ms[i])
-        if ts == 0:
-            shown, qual, cls = "—", "—", "none"
-        elif q == 0:
-            shown, qual, cls = _num(float(live.value[i])), t["good"], "good"
-        else:
-            shown, qual, cls = t["bad"], escape(Quality(q).wire_name), "bad"
-        lim = limits(i)
-        parts = [
-            f"{name} {_num(float(v))}"
-            for key, name in (("low_low", "LL"), ("low", "L"), ("high", "H"), ("high_high", "HH"))
-            if isinstance(v := lim.get(key), float | int)
-        ]
-        out.append(
-            f'<tr class="{cls}" data-tag="{escape(info.name)}"><td>{escape(info.name)}</td>'
-            f'<td class="v">{shown}</td><td>{escape(info.unit)}</td><td class="q">{qual}</td>'
-            f"<td>{' '.join(parts)}</td><td>{clock.short(ts) if ts else '—'}</td>"
-            f"<td>{_spark(live.sparkline(i))}</td></tr>"
-        )
-    if device is not None:
-        out.append("</tbody></table>")
-    out.append("</div>")
-    return "".join(out)
 
 
 def health_fragment(h: Health, *, lang: str) -> str:

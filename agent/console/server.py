@@ -26,7 +26,8 @@ from agent.console.auth import LoginLimiter, Session, Sessions
 from agent.console.config import ConsoleConfig
 from agent.console.i18n import TEXT, SiteClock, negotiate
 from agent.console.readmodel import AlarmBoard, Health, LiveValues, health
-from agent.console.render import board_fragment, health_fragment, live_fragment, page
+from agent.console.render import board_fragment, health_fragment, page
+from agent.console.render_live import LiveTable
 from agent.logs import kv
 from agent.runtime.actions import AlarmAcknowledger
 from agent.runtime.alarms import AlarmRecorder
@@ -106,6 +107,8 @@ class Console:
         self.shelving = Shelving(max_s=cfg.shelve_max_s, clock_ms=clock_ms)
         self.board = AlarmBoard(tags=tags, history=cfg.history)
         self.live = LiveValues(tags=tags, span_s=cfg.sparkline_s)
+        self.live_table = LiveTable(live=self.live, tags=tags, limits=engine.params,
+                                    clock=self.clock)  # fmt: skip
         self.acker = AlarmAcknowledger(
             tag_index=tags.index, engine=engine, alarms=alarms, clock_ms=clock_ms
         )
@@ -197,6 +200,8 @@ class Console:
     def fragment(self, which: str, lang: str, can_act: bool) -> str:
         if which == "board":
             version: object = (self.board.version, len(self.shelving.shelves()))
+        elif which == "cells":
+            version = (self._ticks, self.live.version)
         else:
             version = self._ticks if which == "health" else (self._ticks, self.live.version)
         key = (which, lang, can_act)
@@ -208,8 +213,9 @@ class Console:
                 self.board, self.shelving.shelves(), lang=lang, clock=self.clock, can_act=can_act
             )
         elif which == "live":
-            html = live_fragment(self.live, self.tags, self.engine.params, lang=lang,
-                                 clock=self.clock)  # fmt: skip
+            html = self.live_table.render(lang)
+        elif which == "cells":
+            html = self.live_table.cells(lang)
         else:
             html = health_fragment(self.health(), lang=lang)
         self._cache[key] = (version, html)
@@ -253,11 +259,19 @@ class Console:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", **_HEADERS})
         await resp.prepare(request)
         self.watchers += 1
-        sent = ""
+        sent, structure = "", None
         try:
             while True:
                 if self.sessions.get(session.id) is None and session.user is not None:
                     break  # logged out or expired: the page reloads and asks again
+                if which == "live" and structure == self.live_table.structure():
+                    cells = self.fragment("cells", lang, False)  # only the changing cells
+                    if cells != sent:
+                        await resp.write(f"event: cells\ndata: {cells}\n\n".encode())
+                        sent = cells
+                    await self._tick_pulse.wait(15.0)
+                    continue
+                structure = self.live_table.structure()
                 html = self.fragment(which, lang, session.can_act)
                 if html != sent:
                     data = "".join(f"data: {line}\n" for line in html.split("\n"))

@@ -19,7 +19,7 @@ from agent.console.auth import LoginLimiter, clean
 from agent.console.i18n import SiteClock, negotiate
 from agent.console.passwords import hash_password, verify_password
 from agent.console.readmodel import LiveValues
-from agent.console.render import live_fragment
+from agent.console.render_live import LiveTable
 from agent.runtime.alarms import AlarmRecorder
 from agent.runtime.shelving import Shelving
 from agent.runtime.sink import RecordSink
@@ -167,8 +167,9 @@ def test_a_bad_value_is_shown_as_its_quality_never_as_a_number() -> None:
         np.array([12.5, 47.25]), np.array([Quality.GOOD, Quality.BAD_COMM], dtype=np.uint8),
     )  # fmt: skip
     live.on_batch(device, batch)
-    html = live_fragment(live, tags, lambda k: {"high": 25.0}, lang="en",
-                         clock=SiteClock("Asia/Shanghai"))  # fmt: skip
+    table = LiveTable(live=live, tags=tags, limits=lambda k: {"high": 25.0},
+                      clock=SiteClock("Asia/Shanghai"))  # fmt: skip
+    html = table.render("en")
     good = html.split('data-tag="GT-101"')[1].split("</tr>")[0]
     bad = html.split('data-tag="GT-102"')[1].split("</tr>")[0]
     assert '<td class="v">12.5</td>' in good and "H 25" in good

@@ -85,6 +85,19 @@
       applied();
       wire();
     };
+    es.addEventListener("cells", function (ev) {
+      // live values between sparkline steps: [class, value, quality, time] per row, in order
+      const rows = main.querySelectorAll("#live tr[data-tag]");
+      const cells = JSON.parse(ev.data);
+      for (let i = 0; i < cells.length && i < rows.length; i++) {
+        const r = rows[i], c = cells[i];
+        if (r.className !== c[0]) r.className = c[0];
+        r.cells[1].textContent = c[1];
+        r.cells[3].textContent = c[2];
+        r.cells[5].textContent = c[3];
+      }
+      applied();
+    });
     es.onerror = function () { document.body.dataset.stream = "lost"; };
     es.onopen = function () { document.body.dataset.stream = "open"; };
   }
