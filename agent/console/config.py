@@ -62,7 +62,9 @@ def console_issues(c: ConsoleConfig) -> list[tuple[str, str, str]]:
     out: list[tuple[str, str, str]] = []
     if (c.tls_cert_file is None) != (c.tls_key_file is None):
         out.append(("tls_key_file", "tls_cert_file and tls_key_file go together", "set both"))
-    if not _loopback(c.host) and not c.tls:
+    if not c.host or any(ch.isspace() or not ch.isprintable() for ch in c.host):
+        out.append(("host", f"host {c.host!r} is empty or holds a space", 'e.g. "127.0.0.1"'))
+    elif not _loopback(c.host) and not c.tls:
         out.append(
             (
                 "host",

@@ -25,6 +25,7 @@ from agent.config import (
     loads_config,
     resolved_paths,
 )
+from agent.console.config import ConsoleConfig, ConsoleUser
 from buffer.config import BufferConfig
 from drivers.config import (
     CurrentLoopConfig,
@@ -146,6 +147,8 @@ def test_the_reference_example_shows_every_key_of_every_table() -> None:
         SerialLineDeviceConfig: set().union(*lines),
         SerialLineTagConfig: set().union(*(t for d in lines for t in d["tags"])),
         RuleConfig: set().union(*raw["rules"]),
+        ConsoleConfig: set(raw["console"]),
+        ConsoleUser: set().union(*raw["console"]["users"]),
     }
     # `template` needs a shipped template name; docs/config.md shows it instead.
     optional: dict[type[msgspec.Struct], set[str]] = {RuleConfig: {"template"}}
