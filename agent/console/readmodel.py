@@ -25,7 +25,7 @@ import numpy as np
 
 from agent.runtime.shelving import Shelf
 from agent.tags import TagTable
-from drivers import Device, SampleBatch
+from drivers import Device, Quality, SampleBatch
 from rules.events import AlarmEvent
 
 __all__ = ["AlarmBoard", "BoardAlarm", "Health", "HistoryEntry", "LiveValues", "health"]
@@ -150,10 +150,21 @@ class LiveValues:
         self._next_step = time.monotonic() + self.step_s
         self.version = 0
         self.online: dict[str, bool] = {}
+        self.problems: dict[str, str] = {}  # device → why (bad samples of its last poll)
 
     def on_batch(self, device: Device, batch: SampleBatch) -> None:
         self.online[device.name] = device.online
         if len(batch):
+            bad = batch.quality[batch.quality != 0]
+            why = ""
+            if len(bad):
+                counts = np.bincount(bad, minlength=len(Quality)).tolist()
+                why = ", ".join(f"{Quality(q).wire_name} ×{n}" for q, n in enumerate(counts) if n)
+            breaker = getattr(device, "breaker", None)  # the Modbus drivers' circuit breaker
+            failures = int(getattr(breaker, "failures", 0) or 0)
+            if failures:
+                why += f"{', ' if why else ''}{failures} failed polls in a row"
+            self.problems[device.name] = why
             self.value[batch.tag] = np.where(batch.quality == 0, batch.value, np.nan)
             self.quality[batch.tag] = batch.quality
             self.ts_ms[batch.tag] = batch.ts_ms
@@ -172,7 +183,7 @@ class LiveValues:
 
 @dataclass(frozen=True, slots=True)
 class Health:
-    devices: list[tuple[str, bool, str]]  # name, online, why not (empty when online)
+    devices: list[tuple[str, bool, str]]  # name, online, why (no answer, bad samples), or ""
     backlog: dict[str, int]  # undelivered records per stream
     uplink: str  # connected | disconnected | disabled
     config_hash: str
@@ -185,6 +196,7 @@ def health(
     *,
     devices: Sequence[Device],
     seen: dict[str, bool],
+    problems: dict[str, str],
     backlog: dict[str, int],
     uplink_connected: bool | None,
     config_hash: str,
@@ -197,8 +209,10 @@ def health(
     for name in names:
         online = seen.get(name)
         why = "" if online else ("not polled yet" if online is None else "no answer")
+        extra = problems.get(name, "")
+        why = f"{why}; {extra}" if why and extra else (why or extra)
         rows.append((name, bool(online), why))
-    degraded = [f"device {n}: {w}" for n, ok, w in rows if not ok]
+    degraded = [f"device {n}: {w}" for n, ok, w in rows if w]
     state = "disabled" if uplink_connected is None else (
         "connected" if uplink_connected else "disconnected"
     )  # fmt: skip

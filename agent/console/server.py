@@ -226,6 +226,7 @@ class Console:
         return health(
             devices=self.devices,
             seen=self.live.online,
+            problems=self.live.problems,
             backlog={s.wire_name: stats.streams[s].undelivered for s in Stream},
             uplink_connected=None if self.uplink is None else self.uplink.connected,
             config_hash=self.config_hash,

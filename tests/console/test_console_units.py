@@ -18,7 +18,8 @@ from agent.config import ConfigError, loads_config
 from agent.console.auth import LoginLimiter, clean
 from agent.console.i18n import SiteClock, negotiate
 from agent.console.passwords import hash_password, verify_password
-from agent.console.readmodel import LiveValues
+from agent.console.readmodel import LiveValues, health
+from agent.console.render import health_fragment
 from agent.console.render_live import LiveTable
 from agent.runtime.alarms import AlarmRecorder
 from agent.runtime.shelving import Shelving
@@ -174,3 +175,25 @@ def test_a_bad_value_is_shown_as_its_quality_never_as_a_number() -> None:
     bad = html.split('data-tag="GT-102"')[1].split("</tr>")[0]
     assert '<td class="v">12.5</td>' in good and "H 25" in good
     assert '<td class="v">bad</td>' in bad and "bad_comm" in bad and "47" not in bad
+
+
+def test_health_names_a_silent_device_with_its_bad_samples_and_the_uplink_state() -> None:
+    cfg = loads_config(BASE)
+    tags = TagTable(cfg)
+    (device,) = build_devices(cfg.devices[0], tag_index=tags.index, serial_ports={})
+    live = LiveValues(tags=tags, span_s=60)
+    idx = np.array([tags.index["GT-101"], tags.index["GT-102"]], dtype=np.int32)
+    batch = SampleBatch(idx, np.array([1, 1], dtype=np.int64), np.array([np.nan, np.nan]),
+                        np.array([Quality.BAD_COMM] * 2, dtype=np.uint8))  # fmt: skip
+    live.on_batch(device, batch)  # not connected: the driver reports it offline
+    h = health(
+        devices=[device], seen=live.online, problems=live.problems,
+        backlog={"alarm": 3}, uplink_connected=False, config_hash="abc",
+        append_failures=0, polls=1,
+    )  # fmt: skip
+    assert h.devices == [("tank-farm-plc", False, "no answer; bad_comm ×2")]
+    assert h.degraded == [
+        "device tank-farm-plc: no answer; bad_comm ×2",
+        "uplink disconnected: records are kept in the buffer",
+    ]
+    assert health_fragment(h, lang="zh").count("已断开") == 1
