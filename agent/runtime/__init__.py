@@ -1,5 +1,6 @@
 """The agent's runtime in parts: build (config → components), scheduler (per-bus polls),
-ingest (health → rules → telemetry → store), alarms, sink (appends), actions (commands),
+ingest (health → rules → telemetry → store), alarms, shelving (the console's shelved alarms),
+sink (appends), actions (commands and the one acknowledgement path),
 forwarding (store → uplink), watchdog, meta, and the run that ties them in one TaskGroup.
 
 Per poll of a device::
