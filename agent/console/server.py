@@ -76,7 +76,9 @@ class _Pulse:
 class Console:
     """Built by the run when ``[console].enabled``; :meth:`serve` runs it until cancelled.
 
-    ``url`` is set once the socket listens (the demo prints it, tests open it).
+    ``url`` is set once the socket listens (the demo prints it, tests open it). A bind that
+    fails (the port is taken) is logged and evented (``console_unavailable``) and the agent runs
+    on without its console.
     """
 
     def __init__(
@@ -147,7 +149,15 @@ class Console:
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.cfg.host, self.cfg.port, ssl_context=ctx)
-            await site.start()
+            try:
+                await site.start()
+            except OSError as exc:
+                # The console is the site's screen, not its safety function: a taken port must
+                # not stop the polls and alarms (nor make systemd restart the agent in a loop).
+                where = f"{self.cfg.host}:{self.cfg.port}"
+                log.error(kv("console_unavailable", bind=where, error=exc))  # noqa: TRY400
+                self.sink.event("console_unavailable", bind=where, error=str(exc))
+                await asyncio.Event().wait()  # a helper task must not end: wait for the stop
             host, port = runner.addresses[0][:2]
             shown = f"[{host}]" if ":" in host else host
             self.url = f"{'https' if ctx else 'http'}://{shown}:{port}/"

@@ -4,13 +4,21 @@ PLC and no broker reachable: the console must work regardless."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from agent.config import loads_config, resolved_paths
+from agent.pipeline import Pipeline
+from buffer import Store
+from buffer.record import Stream
 from provisioning.localbroker import free_port
-from tests.console.site import PASSWORD, Site, WebClient
+from provisioning.simulator import tank_farm_config
+from tests.console.site import PASSWORD, Site, WebClient, console_toml
 from tests.support.mosquitto import _Pki
 
 pytestmark = pytest.mark.integration
@@ -84,3 +92,34 @@ def test_an_operator_gets_clear_errors_for_bad_arguments(tls_site: tuple[Site, P
     status, text = op.post("ack", {"csrf": token, "tag": "GT-101", "alarm": "high"},
                            headers={"X-CSRF-Token": token})  # fmt: skip
     assert status == 200 and "nothing to acknowledge" in text
+
+
+def test_a_taken_console_port_leaves_the_agent_polling_and_says_so(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        text = tank_farm_config(
+            modbus_host="127.0.0.1", modbus_port=free_port(), mqtt_host="127.0.0.1",
+            mqtt_port=free_port(), data_dir=str(tmp_path / "data"), uplink_enabled=False,
+        ) + console_toml().replace("port = 0", f"port = {port}")  # fmt: skip
+        cfg = loads_config(text)
+        paths = resolved_paths(cfg, tmp_path / "agent.toml")
+
+        async def scenario() -> int:
+            pipeline = Pipeline(cfg, paths, flush_timeout_s=0.5)
+            stop = asyncio.Event()
+            task = asyncio.create_task(pipeline.run(stop))
+            await asyncio.wait_for(pipeline.ready.wait(), 60)
+            await asyncio.sleep(1.5)
+            assert not task.done()
+            stop.set()
+            await asyncio.wait_for(task, 30)
+            assert pipeline.console is not None and pipeline.console.url is None
+            return pipeline.stats.polls
+
+        assert asyncio.run(scenario()) >= 1
+    with Store.open(path=paths.buffer_path, key_file=paths.buffer_key_file, gateway_id="GW1") as s:
+        last = s.stats().streams[Stream.EVENT].last_seq
+        kinds = [json.loads(r.payload)["kind"] for r in s.resend(Stream.EVENT, 1, last)]
+    assert "console_unavailable" in kinds
