@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-SYSTEM_PACKAGES := mosquitto mosquitto-clients socat chromium fonts-wqy-microhei
+SYSTEM_PACKAGES := mosquitto mosquitto-clients socat chromium chromium-driver fonts-wqy-microhei
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
 
 .PHONY: demo test check system-deps venv clean lint format bundle

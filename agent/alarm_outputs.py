@@ -54,6 +54,9 @@ class AlarmStates:
 
     def __init__(self) -> None:
         self.alarms: dict[tuple[int, AlarmKind], _Alarm] = {}
+        # (tag index, kind) → True while the alarm is shelved (the console's shelves): it is
+        # still evaluated and recorded, but drives no output
+        self.suppressed: Callable[[int, str], bool] | None = None
 
     def apply(self, events: Iterable[AlarmEvent]) -> None:
         for e in events:
@@ -93,11 +96,13 @@ class OutputPolicy:
 
     def in_alarm(self, states: AlarmStates) -> bool:
         w = self.when
+        hidden = states.suppressed
         return any(
             tag in self.tags
             and kind in self.kinds
             and a.level >= w.min_level
             and (a.unacked or not w.unacknowledged)
+            and not (hidden is not None and hidden(tag, kind))
             for (tag, kind), a in states.alarms.items()
         )
 

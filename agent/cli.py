@@ -32,6 +32,7 @@ _BUILTIN: dict[str, str] = {  # command name → the module that registers it
     "buffer": "agent.cmd_buffer",
     "warm-cache": "agent.cmd_warm",
     "review": "agent.review.cmd",
+    "console": "agent.console.cli",
 }
 
 

@@ -34,6 +34,7 @@ from agent.config.schema import (
     DeviceConfig,
     UplinkConfig,
 )
+from agent.console.config import console_issues
 from agent.review.config import review_issues
 from buffer.config import buffer_issues
 from drivers.config import (
@@ -83,6 +84,7 @@ def check_config(cfg: AgentConfig) -> list[ConfigIssue]:
         issues += adapt("", check_rules(cfg.rules, tag_names))
     issues += _output_issues(cfg, tag_names)
     issues += adapt("review", review_issues(cfg.review, tag_names))
+    issues += adapt("console", console_issues(cfg.console))
     return issues
 
 

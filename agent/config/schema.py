@@ -12,6 +12,7 @@ Structure::
       [[devices.tags]]
     [[rules]]        rules.config.RuleConfig
     [[outputs]]      AlarmOutputConfig: drivers.outputs.OutputConfig + when (agent/alarm_outputs.py)
+    [console]        agent.console.config.ConsoleConfig (the local web console, off by default)
 
 Types and simple bounds are msgspec's; every other check is in :mod:`agent.config.checks`
 (which composes the leaves' own checks). A config returned by :func:`agent.config.load_config`
@@ -24,6 +25,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from agent.console.config import ConsoleConfig
 from agent.review.config import ReviewConfig
 from buffer.config import BufferConfig
 from drivers.config import (
@@ -146,3 +148,4 @@ class AgentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     rules: tuple[RuleConfig, ...] = ()
     outputs: tuple[AlarmOutputConfig, ...] = ()
     review: ReviewConfig = ReviewConfig()
+    console: ConsoleConfig = ConsoleConfig()

@@ -59,19 +59,22 @@ class Ingest:
         self._clock_ms = clock_ms
         self._incidents = incidents
         self._online: dict[str, bool] = {}
+        # told of every batch after its records are appended (the local console's live values)
+        self.observers: list[Callable[[Device, SampleBatch], None]] = []
 
     def on_batch(self, device: Device, batch: SampleBatch) -> None:
         self._stats.polls += 1
         self._stats.samples += len(batch)
         self._stats.last_poll_monotonic = time.monotonic()
         self.track_device(device.name, device.online, batch, device=device)
-        if not len(batch):  # e.g. a serial-line device with no new frame this period
-            return
-        events = self._engine.evaluate(batch.tag, batch.ts_ms, batch.value, batch.quality)
-        self._alarms.record(events)
-        self.append_telemetry(batch)
-        if self._incidents is not None:
-            self._incidents.on_poll(batch, events)
+        if len(batch):  # else e.g. a serial-line device with no new frame this period
+            events = self._engine.evaluate(batch.tag, batch.ts_ms, batch.value, batch.quality)
+            self._alarms.record(events)
+            self.append_telemetry(batch)
+            if self._incidents is not None:
+                self._incidents.on_poll(batch, events)
+        for observe in self.observers:
+            observe(device, batch)
 
     def track_device(
         self, name: str, online: bool, batch: SampleBatch, *, device: Device | None = None

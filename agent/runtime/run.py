@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Coroutine
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent import __version__
 from agent.alarm_outputs import AlarmOutputs, AlarmStates
@@ -37,6 +37,9 @@ from agent.runtime.watchdog import watchdog
 from agent.uplink import Uplink
 from buffer import Store
 from drivers import WriteResult
+
+if TYPE_CHECKING:
+    from agent.console.server import Console
 
 __all__ = ["Runtime"]
 
@@ -62,6 +65,7 @@ class Runtime:
         self._flush_timeout_s = flush_timeout_s
         self._stopping = False
         self._failure: tuple[str, BaseException | None] | None = None
+        self.console: Console | None = None  # [console].enabled: the local web console
 
     async def run(self, stop: asyncio.Event) -> None:
         c = self.components
@@ -108,6 +112,8 @@ class Runtime:
             clock_ms=c.clock_ms,
             incidents=incidents,
         )
+        if c.cfg.console.enabled:
+            self.console = _console(c, alarms, ingest, sink, self.stats, incidents)
         forwarding: Forwarding | None = None
         try:
             async with AsyncExitStack() as stack:
@@ -209,6 +215,8 @@ class Runtime:
             helpers = [spawn("maintain", sink.maintain())]
             if outputs is not None and outputs_changed is not None:
                 helpers.append(spawn("outputs", _drive_outputs(outputs, outputs_changed)))
+            if self.console is not None:
+                helpers.append(spawn("console", self.console.serve()))
             if ingest.lingers:
                 helpers.append(spawn("linger", ingest.linger()))
             interval = watchdog_interval_s()
@@ -294,3 +302,30 @@ def _report_output(sink: RecordSink, kind: str, result: WriteResult) -> None:
 async def _set_when(stop: asyncio.Event, ending: asyncio.Event) -> None:
     await stop.wait()
     ending.set()
+
+
+def _console(
+    c: Components,
+    alarms: AlarmRecorder,
+    ingest: Ingest,
+    sink: RecordSink,
+    stats: RuntimeStats,
+    incidents: IncidentTap | None,
+) -> Console:
+    """The local web console (imported only when enabled: it brings in aiohttp)."""
+    from agent.console.server import Console
+
+    return Console(
+        cfg=c.cfg.console,
+        tags=c.tags,
+        engine=c.engine,
+        devices=c.devices,
+        alarms=alarms,
+        ingest=ingest,
+        incidents=incidents,
+        sink=sink,
+        stats=stats,
+        uplink=c.uplink,
+        config_hash=c.config_hash,
+        clock_ms=c.clock_ms,
+    )

@@ -27,6 +27,7 @@ from agent.config import (
     loads_config,
     resolved_paths,
 )
+from agent.console.config import ConsoleConfig, ConsoleUser
 from agent.review.config import RecorderConfig, ReviewConfig
 from buffer.config import BufferConfig
 from drivers import HeartbeatConfig
@@ -155,6 +156,8 @@ def test_the_reference_example_shows_every_key_of_every_table() -> None:
         HeartbeatConfig: set().union(*(o["heartbeat"] for o in raw["outputs"] if "heartbeat" in o)),
         ReviewConfig: set(raw["review"]),
         RecorderConfig: set(raw["review"]["recorder"]),
+        ConsoleConfig: set(raw["console"]),
+        ConsoleUser: set().union(*raw["console"]["users"]),
     }
     # `template` needs a shipped template name; docs/config.md shows it instead.
     optional: dict[type[msgspec.Struct], set[str]] = {RuleConfig: {"template"}}
