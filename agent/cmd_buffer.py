@@ -36,7 +36,7 @@ import msgspec
 
 from agent.config import AgentConfig, ConfigError, load_config, resolved_paths
 from buffer import (
-    BufferError,
+    StoreError,
     BufferInUseError,
     BufferNeedsHumanError,
     Store,
@@ -118,7 +118,7 @@ def _run(args: argparse.Namespace) -> int:
     except BufferNeedsHumanError as exc:
         print(f"safeedge buffer: {exc}", file=sys.stderr)
         return _EX_CONFIG
-    except BufferError as exc:
+    except StoreError as exc:
         print(f"safeedge buffer: {exc}", file=sys.stderr)
         return 1
 

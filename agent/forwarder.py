@@ -38,7 +38,7 @@ from typing import Protocol
 from agent.codec import encode_envelope, event_body
 from agent.logs import RateLimiter, kv
 from agent.uplink import Outcome, PublishResult
-from buffer import BufferError as StoreError
+from buffer import StoreError
 from buffer import Store
 from buffer.record import Record, Stream
 

@@ -8,6 +8,12 @@ Invariants:
   that is another application's database is never written to: it is renamed, with its ``-wal``
   and ``-shm`` companions, to ``<name>.corrupt-<UTC yyyymmddThhmmssZ>`` and a fresh database is
   created. A database from a newer schema version is refused (needs a human), not moved.
+- The database file is created mode 0600 before SQLite opens it (SQLite gives ``-wal`` and
+  ``-shm`` the database's mode), so no buffer file is ever readable by group/others.
+- Before SQLite sees a WAL left by a store that was not closed, its bytes are kept
+  (:attr:`Opened.wal_snapshot`) and the number of frames SQLite recovered from it is read
+  (:attr:`Opened.wal_frames`) before anything is written: frames SQLite dropped (a flipped
+  byte drops that frame and every later one) can then be found and salvaged.
 - No plaintext payload is ever stored: payloads are sealed (see :mod:`buffer.crypto`).
 
 Schema version 2 (version 1 plus the ``incident`` stream's row in ``streams``)::
@@ -27,6 +33,11 @@ Schema version 2 (version 1 plus the ``incident`` stream's row in ``streams``)::
                stream, seq, created_ms, key_id,     sealed for a human until retention
                nonce, sealed, reason, at_ms)
 
+Schema version 3 adds to ``streams`` the refusal counters (``refused`` total;
+``refused_pending``, ``refused_first_ms``, ``refused_last_ms``, ``refused_reason`` not yet
+reported) and the table ``reports(id INTEGER PRIMARY KEY, body TEXT)`` of reports not yet
+turned into events (see :mod:`buffer.reports`).
+
 Indexes: ``records_pending(stream, seq) WHERE state = 0`` (leasing),
 ``records_pending_age(stream, created_ms) WHERE state = 0`` (retention, oldest undelivered),
 ``records_done(created_ms) WHERE state <> 0`` (eviction of delivered records first).
@@ -35,8 +46,11 @@ Indexes: ``records_pending(stream, seq) WHERE state = 0`` (leasing),
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sqlite3
+import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from buffer.errors import (
@@ -47,10 +61,21 @@ from buffer.errors import (
     from_sqlite,
 )
 
-__all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION", "open_database"]
+__all__ = [
+    "APPLICATION_ID",
+    "LEDGER_SINCE",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "Opened",
+    "open_database",
+]
 
 APPLICATION_ID = 0x53454442  # "SEDB"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+LEDGER_SINCE = 3
+"""The first schema version whose stores keep a seq ledger (older ones are upgraded to one
+without a gap, see :mod:`buffer.recovery`)."""
+_WAL_SNAPSHOT_MAX = 256 << 20
 
 _V1: Sequence[str] = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -100,9 +125,31 @@ _V1: Sequence[str] = (
 # Version 2: the incident stream (Stream.INCIDENT = 3) gets its seq/counter row.
 _V2: Sequence[str] = ("INSERT INTO streams(stream) VALUES (3)",)
 
+# Version 3: refusal counters and the reports not yet turned into events (seq ledger era).
+_V3: Sequence[str] = (
+    "ALTER TABLE streams ADD COLUMN refused INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE streams ADD COLUMN refused_pending INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE streams ADD COLUMN refused_first_ms INTEGER",
+    "ALTER TABLE streams ADD COLUMN refused_last_ms INTEGER",
+    "ALTER TABLE streams ADD COLUMN refused_reason TEXT",
+    "CREATE TABLE reports (id INTEGER PRIMARY KEY, body TEXT NOT NULL)",
+)
+
 # MIGRATIONS[v] takes a database from version v to v + 1.
-MIGRATIONS: dict[int, Sequence[str]] = {0: _V1, 1: _V2}
-_TABLES = frozenset({"meta", "streams", "keys", "records", "quarantine"})
+MIGRATIONS: dict[int, Sequence[str]] = {0: _V1, 1: _V2, 2: _V3}
+_TABLES = frozenset({"meta", "streams", "keys", "records", "quarantine", "reports"})
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """What :func:`open_database` found. ``version_before`` is the schema version the file
+    had (0: a fresh, empty database); ``moved_to`` where an unusable file went."""
+
+    conn: sqlite3.Connection
+    moved_to: Path | None
+    version_before: int
+    wal_snapshot: bytes | None
+    wal_frames: int | None
 
 
 class _UnusableError(Exception):
@@ -115,33 +162,56 @@ def _enter_wal(conn: sqlite3.Connection, path: Path) -> None:
         raise BufferIOError(f"{path}: cannot enter WAL mode (got {mode!r})")
 
 
-def open_database(path: Path, *, now_ms: int) -> tuple[sqlite3.Connection, Path | None]:
-    """Open (creating or migrating) the database; returns it and where a bad file was moved.
+def open_database(path: Path, *, now_ms: int, keep_wal: bool, force_aside: bool = False) -> Opened:
+    """Open (creating or migrating) the database. ``keep_wal``: snapshot a leftover WAL first
+    (the store was not closed); ``force_aside``: move the file aside even if it checks out
+    (corruption was seen while it was open).
 
     Raises :class:`BufferMismatchError` for a newer schema and transient errors for I/O
     failures; a corrupt or foreign file is moved aside instead of raising.
     """
+    snapshot = _wal_snapshot(path) if keep_wal else None
     try:
-        return _open_checked(path), None
+        if force_aside:
+            raise _UnusableError(f"{path}: corruption seen while open")
+        conn, version, frames = _open_checked(path)
+        return Opened(conn, None, version, snapshot, frames)
     except _UnusableError:
         moved = _move_aside(path, now_ms)
         try:
-            return _open_checked(path), moved
+            conn, _, _ = _open_checked(path)
         except _UnusableError as exc:
             raise BufferCorruptError(f"{path}: a freshly created database is unusable") from exc
+        return Opened(conn, moved, 0, None, None)
 
 
-def _open_checked(path: Path) -> sqlite3.Connection:
+def _wal_snapshot(path: Path) -> bytes | None:
+    wal = path.with_name(path.name + "-wal")
     try:
+        with wal.open("rb") as f:
+            data = f.read(_WAL_SNAPSHOT_MAX)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise from_os_error(exc, f"{wal}: reading the WAL") from exc
+    return data if len(data) > 32 else None
+
+
+def _open_checked(path: Path) -> tuple[sqlite3.Connection, int, int | None]:
+    try:
+        if not path.exists():
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         conn = sqlite3.connect(path, isolation_level=None)  # transactions are explicit
+    except OSError as exc:
+        raise from_os_error(exc, f"{path}: creating the database") from exc
     except sqlite3.Error as exc:
         raise _translate(exc, f"{path}: open") from exc
     try:
-        _check_and_migrate(conn, path)
+        version, frames = _check_and_migrate(conn, path)
     except BaseException:
         conn.close()
         raise
-    return conn
+    return conn, version, frames
 
 
 def _translate(exc: sqlite3.Error, doing: str) -> BaseException:
@@ -149,7 +219,7 @@ def _translate(exc: sqlite3.Error, doing: str) -> BaseException:
     return _UnusableError(doing) if isinstance(err, BufferCorruptError) else err
 
 
-def _check_and_migrate(conn: sqlite3.Connection, path: Path) -> None:
+def _check_and_migrate(conn: sqlite3.Connection, path: Path) -> tuple[int, int | None]:
     """Read-only checks first: a foreign or newer file must not be written to (not even the
     journal mode in its header)."""
     try:
@@ -170,7 +240,8 @@ def _check_and_migrate(conn: sqlite3.Connection, path: Path) -> None:
         conn.execute("PRAGMA synchronous = NORMAL")
         if fresh:
             _migrate(conn, 0)
-            return
+            return 0, None
+        frames = _recovered_frames(path)
         check = conn.execute("PRAGMA quick_check").fetchall()
         if check != [("ok",)]:
             raise _UnusableError(f"{path}: quick_check failed: {check[:3]}")
@@ -179,8 +250,23 @@ def _check_and_migrate(conn: sqlite3.Connection, path: Path) -> None:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if not tables >= _TABLES:
             raise _UnusableError(f"{path}: tables missing: {sorted(_TABLES - tables)}")
+        return version, frames
     except sqlite3.Error as exc:
         raise _translate(exc, f"{path}: check") from exc
+
+
+def _recovered_frames(path: Path) -> int | None:
+    """How many WAL frames SQLite recovered: ``mxFrame`` of the WAL-index header (the first
+    48 bytes of ``-shm``, native byte order, offset 16; SQLite's file format document), read
+    after the first read transaction rebuilt it and before anything is written."""
+    try:
+        with path.with_name(path.name + "-shm").open("rb") as f:
+            header = f.read(48)
+    except OSError:
+        return None
+    if len(header) < 48 or header[12] != 1:  # isInit
+        return None
+    return int.from_bytes(header[16:20], sys.byteorder)
 
 
 def _migrate(conn: sqlite3.Connection, version: int) -> None:

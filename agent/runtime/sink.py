@@ -16,7 +16,7 @@ from typing import Final
 from agent.codec import event_body
 from agent.logs import RateLimiter, kv
 from agent.runtime.stats import RuntimeStats
-from buffer import BufferError as StoreError
+from buffer import StoreError
 from buffer import Store
 from buffer.record import Stream
 
