@@ -66,6 +66,28 @@ def _evict(core: Core, need: int, stream: Stream | None, *, delivered_only: bool
     core.forget(with_room(core, run), None if delivered_only else "capacity")
 
 
+def _free_room(core: Core, need: int) -> None:
+    """Delete delivered records in small transactions, checkpointing after each: on a full
+    disk each delete then reuses the WAL's existing frames instead of growing the WAL."""
+    conn = core.live()
+    freed = 0
+    while freed < need:
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as exc:
+            raise from_sqlite(exc, "checkpointing while freeing room") from exc
+
+        def run() -> list[Candidate]:
+            with core.transaction("freeing room") as tx:
+                return evict(core, tx, min(need - freed, 16 * 4096), None, delivered_only=True)
+
+        victims = with_room(core, run)
+        core.forget(victims, None)
+        if not victims:
+            return
+        freed += sum(v[4] for v in victims)
+
+
 def maintain(core: Core) -> None:
     conn = core.live()
     now = core.clock_ms()
@@ -87,10 +109,12 @@ def maintain(core: Core) -> None:
         _evict(core, core.bytes - core.capacity, None)
     short = 2 * core.reserve - core.room().total
     if short > 0:
-        _evict(core, short, None, delivered_only=True)
+        _free_room(core, short)
     try:
         core.keys.prune(conn)
         conn.execute("PRAGMA incremental_vacuum")
+        if short > 0:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # the vacuum's truncation lands
     except sqlite3.Error as exc:
         raise from_sqlite(exc, "maintenance") from exc
     try:
