@@ -91,11 +91,11 @@ def open_store(
         monotonic=monotonic,  # type: ignore[arg-type]
     )
     if cipher is None:
-        ring = store._core.keys  # noqa: SLF001 - benchmark baseline only (see docstring)
+        ring = store._core.keys
         real = ring.active
         plain = _PlainKey(real.id, real.cipher, real.material, real.created_ms)
         ring.active = plain
-        ring._keys[plain.id] = plain  # noqa: SLF001
+        ring._keys[plain.id] = plain
     return store
 
 
@@ -120,7 +120,7 @@ def run_once(
         for k, body in enumerate(bodies):
             store.append(Stream.TELEMETRY, [body], created_ms=T0_MS + k * 1000)
             if sync_every is not None and (k + 1) % sync_every == 0:
-                store._core.sync()  # noqa: SLF001 - what the forwarder's next lease does
+                store._core.sync()
         t1 = time.perf_counter()
         syncs, ledger = store.syncs - syncs0, store.ledger_writes - ledger0
         while batch := store.lease(max_count=100, max_bytes=64 << 20):
@@ -130,9 +130,7 @@ def run_once(
         db = directory / "buffer.db"
         if cipher is None:
             _check_plaintext(db, bodies[0])
-        return Result(
-            t1 - t0, t2 - t1, db.stat().st_size, len(bodies) * per_record, syncs, ledger
-        )
+        return Result(t1 - t0, t2 - t1, db.stat().st_size, len(bodies) * per_record, syncs, ledger)
 
 
 def _bench_dir() -> str | None:

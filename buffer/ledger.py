@@ -2,9 +2,9 @@
 
 Invariants:
 1. Covered before used: :meth:`Ledger.reserve` writes a ceiling at or above a seq to disk
-   (fsynced) before the store writes that seq to the database. Whatever later happens to the database (power cut, lost or corrupt
-   file, truncated WAL), every seq ever used is at or below the ledger's ``reserved`` ceiling,
-   so continuing above it never reissues a seq.
+   (fsynced) before the store writes that seq to the database. Whatever later happens to the
+   database (power cut, lost or corrupt file, truncated WAL), every seq ever used is at or
+   below the ledger's ``reserved`` ceiling, so continuing above it never reissues a seq.
 2. Hi-lo blocks bound the fsync rate: a reservation takes ``block`` seqs beyond the need. The
    block doubles while reservations come less than :data:`MIN_INTERVAL_S` apart (up to
    :data:`MAX_BLOCK`) and halves when they are rarer than :data:`RELAX_AFTER_S`, so a stream

@@ -150,7 +150,9 @@ class PageFile:
         self._account_structure(n_db)
         for number in range(1, n_db + 1):
             # Every version is read: the file's here, the WAL's newer ones below.
-            yield from self._leaf(number, self.db[(number - 1) * self.page_size : number * self.page_size])
+            yield from self._leaf(
+                number, self.db[(number - 1) * self.page_size : number * self.page_size]
+            )
         for frame in self._frames:
             if frame.index >= self.wal_from:
                 self.pages += 1
@@ -177,7 +179,9 @@ class PageFile:
                 trunk = int.from_bytes(image[0:4], "big")
                 seen += 1
 
-    def _leaf(self, number: int, image: bytes, from_wal: bool = False) -> Iterator[tuple[int, list[Value]]]:
+    def _leaf(
+        self, number: int, image: bytes, from_wal: bool = False
+    ) -> Iterator[tuple[int, list[Value]]]:
         hdr = 100 if number == 1 else 0
         if len(image) < hdr + 8:
             return

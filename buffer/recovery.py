@@ -173,7 +173,7 @@ def reconcile(
             pages=found.pages if found else 0,
             pages_skipped=found.pages_skipped if found else 0,
         )
-    reports = [*([corrupt] if corrupt else []), *gaps]
+    reports: list[Corrupt | SeqGap] = [*([corrupt] if corrupt else []), *gaps]
     moved = any(m.reserved > core.last_seq[s] for s, m in marks.items())
     if rows or reports or moved:
         _record(core, rows, marks, reports)
@@ -188,6 +188,21 @@ def reconcile(
     return new, report
 
 
+def _row(r: Salvaged) -> tuple[object, ...]:
+    return (
+        r.stream,
+        r.seq,
+        r.created_ms,
+        r.key_id,
+        r.nonce,
+        r.sealed,
+        r.size,
+        r.state,
+        r.reason,
+        r.settled_ms,
+    )
+
+
 def _record(
     core: Core, rows: list[Salvaged], marks: dict[Stream, Mark], reports: list[Corrupt | SeqGap]
 ) -> None:
@@ -195,11 +210,7 @@ def _record(
         conn.executemany(
             "INSERT OR IGNORE INTO records(stream, seq, created_ms, key_id, nonce, sealed, size,"
             " state, reason, settled_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (r.stream, r.seq, r.created_ms, r.key_id, r.nonce, r.sealed, r.size, r.state)
-                + (r.reason, r.settled_ms)
-                for r in rows
-            ],
+            [_row(r) for r in rows],
         )
         for stream, mark in marks.items():
             conn.execute(

@@ -77,9 +77,9 @@ def _free_room(core: Core, need: int) -> None:
         except sqlite3.Error as exc:
             raise from_sqlite(exc, "checkpointing while freeing room") from exc
 
-        def run() -> list[Candidate]:
+        def run(chunk: int = min(need - freed, 16 * 4096)) -> list[Candidate]:
             with core.transaction("freeing room") as tx:
-                return evict(core, tx, min(need - freed, 16 * 4096), None, delivered_only=True)
+                return evict(core, tx, chunk, None, delivered_only=True)
 
         victims = with_room(core, run)
         core.forget(victims, None)

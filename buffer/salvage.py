@@ -115,7 +115,11 @@ def _take_streams_row(out: Scan, stream: Stream, values: list[Value]) -> None:
     # Unverified (the streams table is not sealed): used only to widen a gap, never to
     # narrow one, and capped so garbage cannot push seqs towards overflow.
     last = values[1]
-    if isinstance(last, int) and 0 <= last < 1 << 48 and all(isinstance(x, int) for x in values[1:5]):
+    if (
+        isinstance(last, int)
+        and 0 <= last < 1 << 48
+        and all(isinstance(x, int) for x in values[1:5])
+    ):
         out.last_seq[stream] = max(out.last_seq[stream], last)
 
 

@@ -171,18 +171,19 @@ def open_database(path: Path, *, now_ms: int, keep_wal: bool, force_aside: bool 
     failures; a corrupt or foreign file is moved aside instead of raising.
     """
     snapshot = _wal_snapshot(path) if keep_wal else None
-    try:
-        if force_aside:
-            raise _UnusableError(f"{path}: corruption seen while open")
-        conn, version, frames = _open_checked(path)
-        return Opened(conn, None, version, snapshot, frames)
-    except _UnusableError:
-        moved = _move_aside(path, now_ms)
+    if not force_aside:
         try:
-            conn, _, _ = _open_checked(path)
-        except _UnusableError as exc:
-            raise BufferCorruptError(f"{path}: a freshly created database is unusable") from exc
-        return Opened(conn, moved, 0, None, None)
+            conn, version, frames = _open_checked(path)
+        except _UnusableError:
+            pass
+        else:
+            return Opened(conn, None, version, snapshot, frames)
+    moved = _move_aside(path, now_ms)
+    try:
+        conn, _, _ = _open_checked(path)
+    except _UnusableError as exc:
+        raise BufferCorruptError(f"{path}: a freshly created database is unusable") from exc
+    return Opened(conn, moved, 0, None, None)
 
 
 def _wal_snapshot(path: Path) -> bytes | None:
@@ -250,9 +251,9 @@ def _check_and_migrate(conn: sqlite3.Connection, path: Path) -> tuple[int, int |
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if not tables >= _TABLES:
             raise _UnusableError(f"{path}: tables missing: {sorted(_TABLES - tables)}")
-        return version, frames
     except sqlite3.Error as exc:
         raise _translate(exc, f"{path}: check") from exc
+    return version, frames
 
 
 def _recovered_frames(path: Path) -> int | None:

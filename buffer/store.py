@@ -31,36 +31,23 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
 
 from buffer import acks, retention, writer
 from buffer.core import Core
-from buffer.errors import (
-    BufferInUseError,
-    BufferMismatchError,
-    StoreError,
-    from_os_error,
-    from_sqlite,
-)
-from buffer.keyring import KeyRing
-from buffer.ledger import Ledger, check_private
+from buffer.errors import BufferInUseError, StoreError, from_os_error, from_sqlite
+from buffer.opening import Settings, open_core
 from buffer.record import Record, Stream
-from buffer.recovery import OpenReport, reconcile
+from buffer.recovery import OpenReport
 from buffer.reports import Refused, Report, decode_report
-from buffer.schema import open_database
-from buffer.space import Ballast
 from buffer.stats import Eviction, StoreStats, StreamLimit, query_stats
 
 __all__ = ["Store", "record_id"]
-
-_MS_PER_DAY = 86_400_000
 
 
 def _wall_clock_ms() -> int:
@@ -72,91 +59,10 @@ def record_id(gateway_id: str, stream: Stream, seq: int) -> str:
     return f"{gateway_id}/{Stream(stream).wire_name}/{seq}"
 
 
-@dataclass(frozen=True, slots=True)
-class _Settings:
-    path: Path
-    key_file: Path
-    gateway_id: str
-    cipher: Literal["aes-256-gcm", "sm4-gcm"]
-    retention_days: float
-    capacity_bytes: int
-    stream_limits: Mapping[Stream, StreamLimit]
-    reserve_bytes: int
-    max_file_bytes: int | None
-    clock_ms: Callable[[], int]
-    monotonic: Callable[[], float]
-
-
-def _open_core(
-    cfg: _Settings, *, detected: Literal["open", "running"], force_aside: bool
-) -> tuple[Core, OpenReport]:
-    path = cfg.path
-    for suffix in ("", "-wal", "-shm"):
-        check_private(path.with_name(path.name + suffix), "buffer database file")
-    ledger_path = path.with_name(path.name + ".ledger")
-    previous = Ledger.load(ledger_path, cfg.gateway_id, cfg.monotonic)
-    keep_wal = not (isinstance(previous, Ledger) and previous.clean)
-    opened = open_database(
-        path, now_ms=cfg.clock_ms(), keep_wal=keep_wal, force_aside=force_aside
-    )
-    conn = opened.conn
-    try:
-        if opened.moved_to is not None and cfg.key_file.exists():
-            # The moved-aside records stay readable even after keys are pruned here.
-            shutil.copy2(cfg.key_file, opened.moved_to.with_name(opened.moved_to.name + ".key"))
-        _bind_gateway(conn, path, cfg.gateway_id)
-        keys = KeyRing.load(conn, cfg.key_file, cfg.cipher, cfg.clock_ms())
-        if cfg.max_file_bytes is not None:
-            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-            conn.execute(f"PRAGMA max_page_count = {max(1, cfg.max_file_bytes // page_size)}")
-        limits = {s: cfg.stream_limits.get(s, StreamLimit()) for s in Stream}
-        core = Core(
-            conn=conn,
-            keys=keys,
-            gateway=cfg.gateway_id,
-            path=path,
-            clock_ms=cfg.clock_ms,
-            ledger=Ledger(path=ledger_path, gateway=cfg.gateway_id, marks={}, clean=False),
-            ballast=Ballast(path.with_name(path.name + ".reserve"), cfg.reserve_bytes),
-            retention_ms={
-                s: int((lim.retention_days or cfg.retention_days) * _MS_PER_DAY)
-                for s, lim in limits.items()
-            },
-            stream_capacity={s: lim.capacity_bytes for s, lim in limits.items()},
-            capacity=cfg.capacity_bytes,
-            reserve=cfg.reserve_bytes,
-        )
-        core.load_counters()
-        ledger, report = reconcile(core, opened, previous, detected=detected)
-        ledger = Ledger(
-            path=ledger_path,
-            gateway=cfg.gateway_id,
-            marks=ledger.marks,
-            clean=False,
-            monotonic=cfg.monotonic,
-        )
-        ledger.generation = previous.generation if isinstance(previous, Ledger) else 0
-        core.ledger = ledger
-        core.load_counters()
-        core.sync()  # what the previous run left in the WAL is on disk from here on
-        for stream, mark in ledger.marks.items():
-            mark.durable = core.durable[stream]
-        ledger.write()
-        core.ballast.restore(core.room().fs_free)
-        return core, report
-    except BaseException as exc:
-        conn.close()
-        if isinstance(exc, sqlite3.Error):
-            raise from_sqlite(exc, f"{path}: opening the buffer") from exc
-        if isinstance(exc, OSError):
-            raise from_os_error(exc, f"{path}: opening the buffer") from exc
-        raise
-
-
 class Store:
     """Encrypted, durable, prioritised record store. Build it with :meth:`open`."""
 
-    def __init__(self, *, core: Core, lock_fd: int, settings: _Settings, report: OpenReport):
+    def __init__(self, *, core: Core, lock_fd: int, settings: Settings, report: OpenReport):
         """Private: use :meth:`open`."""
         self._core = core
         self._lock_fd: int | None = lock_fd
@@ -203,7 +109,7 @@ class Store:
             raise ValueError("reserve_bytes must not be negative")
         if max_file_bytes is not None and max_file_bytes <= reserve_bytes:
             raise ValueError("max_file_bytes must be larger than reserve_bytes")
-        settings = _Settings(
+        settings = Settings(
             path,
             key_file,
             gateway_id,
@@ -228,7 +134,7 @@ class Store:
             os.close(lock_fd)
             raise BufferInUseError(f"{path}: another process has the buffer open") from exc
         try:
-            core, report = _open_core(settings, detected="open", force_aside=False)
+            core, report = open_core(settings, detected="open", force_aside=False)
         except BaseException:
             os.close(lock_fd)
             raise
@@ -313,9 +219,7 @@ class Store:
             for stream, (n, _, _, _) in unsaved.items():
                 c.execute("UPDATE streams SET refused = refused + ? WHERE stream = ?", (n, stream))
 
-        writer.append(
-            self._core, Stream.EVENT, [encode(r) for _, r in pending], None, also=clear
-        )
+        writer.append(self._core, Stream.EVENT, [encode(r) for _, r in pending], None, also=clear)
         for stream in unsaved:
             self._core.unsaved_refusals.pop(stream, None)
         return len(pending)
@@ -369,7 +273,7 @@ class Store:
         """The database went corrupt while open: move it aside, salvage it and continue in a
         fresh one, exactly as an open would (leases are dropped; reports queued)."""
         self._close_core()
-        core, report = _open_core(self._settings, detected="running", force_aside=True)
+        core, report = open_core(self._settings, detected="running", force_aside=True)
         self._core = core
         self.open_report = report
         return report
@@ -449,15 +353,3 @@ class Store:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def _bind_gateway(conn: sqlite3.Connection, path: Path, gateway_id: str) -> None:
-    """A database is bound to one gateway id (its records' associated data names it)."""
-    row = conn.execute("SELECT value FROM meta WHERE key = 'gateway_id'").fetchone()
-    if row is None:
-        conn.execute("INSERT INTO meta(key, value) VALUES ('gateway_id', ?)", (gateway_id,))
-    elif row[0] != gateway_id:
-        raise BufferMismatchError(
-            f"{path}: this buffer belongs to gateway {row[0]!r}, not {gateway_id!r}; "
-            "fix gateway.id or move the database aside"
-        )

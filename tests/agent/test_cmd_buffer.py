@@ -244,7 +244,8 @@ def test_verify_and_export_read_a_damaged_file_as_far_as_it_goes(
     store = open_store(config)
     for first in range(1, 1001, 100):
         store.append(
-            Stream.TELEMETRY, [b'{"n": %d, "pad": "%s"}' % (q, b"x" * 200) for q in range(first, first + 100)]
+            Stream.TELEMETRY,
+            [b'{"n": %d, "pad": "%s"}' % (q, b"x" * 200) for q in range(first, first + 100)],
         )
     store.close()
     db = tmp_path / "data" / "buffer.db"

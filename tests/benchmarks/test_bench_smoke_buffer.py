@@ -24,8 +24,10 @@ def test_the_buffer_benchmark_prints_a_table_with_machine_baseline_and_targets(
         spec.loader.exec_module(module)
         assert (
             module.main(
-                ["--records", "20", "--tags", "50", "--small-tags", "5", "--repeat", "1"]
-                + ["--ledger-seconds", "5"]
+                [
+                    *("--records", "20", "--tags", "50", "--small-tags", "5"),
+                    *("--repeat", "1", "--ledger-seconds", "5"),
+                ]
             )
             == 0
         )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from buffer import BufferMismatchError, BufferPermissionError, Store, Stream
+from buffer import BufferMismatchError, BufferPermissionError, Stream
 from buffer.ledger import MIN_BLOCK, SLOT, Ledger, LedgerDamaged
 from buffer.recovery import LEDGER_MARGIN
 from tests.buffer.conftest import OpenStore

@@ -2,9 +2,10 @@
 
 The model keeps, per stream, a list of [seq, payload, state, created_ms] and a set of leased
 keys; every operation of the store is mirrored and compared, including across reopen (leases
-forgotten, everything else kept; a clean reopen continues without a gap). Appends may carry their own ``created_ms`` (a clock that
-jumped, data stamped by a device) so "live" telemetry is not always the highest seqs, and
-leases may put live telemetry (created at or after ``live_since_ms``) before the backlog.
+forgotten, everything else kept; a clean reopen continues without a gap). Appends may carry
+their own ``created_ms`` (a clock that jumped, data stamped by a device) so "live" telemetry
+is not always the highest seqs, and leases may put live telemetry (created at or after
+``live_since_ms``) before the backlog.
 """
 
 from __future__ import annotations
@@ -218,7 +219,9 @@ class LedgerModel(RuleBasedStateMachine):
         self.store.close()
         self.tmp.cleanup()
 
-    @rule(stream=streams, batch=st.lists(st.binary(min_size=1, max_size=40), min_size=1, max_size=4))
+    @rule(
+        stream=streams, batch=st.lists(st.binary(min_size=1, max_size=40), min_size=1, max_size=4)
+    )
     def append(self, stream: Stream, batch: list[bytes]) -> None:
         for seq, payload in zip(self.store.append(stream, batch), batch, strict=True):
             assert (stream, seq) not in self.issued, f"seq reissued: {stream.name} {seq}"
