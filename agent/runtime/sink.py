@@ -6,7 +6,8 @@ a worker thread on its own read-only connection); a refused append (full disk, I
 counted in ``stats.append_failures`` always and logged at most once a minute per stream (a
 full disk fails every poll); every successful append sets ``wake`` so the forwarder does not
 wait for its idle timeout; the store's reports (``seq_gap``, ``telemetry_refused``,
-``buffer_corrupt``) become events at open and after every maintenance pass; a store error in
+``buffer_corrupt``) become events at open and after every maintenance pass, and refused
+telemetry is reported at once the first time and then at most once a minute; a store error in
 maintenance is logged and retried at the next pass, never ends the task; corruption found
 while running (``quick_check`` every :data:`INTEGRITY_EVERY_S`, or a
 ``BufferCorruptError``) is handled as at start-up: the store moves the file aside, salvages
@@ -51,6 +52,7 @@ class RecordSink:
         self._clock_ms = clock_ms
         self._wake = wake
         self._log_limit = RateLimiter(60.0)
+        self._refusal_limit = RateLimiter(60.0)
         self._encode = encoder(clock_ms)
 
     def append(self, stream: Stream, payloads: list[bytes]) -> None:
@@ -69,6 +71,8 @@ class RecordSink:
                         suppressed=suppressed,
                     )
                 )
+            if stream is Stream.TELEMETRY and self._refusal_limit.allow("refused")[0]:
+                self.flush_reports()  # the first refusal at once, then a summary a minute
             return
         self._wake()
 

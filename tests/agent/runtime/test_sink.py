@@ -1,5 +1,6 @@
 """The sink on a real Store whose telemetry is refused (a reserve larger than any disk):
-failures are counted every time but logged once a minute; alarms and events still land."""
+failures are counted every time but logged once a minute; the first refusal is reported at
+once as a ``telemetry_refused`` event; alarms and events still land."""
 
 from __future__ import annotations
 
@@ -30,11 +31,11 @@ def test_refused_appends_are_counted_and_logged_once(
         for _ in range(3):
             sink.append(Stream.TELEMETRY, [b'{"points":[]}', b'{"points":[]}'])
     assert stats.append_failures == 6
-    assert not wake.is_set()  # nothing new to forward
+    assert wake.is_set()  # the refusal itself is news for the platform
     assert [r.getMessage().split()[0] for r in caplog.records] == ["append_failed"]
     sink.event("started", agent="x")
-    assert wake.is_set()
-    assert [e["kind"] for e in bodies(store, Stream.EVENT)] == ["started"]
+    kinds = [e["kind"] for e in bodies(store, Stream.EVENT)]
+    assert kinds == ["telemetry_refused", "started"]
     store.close()
 
 
@@ -82,9 +83,10 @@ def test_refused_telemetry_becomes_one_telemetry_refused_event(tmp_path: Path) -
     for _ in range(3):
         sink.append(Stream.TELEMETRY, [b'{"points":[]}', b'{"points":[]}'])
     sink.flush_reports()
-    (event,) = bodies(store, Stream.EVENT)
-    assert (event["kind"], event["count"], event["reason"]) == ("telemetry_refused", 6, "disk_full")
-    assert event_errors(event) == []
+    first, summary = bodies(store, Stream.EVENT)  # the first refusal at once, then the rest
+    assert (first["kind"], first["count"], first["reason"]) == ("telemetry_refused", 2, "disk_full")
+    assert (summary["kind"], summary["count"]) == ("telemetry_refused", 4)
+    assert event_errors(first) == event_errors(summary) == []
     assert store.stats().streams[Stream.TELEMETRY].refused == 6
     store.close()
 
