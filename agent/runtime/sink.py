@@ -25,7 +25,7 @@ from agent.codec import event_body
 from agent.logs import RateLimiter, kv
 from agent.runtime.reports import encoder
 from agent.runtime.stats import RuntimeStats
-from buffer import BufferCorruptError, Store, StoreError
+from buffer import BufferClosedError, BufferCorruptError, Store, StoreError
 from buffer.record import Stream
 
 __all__ = ["INTEGRITY_EVERY_S", "MAINTAIN_EVERY_S", "RecordSink"]
@@ -122,7 +122,7 @@ class RecordSink:
                     self.recover("; ".join(problems[:3]))
             try:
                 self.store.maintain()
-            except BufferCorruptError as exc:
+            except (BufferCorruptError, BufferClosedError) as exc:  # closed: a recovery failed
                 self.recover(exc)
             except StoreError as exc:
                 self._failed("maintain", exc)
