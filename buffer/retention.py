@@ -117,10 +117,7 @@ def maintain(core: Core) -> None:
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # the vacuum's truncation lands
     except sqlite3.Error as exc:
         raise from_sqlite(exc, "maintenance") from exc
-    try:
-        core.ballast.restore(core.room().fs_free)
-    except OSError as exc:
-        raise from_os_error(exc, f"{core.ballast.path}: allocating the reserve") from exc
+    core.ballast.restore(core.room().fs_free)
     refresh_ledger(core)
 
 

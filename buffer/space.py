@@ -22,6 +22,7 @@ renamed); the room check never counts the ballast as room.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from dataclasses import dataclass
@@ -77,21 +78,24 @@ class Ballast:
         """How many times it was given up for a full disk (since open)."""
 
     def restore(self, fs_free: int) -> bool:
-        """Allocate the ballast when the disk has room for it three times over. Raises
-        ``OSError`` only for errors other than a full disk."""
+        """Allocate the ballast when the disk has room for it three times over; False when it
+        was not (also when the file system refuses: the room check alone then keeps the
+        reserve, as it would without a ballast)."""
         if not self.size or self.held or fs_free < 3 * self.size:
             return False
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.unlink(missing_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.posix_fallocate(fd, 0, self.size)
-        except OSError:
-            os.close(fd)
             tmp.unlink(missing_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, self.size)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
             return False
-        os.close(fd)
-        os.replace(tmp, self.path)
         self.held = self.size
         return True
 
