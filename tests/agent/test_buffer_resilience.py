@@ -263,7 +263,7 @@ def test_a_database_damaged_while_the_agent_was_stopped_is_salvaged_and_reported
         agent = Agent(config, tmp_path / "agent1.log")
         try:
             agent.wait_ready()
-            time.sleep(4)
+            time.sleep(2.5)
             broker.resume()
             time.sleep(0.3)
             broker.pause()  # some delivered, then the link hangs again
@@ -280,7 +280,7 @@ def test_a_database_damaged_while_the_agent_was_stopped_is_salvaged_and_reported
         try:
             agent.wait_ready()
             until(lambda: bool(events(platform, "buffer_corrupt")), 30, "buffer_corrupt", agent)
-            time.sleep(3)
+            time.sleep(2)
             assert agent.terminate() == 0
         finally:
             agent.kill()
