@@ -16,8 +16,8 @@ Invariants:
    kept as the local record. Inserting, the reports and the new ``last_seq`` are one
    transaction; the ledger is written after it commits (a crash in between re-reports at the
    next open, which still continues above the old ceiling).
-4. A database upgraded from schema version 1 (which had no ledger) starts its ledger at the
-   database's maxima without a gap.
+4. A database from before the ledger (:attr:`buffer.schema.Opened.ledger_era` false) starts
+   its ledger at the database's maxima without a gap.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def reconcile(
     )
     if db_lost:
         cause = "database"
-    upgrade = previous is None and opened.version_before == 1
+    upgrade = previous is None and opened.version_before > 0 and not opened.ledger_era
     fresh = previous is None and opened.version_before == 0 and opened.moved_to is None
     status: Literal["ok", "created", "rebuilt"] = (
         "ok" if ledger else ("created" if upgrade or fresh else "rebuilt")

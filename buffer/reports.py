@@ -78,4 +78,5 @@ def encode_report(report: Report) -> str:
 
 
 def decode_report(text: str) -> Report:
-    return _DECODER.decode(text)
+    report: Report = _DECODER.decode(text)
+    return report

@@ -27,6 +27,8 @@ from buffer.record import Stream
 
 __all__ = ["Salvaged", "Scan", "scan", "scan_file"]
 
+_STREAMS = frozenset(int(s) for s in Stream)
+
 
 @dataclass(frozen=True, slots=True)
 class Salvaged:
@@ -104,7 +106,7 @@ def scan(
     for rowid, values in pf.rows():
         if len(values) == 11:
             _take_record(out, values, keys, gateway)
-        elif len(values) in (5, 10) and values[0] is None and rowid in (0, 1, 2):
+        elif len(values) in (5, 10) and values[0] is None and rowid in _STREAMS:
             _take_streams_row(out, Stream(rowid), values)
     out.pages = pf.pages
     out.pages_skipped = pf.skipped
@@ -127,7 +129,7 @@ def _take_record(out: Scan, v: list[Value], keys: KeyRing, gateway: str) -> None
     _, stream, seq, created, key_id, nonce, sealed, size, state, reason, settled = v
     if not (
         isinstance(stream, int)
-        and stream in (0, 1, 2)
+        and stream in _STREAMS
         and isinstance(seq, int)
         and isinstance(created, int)
         and isinstance(key_id, int)

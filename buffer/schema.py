@@ -33,10 +33,13 @@ Schema version 2 (version 1 plus the ``incident`` stream's row in ``streams``)::
                stream, seq, created_ms, key_id,     sealed for a human until retention
                nonce, sealed, reason, at_ms)
 
-Schema version 3 adds to ``streams`` the refusal counters (``refused`` total;
-``refused_pending``, ``refused_first_ms``, ``refused_last_ms``, ``refused_reason`` not yet
-reported) and the table ``reports(id INTEGER PRIMARY KEY, body TEXT)`` of reports not yet
-turned into events (see :mod:`buffer.reports`).
+Additions of the seq-ledger era, made in place on any version-2 file that lacks them (they do
+not change the version: an older agent ignores them, so a rollback still opens the file): in
+``streams`` the refusal counters (``refused`` total; ``refused_pending``,
+``refused_first_ms``, ``refused_last_ms``, ``refused_reason`` not yet reported) and the table
+``reports(id INTEGER PRIMARY KEY, body TEXT)`` of reports not yet turned into events (see
+:mod:`buffer.reports`). A file without ``reports`` before the open comes from before the
+ledger (:attr:`Opened.ledger_era` is false): its ledger is started without a gap.
 
 Indexes: ``records_pending(stream, seq) WHERE state = 0`` (leasing),
 ``records_pending_age(stream, created_ms) WHERE state = 0`` (retention, oldest undelivered),
@@ -63,7 +66,6 @@ from buffer.errors import (
 
 __all__ = [
     "APPLICATION_ID",
-    "LEDGER_SINCE",
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "Opened",
@@ -71,10 +73,7 @@ __all__ = [
 ]
 
 APPLICATION_ID = 0x53454442  # "SEDB"
-SCHEMA_VERSION = 3
-LEDGER_SINCE = 3
-"""The first schema version whose stores keep a seq ledger (older ones are upgraded to one
-without a gap, see :mod:`buffer.recovery`)."""
+SCHEMA_VERSION = 2
 _WAL_SNAPSHOT_MAX = 256 << 20
 
 _V1: Sequence[str] = (
@@ -125,31 +124,33 @@ _V1: Sequence[str] = (
 # Version 2: the incident stream (Stream.INCIDENT = 3) gets its seq/counter row.
 _V2: Sequence[str] = ("INSERT INTO streams(stream) VALUES (3)",)
 
-# Version 3: refusal counters and the reports not yet turned into events (seq ledger era).
-_V3: Sequence[str] = (
-    "ALTER TABLE streams ADD COLUMN refused INTEGER NOT NULL DEFAULT 0",
-    "ALTER TABLE streams ADD COLUMN refused_pending INTEGER NOT NULL DEFAULT 0",
-    "ALTER TABLE streams ADD COLUMN refused_first_ms INTEGER",
-    "ALTER TABLE streams ADD COLUMN refused_last_ms INTEGER",
-    "ALTER TABLE streams ADD COLUMN refused_reason TEXT",
-    "CREATE TABLE reports (id INTEGER PRIMARY KEY, body TEXT NOT NULL)",
+# The seq-ledger era's additions (see the module docstring): (column, declaration).
+_STREAM_COLUMNS: Sequence[tuple[str, str]] = (
+    ("refused", "INTEGER NOT NULL DEFAULT 0"),
+    ("refused_pending", "INTEGER NOT NULL DEFAULT 0"),
+    ("refused_first_ms", "INTEGER"),
+    ("refused_last_ms", "INTEGER"),
+    ("refused_reason", "TEXT"),
 )
+_REPORTS = "CREATE TABLE IF NOT EXISTS reports (id INTEGER PRIMARY KEY, body TEXT NOT NULL)"
 
 # MIGRATIONS[v] takes a database from version v to v + 1.
-MIGRATIONS: dict[int, Sequence[str]] = {0: _V1, 1: _V2, 2: _V3}
+MIGRATIONS: dict[int, Sequence[str]] = {0: _V1, 1: _V2}
 _TABLES = frozenset({"meta", "streams", "keys", "records", "quarantine", "reports"})
 
 
 @dataclass(frozen=True, slots=True)
 class Opened:
     """What :func:`open_database` found. ``version_before`` is the schema version the file
-    had (0: a fresh, empty database); ``moved_to`` where an unusable file went."""
+    had (0: a fresh, empty database); ``moved_to`` where an unusable file went;
+    ``ledger_era``: the file already had the seq-ledger era's additions."""
 
     conn: sqlite3.Connection
     moved_to: Path | None
     version_before: int
     wal_snapshot: bytes | None
     wal_frames: int | None
+    ledger_era: bool = True
 
 
 class _UnusableError(Exception):
@@ -173,14 +174,14 @@ def open_database(path: Path, *, now_ms: int, keep_wal: bool, force_aside: bool 
     snapshot = _wal_snapshot(path) if keep_wal else None
     if not force_aside:
         try:
-            conn, version, frames = _open_checked(path)
+            conn, version, frames, era = _open_checked(path)
         except _UnusableError:
             pass
         else:
-            return Opened(conn, None, version, snapshot, frames)
+            return Opened(conn, None, version, snapshot, frames, era)
     moved = _move_aside(path, now_ms)
     try:
-        conn, _, _ = _open_checked(path)
+        conn, _, _, _ = _open_checked(path)
     except _UnusableError as exc:
         raise BufferCorruptError(f"{path}: a freshly created database is unusable") from exc
     return Opened(conn, moved, 0, None, None)
@@ -198,7 +199,7 @@ def _wal_snapshot(path: Path) -> bytes | None:
     return data if len(data) > 32 else None
 
 
-def _open_checked(path: Path) -> tuple[sqlite3.Connection, int, int | None]:
+def _open_checked(path: Path) -> tuple[sqlite3.Connection, int, int | None, bool]:
     try:
         if not path.exists():
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
@@ -208,11 +209,11 @@ def _open_checked(path: Path) -> tuple[sqlite3.Connection, int, int | None]:
     except sqlite3.Error as exc:
         raise _translate(exc, f"{path}: open") from exc
     try:
-        version, frames = _check_and_migrate(conn, path)
+        version, frames, era = _check_and_migrate(conn, path)
     except BaseException:
         conn.close()
         raise
-    return conn, version, frames
+    return conn, version, frames, era
 
 
 def _translate(exc: sqlite3.Error, doing: str) -> BaseException:
@@ -220,7 +221,7 @@ def _translate(exc: sqlite3.Error, doing: str) -> BaseException:
     return _UnusableError(doing) if isinstance(err, BufferCorruptError) else err
 
 
-def _check_and_migrate(conn: sqlite3.Connection, path: Path) -> tuple[int, int | None]:
+def _check_and_migrate(conn: sqlite3.Connection, path: Path) -> tuple[int, int | None, bool]:
     """Read-only checks first: a foreign or newer file must not be written to (not even the
     journal mode in its header)."""
     try:
@@ -241,19 +242,41 @@ def _check_and_migrate(conn: sqlite3.Connection, path: Path) -> tuple[int, int |
         conn.execute("PRAGMA synchronous = NORMAL")
         if fresh:
             _migrate(conn, 0)
-            return 0, None
+            _add_ledger_era(conn)
+            return 0, None, True
         frames = _recovered_frames(path)
         check = conn.execute("PRAGMA quick_check").fetchall()
         if check != [("ok",)]:
             raise _UnusableError(f"{path}: quick_check failed: {check[:3]}")
         if version < SCHEMA_VERSION:
             _migrate(conn, version)
+        era = _add_ledger_era(conn)
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if not tables >= _TABLES:
             raise _UnusableError(f"{path}: tables missing: {sorted(_TABLES - tables)}")
     except sqlite3.Error as exc:
         raise _translate(exc, f"{path}: check") from exc
-    return version, frames
+    return version, frames, era
+
+
+def _add_ledger_era(conn: sqlite3.Connection) -> bool:
+    """Add what the seq-ledger era needs, where missing; True when nothing was missing."""
+    had = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'reports'").fetchone()
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(streams)")}
+    missing = [(n, decl) for n, decl in _STREAM_COLUMNS if n not in columns]
+    if had and not missing:
+        return True
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for name, decl in missing:
+            conn.execute(f"ALTER TABLE streams ADD COLUMN {name} {decl}")
+        conn.execute(_REPORTS)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return bool(had)
 
 
 def _recovered_frames(path: Path) -> int | None:
