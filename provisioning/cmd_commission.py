@@ -25,7 +25,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from buffer.errors import BufferError
+from buffer.errors import StoreError
 from provisioning.commission import CHECK_IDS, Check, Context, Options, local_checks, ordered
 from provisioning.commission import systemd_check as _systemd
 from provisioning.commission_net import broker_checks, cert_check, clock_check
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 seq = queue_event(ctx.cfg, ctx.paths, doc, digest)
                 notes.append(f"commissioned event queued in the buffer (event seq {seq})")
-            except BufferError as exc:
+            except StoreError as exc:
                 notes.append(f"not sent: {exc} (stop the agent while commissioning)")
     go = doc["result"] == "go"
     if args.json:

@@ -28,8 +28,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from agent.config import AgentConfig, resolved_paths
-from buffer import BufferError as _BufferError
 from buffer import BufferNeedsHumanError, StoreReader, Stream
+from buffer import StoreError as _BufferError
 from drivers import Quality
 
 __all__ = [

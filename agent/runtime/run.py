@@ -76,9 +76,10 @@ class Runtime:
         store = open_store(c)
         self.store = store
         sink = RecordSink(store=store, stats=self.stats, clock_ms=c.clock_ms, wake=c.bridge.wake)
-        if store.recovered_from is not None:
-            log.error(kv("buffer_corrupt", moved_to=store.recovered_from))
-            sink.event("buffer_corrupt", moved_to=str(store.recovered_from))
+        opened = store.open_report
+        if opened.recovered_from is not None or opened.ledger == "rebuilt":
+            log.error(kv("buffer_recovered", moved_to=opened.recovered_from, ledger=opened.ledger))
+        sink.flush_reports()  # seq_gap / buffer_corrupt from the open, before "started"
         states = AlarmStates()
         outputs_changed = asyncio.Event()
         alarms = AlarmRecorder(
