@@ -50,7 +50,7 @@ from buffer.errors import (
 __all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION", "open_database"]
 
 APPLICATION_ID = 0x53454442  # "SEDB"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _V1: Sequence[str] = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -97,9 +97,19 @@ _V1: Sequence[str] = (
     "INSERT INTO streams(stream) VALUES (0), (1), (2)",
 )
 
+# v2: opaque key → sealed bytes, written in the same transaction as an append (``state=``).
+_V2: Sequence[str] = (
+    """CREATE TABLE state (
+        key TEXT PRIMARY KEY,
+        key_id INTEGER NOT NULL,
+        nonce BLOB NOT NULL,
+        sealed BLOB NOT NULL,
+        updated_ms INTEGER NOT NULL)""",
+)
+
 # MIGRATIONS[v] takes a database from version v to v + 1.
-MIGRATIONS: dict[int, Sequence[str]] = {0: _V1}
-_TABLES = frozenset({"meta", "streams", "keys", "records", "quarantine"})
+MIGRATIONS: dict[int, Sequence[str]] = {0: _V1, 1: _V2}
+_TABLES = frozenset({"meta", "streams", "keys", "records", "quarantine", "state"})
 
 
 class _UnusableError(Exception):

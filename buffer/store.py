@@ -24,6 +24,10 @@ Invariants:
 5. Leases live in memory only: a record is handed out by ``lease`` at most once until it is
    released or settled; after a restart every unsettled record is leased again (at-least-once).
 6. The database never holds a plaintext payload (see :mod:`buffer.crypto`).
+8. State written with an append is in the append's transaction: ``append(..., state={key:
+   bytes})`` stores the records and the (opaque, sealed) state values together or not at all,
+   so a caller's persisted state never disagrees with the records it wrote. ``state(key)``
+   reads one back; the store never interprets the bytes (``b""`` is a value, not a delete).
 
 Threading: a Store is used from one thread only (the agent's event loop thread); the SQLite
 connection refuses use from another thread. One process at a time: ``<db>.lock`` is held with
@@ -242,9 +246,17 @@ class Store:
     # -- writing ---------------------------------------------------------------------------
 
     def append(
-        self, stream: Stream, payloads: Sequence[bytes], *, created_ms: int | None = None
+        self,
+        stream: Stream,
+        payloads: Sequence[bytes],
+        *,
+        created_ms: int | None = None,
+        state: Mapping[str, bytes] | None = None,
     ) -> list[int]:
         """Seal and store ``payloads`` in one transaction; return their seqs (consecutive).
+
+        ``state``: opaque values stored (sealed, replacing any previous value of the key) in the
+        same transaction; ignored when ``payloads`` is empty.
 
         Durable when it returns. When the stream or the store would exceed its capacity,
         delivered records and then undelivered telemetry are evicted first, in the same
@@ -268,6 +280,11 @@ class Store:
             rows.append((stream, seq, created, key.id, nonce, sealed, size))
             incoming += size
         last = first + len(payloads) - 1
+        state_rows = []
+        for name, value in (state or {}).items():
+            aad = crypto.state_associated_data(self._gateway, name, key.id)
+            nonce, sealed = key.seal(crypto.pack(value), aad)
+            state_rows.append((name, key.id, nonce, sealed, created))
         if stream is Stream.TELEMETRY:
             self._check_room(conn, incoming)
         evicted: list[_Candidate] = []
@@ -284,15 +301,46 @@ class Store:
                 rows,
             )
             conn.execute("UPDATE streams SET last_seq = ? WHERE stream = ?", (last, stream))
-            self._keys.count_seals(conn, key.id, len(rows))
+            if state_rows:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO state(key, key_id, nonce, sealed, updated_ms)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    state_rows,
+                )
+            self._keys.count_seals(conn, key.id, len(rows) + len(state_rows))
         self._last_seq[stream] = last
         self._bytes += incoming
         self._stream_bytes[stream] += incoming
         self._forget(evicted, "capacity")
-        self._keys.after_commit(key.id, len(rows))
+        self._keys.after_commit(key.id, len(rows) + len(state_rows))
         if self._keys.needs_rotation():
             self.rotate_key()
         return list(range(first, last + 1))
+
+    def state(self, key: str) -> bytes | None:
+        """The value last stored under ``key`` by an append, or None when never stored.
+
+        Raises :class:`RecordAuthError` when the sealed value fails authentication."""
+        return self.states(prefix=key, exact=True).get(key)
+
+    def states(self, *, prefix: str = "", exact: bool = False) -> dict[str, bytes]:
+        """Every stored state value whose key starts with ``prefix`` (one read)."""
+        conn = self._live()
+        if exact:
+            query, arg = "SELECT key, key_id, nonce, sealed FROM state WHERE key = ?", prefix
+        else:  # keys are text: a range scan on the primary key, no LIKE escaping needed
+            query, arg = "SELECT key, key_id, nonce, sealed FROM state WHERE key >= ?", prefix
+        try:
+            rows = conn.execute(query, (arg,)).fetchall()
+        except sqlite3.Error as exc:
+            raise from_sqlite(exc, "reading state") from exc
+        out: dict[str, bytes] = {}
+        for name, key_id, nonce, sealed in rows:
+            if not name.startswith(prefix):
+                continue
+            aad = crypto.state_associated_data(self._gateway, name, key_id)
+            out[name] = crypto.unpack(self._keys.get(key_id).open(nonce, sealed, aad))
+        return out
 
     def settle(
         self,
