@@ -23,6 +23,8 @@ from agent.logs import kv
 from agent.notify import notify, watchdog_interval_s
 from agent.runtime.actions import CommandActions, CommandEndpoint
 from agent.runtime.alarms import AlarmRecorder
+from agent.runtime.alarmstate import PREFIX as STATE_PREFIX
+from agent.runtime.alarmstate import AlarmBook
 from agent.runtime.build import Components, command_processor, forwarder, open_store
 from agent.runtime.forwarding import Forwarding, stop_uplink
 from agent.runtime.ingest import Ingest
@@ -54,6 +56,7 @@ class Runtime:
         self.store: Store | None = None
         self.forwarder: Forwarder | None = None
         self.commands: CommandProcessor | None = None
+        self.alarms: AlarmRecorder | None = None
         self._flush_timeout_s = flush_timeout_s
         self._stopping = False
         self._failure: tuple[str, BaseException | None] | None = None
@@ -70,7 +73,12 @@ class Runtime:
         if store.recovered_from is not None:
             log.error(kv("buffer_corrupt", moved_to=store.recovered_from))
             sink.event("buffer_corrupt", moved_to=str(store.recovered_from))
-        alarms = AlarmRecorder(tags=c.tags, alarm_ids=c.alarm_ids, sink=sink, stats=self.stats)
+        book = AlarmBook(gateway=c.cfg.gateway.id, tags=c.tags, engine=c.engine)
+        restored = book.restore(store.states(prefix=STATE_PREFIX))
+        alarms = AlarmRecorder(tags=c.tags, book=book, sink=sink, stats=self.stats)
+        alarms.close_removed(c.clock_ms())
+        self.alarms = alarms
+        log.info(kv("alarm_state_restored", tags=restored, open=len(book.open_alarms())))
         ingest = Ingest(
             engine=c.engine,
             alarms=alarms,

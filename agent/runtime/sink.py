@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Final
 
 from agent.codec import event_body
@@ -44,9 +44,12 @@ class RecordSink:
         self._wake = wake
         self._log_limit = RateLimiter(60.0)
 
-    def append(self, stream: Stream, payloads: list[bytes]) -> None:
+    def append(
+        self, stream: Stream, payloads: list[bytes], *, state: Mapping[str, bytes] | None = None
+    ) -> None:
+        """Append ``payloads`` (and ``state``, in the same transaction: see Store.append)."""
         try:
-            self.store.append(stream, payloads)
+            self.store.append(stream, payloads, state=state)
         except StoreError as exc:
             self._stats.append_failures += len(payloads)
             allowed, suppressed = self._log_limit.allow(f"append:{stream.wire_name}")
