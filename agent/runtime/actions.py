@@ -44,6 +44,10 @@ class CommandActions:
         self._max_resend = max_resend
         self._clock_ms = clock_ms
 
+    def use_engine(self, engine: RuleEngine) -> None:
+        """A reload swapped the rule engine (same tag table)."""
+        self._engine = engine
+
     def ack_alarm(self, args: AckAlarmArgs) -> str:
         index = self._tag_index.get(args.tag)
         if index is None:

@@ -102,6 +102,14 @@ class AlarmBook:
         self._removed.clear()
         return out, forget
 
+    def use_engine(self, engine: RuleEngine) -> None:
+        """After a reload swapped the engine (same tag table): occurrences stay."""
+        self._engine = engine
+
+    def state_of(self, tag: int) -> TagState:
+        """The tag's state as it would be persisted now."""
+        return self._occ.annotate(tag, self._engine.export_state(tag))
+
     def note(self, event: AlarmEvent) -> str:
         """Account for one event (in order); returns its alarm id."""
         return self._occ.note(event)

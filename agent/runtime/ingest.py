@@ -53,6 +53,10 @@ class Ingest:
         self._clock_ms = clock_ms
         self._online: dict[str, bool] = {}
 
+    def use_engine(self, engine: RuleEngine) -> None:
+        """A reload swapped the rule engine (same tag table; between two batches)."""
+        self._engine = engine
+
     def on_batch(self, device: Device, batch: SampleBatch) -> None:
         self._stats.polls += 1
         self._stats.samples += len(batch)

@@ -14,13 +14,16 @@ import logging
 import time
 from collections.abc import Coroutine
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 
 from agent import __version__
 from agent.commands import CommandProcessor
+from agent.config import AgentConfig
 from agent.forwarder import Forwarder
 from agent.logs import kv
 from agent.notify import notify, watchdog_interval_s
+from agent.runtime import lastgood
 from agent.runtime.actions import CommandActions, CommandEndpoint
 from agent.runtime.alarms import AlarmRecorder
 from agent.runtime.alarmstate import PREFIX as STATE_PREFIX
@@ -29,12 +32,14 @@ from agent.runtime.build import Components, command_processor, forwarder, open_s
 from agent.runtime.forwarding import Forwarding, stop_uplink
 from agent.runtime.ingest import Ingest
 from agent.runtime.meta import meta_payload
+from agent.runtime.reload import Reloader
 from agent.runtime.scheduler import cancel_and_wait, poll_bus
 from agent.runtime.sink import RecordSink
 from agent.runtime.stats import RuntimeStats
 from agent.runtime.watchdog import watchdog
 from agent.uplink import Uplink
 from buffer import Store
+from rules import RuleEngine
 
 __all__ = ["Runtime"]
 
@@ -57,6 +62,15 @@ class Runtime:
         self.forwarder: Forwarder | None = None
         self.commands: CommandProcessor | None = None
         self.alarms: AlarmRecorder | None = None
+        # reload (agent/runtime/reload.py): served only when the run knows its config file
+        self.config_path: Path | None = None
+        self.reload_requested = asyncio.Event()
+        self.restart_with: Components | None = None  # set: run again with these
+        self.degraded: list[str] = []  # reasons shown in STATUS= and `safeedge status`
+        self.start_events: list[tuple[str, dict[str, object]]] = []  # recorded after "started"
+        self._ingest: Ingest | None = None
+        self._actions: CommandActions | None = None
+        self._ending: asyncio.Event | None = None
         self._flush_timeout_s = flush_timeout_s
         self._stopping = False
         self._failure: tuple[str, BaseException | None] | None = None
@@ -89,6 +103,7 @@ class Runtime:
             stats=self.stats,
             clock_ms=c.clock_ms,
         )
+        self._ingest = ingest
         forwarding: Forwarding | None = None
         try:
             async with AsyncExitStack() as stack:
@@ -99,7 +114,9 @@ class Runtime:
                 else:
                     log.warning(kv("uplink_disabled", note="records are kept in the buffer"))
                 sink.event("started", agent=__version__, config_hash=c.config_hash)
-                await self._serve(stop, ingest, sink, forwarding)
+                for kind, fields in self.start_events:
+                    sink.event(kind, **fields)
+                await self._serve(stop, ingest, sink, forwarding, alarms)
         finally:
             c.bridge.detach()
             if c.uplink is not None:
@@ -148,6 +165,7 @@ class Runtime:
                 max_resend=c.max_resend,
                 clock_ms=c.clock_ms,
             )
+            self._actions = actions
             endpoint = CommandEndpoint(processor=command_processor(c, actions), uplink=uplink)
             self.commands = endpoint.processor
             on_command = endpoint.handle
@@ -155,11 +173,31 @@ class Runtime:
         forwarding.start()
         return forwarding
 
+    def swap_engine(self, engine: RuleEngine) -> None:
+        """A reload applied new rules in place: every holder of the engine gets the new one."""
+        if self._ingest is not None:
+            self._ingest.use_engine(engine)
+        if self._actions is not None:
+            self._actions.use_engine(engine)
+        if self.alarms is not None:
+            self.alarms.book.use_engine(engine)
+
+    def end_run(self) -> None:
+        """End the run in order (as a stop does); a reload set ``restart_with`` first."""
+        if self._ending is not None:
+            self._ending.set()
+
     async def _serve(
-        self, stop: asyncio.Event, ingest: Ingest, sink: RecordSink, fwd: Forwarding | None
+        self,
+        stop: asyncio.Event,
+        ingest: Ingest,
+        sink: RecordSink,
+        fwd: Forwarding | None,
+        alarms: AlarmRecorder,
     ) -> None:
         c = self.components
         ending = asyncio.Event()
+        self._ending = ending
         async with asyncio.TaskGroup() as tg:
 
             def spawn(name: str, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
@@ -189,11 +227,22 @@ class Runtime:
                         watchdog(interval_s=interval, slowest_poll_s=slowest, stats=self.stats),
                     )
                 )
+            if self.config_path is not None:
+                reloader = Reloader(
+                    target=self,
+                    config_path=self.config_path,
+                    sink=sink,
+                    alarms=alarms,
+                    requested=self.reload_requested,
+                )
+                helpers.append(spawn("reload", reloader.serve()))
             forward = (fwd, spawn("forward", fwd.run())) if fwd is not None else None
             stopper = tg.create_task(_set_when(stop, ending), name="stopper")
             self.ready.set()
             notify("READY=1")
             log.info(kv("ready", devices=len(c.devices), tags=len(c.tags)))
+            if self.config_path is not None and not self.degraded:
+                keep_last_good(c.cfg)
             await ending.wait()
             notify("STOPPING=1")
             self._stopping = True
@@ -235,6 +284,13 @@ class Runtime:
         if self.forwarder is not None:
             out["delivered"] = self.forwarder.stats.delivered
         return out
+
+
+def keep_last_good(cfg: AgentConfig) -> None:
+    try:
+        lastgood.save(cfg)
+    except OSError as exc:  # the agent runs on; only the fallback at a bad start is lost
+        log.warning(kv("last_good_not_saved", error=exc))
 
 
 async def _set_when(stop: asyncio.Event, ending: asyncio.Event) -> None:

@@ -169,7 +169,7 @@ def records(data_dir: Path, stream: Stream = Stream.ALARM) -> list[dict[str, Any
     with StoreReader.open(
         path=data_dir / "buffer.db", key_file=data_dir / "buffer.key", gateway_id="GW1"
     ) as reader:
-        return [json.loads(r.payload) for r in reader.records(stream=stream)]
+        return [json.loads(r.payload or b"null") for r in reader.records(stream=stream)]
 
 
 def wait_for(what: Callable[[], bool], timeout_s: float = 30.0, note: str = "") -> None:

@@ -46,7 +46,7 @@ def test_kill_9_during_a_level_2_alarm_continues_the_same_occurrence(
     again = AgentProc(config)
     try:
         again.wait_log("alarm_state_restored tags=1 open=1")
-        again.wait_log("ready")
+        again.wait_log(" ready devices")
         n_before = len(records(data))
         wait_for(lambda: len(records(data, stream=_telemetry())) > 0, note="telemetry")
         line.value = 5.0  # below high_high - deadband and below high: clears
@@ -76,7 +76,7 @@ def test_a_latched_alarm_back_to_normal_survives_a_restart_unacknowledged(
     again = AgentProc(config)
     try:
         again.wait_log("alarm_state_restored tags=1 open=1")
-        again.wait_log("ready")
+        again.wait_log(" ready devices")
     finally:
         again.kill()
     assert _events(data) == [("raise", 1), ("return", 0)]  # nothing new: still returned, unacked
