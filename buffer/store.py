@@ -153,6 +153,7 @@ class Store:
         """Where a corrupt or foreign database was moved on open (None: nothing was)."""
         self._leased: set[tuple[Stream, int]] = set()
         self._evictions: dict[tuple[Stream, EvictionReason], tuple[int, int, int]] = {}
+        self._shortened: dict[Stream, tuple[int, int, int]] = {}  # see take_shortened
         self._last_seq = {
             Stream(s): n for s, n in conn.execute("SELECT stream, last_seq FROM streams")
         }
@@ -548,6 +549,17 @@ class Store:
         self._evictions.clear()
         return out
 
+    def take_shortened(self) -> list[Eviction]:
+        """Delivered (or dead) records evicted by capacity while younger than their stream's
+        retention, since the last call: the local record is shorter than promised. Not drops
+        (they were delivered), so not in :meth:`take_evictions` nor in the ``evicted`` totals."""
+        out = [
+            Eviction(stream, count, first, last, "capacity")
+            for stream, (count, first, last) in sorted(self._shortened.items())
+        ]
+        self._shortened.clear()
+        return out
+
     def rotate_key(self) -> int:
         """Seal new records with a fresh key (written to the key file first); old keys stay
         until no retained record needs them (pruned by :meth:`maintain`). Returns its id."""
@@ -721,6 +733,11 @@ class Store:
             self._bytes -= size
             self._stream_bytes[stream] -= size
             self._leased.discard((stream, seq))
+            if state != _PENDING and reason == "capacity":
+                if created > self._clock_ms() - self._retention_ms[stream]:
+                    n, first, last = self._shortened.get(stream, (0, created, created))
+                    self._shortened[stream] = (n + 1, min(first, created), max(last, created))
+                continue
             if state != _PENDING or reason is None:
                 continue
             count, first, last = self._evictions.get((stream, reason), (0, created, created))

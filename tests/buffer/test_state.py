@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -72,3 +73,17 @@ def test_a_version_1_buffer_is_migrated_and_keeps_its_records(
     store.append(Stream.ALARM, [b"a"], state={"k": b"v"})
     assert store.state("k") == b"v"
     assert store.stats().streams[Stream.ALARM].undelivered == 1
+
+
+def test_delivered_records_evicted_before_their_retention_are_reported_as_shortened(
+    open_store: OpenStore,
+) -> None:
+    store = open_store(capacity_bytes=4096, retention_days=30.0)
+    for _ in range(12):  # capacity pushes delivered records out long before 30 days
+        seqs = store.append(Stream.TELEMETRY, [os.urandom(500)])
+        store.settle(accepted=[(Stream.TELEMETRY, s) for s in seqs])
+    assert store.take_evictions() == []  # not a drop: they were delivered
+    shortened = store.take_shortened()
+    assert [e.stream for e in shortened] == [Stream.TELEMETRY]
+    assert shortened[0].count == 12 - len(list(store.resend(Stream.TELEMETRY, 1, 12)))
+    assert store.take_shortened() == []
