@@ -83,3 +83,15 @@ class RecordSink:
                     first_ts=ev.first_ts,
                     last_ts=ev.last_ts,
                 )
+            for ev in self.store.take_shortened():  # delivered, but younger than retention
+                log.warning(
+                    kv("buffer_record_shortened", stream=ev.stream.wire_name, count=ev.count)
+                )
+                self.event(
+                    "buffer_evicted",
+                    stream=ev.stream.wire_name,
+                    count=ev.count,
+                    first_ts=ev.first_ts,
+                    last_ts=ev.last_ts,
+                    delivered=True,
+                )
