@@ -20,9 +20,11 @@ GATEWAY = '[gateway]\nsite = "S1"\nid = "G1"\n'
 
 
 def _tcp(n_tags: int, poll_s: float) -> str:
-    out = f'[[devices]]\ndriver = "modbus_tcp"\nname = "plc"\nhost = "10.0.0.5"\npoll_interval_s = {poll_s}\n'
+    out = '[[devices]]\ndriver = "modbus_tcp"\nname = "plc"\nhost = "10.0.0.5"\n'
+    out += f"poll_interval_s = {poll_s}\n"
     for i in range(n_tags):
-        out += f'[[devices.tags]]\nname = "TT-{i:03d}"\ntable = "holding"\naddress = {2 * i}\ntype = "float32"\n'
+        out += f'[[devices.tags]]\nname = "TT-{i:03d}"\ntable = "holding"\n'
+        out += f'address = {2 * i}\ntype = "float32"\n'
     return out
 
 
