@@ -21,7 +21,13 @@ from agent import __version__
 
 __all__ = ["main"]
 
-_BUILTIN = ("agent.cmd_run", "agent.cmd_config", "agent.cmd_rules", "agent.cmd_buffer")
+_BUILTIN = (
+    "agent.cmd_run",
+    "agent.cmd_config",
+    "agent.cmd_rules",
+    "agent.cmd_buffer",
+    "agent.cmd_status",
+)
 
 
 class _CommandModule(Protocol):

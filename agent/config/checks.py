@@ -58,6 +58,7 @@ def check_config(cfg: AgentConfig) -> list[ConfigIssue]:
     issues = _uplink_issues(cfg)
     issues += _commands_issues(cfg.commands)
     issues += adapt("buffer", buffer_issues(cfg.buffer))
+    issues += _operations_issues(cfg)
     issues += _port_issues(cfg.serial_ports)
     issues += _device_issues(cfg)
     tag_names = list(dict.fromkeys(t.name for d in cfg.devices for t in d.tags))
@@ -72,6 +73,21 @@ def check_config(cfg: AgentConfig) -> list[ConfigIssue]:
     if cfg.rules:
         issues += adapt("", check_rules(cfg.rules, tag_names))
     return issues
+
+
+def _operations_issues(cfg: AgentConfig) -> list[ConfigIssue]:
+    ops = cfg.operations
+    out = _text("operations.metrics.host", ops.metrics.host, "a host name or address", spaces=False)
+    sock = ops.status_socket
+    if "\0" in sock or len(sock.encode()) > 100:  # sun_path holds 108 bytes with the NUL
+        out.append(
+            ConfigIssue(
+                "operations.status_socket",
+                "must be a path of at most 100 bytes without NUL",
+                "use a short absolute path, e.g. /run/safeedge/status.sock",
+            )
+        )
+    return out
 
 
 def _number(key: str, value: float, low: float, high: float) -> list[ConfigIssue]:

@@ -30,8 +30,10 @@ from agent.runtime.alarmstate import PREFIX as STATE_PREFIX
 from agent.runtime.alarmstate import AlarmBook
 from agent.runtime.build import Components, command_processor, forwarder, open_store
 from agent.runtime.forwarding import Forwarding, stop_uplink
+from agent.runtime.health import status_line
 from agent.runtime.ingest import Ingest
 from agent.runtime.meta import meta_payload
+from agent.runtime.ops import OpsServices
 from agent.runtime.reload import Reloader
 from agent.runtime.scheduler import cancel_and_wait, poll_bus
 from agent.runtime.sink import RecordSink
@@ -62,6 +64,7 @@ class Runtime:
         self.forwarder: Forwarder | None = None
         self.commands: CommandProcessor | None = None
         self.alarms: AlarmRecorder | None = None
+        self.ops: OpsServices | None = None  # status snapshot, control socket, metrics
         # reload (agent/runtime/reload.py): served only when the run knows its config file
         self.config_path: Path | None = None
         self.reload_requested = asyncio.Event()
@@ -104,6 +107,7 @@ class Runtime:
             clock_ms=c.clock_ms,
         )
         self._ingest = ingest
+        ops = self.ops = OpsServices(run=self, sink=sink, clock_ms=c.clock_ms)
         forwarding: Forwarding | None = None
         try:
             async with AsyncExitStack() as stack:
@@ -116,8 +120,10 @@ class Runtime:
                 sink.event("started", agent=__version__, config_hash=c.config_hash)
                 for kind, fields in self.start_events:
                     sink.event(kind, **fields)
+                await ops.start()
                 await self._serve(stop, ingest, sink, forwarding, alarms)
         finally:
+            await ops.stop()
             c.bridge.detach()
             if c.uplink is not None:
                 await stop_uplink(c.uplink, forwarding)
@@ -172,6 +178,10 @@ class Runtime:
         c.bridge.attach(loop, on_command, fwd)
         forwarding.start()
         return forwarding
+
+    @property
+    def delivered(self) -> int:
+        return 0 if self.forwarder is None else self.forwarder.stats.delivered
 
     def swap_engine(self, engine: RuleEngine) -> None:
         """A reload applied new rules in place: every holder of the engine gets the new one."""
@@ -236,11 +246,15 @@ class Runtime:
                     requested=self.reload_requested,
                 )
                 helpers.append(spawn("reload", reloader.serve()))
+            if self.ops is not None:
+                helpers.append(spawn("health", self.ops.health()))
             forward = (fwd, spawn("forward", fwd.run())) if fwd is not None else None
             stopper = tg.create_task(_set_when(stop, ending), name="stopper")
             self.ready.set()
             notify("READY=1")
             log.info(kv("ready", devices=len(c.devices), tags=len(c.tags)))
+            if self.ops is not None:
+                notify("STATUS=" + status_line(self.ops.publish_now()))
             if self.config_path is not None and not self.degraded:
                 keep_last_good(c.cfg)
             await ending.wait()

@@ -25,6 +25,7 @@ from agent.config import (
     loads_config,
     resolved_paths,
 )
+from agent.config.schema import MetricsConfig, OperationsConfig
 from buffer.config import BufferConfig
 from drivers.config import (
     CurrentLoopConfig,
@@ -134,6 +135,8 @@ def test_the_reference_example_shows_every_key_of_every_table() -> None:
         UplinkConfig: set(raw["uplink"]),
         TlsConfig: set(raw["uplink"]["tls"]),
         BufferConfig: set(raw["buffer"]),
+        OperationsConfig: set(raw["operations"]),
+        MetricsConfig: set(raw["operations"]["metrics"]),
         SerialPortConfig: set().union(*raw["serial_ports"]),
         ModbusTcpDeviceConfig: set().union(*(d for d in devices if d["driver"] == "modbus_tcp")),
         ModbusRtuDeviceConfig: set().union(*(d for d in devices if d["driver"] == "modbus_rtu")),
