@@ -80,19 +80,20 @@ def run_agent(config_path: Path) -> int:
     # (loading the config does not import them; agent.pipeline does).
     os.environ.setdefault("NUMBA_CACHE_DIR", str(paths.data_dir / "numba-cache"))
 
+    from agent.credentials import BROKER_PASSWORD, broker_password, credential, with_credentials
     from agent.pipeline import Pipeline
     from agent.uplink import UplinkConfigError
     from buffer import BufferNeedsHumanError
     from drivers import DriverConfigError
     from rules import RuleConfigError
 
-    password = None
-    if paths.password_file is not None:
-        try:
-            password = paths.password_file.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            print(f"safeedge: uplink.password_file {paths.password_file}: {exc}", file=sys.stderr)
-            return EX_CONFIG
+    paths = with_credentials(paths)  # systemd credentials win over the config's files
+    try:
+        password = broker_password(cfg, config_path)
+    except (OSError, UnicodeDecodeError) as exc:
+        source = credential(BROKER_PASSWORD) or f"uplink.password_file {paths.password_file}"
+        print(f"safeedge: {source}: {exc}", file=sys.stderr)
+        return EX_CONFIG
     try:
         pipeline = Pipeline(cfg, paths, password=password)
     except (RuleConfigError, DriverConfigError, UplinkConfigError) as exc:

@@ -32,6 +32,7 @@ import msgspec
 
 from agent import __version__
 from agent.config import AgentConfig, ConfigError, load_config, resolved_paths
+from agent.credentials import broker_password, with_credentials
 from agent.logs import kv
 from agent.runtime import lastgood
 from agent.runtime.alarms import AlarmRecorder
@@ -42,7 +43,7 @@ from agent.uplink import UplinkConfigError
 from drivers import DriverConfigError
 from rules import RuleConfigError, RuleEngine
 
-__all__ = ["ReloadTarget", "Reloader", "changes", "read_password"]
+__all__ = ["ReloadTarget", "Reloader", "changes"]
 
 log = logging.getLogger("safeedge.reload")
 
@@ -55,14 +56,6 @@ class ReloadTarget(Protocol):
     def swap_engine(self, engine: RuleEngine) -> None: ...
 
     def end_run(self) -> None: ...
-
-
-def read_password(cfg: AgentConfig, config_path: Path) -> str | None:
-    """The broker password the config names (OSError, UnicodeDecodeError when unreadable)."""
-    paths = resolved_paths(cfg, config_path)
-    if paths.password_file is None:
-        return None
-    return paths.password_file.read_text(encoding="utf-8").strip()
 
 
 def _file_hash(path: Path) -> str:
@@ -121,17 +114,17 @@ class Reloader:
             cfg = await loop.run_in_executor(
                 None, lambda: load_config(self._path, check_files=True)
             )
-            password = await loop.run_in_executor(None, read_password, cfg, self._path)
+            password = await loop.run_in_executor(None, broker_password, cfg, self._path)
             new = build(
                 cfg,
-                resolved_paths(cfg, self._path),
+                with_credentials(resolved_paths(cfg, self._path)),
                 password=password,
                 clock_ms=old.clock_ms,
             )
         except ConfigError as exc:
             return self._reject(lastgood.describe(exc))
         except (OSError, UnicodeDecodeError) as exc:
-            return self._reject([f"uplink.password_file: {exc}"])
+            return self._reject([f"broker password: {exc}"])
         except (RuleConfigError, DriverConfigError, UplinkConfigError) as exc:
             # check-config makes these checks too: reaching here is a bug, still rejected
             return self._reject([str(exc)])
