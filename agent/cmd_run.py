@@ -6,7 +6,7 @@ unexpected failure (systemd restarts it).
 
 SIGHUP reloads the config file (agent/runtime/reload.py). An invalid config at start is fatal
 (78) only when there is no last good config for this gateway in its data directory
-(agent/runtime/lastgood.py); otherwise the agent runs the last good one, degraded, and records
+(agent/lastgood.py); otherwise the agent runs the last good one, degraded, and records
 ``config_rejected``.
 """
 
@@ -52,7 +52,7 @@ def _file_hash(path: Path) -> str:
 def run_agent(config_path: Path) -> int:
     """Load, build and run the agent until SIGTERM/SIGINT; returns the process exit code."""
     from agent.config import ConfigError, load_config, resolved_paths
-    from agent.runtime import lastgood
+    from agent import lastgood
 
     degraded: list[str] = []
     start_events: list[tuple[str, dict[str, object]]] = []

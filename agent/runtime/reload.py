@@ -15,7 +15,7 @@ Invariants:
   the run in order and the agent runs again in-process with the new config (alarm state
   survives that as it survives a restart: see :mod:`agent.runtime.alarmstate`).
 - ``config_applied`` (old and new hash, what changed, how) is recorded before either path
-  takes effect, and the new config becomes the last good one (:mod:`agent.runtime.lastgood`).
+  takes effect, and the new config becomes the last good one (:mod:`agent.lastgood`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from agent import __version__
 from agent.config import AgentConfig, ConfigError, load_config, resolved_paths
 from agent.credentials import broker_password, with_credentials
 from agent.logs import kv
-from agent.runtime import lastgood
+from agent import lastgood
 from agent.runtime.alarms import AlarmRecorder
 from agent.runtime.build import Components, build
 from agent.runtime.meta import meta_payload

@@ -23,7 +23,7 @@ from agent.config import AgentConfig
 from agent.forwarder import Forwarder
 from agent.logs import kv
 from agent.notify import notify, watchdog_interval_s
-from agent.runtime import lastgood
+from agent import lastgood
 from agent.runtime.actions import CommandActions, CommandEndpoint
 from agent.runtime.alarms import AlarmRecorder
 from agent.runtime.alarmstate import PREFIX as STATE_PREFIX
