@@ -51,8 +51,8 @@ def _file_hash(path: Path) -> str:
 
 def run_agent(config_path: Path) -> int:
     """Load, build and run the agent until SIGTERM/SIGINT; returns the process exit code."""
-    from agent.config import ConfigError, load_config, resolved_paths
     from agent import lastgood
+    from agent.config import ConfigError, load_config, resolved_paths
 
     degraded: list[str] = []
     start_events: list[tuple[str, dict[str, object]]] = []

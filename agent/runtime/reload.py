@@ -30,11 +30,10 @@ from typing import Protocol
 
 import msgspec
 
-from agent import __version__
+from agent import __version__, lastgood
 from agent.config import AgentConfig, ConfigError, load_config, resolved_paths
 from agent.credentials import broker_password, with_credentials
 from agent.logs import kv
-from agent import lastgood
 from agent.runtime.alarms import AlarmRecorder
 from agent.runtime.build import Components, build
 from agent.runtime.meta import meta_payload

@@ -17,13 +17,12 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-from agent import __version__
+from agent import __version__, lastgood
 from agent.commands import CommandProcessor
 from agent.config import AgentConfig
 from agent.forwarder import Forwarder
 from agent.logs import kv
 from agent.notify import notify, watchdog_interval_s
-from agent import lastgood
 from agent.runtime.actions import CommandActions, CommandEndpoint
 from agent.runtime.alarms import AlarmRecorder
 from agent.runtime.alarmstate import PREFIX as STATE_PREFIX
