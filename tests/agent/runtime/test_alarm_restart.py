@@ -4,13 +4,21 @@ The agent reads a gas controller on a real pty; its buffer is read back with Sto
 
 from __future__ import annotations
 
+import base64
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from agent.codec import decode_cmd_result
+from agent.commands import sign_command
+from central.cmd_sign import build_payload, publish_command
 from tests.support.agentproc import AgentProc, GasLine, agent_config, records, wait_for
+from tests.support.mosquitto import Broker
 
 pytestmark = pytest.mark.integration
 
@@ -114,3 +122,46 @@ def _telemetry() -> Any:
     from buffer.record import Stream
 
     return Stream.TELEMETRY
+
+
+def test_an_acknowledgement_before_a_restart_still_holds_for_the_clear(
+    tmp_path: Path, line: GasLine, broker: Broker
+) -> None:
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    data = tmp_path / "data"
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        agent_config(
+            data_dir=data, line=line.path, latch=True, mqtt_port=broker.port,
+            trusted_keys={"ops-test": base64.b64encode(public).decode()},
+        )
+    )  # fmt: skip
+    line.value = 30.0
+    agent = AgentProc(config)
+    try:
+        agent.wait_log("event=raise")
+        agent.wait_log("uplink_connected")
+        payload = build_payload(
+            {"gw": "GW1", "cmd": "ack_alarm", "args": {"tag": "GT-301", "user": "op"}},
+            ts_ms=int(time.time() * 1000),
+        )
+        answer = publish_command(
+            host=broker.host, port=broker.port, root="safeedge/v1/S1/GW1",
+            message=sign_command(key, "ops-test", payload), wait_s=10,
+        )  # fmt: skip
+        assert answer is not None and decode_cmd_result(answer).status == "ok"
+        agent.wait_log("event=ack")
+    finally:
+        agent.kill()
+    again = AgentProc(config)
+    try:
+        again.wait_log("alarm_state_restored tags=1 open=1")
+        line.value = 5.0
+        again.wait_log("event=clear")
+    finally:
+        assert again.stop() == 0
+    high = _high(data)
+    # latched and acknowledged before the restart: back to normal is a clear, not a return
+    assert [r["event"] for r in high] == ["raise", "ack", "clear"]
+    assert len({r["alarm_id"] for r in high}) == 1
