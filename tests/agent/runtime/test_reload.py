@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from agent.cmd_status import query
 from agent.codec import encode_envelope
 from buffer.record import Stream
 from central.schema import SchemaValidator
@@ -124,6 +125,8 @@ def test_a_broken_config_at_start_runs_the_last_good_one_degraded(
         out = again.wait_log(" ready devices")
         assert "running the last good config" in out
         wait_for(lambda: len(_events(data, "config_rejected")) == 1, note="config_rejected")
+        doc = query(data / "status.sock")
+        assert doc["degraded"] and doc["degraded"][0].startswith("config rejected")
     finally:
         assert again.stop() == 0
     assert any("nonsense" in e for e in _events(data, "config_rejected")[0]["errors"])
