@@ -7,13 +7,17 @@ Invariants:
   :func:`agent.runtime.build.build`); on any error the old config keeps running, the error is
   logged and a ``config_rejected`` event (the file's hash, every issue) is recorded.
 - Applied atomically: nothing of the running agent changes before the new config has built.
-  When only ``[[rules]]`` changed, the rule engine is swapped in place on the event loop
-  between two polls: devices keep their connections and poll phase, tags with unchanged
-  parameters keep their alarm state (levels, acknowledgements, alarm ids), tags whose
+  When only ``[[rules]]`` and device settings changed (the tag table is the same), the change
+  is applied in place on the event loop: the rule engine is swapped between two polls, and
+  only the buses of changed devices (with the other devices on those lines) are stopped,
+  closed, rebuilt and polled again (:func:`bus_plan`); every other device keeps its connection
+  and poll phase. Tags with unchanged parameters keep their alarm state (levels,
+  acknowledgements, alarm ids; timers and windows start empty as after a restart), tags whose
   parameters changed end their open alarms with ``clear(reason=config_changed)`` at their
-  next sample, and ``meta`` is republished. Any other change (devices, uplink, buffer) ends
-  the run in order and the agent runs again in-process with the new config (alarm state
-  survives that as it survives a restart: see :mod:`agent.runtime.alarmstate`).
+  next sample, and ``meta`` is republished. Any other change (tags added, removed or moved;
+  uplink, buffer, operations) ends the run in order and the agent runs again in-process with
+  the new config (alarm state survives that as it survives a restart: see
+  :mod:`agent.runtime.alarmstate`).
 - ``config_applied`` (old and new hash, what changed, how) is recorded before either path
   takes effect, and the new config becomes the last good one (:mod:`agent.lastgood`).
 """
@@ -36,13 +40,14 @@ from agent.credentials import broker_password, with_credentials
 from agent.logs import kv
 from agent.runtime.alarms import AlarmRecorder
 from agent.runtime.build import Components, build
+from agent.runtime.buses import BusSet
 from agent.runtime.meta import meta_payload
 from agent.runtime.sink import RecordSink
 from agent.uplink import UplinkConfigError
-from drivers import DriverConfigError
+from drivers import Device, DriverConfigError
 from rules import RuleConfigError, RuleEngine
 
-__all__ = ["ReloadTarget", "Reloader", "changes"]
+__all__ = ["ReloadTarget", "Reloader", "bus_plan", "changes"]
 
 log = logging.getLogger("safeedge.reload")
 
@@ -51,6 +56,7 @@ class ReloadTarget(Protocol):
     components: Components
     restart_with: Components | None
     degraded: list[str]
+    buses: BusSet | None
 
     def swap_engine(self, engine: RuleEngine) -> None: ...
 
@@ -132,7 +138,8 @@ class Reloader:
             log.info(kv("reload_unchanged", config_hash=old.config_hash))
             self._done(True, "unchanged")
             return True
-        in_place = set(changed) <= {"rules"}
+        plan = bus_plan(old, new, changed) if self._target.buses is not None else None
+        in_place = plan is not None
         detail = _rule_changes(old, new) if "rules" in changed else []
         self._sink.event(
             "config_applied",
@@ -152,9 +159,17 @@ class Reloader:
             )
         )
         await loop.run_in_executor(None, lastgood.save, cfg)
-        if in_place:
+        if plan is not None:
             await loop.run_in_executor(None, new.engine.warm_up)
+            stop, start = plan
+            merged = {b: d for b, d in old.buses.items() if b not in stop}
+            merged.update(start)  # the running devices, except those being rebuilt
+            new = dataclasses.replace(new, buses=merged)
+            if stop or start:
+                log.info(kv("reload_buses", stopped=",".join(stop), started=",".join(start)))
             self._swap_rules(old, new)
+            if (stop or start) and self._target.buses is not None:
+                await self._target.buses.replace(stop=stop, start=start)
         else:
             self._target.restart_with = new
             self._target.end_run()
@@ -168,7 +183,7 @@ class Reloader:
         for k in range(len(old.tags)):
             new.engine.restore_state(k, book.state_of(k))
         self._target.components = dataclasses.replace(
-            old, cfg=new.cfg, engine=new.engine, config_hash=new.config_hash
+            old, cfg=new.cfg, engine=new.engine, config_hash=new.config_hash, buses=new.buses
         )
         self._target.swap_engine(new.engine)
         uplink = old.uplink
@@ -177,7 +192,7 @@ class Reloader:
                 meta_payload(
                     tags=old.tags,
                     engine=new.engine,
-                    devices=old.devices,
+                    devices=new.devices,
                     agent_version=__version__,
                     config_hash=new.config_hash,
                     ts_ms=old.clock_ms(),
@@ -211,6 +226,40 @@ class Reloader:
         self._target.degraded[:] = keep
         if self._on_result is not None:
             self._on_result(ok, note)
+
+
+Buses = dict[str, tuple[Device, ...]]
+
+
+def bus_plan(old: Components, new: Components, changed: list[str]) -> tuple[Buses, Buses] | None:
+    """Which buses to stop (old devices) and start (new devices) so that every changed
+    device, and every device sharing a line with one, is rebuilt while the other buses poll on;
+    None when the change cannot be applied in place (another section, or the tag table moved:
+    tag indices are baked into the built devices)."""
+    if not all(ch == "rules" or ch.startswith("devices.") for ch in changed):
+        return None
+    if old.tags.names != new.tags.names or [t.device for t in old.tags] != [
+        t.device for t in new.tags
+    ]:
+        return None
+    names = {ch.removeprefix("devices.") for ch in changed if ch.startswith("devices.")}
+
+    def touched(device: Device) -> bool:
+        return any(device.name == n or device.name.startswith(n + ".") for n in names)
+
+    old_bus = {d.name: b for b, ds in old.buses.items() for d in ds}
+    new_bus = {d.name: b for b, ds in new.buses.items() for d in ds}
+    stop = {old_bus[d.name] for d in old.devices if touched(d)}
+    start = {new_bus[d.name] for d in new.devices if touched(d)}
+    while True:  # a line's other devices go with it, on both sides, until nothing is added
+        before = (len(stop), len(start))
+        start |= {new_bus[d.name] for b in stop for d in old.buses[b] if d.name in new_bus}
+        stop |= {old_bus[d.name] for b in start for d in new.buses[b] if d.name in old_bus}
+        if (len(stop), len(start)) == before:
+            break
+    if start & (set(old.buses) - stop):
+        return None  # a new bus would share a name with a line that keeps polling
+    return {b: old.buses[b] for b in stop}, {b: new.buses[b] for b in start}
 
 
 def _rule_changes(old: Components, new: Components) -> list[str]:

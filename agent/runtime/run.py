@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from agent.runtime.alarms import AlarmRecorder
 from agent.runtime.alarmstate import PREFIX as STATE_PREFIX
 from agent.runtime.alarmstate import AlarmBook
 from agent.runtime.build import Components, command_processor, forwarder, open_store
+from agent.runtime.buses import BusSet
 from agent.runtime.forwarding import Forwarding, stop_uplink
 from agent.runtime.health import status_line
 from agent.runtime.ingest import Ingest
@@ -40,6 +41,7 @@ from agent.runtime.stats import RuntimeStats
 from agent.runtime.watchdog import watchdog
 from agent.uplink import Uplink
 from buffer import Store
+from drivers import Device
 from rules import RuleEngine
 
 __all__ = ["Runtime"]
@@ -64,6 +66,7 @@ class Runtime:
         self.commands: CommandProcessor | None = None
         self.alarms: AlarmRecorder | None = None
         self.ops: OpsServices | None = None  # status snapshot, control socket, metrics
+        self.buses: BusSet | None = None  # poll tasks per bus (a reload may replace some)
         # reload (agent/runtime/reload.py): served only when the run knows its config file
         self.config_path: Path | None = None
         self.reload_requested = asyncio.Event()
@@ -110,8 +113,8 @@ class Runtime:
         forwarding: Forwarding | None = None
         try:
             async with AsyncExitStack() as stack:
-                for device in c.devices:
-                    await stack.enter_async_context(device)
+                self.buses = BusSet(stack=stack)
+                await self.buses.open(c.devices)
                 if c.uplink is not None:
                     forwarding = self._connect(c, c.uplink, store, alarms, loop)
                 else:
@@ -212,18 +215,18 @@ class Runtime:
             def spawn(name: str, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
                 return tg.create_task(self._guard(name, coro, ending), name=name)
 
-            polls = [
-                spawn(
-                    f"poll {name}",
-                    poll_bus(
-                        bus,
-                        on_batch=ingest.on_batch,
-                        stats=self.stats,
-                        stopping=lambda: self._stopping,
-                    ),
+            def poll(devices: Sequence[Device]) -> Coroutine[Any, Any, None]:
+                return poll_bus(
+                    devices,
+                    on_batch=ingest.on_batch,
+                    stats=self.stats,
+                    stopping=lambda: self._stopping,
                 )
-                for name, bus in c.buses.items()
-            ]
+
+            buses = self.buses
+            if buses is None:  # pragma: no cover - run() set it before serving
+                raise RuntimeError("_serve before the devices were opened")
+            buses.start(c.buses, spawn=spawn, poll=poll)
             helpers = [spawn("maintain", sink.maintain())]
             if ingest.lingers:
                 helpers.append(spawn("linger", ingest.linger()))
@@ -260,7 +263,7 @@ class Runtime:
             notify("STOPPING=1")
             self._stopping = True
             stopper.cancel()
-            await cancel_and_wait([*polls, *helpers])
+            await cancel_and_wait([*buses.tasks, *helpers])
             ingest.flush()
             if forward is not None:
                 forwarding, task = forward

@@ -82,28 +82,81 @@ def test_sighup_applies_a_good_edit_in_place_and_rejects_a_bad_one(
     assert json.loads((data / "last-good.json").read_text())["gateway"] == "GW1"
 
 
-def test_sighup_with_a_device_change_runs_again_with_the_new_config(
+def _second_device(path: str, poll_s: float = 0.5) -> str:
+    return f"""
+[[serial_ports]]
+name = "gas-line-2"
+path = "{path}"
+baudrate = 115200
+
+[[devices]]
+driver = "serial_line"
+name = "gas-2"
+serial_port = "gas-line-2"
+poll_interval_s = {poll_s}
+timeout_s = 0.5
+framing = "start_end"
+start = "$"
+end = "\\r\\n"
+checksum = "xor"
+key_field = 1
+
+[[devices.tags]]
+name = "GT-302"
+field = 2
+key = "1"
+range = [0.0, 100.0]
+"""
+
+
+def test_sighup_with_one_device_changed_rebuilds_only_that_line(
     tmp_path: Path, line: GasLine
 ) -> None:
     data = tmp_path / "data"
     config = tmp_path / "agent.toml"
+    other = GasLine()
+    base = agent_config(data_dir=data, line=line.path)
+    config.write_text(base + _second_device(other.path))
+    line.value = 30.0
+    agent = AgentProc(config)
+    try:
+        agent.wait_log("event=raise")
+        config.write_text(base + _second_device(other.path, poll_s=0.7))
+        agent.signal(signal.SIGHUP)
+        out = agent.wait_log("reload_buses")
+        agent.wait_log("config_applied")
+    finally:
+        assert agent.stop() == 0
+        other.close()
+    assert f"reload_buses stopped=serial:{other.path} started=serial:{other.path}" in out
+    assert "restarting" not in out and out.count(" ready devices") == 1
+    applied = _events(data, "config_applied")[0]
+    assert applied["mode"] == "in_place" and applied["changed"] == ["devices.gas-2"]
+    high = [r for r in records(data) if r["alarm"] == "high"]
+    assert [r["event"] for r in high] == ["raise"]  # the other line's alarm went on
+
+
+def test_sighup_with_a_tag_added_runs_again_with_the_new_config(
+    tmp_path: Path, line: GasLine
+) -> None:
+    data = tmp_path / "data"
+    config = tmp_path / "agent.toml"
+    other = GasLine()
     config.write_text(agent_config(data_dir=data, line=line.path))
     line.value = 30.0
     agent = AgentProc(config)
     try:
         agent.wait_log("event=raise")
-        config.write_text(
-            agent_config(data_dir=data, line=line.path).replace(
-                "poll_interval_s = 0.5", "poll_interval_s = 0.7"
-            )
-        )
+        config.write_text(agent_config(data_dir=data, line=line.path) + _second_device(other.path))
         agent.signal(signal.SIGHUP)
         agent.wait_log("restarting")
         agent.wait_log(" ready devices", count=2)
     finally:
         assert agent.stop() == 0
+        other.close()
     applied = _events(data, "config_applied")[0]
-    assert applied["mode"] == "restart" and applied["changed"] == ["devices.gas-controller"]
+    assert applied["mode"] == "restart"
+    assert "devices.gas-2" in applied["changed"] and "serial_ports" in applied["changed"]
     high = [r for r in records(data) if r["alarm"] == "high"]
     assert [r["event"] for r in high] == ["raise"]  # the alarm continued across the re-run
 
