@@ -108,7 +108,11 @@ class Reloader:
         while True:
             await self._requested.wait()
             self._requested.clear()
-            await self.reload()
+            try:
+                await self.reload()
+            except Exception as exc:  # a bug here must not end monitoring: the old run goes on
+                log.exception(kv("reload_failed", error=exc))
+                self._done(False, f"reload failed: {exc}")
 
     async def reload(self) -> bool:
         """One reload; True when applied (in place or by a run with the new config)."""
@@ -264,8 +268,10 @@ def bus_plan(old: Components, new: Components, changed: list[str]) -> tuple[Buse
 
 def _rule_changes(old: Components, new: Components) -> list[str]:
     """Tags whose resolved rule parameters differ (the ones whose alarms restart)."""
+    new_index = new.tags.index
     return [
         name
         for k, name in enumerate(old.tags.names)
-        if old.engine.params_hash(k) != new.engine.params_hash(k)
+        if name not in new_index
+        or old.engine.params_hash(k) != new.engine.params_hash(new_index[name])
     ]

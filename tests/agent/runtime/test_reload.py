@@ -200,3 +200,31 @@ def test_the_event_schema_refuses_malformed_operations_events(body: dict[str, An
         body=json.dumps(body).encode(),
     )  # fmt: skip
     assert VALIDATOR.errors("event", wire) != []
+
+
+def test_a_tag_removed_by_a_reload_ends_its_open_alarm_with_config_changed(
+    tmp_path: Path, line: GasLine
+) -> None:
+    data = tmp_path / "data"
+    config = tmp_path / "agent.toml"
+    other = GasLine()
+    rule = '\n[[rules]]\ntags = ["GT-302"]\nhigh = 25.0\n'
+    base = agent_config(data_dir=data, line=line.path)
+    config.write_text(base + _second_device(other.path) + rule)
+    other.value = 30.0
+    agent = AgentProc(config)
+    try:
+        agent.wait_log("event=raise")
+        config.write_text(base)  # gas-2 and its tag GT-302 are gone
+        agent.signal(signal.SIGHUP)
+        agent.wait_log(" ready devices", count=2)
+        agent.wait_log("event=clear")
+    finally:
+        assert agent.stop() == 0
+        other.close()
+    gone = [r for r in records(data) if r["tag"] == "GT-302"]
+    assert [(r["event"], r.get("reason")) for r in gone] == [
+        ("raise", None),
+        ("clear", "config_changed"),
+    ]
+    assert gone[0]["alarm_id"] == gone[1]["alarm_id"]
