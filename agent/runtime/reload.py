@@ -111,7 +111,7 @@ class Reloader:
             try:
                 await self.reload()
             except Exception as exc:  # a bug here must not end monitoring: the old run goes on
-                log.exception(kv("reload_failed", error=exc))
+                log.exception(kv("reload_failed", config=self._path))
                 self._done(False, f"reload failed: {exc}")
 
     async def reload(self) -> bool:
