@@ -9,8 +9,10 @@ or a scrape cannot make polling wait on repeated full reads.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Final, Protocol
 
 from agent import __version__
@@ -45,6 +47,15 @@ class _Run(Protocol):
     def delivered(self) -> int: ...
 
 
+def _disk(db: Path) -> tuple[int, int] | None:
+    """(database + WAL bytes on disk, free bytes of its file system), None if unreadable."""
+    try:
+        used = sum(p.stat().st_size for p in (db, db.with_name(db.name + "-wal")) if p.exists())
+        return used, shutil.disk_usage(db.parent).free
+    except OSError:
+        return None
+
+
 class OpsServices:
     def __init__(self, *, run: _Run, sink: RecordSink, clock_ms: Callable[[], int]) -> None:
         self._run = run
@@ -52,6 +63,7 @@ class OpsServices:
         self._clock_ms = clock_ms
         self._rates = RateMeter()
         self._cached: tuple[float, StoreStats | None] = (-1e9, None)
+        self._disk: tuple[int, int] | None = None
         self.control: ControlServer | None = None
         self.metrics: Metrics | None = None
 
@@ -63,6 +75,7 @@ class OpsServices:
                 self._cached = (now, r.store.stats())
             except StoreError as exc:
                 log.warning(kv("status_store_stats_failed", error=exc))
+            self._disk = _disk(r.components.paths.buffer_path)
         store_stats = self._cached[1]
         delivered = r.delivered
         uplink: Uplink | None = r.components.uplink
@@ -78,6 +91,7 @@ class OpsServices:
             agent_version=__version__,
             now_ms=self._clock_ms(),
             now_monotonic=now,
+            disk=self._disk,
         )
 
     async def start(self) -> None:

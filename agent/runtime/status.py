@@ -73,10 +73,12 @@ class StreamStatus(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class BufferStatus(msgspec.Struct, frozen=True, kw_only=True):
-    bytes: int
+    bytes: int  # accounted bytes of retained records (what capacity bounds)
     capacity_bytes: int
     streams: dict[str, StreamStatus]
     warnings: list[str] = []
+    file_bytes: int | None = None  # the database file with its WAL, on disk
+    disk_free_bytes: int | None = None  # free space of the data directory's file system
 
 
 class UplinkStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -154,7 +156,10 @@ def snapshot(
     agent_version: str,
     now_ms: int,
     now_monotonic: float | None = None,
+    disk: tuple[int, int] | None = None,
 ) -> StatusSnapshot:
+    """The snapshot of the parts given; ``disk``: (database file bytes, free bytes), read by
+    the caller (the only figures here that need a system call)."""
     c = components
     mono = time.monotonic() if now_monotonic is None else now_monotonic
     return StatusSnapshot(
@@ -177,7 +182,7 @@ def snapshot(
             )
             for a in alarms
         ],  # fmt: skip
-        buffer=None if store_stats is None else _buffer(c, store_stats, rates),
+        buffer=None if store_stats is None else _buffer(c, store_stats, rates, disk),
         uplink=_uplink(uplink, delivered, rates),
         polls=stats.polls,
         samples=stats.samples,
@@ -205,7 +210,9 @@ def _device(d: object, stats: RuntimeStats) -> DeviceStatus:
     )
 
 
-def _buffer(c: Components, st: StoreStats, rates: Rates) -> BufferStatus:
+def _buffer(
+    c: Components, st: StoreStats, rates: Rates, disk: tuple[int, int] | None
+) -> BufferStatus:
     buf = c.cfg.buffer
     limits = buf.stream_limits()
     streams: dict[str, StreamStatus] = {}
@@ -236,7 +243,12 @@ def _buffer(c: Components, st: StoreStats, rates: Rates) -> BufferStatus:
             days_held=None if held is None or math.isinf(held) else round(held, 1),
         )
     return BufferStatus(
-        bytes=st.bytes, capacity_bytes=st.capacity_bytes, streams=streams, warnings=warnings
+        bytes=st.bytes,
+        capacity_bytes=st.capacity_bytes,
+        streams=streams,
+        warnings=warnings,
+        file_bytes=None if disk is None else disk[0],
+        disk_free_bytes=None if disk is None else disk[1],
     )
 
 

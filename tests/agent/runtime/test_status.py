@@ -77,6 +77,7 @@ def test_status_socket_metrics_health_and_systemd_status_of_a_running_agent(
             "GT-301", "high", 2, False,
         )  # fmt: skip
         assert alarm["alarm_id"].startswith("GW1:GT-301:high:")
+        assert doc["buffer"]["file_bytes"] > 0 and doc["buffer"]["disk_free_bytes"] > 0
         tele = doc["buffer"]["streams"]["telemetry"]
         assert tele["undelivered"] >= 0 and tele["days_held"] > 30
         assert doc["uplink"]["state"] == "disabled"
