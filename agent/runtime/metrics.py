@@ -88,6 +88,10 @@ class _SnapshotCollector(Collector):
 def _buffer(b: BufferStatus) -> Iterator[Any]:
     yield _gauge("safeedge_buffer_bytes", "Accounted bytes retained", b.bytes)
     yield _gauge("safeedge_buffer_capacity_bytes", "Capacity", b.capacity_bytes)
+    if b.file_bytes is not None:
+        yield _gauge("safeedge_buffer_file_bytes", "Database and WAL on disk", b.file_bytes)
+    if b.disk_free_bytes is not None:
+        yield _gauge("safeedge_buffer_disk_free_bytes", "Free space there", b.disk_free_bytes)
     lab = ["stream"]
     backlog = GaugeMetricFamily("safeedge_buffer_undelivered_records", "Backlog", labels=lab)
     oldest = GaugeMetricFamily(

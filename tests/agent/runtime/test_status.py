@@ -89,7 +89,7 @@ def test_status_socket_metrics_health_and_systemd_status_of_a_running_agent(
         body = _scrape(port).decode()
         assert 'safeedge_device_online{device="gas-controller"} 1.0' in body
         assert 'safeedge_alarms_open{level="2"} 1.0' in body
-        assert "safeedge_polls_total" in body
+        assert "safeedge_polls_total" in body and "safeedge_buffer_disk_free_bytes" in body
         assert 'safeedge_buffer_undelivered_records{stream="telemetry"}' in body
         wait_for(lambda: _health(data), note="a health event")
     finally:
