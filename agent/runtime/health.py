@@ -34,7 +34,8 @@ def status_line(s: StatusSnapshot) -> str:
     line = ", ".join(parts)
     if s.degraded:
         line = "DEGRADED: " + "; ".join(s.degraded) + " | " + line
-    return line[:400]
+    # sd_notify separates assignments by newlines: none may come from a reason's text
+    return " ".join(line.split())[:400]
 
 
 def health_fields(s: StatusSnapshot) -> dict[str, object]:
