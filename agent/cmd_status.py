@@ -146,9 +146,12 @@ def render(doc: dict[str, Any], *, clear: bool = False) -> None:
     console.print(a)
     buf = doc.get("buffer")
     if buf is not None:
-        b = Table(
-            title=f"buffer {buf['bytes'] / 2**20:.1f} of {buf['capacity_bytes'] / 2**20:.0f} MiB"
-        )
+        title = f"buffer {buf['bytes'] / 2**20:.1f} of {buf['capacity_bytes'] / 2**20:.0f} MiB"
+        if buf.get("file_bytes") is not None:
+            title += f", file {buf['file_bytes'] / 2**20:.1f} MiB"
+        if buf.get("disk_free_bytes") is not None:
+            title += f", disk free {buf['disk_free_bytes'] / 2**30:.1f} GiB"
+        b = Table(title=title)
         for col in ("stream", "backlog", "oldest undelivered", "delivered", "MiB", "MiB/day",
                     "days held", "retention"):  # fmt: skip
             b.add_column(col)
