@@ -58,6 +58,11 @@ class AlarmStates:
         # still evaluated and recorded, but drives no output
         self.suppressed: Callable[[int, str], bool] | None = None
 
+    def restore(self, alarms: Iterable[tuple[int, AlarmKind, int, bool]]) -> None:
+        """Start from the alarms open before a restart: (tag index, kind, level, unacked)
+        each, as the restored alarm state has them; replaces whatever was known."""
+        self.alarms = {(tag, kind): _Alarm(level, unacked) for tag, kind, level, unacked in alarms}
+
     def apply(self, events: Iterable[AlarmEvent]) -> None:
         for e in events:
             key = (e.tag, e.alarm)

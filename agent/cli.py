@@ -33,6 +33,7 @@ _BUILTIN: dict[str, str] = {  # command name → the module that registers it
     "warm-cache": "agent.cmd_warm",
     "review": "agent.review.cmd",
     "console": "agent.console.cli",
+    "status": "agent.cmd_status",
 }
 
 

@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from agent.config import AgentConfig, ConfigError, load_config
+from agent.config.retention import project_telemetry, retention_warnings
 from agent.setpoints import setpoint_findings
 
 __all__ = ["register", "summary"]
@@ -79,6 +80,13 @@ def _main(args: argparse.Namespace) -> int:
         return _EX_CONFIG
     note = f" ({len(findings)} warning{'s' if len(findings) != 1 else ''})" if findings else ""
     print(f"{path}: ok: {summary(cfg)}{note}")
+    p = project_telemetry(cfg)
+    print(
+        f"{path}: telemetry ~{p.bytes_per_day / 2**20:.1f} MiB/day: the buffer holds about "
+        f"{p.days_held:.1f} days (retention {p.retention_days:g} days)"
+    )
+    for warning in retention_warnings(cfg):
+        print(f"{path}: warning: {warning}", file=sys.stderr)
     return 0
 
 

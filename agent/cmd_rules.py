@@ -28,6 +28,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     r.add_argument("--rules", required=True, type=Path, metavar="RULES.toml")
     r.add_argument("--trace", required=True, type=Path, metavar="TRACE.csv")
+    r.add_argument(
+        "--state",
+        type=Path,
+        metavar="FILE",
+        help="start from the alarm state in FILE when it exists (as after a restart) and write "
+        "the final state to FILE",
+    )
     r.set_defaults(func=_replay)
 
 
@@ -42,12 +49,34 @@ def _read(path: Path) -> str:
 
 def _replay(args: argparse.Namespace) -> int:
     # imported here: numba loads only for the commands that need it
-    from rules.replay import ReplayInputError, load_rules, parse_trace, replay
+    from rules.replay import (
+        ReplayInputError,
+        dump_state_file,
+        load_rules,
+        load_state_file,
+        parse_trace,
+        replay_with_state,
+    )
 
+    state_path: Path | None = args.state
     try:
         rules = load_rules(_read(args.rules), str(args.rules))
         trace = parse_trace(_read(args.trace), str(args.trace))
-        events = replay(rules, trace, str(args.rules))
+        state = {}
+        if state_path is not None and state_path.exists():
+            try:
+                raw = state_path.read_bytes()
+            except OSError as exc:
+                raise ReplayInputError(str(state_path), 0, "file", str(exc)) from exc
+            state = load_state_file(raw, str(state_path))
+        events, final = replay_with_state(rules, trace, str(args.rules), state=state)
+        if state_path is not None:
+            tmp = state_path.with_name(state_path.name + ".tmp")
+            try:
+                tmp.write_bytes(dump_state_file(final))
+                tmp.replace(state_path)
+            except OSError as exc:
+                raise ReplayInputError(str(state_path), 0, "file", str(exc)) from exc
     except ReplayInputError as exc:
         print(f"safeedge rules replay: {exc}", file=sys.stderr)
         return _EX_USAGE

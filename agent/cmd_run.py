@@ -3,6 +3,11 @@
 Exit codes: 0 after a clean stop (SIGTERM/SIGINT), 78 (EX_CONFIG) when the config, a rule, the
 buffer key or a credential needs a human (systemd's unit does not restart on 78), 1 on an
 unexpected failure (systemd restarts it).
+
+SIGHUP reloads the config file (agent/runtime/reload.py). An invalid config at start is fatal
+(78) only when there is no last good config for this gateway in its data directory
+(agent/lastgood.py); otherwise the agent runs the last good one, degraded, and records
+``config_rejected``.
 """
 
 from __future__ import annotations
@@ -35,34 +40,60 @@ def _main(args: argparse.Namespace) -> int:
     return run_agent(args.config)
 
 
+def _file_hash(path: Path) -> str:
+    import hashlib
+
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError:
+        return ""
+
+
 def run_agent(config_path: Path) -> int:
     """Load, build and run the agent until SIGTERM/SIGINT; returns the process exit code."""
+    from agent import lastgood
     from agent.config import ConfigError, load_config, resolved_paths
 
+    degraded: list[str] = []
+    start_events: list[tuple[str, dict[str, object]]] = []
     try:
         cfg = load_config(config_path, check_files=True)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
-        print(f"safeedge: {config_path}: invalid config, not starting", file=sys.stderr)
-        return EX_CONFIG
+        found = lastgood.fallback(config_path)
+        if found is None:
+            print(f"safeedge: {config_path}: invalid config, not starting", file=sys.stderr)
+            return EX_CONFIG
+        cfg, used = found
+        print(
+            f"safeedge: {config_path}: invalid config; running the last good config {used}"
+            " (degraded)",
+            file=sys.stderr,
+        )
+        degraded.append(f"config rejected ({len(exc.issues)} issues): running the last good one")
+        errors = lastgood.describe(exc)
+        start_events.append(
+            ("config_rejected", {"config_hash": _file_hash(config_path), "errors": errors})
+        )
     paths = resolved_paths(cfg, config_path)  # cfg's paths are absolute: a typed view of them
     # numba reads NUMBA_CACHE_DIR when first imported: set it before the rules kernels load
     # (loading the config does not import them; agent.pipeline does).
     os.environ.setdefault("NUMBA_CACHE_DIR", str(paths.data_dir / "numba-cache"))
 
+    from agent.credentials import BROKER_PASSWORD, broker_password, credential, with_credentials
     from agent.pipeline import Pipeline
     from agent.uplink import UplinkConfigError
     from buffer import BufferNeedsHumanError
     from drivers import DriverConfigError
     from rules import RuleConfigError
 
-    password = None
-    if paths.password_file is not None:
-        try:
-            password = paths.password_file.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            print(f"safeedge: uplink.password_file {paths.password_file}: {exc}", file=sys.stderr)
-            return EX_CONFIG
+    paths = with_credentials(paths)  # systemd credentials win over the config's files
+    try:
+        password = broker_password(cfg, config_path)
+    except (OSError, UnicodeDecodeError) as exc:
+        source = credential(BROKER_PASSWORD) or f"uplink.password_file {paths.password_file}"
+        print(f"safeedge: {source}: {exc}", file=sys.stderr)
+        return EX_CONFIG
     try:
         pipeline = Pipeline(cfg, paths, password=password)
     except (RuleConfigError, DriverConfigError, UplinkConfigError) as exc:
@@ -72,11 +103,23 @@ def run_agent(config_path: Path) -> int:
         return EX_CONFIG
 
     async def main() -> None:
+        from agent.runtime import Runtime
+
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await pipeline.run(stop)
+        runtime: Runtime = pipeline
+        runtime.degraded = degraded
+        runtime.start_events = start_events
+        while True:
+            runtime.config_path = config_path
+            loop.add_signal_handler(signal.SIGHUP, runtime.reload_requested.set)
+            await runtime.run(stop)
+            if runtime.restart_with is None or stop.is_set():
+                return
+            log.info(kv("restarting", config_hash=runtime.restart_with.config_hash))
+            runtime = Runtime(runtime.restart_with)
 
     log.info(
         kv(

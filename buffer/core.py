@@ -63,6 +63,8 @@ class Core:
     bytes: int = 0
     syncs: int = 0
     unsaved_refusals: dict[Stream, tuple[int, int, int, str]] = field(default_factory=dict)
+    # delivered/dead records capacity evicted before their retention (Store.take_shortened)
+    shortened: dict[Stream, tuple[int, int, int]] = field(default_factory=dict)
     _wal_fd: int | None = None
 
     def load_counters(self) -> None:
@@ -208,12 +210,19 @@ class Core:
             conn.execute("UPDATE streams SET evicted = evicted + ? WHERE stream = ?", (n, s))
 
     def forget(self, victims: list[Candidate], reason: EvictionReason | None) -> None:
-        """After commit: account freed bytes, drop leases, record evictions of pending rows."""
+        """After commit: account freed bytes, drop leases, record evictions of pending rows
+        (and, apart, settled rows that capacity took younger than their retention)."""
+        now = self.clock_ms() if reason == "capacity" else 0
         for _, s, seq, created, size, state in victims:
             stream = Stream(s)
             self.bytes -= size
             self.stream_bytes[stream] -= size
             self.leased.discard((stream, seq))
+            if state != PENDING and reason == "capacity":
+                if created > now - self.retention_ms[stream]:
+                    n, first, last = self.shortened.get(stream, (0, created, created))
+                    self.shortened[stream] = (n + 1, min(first, created), max(last, created))
+                continue
             if state != PENDING or reason is None:
                 continue
             count, first, last = self.evictions.get((stream, reason), (0, created, created))

@@ -24,6 +24,9 @@ Sealed form of one payload: ``nonce`` (12 bytes, stored in its own column) and
 Associated data (big-endian)::
 
     b"SEB1" | u16 len(gateway) | gateway (UTF-8) | u8 stream | u64 seq | i64 created_ms | u32 key id
+
+State rows (``Store.append(..., state=)``) use their own associated data, see
+:func:`state_associated_data`.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ __all__ = [
     "new_key",
     "pack",
     "read_key_file",
+    "state_associated_data",
     "unpack",
     "write_key_file",
 ]
@@ -147,6 +151,13 @@ def associated_data(gateway_id: str, stream: int, seq: int, created_ms: int, key
     """The AEAD associated data of one record (layout in the module docstring)."""
     gw = gateway_id.encode("utf-8")
     return b"SEB1" + struct.pack(f">H{len(gw)}sBQqI", len(gw), gw, stream, seq, created_ms, key_id)
+
+
+def state_associated_data(gateway_id: str, key: str, key_id: int) -> bytes:
+    """The AEAD associated data of one ``state`` row: a sealed value copied to another key or
+    gateway fails authentication. ``b"SES1" | u16 len | gateway | u16 len | key | u32 key id``."""
+    gw, k = gateway_id.encode("utf-8"), key.encode("utf-8")
+    return b"SES1" + struct.pack(f">H{len(gw)}sH{len(k)}sI", len(gw), gw, len(k), k, key_id)
 
 
 def pack(payload: bytes) -> bytes:

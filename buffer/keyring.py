@@ -173,8 +173,9 @@ class KeyRing:
             if kid != self.active.id
             and conn.execute(
                 "SELECT EXISTS(SELECT 1 FROM records WHERE key_id = ?)"
-                " OR EXISTS(SELECT 1 FROM quarantine WHERE key_id = ?)",
-                (kid, kid),
+                " OR EXISTS(SELECT 1 FROM quarantine WHERE key_id = ?)"
+                " OR EXISTS(SELECT 1 FROM state WHERE key_id = ?)",
+                (kid, kid, kid),
             ).fetchone()[0]
             == 0
         ]

@@ -41,6 +41,10 @@ not change the version: an older agent ignores them, so a rollback still opens t
 :mod:`buffer.reports`). A file without ``reports`` before the open comes from before the
 ledger (:attr:`Opened.ledger_era` is false): its ledger is started without a gap.
 
+Made in place the same way (an older agent ignores it): ``state(key TEXT PRIMARY KEY, key_id,
+nonce, sealed, updated_ms)``, opaque sealed values written in an append's transaction (see
+:mod:`buffer.kvstate`).
+
 Indexes: ``records_pending(stream, seq) WHERE state = 0`` (leasing),
 ``records_pending_age(stream, created_ms) WHERE state = 0`` (retention, oldest undelivered),
 ``records_done(created_ms) WHERE state <> 0`` (eviction of delivered records first).
@@ -133,10 +137,16 @@ _STREAM_COLUMNS: Sequence[tuple[str, str]] = (
     ("refused_reason", "TEXT"),
 )
 _REPORTS = "CREATE TABLE IF NOT EXISTS reports (id INTEGER PRIMARY KEY, body TEXT NOT NULL)"
+_STATE = """CREATE TABLE IF NOT EXISTS state (
+    key TEXT PRIMARY KEY,
+    key_id INTEGER NOT NULL,
+    nonce BLOB NOT NULL,
+    sealed BLOB NOT NULL,
+    updated_ms INTEGER NOT NULL)"""
 
 # MIGRATIONS[v] takes a database from version v to v + 1.
 MIGRATIONS: dict[int, Sequence[str]] = {0: _V1, 1: _V2}
-_TABLES = frozenset({"meta", "streams", "keys", "records", "quarantine", "reports"})
+_TABLES = frozenset({"meta", "streams", "keys", "records", "quarantine", "reports", "state"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,17 +270,20 @@ def _check_and_migrate(conn: sqlite3.Connection, path: Path) -> tuple[int, int |
 
 
 def _add_ledger_era(conn: sqlite3.Connection) -> bool:
-    """Add what the seq-ledger era needs, where missing; True when nothing was missing."""
+    """Add what the seq-ledger era needs (and the ``state`` table), where missing; True when
+    the seq-ledger era's additions were already there."""
     had = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'reports'").fetchone()
+    has_state = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'state'").fetchone()
     columns = {r[1] for r in conn.execute("PRAGMA table_info(streams)")}
     missing = [(n, decl) for n, decl in _STREAM_COLUMNS if n not in columns]
-    if had and not missing:
+    if had and has_state and not missing:
         return True
     conn.execute("BEGIN IMMEDIATE")
     try:
         for name, decl in missing:
             conn.execute(f"ALTER TABLE streams ADD COLUMN {name} {decl}")
         conn.execute(_REPORTS)
+        conn.execute(_STATE)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

@@ -18,6 +18,9 @@ Invariants (each part states its own in detail):
 7. Damage is salvaged, never just discarded: a database moved aside (at open, or by
    :meth:`Store.recover` after corruption found while running) is read page by page and
    every record that still authenticates is kept with its original seq (:mod:`buffer.salvage`).
+8. State given with an append (``append(..., state={key: bytes})``) commits in the append's
+   transaction: a caller's persisted state never disagrees with its records; the store never
+   interprets the bytes (:mod:`buffer.kvstate`).
 
 Threading: a Store is used from one thread only (the agent's event loop thread); the SQLite
 connection refuses use from another. :meth:`Store.check_integrity` is the exception: it opens
@@ -38,7 +41,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
 
-from buffer import acks, retention, writer
+from buffer import acks, kvstate, retention, writer
 from buffer.core import Core
 from buffer.errors import BufferInUseError, StoreError, from_os_error, from_sqlite
 from buffer.opening import Settings, open_core
@@ -149,19 +152,38 @@ class Store:
     # -- writing and forwarding ------------------------------------------------------------
 
     def append(
-        self, stream: Stream, payloads: Sequence[bytes], *, created_ms: int | None = None
+        self,
+        stream: Stream,
+        payloads: Sequence[bytes],
+        *,
+        created_ms: int | None = None,
+        state: Mapping[str, bytes] | None = None,
     ) -> list[int]:
         """Seal and store ``payloads`` in one transaction; return their seqs (consecutive).
+
+        ``state``: opaque values stored (sealed, replacing any previous value of each key) in
+        the same transaction, so they never disagree with the records (:mod:`buffer.kvstate`);
+        ignored when ``payloads`` is empty. Read back with :meth:`state` / :meth:`states`.
 
         Committed when it returns (alarms: durable; others: durable before they are leased).
         Raises :class:`BufferFullError` (transient; nothing stored, no seq spent, the refusal
         counted) for a telemetry append that would eat into the reserve, or on a genuine full
         disk; :class:`BufferIOError` for other I/O failures.
         """
-        seqs = writer.append(self._core, Stream(stream), payloads, created_ms)
+        seqs = writer.append(self._core, Stream(stream), payloads, created_ms, state=state)
         if self._core.keys.needs_rotation():
             self.rotate_key()
         return seqs
+
+    def state(self, key: str) -> bytes | None:
+        """The value last stored under ``key`` by an append, or None when never stored.
+
+        Raises :class:`RecordAuthError` when the sealed value fails authentication."""
+        return kvstate.read(self._core, key, exact=True).get(key)
+
+    def states(self, *, prefix: str = "") -> dict[str, bytes]:
+        """Every stored state value whose key starts with ``prefix`` (one read)."""
+        return kvstate.read(self._core, prefix, exact=False)
 
     def lease(
         self, *, max_count: int, max_bytes: int, live_since_ms: int | None = None
@@ -284,6 +306,15 @@ class Store:
         ev = self._core.evictions
         out = [Eviction(s, n, a, b, reason) for (s, reason), (n, a, b) in sorted(ev.items())]
         ev.clear()
+        return out
+
+    def take_shortened(self) -> list[Eviction]:
+        """Delivered (or dead) records evicted by capacity while younger than their stream's
+        retention, since the last call: the local record is shorter than promised. Not drops
+        (they were delivered), so not in :meth:`take_evictions` nor in the ``evicted`` totals."""
+        short = self._core.shortened
+        out = [Eviction(s, n, a, b, "capacity") for s, (n, a, b) in sorted(short.items())]
+        short.clear()
         return out
 
     def rotate_key(self) -> int:

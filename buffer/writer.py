@@ -17,15 +17,17 @@ Invariants:
    while even that small write fails it is kept in memory and written with the next one.
 5. Alarms and events get the reserve: their appends (and every other write but a telemetry
    append) meet a full disk by releasing the ballast once and retrying (:func:`with_room`).
+6. State rows given with an append (:mod:`buffer.kvstate`) commit in the append's transaction
+   and are counted in the key's seals; an append of no payloads stores no state either.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
-from buffer import crypto
+from buffer import crypto, kvstate
 from buffer.core import ROW_OVERHEAD, Candidate, Core
 from buffer.errors import BufferFullError, StoreError, from_os_error
 from buffer.record import Stream
@@ -52,9 +54,11 @@ def append(
     payloads: Sequence[bytes],
     created_ms: int | None,
     also: Callable[[sqlite3.Connection], None] | None = None,
+    state: Mapping[str, bytes] | None = None,
 ) -> list[int]:
     """Seal and store ``payloads`` (see the module invariants); ``also`` runs inside the same
-    transaction (used to clear the reports these payloads describe)."""
+    transaction (used to clear the reports these payloads describe); ``state`` values are
+    stored in it too (invariant 6)."""
     conn = core.live()
     if not payloads:
         return []
@@ -70,14 +74,17 @@ def append(
         size = len(nonce) + len(sealed) + ROW_OVERHEAD
         rows.append((stream, seq, created, key.id, nonce, sealed, size))
         incoming += size
+    state_rows = kvstate.seal(core, state, created) if state else []
     if stream is Stream.TELEMETRY:
         try:
             _check_room(core, incoming)
-            return _commit(core, conn, stream, rows, incoming, last, also)
+            return _commit(core, conn, stream, rows, incoming, last, also, state_rows)
         except BufferFullError:
             _note_refusal(core, stream, len(payloads), created, "disk_full")
             raise
-    return with_room(core, lambda: _commit(core, conn, stream, rows, incoming, last, also))
+    return with_room(
+        core, lambda: _commit(core, conn, stream, rows, incoming, last, also, state_rows)
+    )
 
 
 def _commit(
@@ -88,7 +95,9 @@ def _commit(
     incoming: int,
     last: int,
     also: Callable[[sqlite3.Connection], None] | None,
+    state_rows: list[kvstate.StateRow],
 ) -> list[int]:
+    seals = len(rows) + len(state_rows)
     try:
         core.ledger.reserve(stream, last)
     except OSError as exc:
@@ -108,7 +117,9 @@ def _commit(
             rows,
         )
         conn.execute("UPDATE streams SET last_seq = ? WHERE stream = ?", (last, stream))
-        core.keys.count_seals(conn, rows[0][3], len(rows))
+        if state_rows:
+            kvstate.write(conn, state_rows)
+        core.keys.count_seals(conn, rows[0][3], seals)
         if also is not None:
             also(conn)
     core.last_seq[stream] = last
@@ -117,7 +128,7 @@ def _commit(
     core.bytes += incoming
     core.stream_bytes[stream] += incoming
     core.forget(evicted, "capacity")
-    core.keys.after_commit(rows[0][3], len(rows))
+    core.keys.after_commit(rows[0][3], seals)
     return [r[1] for r in rows]
 
 

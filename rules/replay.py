@@ -32,8 +32,48 @@ from rules.config import RuleConfig
 from rules.engine import RuleEngine
 from rules.events import AlarmEvent
 from rules.params import RuleConfigError
+from rules.state import Occurrences, StateFormatError, TagState, decode_state
 
-__all__ = ["HEADER", "ReplayInputError", "Trace", "TraceRow", "load_rules", "parse_trace", "replay"]
+__all__ = [
+    "HEADER",
+    "ReplayInputError",
+    "Trace",
+    "TraceRow",
+    "dump_state_file",
+    "load_rules",
+    "load_state_file",
+    "parse_trace",
+    "replay",
+    "replay_with_state",
+]
+
+_STATE_FORMAT = "safeedge-rules-state"
+
+
+class _StateFile(msgspec.Struct, frozen=True, kw_only=True):
+    format: str
+    version: int
+    tags: dict[str, msgspec.Raw]
+
+
+def load_state_file(data: bytes, file: str) -> dict[str, TagState]:
+    """Parse a ``--state`` file (written by :func:`dump_state_file`)."""
+    try:
+        doc = msgspec.json.decode(data, type=_StateFile)
+    except msgspec.DecodeError as exc:
+        raise ReplayInputError(file, 0, "state", str(exc)) from exc
+    if doc.format != _STATE_FORMAT or doc.version != 1:
+        raise ReplayInputError(file, 0, "format", f"not a {_STATE_FORMAT} version 1 file")
+    try:
+        return {tag: decode_state(bytes(raw), f"tags.{tag}") for tag, raw in doc.tags.items()}
+    except StateFormatError as exc:
+        raise ReplayInputError(file, 0, "state", str(exc)) from exc
+
+
+def dump_state_file(states: dict[str, TagState]) -> bytes:
+    doc = {"format": _STATE_FORMAT, "version": 1, "tags": states}
+    return msgspec.json.format(msgspec.json.encode(doc), indent=1) + b"\n"
+
 
 HEADER = ("ts_ms", "tag", "value", "quality")
 _QUALITIES = {"": "good", "good": "good", "bad": "bad", "ack": "ack"}
@@ -140,6 +180,20 @@ def _json(event: AlarmEvent, names: Sequence[str]) -> JsonEvent:
 
 def replay(rules: Sequence[RuleConfig], trace: Trace, rules_file: str) -> list[JsonEvent]:
     """Run the trace through a fresh engine; events as JSON-ready dicts in processing order."""
+    return replay_with_state(rules, trace, rules_file, state={})[0]
+
+
+def replay_with_state(
+    rules: Sequence[RuleConfig],
+    trace: Trace,
+    rules_file: str,
+    *,
+    state: dict[str, TagState],
+) -> tuple[list[JsonEvent], dict[str, TagState]]:
+    """Replay starting from ``state`` (as after a restart: timers and windows empty); returns
+    the events and the final state of every tag that has an open alarm. A tag of ``state``
+    that is neither in the trace nor in a ``tags`` list was removed: each of its open alarms
+    emits ``clear`` with ``reason: "config_changed"`` before the first row (at its ts)."""
     names = list(trace.tags)
     for rule in rules:
         names.extend(t for t in rule.tags or () if t not in names)
@@ -151,6 +205,22 @@ def replay(rules: Sequence[RuleConfig], trace: Trace, rules_file: str) -> list[J
     index = {n: k for k, n in enumerate(names)}
     events: list[AlarmEvent] = []
     batch: list[TraceRow] = []
+    occ = Occurrences(lambda _tag, _kind, _ts: "")
+    start_ts = trace.rows[0].ts_ms if trace.rows else 0
+    removed: list[JsonEvent] = []
+    for name, tag_state in state.items():
+        if name not in index:
+            removed.extend(
+                {"ts_ms": start_ts, "tag": name, "alarm": kind, "event": "clear", "level": 0,
+                 "value": None, "reason": "config_changed"}
+                for kind, a in tag_state.alarms.items() if a.open
+            )  # fmt: skip
+            continue
+        try:
+            engine.restore_state(index[name], tag_state)
+        except ValueError as exc:
+            raise ReplayInputError("--state", 0, f"tags.{name}", str(exc)) from exc
+        occ.seed(index[name], tag_state)
 
     def flush() -> None:
         if batch:
@@ -171,4 +241,11 @@ def replay(rules: Sequence[RuleConfig], trace: Trace, rules_file: str) -> list[J
         else:
             batch.append(row)
     flush()
-    return [_json(e, names) for e in events]
+    for e in events:
+        occ.note(e)
+    final = {}
+    for name, k in index.items():
+        tag_state = occ.annotate(k, engine.export_state(k))
+        if tag_state.alarms:
+            final[name] = tag_state
+    return removed + [_json(e, names) for e in events], final

@@ -12,6 +12,10 @@
 #   --dry-run           print every command instead of running it; changes nothing
 #   --no-system         only the virtual environment (no user, /etc, unit or systemctl):
 #                       for a second venv or a test
+#
+# Files (docs/operations.md): config /etc/safeedge/agent.toml, secrets as systemd credentials in
+# /etc/safeedge/credentials/ (buffer.key, broker-password), state /var/lib/safeedge, numba cache
+# /var/cache/safeedge, status socket /run/safeedge/status.sock.
 set -euo pipefail
 
 prefix=/opt/safeedge
@@ -24,7 +28,7 @@ while [ $# -gt 0 ]; do
     --prefix) prefix="${2:?--prefix needs a directory}"; shift 2 ;;
     --dry-run) dry=1; shift ;;
     --no-system) system=0; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -88,6 +92,20 @@ if [ "$system" = 1 ]; then
   fi
   run chown -R root:safeedge /etc/safeedge
   run chmod 0750 /etc/safeedge
+  # Credentials: root-only files; systemd hands the service a private read-only copy.
+  creds=/etc/safeedge/credentials
+  run install -d -m 0700 -o root -g root "$creds"
+  if [ ! -f "$creds/buffer.key" ]; then
+    if [ -f /var/lib/safeedge/buffer.key ]; then  # an install from before credentials: keep it
+      run install -m 0600 -o root -g root /var/lib/safeedge/buffer.key "$creds/buffer.key"
+    else
+      run "$prefix/.venv/bin/python" -c 'import sys, time; from pathlib import Path; from buffer import crypto
+crypto.write_key_file(Path(sys.argv[1]), [crypto.new_key(1, "aes-256-gcm", time.time_ns() // 10**6)])' \
+        "$creds/buffer.key"
+    fi
+  fi
+  # empty = no password; put the broker password here instead of uplink.password_file
+  [ -f "$creds/broker-password" ] || run install -m 0600 -o root -g root /dev/null "$creds/broker-password"
   if [ "$dry" = 1 ]; then
     printf '+ sed s#/opt/safeedge#%s#g %s > /etc/systemd/system/safeedge.service\n' "$prefix" "$unit"
   else
@@ -100,7 +118,7 @@ if [ "$system" = 1 ]; then
     echo "systemd is not running here: run 'systemctl daemon-reload' once it is"
   fi
   echo "installed; commission it: $prefix/.venv/bin/safeedge commission --config /etc/safeedge/agent.toml"
-  echo "then start it: systemctl enable --now safeedge"
+  echo "then start it: systemctl enable --now safeedge; reload with: systemctl reload safeedge"
 else
   echo "installed into $prefix/.venv"
 fi

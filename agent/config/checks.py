@@ -69,6 +69,7 @@ def check_config(cfg: AgentConfig) -> list[ConfigIssue]:
     issues = _uplink_issues(cfg)
     issues += _commands_issues(cfg.commands)
     issues += adapt("buffer", buffer_issues(cfg.buffer))
+    issues += _operations_issues(cfg)
     issues += _port_issues(cfg.serial_ports)
     issues += _device_issues(cfg)
     tag_names = list(dict.fromkeys(t.name for d in cfg.devices for t in d.tags))
@@ -96,6 +97,21 @@ def _output_issues(cfg: AgentConfig, tag_names: list[str]) -> list[ConfigIssue]:
     found = output_problems(cfg.outputs, cfg.devices)
     found += selection_problems(cfg.outputs, tag_names=tag_names, device_tags=device_tags)
     return [ConfigIssue(key, message, hint) for key, message, hint in found]
+
+
+def _operations_issues(cfg: AgentConfig) -> list[ConfigIssue]:
+    ops = cfg.operations
+    out = _text("operations.metrics.host", ops.metrics.host, "a host name or address", spaces=False)
+    sock = ops.status_socket
+    if "\0" in sock or len(sock.encode()) > 100:  # sun_path holds 108 bytes with the NUL
+        out.append(
+            ConfigIssue(
+                "operations.status_socket",
+                "must be a path of at most 100 bytes without NUL",
+                "use a short absolute path, e.g. /run/safeedge/status.sock",
+            )
+        )
+    return out
 
 
 def _number(key: str, value: float, low: float, high: float) -> list[ConfigIssue]:

@@ -6,6 +6,7 @@ Structure::
     [uplink]         MQTT broker, topic prefix, TLS, credentials
     [commands]       trusted Ed25519 keys of the platform for signed downlink commands
     [buffer]         buffer.config.BufferConfig
+    [operations]     health event, status socket, Prometheus endpoint (docs/operations.md)
     [[serial_ports]] drivers.config.SerialPortConfig
     [[devices]]      drivers.config.ModbusTcpDeviceConfig | ModbusRtuDeviceConfig
                      | SerialLineDeviceConfig (by ``driver``)
@@ -45,6 +46,8 @@ __all__ = [
     "CommandsConfig",
     "DeviceConfig",
     "GatewayConfig",
+    "MetricsConfig",
+    "OperationsConfig",
     "OutputWhen",
     "ReportByExceptionConfig",
     "TlsConfig",
@@ -138,11 +141,32 @@ class AlarmOutputConfig(OutputConfig, frozen=True, forbid_unknown_fields=True, k
     when: OutputWhen = OutputWhen()
 
 
+class MetricsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The optional Prometheus endpoint (off by default; loopback by default)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 9108
+
+
+class OperationsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``health_interval_s``: the periodic ``health`` event (0: none). ``status_socket``: the
+    local control socket ``safeedge status`` reads (empty: ``$RUNTIME_DIRECTORY/status.sock``
+    under systemd, else ``<data_dir>/status.sock``); mode 0660, group ``status_group`` when
+    set (else the agent's group)."""
+
+    health_interval_s: Annotated[float, msgspec.Meta(ge=0, le=86_400)] = 60.0
+    status_socket: str = ""
+    status_group: str = ""
+    metrics: MetricsConfig = MetricsConfig()
+
+
 class AgentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     gateway: GatewayConfig
     uplink: UplinkConfig = UplinkConfig()
     commands: CommandsConfig = CommandsConfig()
     buffer: BufferConfig = BufferConfig()
+    operations: OperationsConfig = OperationsConfig()
     serial_ports: tuple[SerialPortConfig, ...] = ()
     devices: tuple[DeviceConfig, ...] = ()
     rules: tuple[RuleConfig, ...] = ()

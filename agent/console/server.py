@@ -131,6 +131,18 @@ class Console:
         self._ticks = 0
         self.watchers = 0  # open event streams (for the health page and the CPU report)
 
+    def use_engine(
+        self, engine: RuleEngine, *, config_hash: str, devices: tuple[Device, ...]
+    ) -> None:
+        """A reload applied new rules (and device settings) in place: same tag table."""
+        self.engine = engine
+        self.config_hash = config_hash
+        self.devices = devices
+        self.acker.use_engine(engine)
+        self.live_table = LiveTable(live=self.live, tags=self.tags, limits=engine.params,
+                                    clock=self.clock)  # fmt: skip
+        self._cache.clear()
+
     # -- running --------------------------------------------------------------------------
 
     def app(self) -> web.Application:

@@ -130,6 +130,10 @@ class IncidentRecorder:
         self._active: dict[tuple[int, str], tuple[int, int]] = {}  # (tag, kind) → level, since
         self._open: list[_Incident] = []
 
+    def use_limits(self, limits: Mapping[str, Mapping[str, float]]) -> None:
+        """A reload changed the rules in place: incidents opened from now on carry these."""
+        self._limits = {k: dict(v) for k, v in limits.items()}
+
     @property
     def ring_points(self) -> int:
         """Samples held in the pre-trigger ring now."""

@@ -41,6 +41,10 @@ class AlarmAcknowledger:
         self._clock_ms = clock_ms
         self._incidents = incidents
 
+    def use_engine(self, engine: RuleEngine) -> None:
+        """A reload swapped the rule engine (same tag table)."""
+        self._engine = engine
+
     def ack_alarm(self, args: AckAlarmArgs, *, source: str | None = None) -> str:
         index = self._tag_index.get(args.tag)
         if index is None:
@@ -84,6 +88,10 @@ class CommandActions:
         self._forwarder = forwarder
         self._uplink = uplink
         self._max_resend = max_resend
+
+    def use_engine(self, engine: RuleEngine) -> None:
+        """A reload swapped the rule engine (same tag table)."""
+        self._acker.use_engine(engine)
 
     def ack_alarm(self, args: AckAlarmArgs) -> str:
         return self._acker.ack_alarm(args)

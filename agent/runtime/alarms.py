@@ -1,20 +1,25 @@
-"""Alarm events → alarm records (with stable alarm ids), appended before the poll's telemetry."""
+"""Alarm events → alarm records (with stable alarm ids), appended before the poll's telemetry.
+
+The alarm state the events leave (:mod:`agent.runtime.alarmstate`) is stored in the same
+append as their records.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from typing import cast
 
-from agent.alarm_ids import AlarmIds
 from agent.alarm_outputs import AlarmStates
 from agent.codec import alarm_body
 from agent.logs import kv
+from agent.runtime.alarmstate import AlarmBook
 from agent.runtime.shelving import Shelving
 from agent.runtime.sink import RecordSink
 from agent.runtime.stats import RuntimeStats
 from agent.tags import TagTable
 from buffer.record import Stream
-from rules.events import AlarmEvent
+from rules.events import AlarmEvent, AlarmKind
 
 __all__ = ["AlarmObserver", "AlarmRecorder"]
 
@@ -36,14 +41,14 @@ class AlarmRecorder:
         self,
         *,
         tags: TagTable,
-        alarm_ids: AlarmIds,
+        book: AlarmBook,
         sink: RecordSink,
         stats: RuntimeStats,
         states: AlarmStates | None = None,
         changed: Callable[[], None] | None = None,
     ) -> None:
         self._tags = tags
-        self._ids = alarm_ids
+        self.book = book
         self._sink = sink
         self._stats = stats
         self._states = states  # the alarm outputs' view of active alarms (None: no outputs)
@@ -72,7 +77,8 @@ class AlarmRecorder:
         if not events:
             return
         self._stats.alarms += len(events)
-        self._sink.append(Stream.ALARM, [self.encode(e) for e in events])
+        bodies = [self.encode(e) for e in events]
+        self._sink.append(Stream.ALARM, bodies, state=self.book.changes(events))
         if self._states is not None:
             self._states.apply(events)
             if self._changed is not None:
@@ -80,9 +86,51 @@ class AlarmRecorder:
         for observe in self.observers:
             observe(events)
 
+    def seed_outputs(self) -> int:
+        """At start, after the book restored the alarm state: the alarm outputs' view starts
+        from the open alarms, so an output in alarm before a restart is in alarm again at once
+        (not only at the next event). Returns how many alarms were seeded."""
+        if self._states is None:
+            return 0
+        index = self._tags.index
+        opened = [
+            (index[a.tag], cast(AlarmKind, a.alarm), a.level, not a.acked)
+            for a in self.book.open_alarms()
+            if a.tag in index
+        ]
+        self._states.restore(opened)
+        if opened and self._changed is not None:
+            self._changed()
+        return len(opened)
+
+    def close_removed(self, ts_ms: int) -> int:
+        """End the open alarms of tags no longer configured (``clear``, ``config_changed``)."""
+        ending, forget = self.book.removed_clears(ts_ms)
+        if not ending and not forget:
+            return 0
+        bodies = []
+        for tag, kind, a in ending:
+            log.info(kv("alarm", tag=tag, alarm=kind, event="clear", level=0))
+            bodies.append(
+                alarm_body(
+                    tag=tag,
+                    alarm=kind,
+                    event="clear",
+                    level=0,
+                    value=None,
+                    ts_ms=ts_ms,
+                    alarm_id=a.alarm_id or f"{tag}:{kind}:{a.raise_ts_ms}",
+                    extra={"reason": "config_changed"},
+                )
+            )
+        self._stats.alarms += len(bodies)
+        if bodies:
+            self._sink.append(Stream.ALARM, bodies, state=forget)
+        return len(bodies)
+
     def encode(self, event: AlarmEvent) -> bytes:
         tag = self._tags[event.tag]
-        alarm_id = self._ids.for_event(tag.name, event.alarm, event.event, event.ts_ms)
+        alarm_id = self.book.note(event)
         log.info(kv("alarm", tag=tag.name, alarm=event.alarm, event=event.event, level=event.level))
         extra = event.extra
         if self.shelving is not None and self.shelving.is_shelved(tag.name, event.alarm):

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from agent import __version__
-from agent.alarm_ids import AlarmIds
 from agent.alarm_outputs import OutputPolicy
 from agent.codec import TelemetryEncoder
 from agent.commands import CommandHandlers, CommandProcessor, ReplayStore, load_public_keys
@@ -44,7 +43,6 @@ class Components:
     tags: TagTable
     engine: RuleEngine
     buses: Mapping[str, tuple[Device, ...]]  # bus name → its devices (one poll task each)
-    alarm_ids: AlarmIds
     encoder: TelemetryEncoder
     batcher: TelemetryBatcher
     rbe: ExceptionFilter | None  # None: [uplink.report_by_exception] not configured
@@ -115,7 +113,6 @@ def build(
         tags=tags,
         engine=engine,
         buses={name: tuple(devs) for name, devs in buses.items()},
-        alarm_ids=AlarmIds(cfg.gateway.id),
         encoder=TelemetryEncoder(tags.names, {int(q): q.wire_name for q in Quality if q}),
         batcher=batcher,
         rbe=rbe,

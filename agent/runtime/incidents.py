@@ -19,7 +19,7 @@ from drivers import SampleBatch
 from rules import RuleEngine
 from rules.events import AlarmEvent
 
-__all__ = ["IncidentTap", "incident_recorder"]
+__all__ = ["IncidentTap", "incident_limits", "incident_recorder"]
 
 _LIMITS = ("high", "high_high", "low", "low_low")
 _NO_SAMPLES = SampleBatch.empty()
@@ -33,12 +33,7 @@ def incident_recorder(
     rc = cfg.review.recorder
     if not rc.enabled:
         return None
-    limits = {}
-    for tag in tags:
-        params = engine.params(tag.index)
-        limits[tag.name] = {
-            k: float(v) for k, v in params.items() if k in _LIMITS and isinstance(v, float | int)
-        }
+    limits = incident_limits(tags, engine)
     return IncidentRecorder(
         config=rc,
         tag_names=tags.names,
@@ -46,6 +41,17 @@ def incident_recorder(
         units=[t.unit for t in tags],
         limits=limits,
     )
+
+
+def incident_limits(tags: TagTable, engine: RuleEngine) -> dict[str, dict[str, float]]:
+    """Each tag's rule limits as an incident report shows them (also after a reload)."""
+    limits = {}
+    for tag in tags:
+        params = engine.params(tag.index)
+        limits[tag.name] = {
+            k: float(v) for k, v in params.items() if k in _LIMITS and isinstance(v, float | int)
+        }
+    return limits
 
 
 class IncidentTap:

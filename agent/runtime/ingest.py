@@ -62,6 +62,10 @@ class Ingest:
         # told of every batch after its records are appended (the local console's live values)
         self.observers: list[Callable[[Device, SampleBatch], None]] = []
 
+    def use_engine(self, engine: RuleEngine) -> None:
+        """A reload swapped the rule engine (same tag table; between two batches)."""
+        self._engine = engine
+
     def on_batch(self, device: Device, batch: SampleBatch) -> None:
         self._stats.polls += 1
         self._stats.samples += len(batch)

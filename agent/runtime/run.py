@@ -13,30 +13,39 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent import __version__
+from agent import __version__, lastgood
 from agent.alarm_outputs import AlarmOutputs, AlarmStates
 from agent.commands import CommandProcessor
+from agent.config import AgentConfig
 from agent.forwarder import Forwarder
 from agent.logs import kv
 from agent.notify import notify, watchdog_interval_s
 from agent.runtime.actions import CommandActions, CommandEndpoint
 from agent.runtime.alarms import AlarmRecorder
+from agent.runtime.alarmstate import PREFIX as STATE_PREFIX
+from agent.runtime.alarmstate import AlarmBook
 from agent.runtime.build import Components, command_processor, forwarder, open_store
+from agent.runtime.buses import BusSet
 from agent.runtime.forwarding import Forwarding, stop_uplink
-from agent.runtime.incidents import IncidentTap
+from agent.runtime.health import status_line
+from agent.runtime.incidents import IncidentTap, incident_limits
 from agent.runtime.ingest import Ingest
 from agent.runtime.meta import meta_payload
+from agent.runtime.ops import OpsServices
+from agent.runtime.reload import Reloader
 from agent.runtime.scheduler import cancel_and_wait, poll_bus
 from agent.runtime.sink import RecordSink
 from agent.runtime.stats import RuntimeStats
 from agent.runtime.watchdog import watchdog
 from agent.uplink import Uplink
 from buffer import Store
-from drivers import WriteResult
+from drivers import Device, WriteResult
+from rules import RuleEngine
 
 if TYPE_CHECKING:
     from agent.console.server import Console
@@ -62,10 +71,23 @@ class Runtime:
         self.forwarder: Forwarder | None = None
         self.commands: CommandProcessor | None = None
         self.outputs: AlarmOutputs | None = None
+        self.alarms: AlarmRecorder | None = None
+        self.ops: OpsServices | None = None  # status snapshot, control socket, metrics
+        self.buses: BusSet | None = None  # poll tasks per bus (a reload may replace some)
+        # reload (agent/runtime/reload.py): served only when the run knows its config file
+        self.config_path: Path | None = None
+        self.reload_requested = asyncio.Event()
+        self.restart_with: Components | None = None  # set: run again with these
+        self.degraded: list[str] = []  # reasons shown in STATUS= and `safeedge status`
+        self.start_events: list[tuple[str, dict[str, object]]] = []  # recorded after "started"
+        self._ingest: Ingest | None = None
+        self._actions: CommandActions | None = None
+        self._ending: asyncio.Event | None = None
         self._flush_timeout_s = flush_timeout_s
         self._stopping = False
         self._failure: tuple[str, BaseException | None] | None = None
         self.console: Console | None = None  # [console].enabled: the local web console
+        self._incidents: IncidentTap | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         c = self.components
@@ -80,16 +102,22 @@ class Runtime:
         if opened.recovered_from is not None or opened.ledger == "rebuilt":
             log.error(kv("buffer_recovered", moved_to=opened.recovered_from, ledger=opened.ledger))
         sink.flush_reports()  # seq_gap / buffer_corrupt from the open, before "started"
+        book = AlarmBook(gateway=c.cfg.gateway.id, tags=c.tags, engine=c.engine)
+        restored = book.restore(store.states(prefix=STATE_PREFIX))
         states = AlarmStates()
         outputs_changed = asyncio.Event()
         alarms = AlarmRecorder(
             tags=c.tags,
-            alarm_ids=c.alarm_ids,
+            book=book,
             sink=sink,
             stats=self.stats,
             states=states if c.outputs else None,
             changed=outputs_changed.set,
         )
+        alarms.close_removed(c.clock_ms())
+        alarms.seed_outputs()  # outputs in alarm before a restart are in alarm again at once
+        self.alarms = alarms
+        log.info(kv("alarm_state_restored", tags=restored, open=len(book.open_alarms())))
         outputs = None
         if c.outputs:
             outputs = AlarmOutputs(
@@ -102,6 +130,7 @@ class Runtime:
         incidents = None
         if c.incidents is not None:
             incidents = IncidentTap(recorder=c.incidents, sink=sink)
+        self._incidents = incidents
         ingest = Ingest(
             engine=c.engine,
             alarms=alarms,
@@ -113,13 +142,15 @@ class Runtime:
             clock_ms=c.clock_ms,
             incidents=incidents,
         )
+        self._ingest = ingest
         if c.cfg.console.enabled:
             self.console = _console(c, alarms, ingest, sink, self.stats, incidents)
+        ops = self.ops = OpsServices(run=self, sink=sink, clock_ms=c.clock_ms)
         forwarding: Forwarding | None = None
         try:
             async with AsyncExitStack() as stack:
-                for device in c.devices:
-                    await stack.enter_async_context(device)
+                self.buses = BusSet(stack=stack)
+                await self.buses.open(c.devices)
                 for writer, _policy in c.outputs:
                     await stack.enter_async_context(writer)
                 if c.uplink is not None:
@@ -127,8 +158,12 @@ class Runtime:
                 else:
                     log.warning(kv("uplink_disabled", note="records are kept in the buffer"))
                 sink.event("started", agent=__version__, config_hash=c.config_hash)
-                await self._serve(stop, ingest, sink, forwarding, outputs, outputs_changed)
+                for kind, fields in self.start_events:
+                    sink.event(kind, **fields)
+                await ops.start()
+                await self._serve(stop, ingest, sink, forwarding, alarms, outputs, outputs_changed)
         finally:
+            await ops.stop()
             c.bridge.detach()
             if c.uplink is not None:
                 await stop_uplink(c.uplink, forwarding)
@@ -178,6 +213,7 @@ class Runtime:
                 clock_ms=c.clock_ms,
                 incidents=incidents,
             )
+            self._actions = actions
             endpoint = CommandEndpoint(processor=command_processor(c, actions), uplink=uplink)
             self.commands = endpoint.processor
             on_command = endpoint.handle
@@ -185,34 +221,60 @@ class Runtime:
         forwarding.start()
         return forwarding
 
+    @property
+    def delivered(self) -> int:
+        return 0 if self.forwarder is None else self.forwarder.stats.delivered
+
+    def swap_engine(self, engine: RuleEngine) -> None:
+        """A reload applied new rules in place: every holder of the engine gets the new one."""
+        if self._ingest is not None:
+            self._ingest.use_engine(engine)
+        if self._actions is not None:
+            self._actions.use_engine(engine)
+        if self.alarms is not None:
+            self.alarms.book.use_engine(engine)
+        if self.console is not None:
+            c = self.components
+            self.console.use_engine(engine, config_hash=c.config_hash, devices=c.devices)
+        recorder = self.components.incidents
+        if recorder is not None:  # the limits an incident report shows
+            recorder.use_limits(incident_limits(self.components.tags, engine))
+
+    def end_run(self) -> None:
+        """End the run in order (as a stop does); a reload set ``restart_with`` first."""
+        if self._ending is not None:
+            self._ending.set()
+
     async def _serve(
         self,
         stop: asyncio.Event,
         ingest: Ingest,
         sink: RecordSink,
         fwd: Forwarding | None,
+        alarms: AlarmRecorder,
         outputs: AlarmOutputs | None = None,
         outputs_changed: asyncio.Event | None = None,
     ) -> None:
         c = self.components
         ending = asyncio.Event()
+        self._ending = ending
         async with asyncio.TaskGroup() as tg:
 
             def spawn(name: str, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
                 return tg.create_task(self._guard(name, coro, ending), name=name)
 
-            polls = [
-                spawn(
-                    f"poll {name}",
-                    poll_bus(
-                        bus,
-                        on_batch=ingest.on_batch,
-                        stats=self.stats,
-                        stopping=lambda: self._stopping,
-                    ),
+            def poll(devices: Sequence[Device]) -> Coroutine[Any, Any, None]:
+                return poll_bus(
+                    devices,
+                    on_batch=ingest.on_batch,
+                    stats=self.stats,
+                    stopping=lambda: self._stopping,
                 )
-                for name, bus in c.buses.items()
-            ]
+
+            buses = self.buses
+            if buses is None:  # pragma: no cover - run() set it before serving
+                raise RuntimeError("_serve before the devices were opened")
+            buses.start(c.buses, spawn=spawn, poll=poll)
             helpers = [spawn("maintain", sink.maintain())]
             if outputs is not None and outputs_changed is not None:
                 helpers.append(spawn("outputs", _drive_outputs(outputs, outputs_changed)))
@@ -229,16 +291,31 @@ class Runtime:
                         watchdog(interval_s=interval, slowest_poll_s=slowest, stats=self.stats),
                     )
                 )
+            if self.config_path is not None:
+                reloader = Reloader(
+                    target=self,
+                    config_path=self.config_path,
+                    sink=sink,
+                    alarms=alarms,
+                    requested=self.reload_requested,
+                )
+                helpers.append(spawn("reload", reloader.serve()))
+            if self.ops is not None:
+                helpers.append(spawn("health", self.ops.health()))
             forward = (fwd, spawn("forward", fwd.run())) if fwd is not None else None
             stopper = tg.create_task(_set_when(stop, ending), name="stopper")
             self.ready.set()
             notify("READY=1")
             log.info(kv("ready", devices=len(c.devices), tags=len(c.tags)))
+            if self.ops is not None:
+                notify("STATUS=" + status_line(self.ops.publish_now()))
+            if self.config_path is not None and not self.degraded:
+                keep_last_good(c.cfg)
             await ending.wait()
             notify("STOPPING=1")
             self._stopping = True
             stopper.cancel()
-            await cancel_and_wait([*polls, *helpers])
+            await cancel_and_wait([*buses.tasks, *helpers])
             ingest.flush()
             if forward is not None:
                 forwarding, task = forward
@@ -298,6 +375,13 @@ def _report_output(sink: RecordSink, kind: str, result: WriteResult) -> None:
     elif result.changed:  # re-assertions every reassert_s are events, not log lines
         log.info(kv(kind, **fields))
     sink.event(kind, **fields)
+
+
+def keep_last_good(cfg: AgentConfig) -> None:
+    try:
+        lastgood.save(cfg)
+    except OSError as exc:  # the agent runs on; only the fallback at a bad start is lost
+        log.warning(kv("last_good_not_saved", error=exc))
 
 
 async def _set_when(stop: asyncio.Event, ending: asyncio.Event) -> None:

@@ -38,7 +38,9 @@ async def poll_bus(
         delay = due[device.name] - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
+        started = loop.time()
         batch = await device.poll()
+        stats.devices.note(device, batch, loop.time() - started, time.time_ns() // 1_000_000)
         on_batch(device, batch)
         period = device.poll_interval_s
         nxt = due[device.name] + period

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Final
 
 from agent.codec import event_body
@@ -55,9 +55,12 @@ class RecordSink:
         self._refusal_limit = RateLimiter(60.0)
         self._encode = encoder(clock_ms)
 
-    def append(self, stream: Stream, payloads: list[bytes]) -> None:
+    def append(
+        self, stream: Stream, payloads: list[bytes], *, state: Mapping[str, bytes] | None = None
+    ) -> None:
+        """Append ``payloads`` (and ``state``, in the same transaction: see Store.append)."""
         try:
-            self.store.append(stream, payloads)
+            self.store.append(stream, payloads, state=state)
         except StoreError as exc:
             self._stats.append_failures += len(payloads)
             allowed, suppressed = self._log_limit.allow(f"append:{stream.wire_name}")
@@ -134,4 +137,16 @@ class RecordSink:
                     count=ev.count,
                     first_ts=ev.first_ts,
                     last_ts=ev.last_ts,
+                )
+            for ev in self.store.take_shortened():  # delivered, but younger than retention
+                log.warning(
+                    kv("buffer_record_shortened", stream=ev.stream.wire_name, count=ev.count)
+                )
+                self.event(
+                    "buffer_evicted",
+                    stream=ev.stream.wire_name,
+                    count=ev.count,
+                    first_ts=ev.first_ts,
+                    last_ts=ev.last_ts,
+                    delivered=True,
                 )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from agent.runtime.devicestats import DevicePolls
+
 __all__ = ["RuntimeStats"]
 
 
@@ -18,3 +20,5 @@ class RuntimeStats:
     missed_deadlines: int = 0
     append_failures: int = 0
     last_poll_monotonic: float = field(default_factory=time.monotonic)
+    started_monotonic: float = field(default_factory=time.monotonic)
+    devices: DevicePolls = field(default_factory=DevicePolls)  # per-device poll figures

@@ -68,6 +68,12 @@ def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _cause(exc: BaseException) -> str:
+    """Why a connect failed, one line (TLS reasons are in the message): ``Type: message``."""
+    text = " ".join(str(exc).split()) or "no detail"
+    return f"{type(exc).__name__}: {text}"[:300]
+
+
 def _check_suffix(suffix: str) -> None:
     if not suffix or any(c in suffix for c in "+#\0") or suffix.startswith("/"):
         raise ValueError(f"invalid topic suffix {suffix!r}")
@@ -106,6 +112,10 @@ class Uplink:
         self._meta_topic = f"{self.root}/meta"
         self._cmd_topic = f"{self.root}/cmd"
         self._limiter = RateLimiter(60.0)
+        self._attempt_limiter = RateLimiter(10.0)
+        self._failed_attempts = 0  # since the last session (reset at CONNACK)
+        self._down_since = time.monotonic()
+        self.last_error: str | None = None  # why the last attempt or session ended (status)
         self._session = Session(
             agent_version=agent_version,
             max_inflight=config.max_inflight,
@@ -200,6 +210,11 @@ class Uplink:
         return self._session.connected and not self._stopping
 
     @property
+    def session(self) -> int:
+        """Sessions so far (the current one's number while connected)."""
+        return self._session.stats().sessions
+
+    @property
     def inflight(self) -> int:
         """Tokens handed over and not yet answered."""
         return self._session.inflight
@@ -267,6 +282,7 @@ class Uplink:
         keepalive = mqtt_keepalive(self._cfg.keepalive_s)
         kwargs: dict[str, Any] = {"clean_start": True} if self._v5 else {}
         while not self._stopping:
+            sessions_before = self._session.stats().sessions
             self._client.will_set(self._state_topic, self._session.attempt(), qos=1, retain=True)
             connect = functools.partial(
                 self._client.connect, self._cfg.host, self._cfg.port, keepalive, **kwargs
@@ -274,22 +290,36 @@ class Uplink:
             try:
                 await loop.run_in_executor(None, connect)
             except Exception as exc:  # refused, unreachable, timeout, TLS: retried
-                self._log_limited(
-                    "connect_fail",
-                    logging.WARNING,
-                    "uplink_connect_failed",
-                    host=self._cfg.host,
-                    port=self._cfg.port,
-                    error=exc,
-                )
+                self.last_error = _cause(exc)
             else:
                 if self._stopping:  # stop() came during the connect: end it without a session
                     self._client.disconnect()
                 await self._io.closed.wait()
             if self._stopping:
                 return
+            delay = self._session.next_delay()
+            if self._session.stats().sessions == sessions_before:  # this attempt got no session
+                self._failed_attempts += 1
+                self._log_attempt(delay)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self._session.next_delay())
+                await asyncio.wait_for(self._stop.wait(), delay)
+
+    def _log_attempt(self, retry_in_s: float) -> None:
+        """One line per failed attempt, at most one per 10 s; the next line says how many
+        were not logged, and every line says why the attempt failed and when the next one is."""
+        ok, suppressed = self._attempt_limiter.allow("attempt")
+        if not ok:
+            return
+        fields: dict[str, object] = {
+            "host": self._cfg.host,
+            "port": self._cfg.port,
+            "attempt": self._failed_attempts,
+            "error": self.last_error or "connection closed before CONNACK",
+            "retry_in_s": f"{retry_in_s:.1f}",
+        }
+        if suppressed:
+            fields["not_logged"] = suppressed
+        log.warning(kv("uplink_connect_failed", **fields))
 
     # -- paho protocol callbacks (loop thread) -------------------------------------------------
 
@@ -303,6 +333,7 @@ class Uplink:
     ) -> None:
         if reason.is_failure:
             self._session.refused()
+            self.last_error = f"refused: {reason}"
             self._log_limited(
                 "refused",
                 logging.ERROR,
@@ -320,7 +351,17 @@ class Uplink:
         if self._meta is not None:
             client.publish(self._meta_topic, self._meta, 1, True)
         client.subscribe(self._cmd_topic, qos=1)
-        log.info(kv("uplink_connected", host=self._cfg.host, port=self._cfg.port, session=session))
+        log.info(
+            kv(
+                "uplink_connected",
+                host=self._cfg.host,
+                port=self._cfg.port,
+                session=session,
+                attempts=self._failed_attempts + 1,
+                down_s=f"{time.monotonic() - self._down_since:.1f}",
+            )
+        )
+        self._failed_attempts = 0
         self._notify()
 
     def _on_disconnect(
@@ -339,6 +380,8 @@ class Uplink:
         if self._session.has_results:
             self._notify()
         if was_connected and not self._stopping:
+            self._down_since = time.monotonic()
+            self.last_error = f"disconnected: {reason}"
             log.warning(kv("uplink_disconnected", reason=str(reason)))
 
     def _on_publish(

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.alarm_ids import AlarmIds
 from agent.cli import main
 from agent.config import ConfigError, loads_config
 from agent.console.auth import LoginLimiter, clean
@@ -22,6 +21,7 @@ from agent.console.readmodel import LiveValues, health
 from agent.console.render import health_fragment
 from agent.console.render_live import LiveTable
 from agent.runtime.alarms import AlarmRecorder
+from agent.runtime.alarmstate import AlarmBook
 from agent.runtime.shelving import Shelving
 from agent.runtime.sink import RecordSink
 from agent.runtime.stats import RuntimeStats
@@ -30,6 +30,7 @@ from buffer import Store
 from buffer.record import Stream
 from drivers import Quality, SampleBatch, build_devices
 from provisioning.simulator import tank_farm_config
+from rules import RuleEngine
 from rules.events import AlarmEvent
 
 BASE = tank_farm_config(
@@ -139,7 +140,8 @@ def test_a_shelved_alarm_is_still_recorded_marked_shelved_until_its_shelf_expire
     with Store.open(path=tmp_path / "b.db", key_file=tmp_path / "k", gateway_id="GW1") as store:
         sink = RecordSink(store=store, stats=RuntimeStats(), clock_ms=lambda: now[0],
                           wake=lambda: None)  # fmt: skip
-        rec = AlarmRecorder(tags=tags, alarm_ids=AlarmIds("GW1"), sink=sink, stats=RuntimeStats())
+        book = AlarmBook(gateway="GW1", tags=tags, engine=RuleEngine(tags.names, cfg.rules))
+        rec = AlarmRecorder(tags=tags, book=book, sink=sink, stats=RuntimeStats())
         rec.shelving = shelving
         seen: list[int] = []
         rec.observers.append(lambda events: seen.append(len(events)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -33,8 +34,10 @@ class OrderedSink(RecordSink):
 
     order: list[Stream]
 
-    def append(self, stream: Stream, payloads: list[bytes]) -> None:
+    def append(
+        self, stream: Stream, payloads: list[bytes], *, state: Mapping[str, bytes] | None = None
+    ) -> None:
         if not hasattr(self, "order"):
             self.order = []
         self.order.append(stream)
-        super().append(stream, payloads)
+        super().append(stream, payloads, state=state)

@@ -12,6 +12,7 @@ from agent.commands import AckAlarmArgs, CommandRejectedError, ResendArgs
 from agent.runtime import RuntimeStats
 from agent.runtime.actions import CommandActions
 from agent.runtime.alarms import AlarmRecorder
+from agent.runtime.alarmstate import AlarmBook
 from agent.runtime.build import forwarder, open_store
 from agent.runtime.sink import RecordSink
 from buffer.record import Stream
@@ -28,7 +29,12 @@ def actions(tmp_path: Path) -> Iterator[CommandActions]:
     sink = RecordSink(store=store, stats=stats, clock_ms=c.clock_ms, wake=c.bridge.wake)
     assert c.uplink is not None
     fwd = forwarder(c, store=store, uplink=c.uplink)
-    alarms = AlarmRecorder(tags=c.tags, alarm_ids=c.alarm_ids, sink=sink, stats=stats)
+    alarms = AlarmRecorder(
+        tags=c.tags,
+        book=AlarmBook(gateway=c.cfg.gateway.id, tags=c.tags, engine=c.engine),
+        sink=sink,
+        stats=stats,
+    )
     b = batch([(0, NOW, 95.0, 0), (0, NOW + 1000, 10.0, 0)])
     alarms.record(c.engine.evaluate(b.tag, b.ts_ms, b.value, b.quality))  # raised, latched
     a = CommandActions(

@@ -11,6 +11,7 @@ from agent.review.incident import incidents_from
 from agent.runtime import RuntimeStats
 from agent.runtime.actions import CommandActions
 from agent.runtime.alarms import AlarmRecorder
+from agent.runtime.alarmstate import AlarmBook
 from agent.runtime.build import forwarder, open_store
 from agent.runtime.forwarding import Forwarding
 from agent.runtime.incidents import IncidentTap
@@ -36,7 +37,8 @@ def test_ingest_and_acks_feed_the_recorder_and_shutdown_closes_the_incident(tmp_
     store = open_store(c)
     stats = RuntimeStats()
     sink = RecordSink(store=store, stats=stats, clock_ms=c.clock_ms, wake=c.bridge.wake)
-    alarms = AlarmRecorder(tags=c.tags, alarm_ids=c.alarm_ids, sink=sink, stats=stats)
+    book = AlarmBook(gateway=c.cfg.gateway.id, tags=c.tags, engine=c.engine)
+    alarms = AlarmRecorder(tags=c.tags, book=book, sink=sink, stats=stats)
     tap = IncidentTap(recorder=c.incidents, sink=sink)
     ingest = Ingest(
         engine=c.engine,

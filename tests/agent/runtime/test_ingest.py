@@ -9,6 +9,7 @@ from pathlib import Path
 
 from agent.runtime import Components, RuntimeStats
 from agent.runtime.alarms import AlarmRecorder
+from agent.runtime.alarmstate import AlarmBook
 from agent.runtime.build import open_store
 from agent.runtime.ingest import Ingest
 from buffer.record import Stream
@@ -20,7 +21,12 @@ def _ingest(c: Components, stats: RuntimeStats) -> tuple[Ingest, OrderedSink]:
     c.paths.data_dir.mkdir(parents=True, exist_ok=True)
     store = open_store(c)
     sink = OrderedSink(store=store, stats=stats, clock_ms=c.clock_ms, wake=c.bridge.wake)
-    alarms = AlarmRecorder(tags=c.tags, alarm_ids=c.alarm_ids, sink=sink, stats=stats)
+    alarms = AlarmRecorder(
+        tags=c.tags,
+        book=AlarmBook(gateway=c.cfg.gateway.id, tags=c.tags, engine=c.engine),
+        sink=sink,
+        stats=stats,
+    )
     ingest = Ingest(
         engine=c.engine,
         alarms=alarms,

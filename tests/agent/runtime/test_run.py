@@ -31,6 +31,11 @@ class CountingDevice:
         self.online = False
         self.polls = 0
         self._fail_at = fail_at
+        self.lost_reason = self.last_error = ""
+        self.last_outage_ms = 0
+
+    def health(self) -> dict[str, object]:  # what the status snapshot reads
+        return {"device": self.name, "online": self.online, "reason": "", "error": ""}
 
     async def __aenter__(self) -> CountingDevice:
         self.online = True

@@ -1,0 +1,59 @@
+"""Per-device poll figures for status, health and metrics (event loop thread only).
+
+Per poll (never per sample): the poll's duration (a round trip for a polled device: every
+request of the cycle, answered or timed out), whether any sample was good (the last good read),
+and the worst bad quality of the batch as the last error's reason. Durations are kept in a
+ring of the last :data:`WINDOW` polls; percentiles are computed when asked for.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Final
+
+import numpy as np
+
+from drivers import Device, Quality, SampleBatch
+
+__all__ = ["WINDOW", "DevicePoll", "DevicePolls"]
+
+WINDOW: Final = 256
+_N_Q: Final = max(int(q) for q in Quality) + 1
+
+
+@dataclass(slots=True)
+class DevicePoll:
+    polls: int = 0
+    durations_s: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
+    last_good_ms: int | None = None
+    last_error: str | None = None  # quality name of the last poll that had a bad sample
+    last_error_ms: int | None = None
+    bad_polls: int = 0
+
+    def percentile_ms(self, q: float) -> float | None:
+        if not self.durations_s:
+            return None
+        return float(np.percentile(np.fromiter(self.durations_s, float), q)) * 1000.0
+
+
+class DevicePolls:
+    def __init__(self) -> None:
+        self.by_name: dict[str, DevicePoll] = {}
+
+    def note(self, device: Device, batch: SampleBatch, seconds: float, now_ms: int) -> None:
+        d = self.by_name.get(device.name)
+        if d is None:
+            d = self.by_name[device.name] = DevicePoll()
+        d.polls += 1
+        d.durations_s.append(seconds)
+        if not len(batch):
+            return
+        counts = np.bincount(batch.quality, minlength=_N_Q)
+        if counts[0]:
+            d.last_good_ms = now_ms
+        if counts[0] < len(batch):
+            worst = int(np.flatnonzero(counts[1:])[0]) + 1  # lowest code first: comm before stale
+            d.last_error = Quality(worst).wire_name if worst < _N_Q else f"quality {worst}"
+            d.last_error_ms = now_ms
+            d.bad_polls += 1
