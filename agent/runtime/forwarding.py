@@ -31,8 +31,10 @@ class LoopBridge:
     The uplink is built (no I/O) before the loop runs, so the forwarder and the command handler
     are attached when the run starts; until then, and after :meth:`detach`, callbacks are
     dropped (a command arriving then is lost exactly as before: the platform retries or times
-    out). Callbacks come on the loop thread, from inside paho's read; a command is handled in
-    its own loop callback, outside paho's.
+    out). Callbacks come on the loop thread, from inside paho's read; a command is handed to
+    ``on_command`` right there, which must be O(1) (the bounded inbox of
+    :mod:`agent.commands.inbox`: its worker task handles it later, outside paho's read). No
+    loop callback is scheduled per message: a flood cannot grow the loop's ready queue.
     """
 
     def __init__(self) -> None:
@@ -62,13 +64,8 @@ class LoopBridge:
         self.wake()
 
     def on_command(self, raw: bytes) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon(self._dispatch, raw)
-
-    def _dispatch(self, raw: bytes) -> None:
         handler = self._on_command
-        if handler is not None:  # None: before the processor exists or after shutdown began
+        if handler is not None:  # None: before the inbox exists or after shutdown began
             handler(raw)
 
 

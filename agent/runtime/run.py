@@ -54,6 +54,7 @@ class Runtime:
         self.store: Store | None = None
         self.forwarder: Forwarder | None = None
         self.commands: CommandProcessor | None = None
+        self.endpoint: CommandEndpoint | None = None
         self._flush_timeout_s = flush_timeout_s
         self._stopping = False
         self._failure: tuple[str, BaseException | None] | None = None
@@ -87,7 +88,7 @@ class Runtime:
                 for device in c.devices:
                     await stack.enter_async_context(device)
                 if c.uplink is not None:
-                    forwarding = self._connect(c, c.uplink, store, alarms, loop)
+                    forwarding = self._connect(c, c.uplink, store, alarms, sink, loop)
                 else:
                     log.warning(kv("uplink_disabled", note="records are kept in the buffer"))
                 sink.event("started", agent=__version__, config_hash=c.config_hash)
@@ -108,6 +109,7 @@ class Runtime:
         uplink: Uplink,
         store: Store,
         alarms: AlarmRecorder,
+        sink: RecordSink,
         loop: asyncio.AbstractEventLoop,
     ) -> Forwarding:
         fwd = forwarder(c, store=store, uplink=uplink)
@@ -140,9 +142,17 @@ class Runtime:
                 max_resend=c.max_resend,
                 clock_ms=c.clock_ms,
             )
-            endpoint = CommandEndpoint(processor=command_processor(c, actions), uplink=uplink)
+            endpoint = CommandEndpoint(
+                processor=command_processor(c, actions),
+                uplink=uplink,
+                limits=c.cfg.commands,
+                report=lambda reason, count: sink.event(
+                    "commands_dropped", reason=reason, count=count
+                ),
+            )
             self.commands = endpoint.processor
-            on_command = endpoint.handle
+            self.endpoint = endpoint
+            on_command = endpoint.offer
         c.bridge.attach(loop, on_command, fwd)
         forwarding.start()
         return forwarding
@@ -170,6 +180,8 @@ class Runtime:
                 for name, bus in c.buses.items()
             ]
             helpers = [spawn("maintain", sink.maintain())]
+            if self.endpoint is not None:  # the command worker: bounded work per iteration
+                helpers.append(spawn("commands", self.endpoint.run()))
             if ingest.lingers:
                 helpers.append(spawn("linger", ingest.linger()))
             interval = watchdog_interval_s()
@@ -190,6 +202,9 @@ class Runtime:
             notify("STOPPING=1")
             self._stopping = True
             stopper.cancel()
+            c.bridge.detach()  # no command is taken once stopping began
+            if self.endpoint is not None:
+                self.endpoint.inbox.close()
             await cancel_and_wait([*polls, *helpers])
             ingest.flush()
             if forward is not None:

@@ -44,6 +44,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.codec import root_topic
@@ -120,6 +122,7 @@ class Uplink:
         self._stop = asyncio.Event()
         self._stopping = False
         self._waiting: dict[int, asyncio.Future[None]] = {}  # mids stop() waits for
+        self._untracked: set[int] = set()  # mids of publish_untracked awaiting PUBACK
 
         v5 = config.protocol == "mqtt5"
         self._v5 = v5
@@ -237,11 +240,23 @@ class Uplink:
         if self.connected:
             self._send(self._meta_topic, payload, True)
 
-    def publish_untracked(self, suffix: str, payload: bytes) -> bool:
+    def publish_untracked(
+        self, suffix: str, payload: bytes, *, max_pending: int | None = None
+    ) -> bool:
         """QoS 1 to ``{root}/{suffix}`` with no result reported (``cmd/result``: not buffered,
-        a platform that misses an answer asks again). False when not connected."""
+        a platform that misses an answer asks again). False when not connected, or when
+        ``max_pending`` untracked publishes still wait for their PUBACK (bounds what a flood
+        of answers can queue in paho)."""
         _check_suffix(suffix)
-        return self.connected and self._send(f"{self.root}/{suffix}", payload, False) is not None
+        if not self.connected:
+            return False
+        if max_pending is not None and len(self._untracked) >= max_pending:
+            return False
+        mid = self._send(f"{self.root}/{suffix}", payload, False)
+        if mid is None:
+            return False
+        self._untracked.add(mid)
+        return True
 
     def rebirth(self) -> bool:
         """Republish the retained ``R/state`` (online, same session) and ``R/meta`` now.
@@ -265,7 +280,12 @@ class Uplink:
         loop = asyncio.get_running_loop()
         self._io = LoopSocket(self._client, accept=lambda: not self._stopping)
         keepalive = mqtt_keepalive(self._cfg.keepalive_s)
-        kwargs: dict[str, Any] = {"clean_start": True} if self._v5 else {}
+        kwargs: dict[str, Any] = {}
+        if self._v5:
+            # Maximum Packet Size: the broker drops (never delivers) anything larger for us.
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.MaximumPacketSize = self._cfg.max_packet_bytes
+            kwargs = {"clean_start": True, "properties": props}
         while not self._stopping:
             self._client.will_set(self._state_topic, self._session.attempt(), qos=1, retain=True)
             connect = functools.partial(
@@ -332,6 +352,7 @@ class Uplink:
         properties: object,
     ) -> None:
         was_connected = self._session.ended()
+        self._untracked.clear()
         for fut in self._waiting.values():
             if not fut.done():
                 fut.set_result(None)
@@ -347,6 +368,7 @@ class Uplink:
         first = not self._session.has_results
         if self._session.acked(mid, reason.value, str(reason)) and first:
             self._notify()
+        self._untracked.discard(mid)
         fut = self._waiting.pop(mid, None)
         if fut is not None and not fut.done():
             fut.set_result(None)
