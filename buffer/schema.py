@@ -4,10 +4,14 @@ Invariants:
 - The file is SQLite in WAL mode with ``auto_vacuum=INCREMENTAL``; ``PRAGMA application_id`` is
   :data:`APPLICATION_ID` and ``PRAGMA user_version`` the schema version. ``synchronous`` is set
   on every open (NORMAL; the store raises it to FULL around alarm commits).
-- A file that SQLite calls corrupt (or "not a database"), that fails ``PRAGMA quick_check``, or
-  that is another application's database is never written to: it is renamed, with its ``-wal``
-  and ``-shm`` companions, to ``<name>.corrupt-<UTC yyyymmddThhmmssZ>`` and a fresh database is
-  created. A database from a newer schema version is refused (needs a human), not moved.
+- A file that SQLite calls corrupt, that fails ``PRAGMA quick_check`` or misses tables is
+  never written to. When it is one of the buffer's own databases (:func:`is_own_database`: the
+  SQLite header and :data:`APPLICATION_ID` in it) it is renamed, with its ``-wal`` and ``-shm``
+  companions, to ``<name>.corrupt-<UTC yyyymmddThhmmssZ>`` and a fresh database is created.
+  Any other file (another application's database, a text file, a header too damaged to tell)
+  is neither moved nor overwritten: :class:`BufferMismatchError` names it (needs a human). An
+  empty file, or an SQLite database with no table and no application id, is a fresh database.
+  A database from a newer schema version is refused (needs a human), not moved.
 - No plaintext payload is ever stored: payloads are sealed (see :mod:`buffer.crypto`).
 
 Schema version 1::
@@ -47,7 +51,7 @@ from buffer.errors import (
     from_sqlite,
 )
 
-__all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION", "open_database"]
+__all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION", "is_own_database", "open_database"]
 
 APPLICATION_ID = 0x53454442  # "SEDB"
 SCHEMA_VERSION = 1
@@ -120,12 +124,35 @@ def open_database(path: Path, *, now_ms: int) -> tuple[sqlite3.Connection, Path 
     """
     try:
         return _open_checked(path), None
-    except _UnusableError:
+    except _UnusableError as exc:
+        if not is_own_database(path):
+            raise BufferMismatchError(
+                f"{path}: not a SafeEdge buffer database ({exc}); it is left untouched: "
+                "point buffer.path at another file, or move this one away yourself"
+            ) from exc
         moved = _move_aside(path, now_ms)
         try:
             return _open_checked(path), moved
         except _UnusableError as exc:
             raise BufferCorruptError(f"{path}: a freshly created database is unusable") from exc
+
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_APP_ID_OFFSET = 68  # big-endian 32-bit application_id in the 100-byte SQLite header
+
+
+def is_own_database(path: Path) -> bool:
+    """True when ``path`` starts with an SQLite header carrying :data:`APPLICATION_ID`, i.e. it
+    is one of the buffer's databases (possibly damaged further on). Reads 100 bytes; False
+    when it cannot be read, is shorter than the header or is anything else. Never writes."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(100)
+    except OSError:
+        return False
+    if len(head) < 100 or not head.startswith(_SQLITE_MAGIC):
+        return False
+    return int.from_bytes(head[_APP_ID_OFFSET : _APP_ID_OFFSET + 4], "big") == APPLICATION_ID
 
 
 def _open_checked(path: Path) -> sqlite3.Connection:

@@ -1,4 +1,5 @@
-"""A damaged or foreign database is moved aside with a timestamp and a fresh one created."""
+"""A damaged database of the buffer's own is moved aside with a timestamp and a fresh one
+created; a file that is not one of its databases is never moved nor overwritten."""
 
 from __future__ import annotations
 
@@ -41,13 +42,29 @@ def test_a_clean_open_reports_no_recovery(open_store: OpenStore) -> None:
     assert open_store().recovered_from is None
 
 
-def test_a_garbage_file_is_moved_aside_and_a_fresh_database_created(
+def assert_refused_untouched(open_store: OpenStore, tmp_path: Path, original: bytes) -> None:
+    with pytest.raises(BufferMismatchError, match="not a SafeEdge buffer database"):
+        open_store()
+    assert db_path(tmp_path).read_bytes() == original
+    assert list(db_path(tmp_path).parent.glob("*.corrupt-*")) == []
+
+
+def test_a_garbage_file_is_refused_and_left_untouched(
     open_store: OpenStore, tmp_path: Path
 ) -> None:
     db_path(tmp_path).parent.mkdir(parents=True)
     garbage = os.urandom(64 * 1024)
     db_path(tmp_path).write_bytes(garbage)
-    assert_fresh_store_works(open_store, tmp_path, garbage)
+    assert_refused_untouched(open_store, tmp_path, garbage)
+
+
+def test_a_text_file_at_the_buffer_path_is_refused_and_left_untouched(
+    open_store: OpenStore, tmp_path: Path
+) -> None:
+    db_path(tmp_path).parent.mkdir(parents=True)
+    text = b"root:x:0:0:root:/root:/bin/bash\n" * 40
+    db_path(tmp_path).write_bytes(text)
+    assert_refused_untouched(open_store, tmp_path, text)
 
 
 def test_a_truncated_database_is_moved_aside(open_store: OpenStore, tmp_path: Path) -> None:
@@ -58,13 +75,13 @@ def test_a_truncated_database_is_moved_aside(open_store: OpenStore, tmp_path: Pa
     assert_fresh_store_works(open_store, tmp_path, truncated)
 
 
-def test_a_database_truncated_inside_its_header_is_moved_aside(
+def test_a_database_truncated_inside_its_header_is_refused_it_cannot_be_told_apart(
     open_store: OpenStore, tmp_path: Path
 ) -> None:
     fill(open_store, 10)
-    truncated = db_path(tmp_path).read_bytes()[:50]
+    truncated = db_path(tmp_path).read_bytes()[:50]  # the application id is at byte 68
     db_path(tmp_path).write_bytes(truncated)
-    assert_fresh_store_works(open_store, tmp_path, truncated)
+    assert_refused_untouched(open_store, tmp_path, truncated)
 
 
 def test_a_database_with_overwritten_pages_is_moved_aside(
@@ -78,7 +95,7 @@ def test_a_database_with_overwritten_pages_is_moved_aside(
     assert_fresh_store_works(open_store, tmp_path, bytes(data))
 
 
-def test_another_applications_database_is_moved_aside_untouched(
+def test_another_applications_database_is_refused_and_left_untouched(
     open_store: OpenStore, tmp_path: Path
 ) -> None:
     db_path(tmp_path).parent.mkdir(parents=True)
@@ -88,14 +105,15 @@ def test_another_applications_database_is_moved_aside_untouched(
     conn.commit()
     conn.close()
     original = db_path(tmp_path).read_bytes()
-    assert_fresh_store_works(open_store, tmp_path, original)
+    assert_refused_untouched(open_store, tmp_path, original)
 
 
 def test_the_key_file_is_copied_beside_the_moved_database(
     open_store: OpenStore, tmp_path: Path
 ) -> None:
     fill(open_store, 10)
-    db_path(tmp_path).write_bytes(b"not a database at all" * 100)
+    data = db_path(tmp_path).read_bytes()
+    db_path(tmp_path).write_bytes(data[:100] + b"\xff" * (len(data) - 100))  # our header
     store = open_store()
     assert store.recovered_from is not None
     copy = store.recovered_from.with_name(store.recovered_from.name + ".key")
@@ -130,3 +148,14 @@ def test_our_application_id_is_set(open_store: OpenStore, tmp_path: Path) -> Non
     conn = sqlite3.connect(db_path(tmp_path))
     assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
     conn.close()
+
+
+def test_is_own_database_reads_only_the_header(tmp_path: Path, open_store: OpenStore) -> None:
+    from buffer.schema import is_own_database
+
+    assert not is_own_database(tmp_path / "missing.db")
+    fill(open_store, 1)
+    assert is_own_database(db_path(tmp_path))
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
+    assert not is_own_database(other)
