@@ -141,6 +141,7 @@ class _Pki:
                 serialization.NoEncryption(),
             )
         )
+        out.key_file.chmod(0o600)  # the agent refuses a private key readable by others
         return out
 
 
