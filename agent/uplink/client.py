@@ -59,7 +59,7 @@ from agent.uplink.session import (
     UplinkStats,
     mqtt_keepalive,
 )
-from agent.uplink.tls import tls_context
+from agent.uplink.tls import tls_context, tls_failure
 
 __all__ = ["Uplink"]
 
@@ -143,6 +143,8 @@ class Uplink:
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
         c.on_message = self._on_message
+        c.on_log = self._on_log
+        self._read_error: str | None = None  # paho's last socket error of this connection
 
     # -- caller side ---------------------------------------------------------------------------
 
@@ -288,20 +290,14 @@ class Uplink:
             kwargs = {"clean_start": True, "properties": props}
         while not self._stopping:
             self._client.will_set(self._state_topic, self._session.attempt(), qos=1, retain=True)
+            self._read_error = None
             connect = functools.partial(
                 self._client.connect, self._cfg.host, self._cfg.port, keepalive, **kwargs
             )
             try:
                 await loop.run_in_executor(None, connect)
             except Exception as exc:  # refused, unreachable, timeout, TLS: retried
-                self._log_limited(
-                    "connect_fail",
-                    logging.WARNING,
-                    "uplink_connect_failed",
-                    host=self._cfg.host,
-                    port=self._cfg.port,
-                    error=exc,
-                )
+                self._log_failure(str(exc))
             else:
                 if self._stopping:  # stop() came during the connect: end it without a session
                     self._client.disconnect()
@@ -328,6 +324,7 @@ class Uplink:
                 logging.ERROR,
                 "uplink_refused",
                 reason=str(reason),
+                code=f"{reason.value:#04x}",
                 remedy="check credentials, certificate and broker ACL",
             )
             return
@@ -353,6 +350,9 @@ class Uplink:
     ) -> None:
         was_connected = self._session.ended()
         self._untracked.clear()
+        error, self._read_error = self._read_error, None
+        if not was_connected and error is not None and not self._stopping:
+            self._log_failure(error)  # e.g. the broker's TLS alert about our certificate
         for fut in self._waiting.values():
             if not fut.done():
                 fut.set_result(None)
@@ -380,6 +380,21 @@ class Uplink:
             self._on_command(bytes(msg.payload))
         except Exception as exc:  # a bad command handler must not break paho's read
             self._log_limited("cmd", logging.ERROR, "uplink_command_handler_failed", error=exc)
+
+    def _on_log(self, client: mqtt.Client, userdata: object, level: int, buf: str) -> None:
+        # paho reports a failed read (a TLS alert after the handshake) only through its log.
+        if level == mqtt.MQTT_LOG_ERR:
+            self._read_error = buf
+
+    def _log_failure(self, error: str) -> None:
+        """One failed attempt: the TLS cause named when there is one (rate-limited per cause)."""
+        fields: dict[str, object] = {"host": self._cfg.host, "port": self._cfg.port}
+        named = tls_failure(error) if self._cfg.tls is not None else None
+        key = "connect_fail"
+        if named is not None:
+            key = f"tls:{named[0]}"
+            fields.update(tls_error=named[0], remedy=named[1])
+        self._log_limited(key, logging.WARNING, "uplink_connect_failed", **fields, error=error)
 
     def _notify(self) -> None:
         if self._on_results is None:

@@ -1,17 +1,82 @@
 """The uplink's TLS context: TLS 1.2 or later, the configured CA, an optional client certificate.
 
 A TLS failure at run time is a failed connection attempt, retried with TLS: there is no code
-path that connects without it once ``uplink.tls`` is set.
+path that connects without it once ``uplink.tls`` is set. :func:`tls_failure` names the cause
+of a failure from OpenSSL's message (our verification of the broker, or the broker's alert
+about our certificate, which with TLS 1.3 arrives only on the first read after the handshake).
 """
 
 from __future__ import annotations
 
 import ssl
+from typing import Final
 
 from agent.config import TlsConfig
 from agent.uplink.session import UplinkConfigError
 
-__all__ = ["tls_context"]
+__all__ = ["TLS_FAILURES", "tls_context", "tls_failure"]
+
+# (substring of OpenSSL's text, name, what a human should do); the first match wins.
+TLS_FAILURES: Final = (
+    ("certificate has expired", "server_certificate_expired", "renew the broker's certificate"),
+    ("certificate is not yet valid", "server_certificate_not_yet_valid", "check the clock"),
+    (
+        "mismatch, certificate is not valid for",
+        "hostname_mismatch",
+        "uplink.host must be a name or address in the broker certificate's subjectAltName",
+    ),
+    (
+        "unable to get local issuer certificate",
+        "unknown_ca",
+        "uplink.tls.ca_file must hold the CA that signed the broker's certificate",
+    ),
+    (
+        "self-signed certificate",
+        "unknown_ca",
+        "uplink.tls.ca_file must hold the CA that signed the broker's certificate",
+    ),
+    (
+        "certificate signature failure",
+        "unknown_ca",
+        "uplink.tls.ca_file must hold the CA that signed the broker's certificate",
+    ),
+    (
+        "ALERT_CERTIFICATE_EXPIRED",
+        "client_certificate_expired",
+        "renew the gateway's certificate (uplink.tls.cert_file)",
+    ),
+    ("ALERT_CERTIFICATE_REVOKED", "client_certificate_revoked", "issue a new gateway certificate"),
+    (
+        "ALERT_UNKNOWN_CA",
+        "client_certificate_refused",
+        "the broker does not trust the CA of uplink.tls.cert_file",
+    ),
+    (
+        "ALERT_DECRYPT_ERROR",
+        "client_certificate_refused",
+        "the broker does not trust uplink.tls.cert_file (signed by another CA?)",
+    ),
+    ("ALERT_BAD_CERTIFICATE", "client_certificate_refused", "check uplink.tls.cert_file"),
+    ("ALERT_CERTIFICATE_UNKNOWN", "client_certificate_refused", "check uplink.tls.cert_file"),
+    (
+        "ALERT_CERTIFICATE_REQUIRED",
+        "client_certificate_required",
+        "the broker requires a client certificate: set uplink.tls.cert_file and key_file",
+    ),
+    ("ALERT_HANDSHAKE_FAILURE", "handshake_failure", "no common TLS version or cipher"),
+    ("ALERT_PROTOCOL_VERSION", "protocol_version", "the broker does not offer TLS 1.2 or later"),
+    ("WRONG_VERSION_NUMBER", "not_tls", "uplink.port is not a TLS listener"),
+)
+
+
+def tls_failure(text: str) -> tuple[str, str] | None:
+    """``(name, remedy)`` for an OpenSSL error text, or None when it is no known TLS failure."""
+    for needle, name, remedy in TLS_FAILURES:
+        if needle in text:
+            return name, remedy
+    if "SSL" in text or "certificate" in text:
+        return "tls_error", "see detail"
+    return None
 
 
 class _ClosingSSLSocket(ssl.SSLSocket):
