@@ -59,9 +59,9 @@ from agent.uplink.session import (
     UplinkStats,
     mqtt_keepalive,
 )
-from agent.uplink.tls import tls_context, tls_failure
+from agent.uplink.tls import certificate_identity, tls_context, tls_failure
 
-__all__ = ["Uplink"]
+__all__ = ["Uplink", "client_id"]
 
 log = logging.getLogger("agent.uplink")  # the name log filters used before the split
 
@@ -73,6 +73,19 @@ def _wall_ms() -> int:
 def _check_suffix(suffix: str) -> None:
     if not suffix or any(c in suffix for c in "+#\0") or suffix.startswith("/"):
         raise ValueError(f"invalid topic suffix {suffix!r}")
+
+
+def client_id(config: UplinkConfig, site: str, gateway: str) -> str:
+    """``uplink.client_id``; else the client certificate's CN (the identity the broker ties
+    the client id to with ``use_username_as_clientid``, docs/uplink.md); else
+    ``safeedge-{site}-{gateway}``."""
+    if config.client_id:
+        return config.client_id
+    if config.tls is not None and config.tls.cert_file is not None:
+        cn = certificate_identity(config.tls.cert_file)
+        if cn is not None:
+            return cn
+    return f"safeedge-{site}-{gateway}"
 
 
 class Uplink:
@@ -128,7 +141,7 @@ class Uplink:
         self._v5 = v5
         c = self._client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=config.client_id or f"safeedge-{site}-{gateway}",
+            client_id=client_id(config, site, gateway),
             clean_session=None if v5 else True,
             protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
             reconnect_on_failure=False,  # the session's backoff decides, not paho

@@ -14,7 +14,7 @@ from typing import Final
 from agent.config import TlsConfig
 from agent.uplink.session import UplinkConfigError
 
-__all__ = ["TLS_FAILURES", "tls_context", "tls_failure"]
+__all__ = ["TLS_FAILURES", "certificate_identity", "tls_context", "tls_failure"]
 
 # (substring of OpenSSL's text, name, what a human should do); the first match wins.
 TLS_FAILURES: Final = (
@@ -104,3 +104,22 @@ def tls_context(tls: TlsConfig) -> ssl.SSLContext:
     except (OSError, ssl.SSLError) as exc:
         raise UplinkConfigError(f"uplink.tls: cannot load certificates: {exc}") from exc
     return ctx
+
+
+def certificate_identity(cert_file: str) -> str | None:
+    """The subject CN of the (first) certificate in ``cert_file``: the gateway's identity
+    when the broker maps it to the username (``use_identity_as_username``). None when the
+    file holds no certificate with a CN; :class:`UplinkConfigError` when it cannot be read."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    try:
+        with open(cert_file, "rb") as f:
+            cert = x509.load_pem_x509_certificate(f.read())
+    except (OSError, ValueError) as exc:
+        raise UplinkConfigError(
+            f"uplink.tls.cert_file: cannot read the certificate: {exc}"
+        ) from exc
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    value = names[0].value if names else None
+    return value if isinstance(value, str) and value else None
