@@ -241,6 +241,14 @@ class Runtime:
         }
         if self.forwarder is not None:
             out["delivered"] = self.forwarder.stats.delivered
+        if self.endpoint is not None:  # every command received: answered or dropped (counted)
+            inbox = self.endpoint.inbox
+            out.update(
+                cmd_received=inbox.received,
+                cmd_answered=inbox.answered,
+                cmd_published=inbox.published,
+                **{f"cmd_dropped_{k}": v for k, v in inbox.dropped.items()},
+            )
         return out
 
 
