@@ -72,7 +72,9 @@ def _client() -> mqtt.Client:
 
 
 def _flood(host: str, port: int, kind: str, seconds: float, key: bytes, conn: Connection) -> None:
-    """Child process: publish QoS 0 as fast as the socket takes it; send back the count."""
+    """Child process: publish QoS 0 as fast as the socket takes it; send back the count.
+    Niced: in the field the attacker and the broker are not on the gateway's CPUs."""
+    os.nice(19)
     rng = random.Random(7)
     if kind == "big":
         pool = [json.dumps({"id": f"big-{i}", "x": "A" * 100 * 1024}).encode() for i in range(16)]
@@ -168,18 +170,27 @@ def _run_simulator(port: int, started: list[float], stop: threading.Event) -> No
 
 def _expected_alarms(t0: float, start: float, end: float) -> list[tuple[float, int]]:
     """(wall time, level) where GT-102 first reaches 25 (level 1) and 50 (level 2) per leak."""
+
+    def value(t: float) -> float:
+        args = {"leak_start_s": LEAK_AT_S, "cycle_s": CYCLE_S}
+        return scenario_values((t - t0) * SCALE, SEED, **args)[LEAK_TAG]  # type: ignore[arg-type]
+
     out: list[tuple[float, int]] = []
-    level = 0
+    v0 = value(start)
+    level = 2 if v0 >= 50 else 1 if v0 >= 25 else 0  # a leak under way: already alarmed
     t = start
+    step = 0.01
     while t < end:
-        v = scenario_values((t - t0) * SCALE, SEED, leak_start_s=LEAK_AT_S, cycle_s=CYCLE_S)[
-            LEAK_TAG
-        ]
-        target = 2 if v >= 50 else 1 if v >= 25 else 0
-        if target > level:
-            out += [(t, k) for k in range(level + 1, target + 1)]
-        level = target if target > level or v < 23 - 2 else level
-        t += 0.005
+        v = value(t)
+        for k, limit in ((1, 25.0), (2, 50.0)):
+            # the crossing that holds (noise may touch a limit a moment earlier: an alarm
+            # raised on that touch is early, never late)
+            if level < k and v >= limit and all(value(t + i * step) >= limit for i in range(10)):
+                out.append((t, k))
+                level = k
+        if v < 21.0:  # below high - deadband: the next leak raises again
+            level = 0
+        t += step
     return out
 
 
@@ -211,13 +222,14 @@ def _phase(watch: Watch, t0: float, t1: float, poll_s: float, t_sim: float) -> d
             for a_ts, event, lvl, _ in watch.alarms
             if event in ("raise", "escalate")
             and lvl >= level
-            and when - ALARM_SLACK_S <= a_ts / 1000 <= when + 5
+            and when - 1.0 <= a_ts / 1000 <= when + 5
         ]
         if not hits:
             missed += 1
             continue
-        delays.append(min(hits))
-        late += min(hits) > poll_s + ALARM_SLACK_S
+        delay = max(0.0, min(hits, key=abs))
+        delays.append(delay)
+        late += delay > poll_s + ALARM_SLACK_S
     return {
         "polls": len(ts),
         "poll_p50_s": _percentile(gaps, 0.5),
@@ -241,6 +253,8 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="soak-commands-"))
     broker = Broker(tmp / "broker")
     broker.start()
+    assert broker._proc is not None
+    os.setpriority(os.PRIO_PROCESS, broker._proc.pid, 19)
     key_path, public = keygen(KID, tmp / "keys")
     private = load_private_key(key_path).private_bytes_raw()
     modbus_port = free_port()
@@ -304,6 +318,10 @@ def main() -> int:
         tail, tail_rx = flood("junk", 6.0)
         time.sleep(1.0)
         t_term = time.monotonic()
+        print(
+            f"SIGTERM at {time.strftime('%H:%M:%S')}.{int(time.time() * 1000) % 1000:03d}",
+            file=sys.stderr,
+        )
         agent.send_signal(signal.SIGTERM)
         try:
             agent.wait(30)
@@ -362,6 +380,11 @@ def main() -> int:
         "counts": counts,
         "unaccounted": unaccounted,
         "tracebacks": log_text.count("Traceback"),
+        "leak_alarms": [(round(ts / 1000 - t_sim, 3), ev, lvl) for ts, ev, lvl, _ in watch.alarms],
+        "leak_expected": [
+            (round(w - t_sim, 3), lvl)
+            for w, lvl in _expected_alarms(t_sim, marks["quiet"], marks["end"] - 2.0)
+        ],
     }
     _print_table(doc, args)
     if args.json:
@@ -373,7 +396,8 @@ def _print_table(doc: dict[str, Any], args: argparse.Namespace) -> None:
     print(
         f"soak_commands: {os.cpu_count()} CPUs, poll {args.poll_s} s nominal, "
         f"junk {doc['junk_rate']:.0f} msg/s for {args.junk_s:g} s, "
-        f"100 KiB {doc['big_rate']:.0f} msg/s for {args.big_s:g} s"
+        f"100 KiB {doc['big_rate']:.0f} msg/s for {args.big_s:g} s "
+        "(publisher and broker niced: another host in the field)"
     )
     cols = ("quiet", "junk", "big", "flood")
     print(f"{'':34}" + "".join(f"{c:>12}" for c in cols) + "   target")

@@ -57,7 +57,7 @@ class CommandInbox:
         max_bytes: int = 16384,
         queue_max: int = 256,
         max_per_s: float = 1000.0,
-        batch: int = 16,
+        batch: int = 8,
         report_interval_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

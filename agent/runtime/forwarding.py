@@ -93,10 +93,12 @@ class Forwarding:
         self.forwarder.wake()
         await self.forwarder.run()
 
-    async def flush(self, forward: asyncio.Task[None]) -> None:
-        """Give in-flight and pending records a bounded chance to be delivered, then stop
-        ``forward`` (the task running :meth:`run`)."""
-        deadline = time.monotonic() + self._flush_timeout_s
+    async def flush(self, forward: asyncio.Task[None], *, deadline: float | None = None) -> None:
+        """Give in-flight and pending records a bounded chance to be delivered (until the
+        flush timeout, or the monotonic ``deadline`` if earlier), then stop ``forward`` (the
+        task running :meth:`run`)."""
+        until = time.monotonic() + self._flush_timeout_s
+        deadline = until if deadline is None else min(deadline, until)
         while time.monotonic() < deadline and self._uplink.connected:
             if self.forwarder.idle and not self.has_undelivered():
                 break
@@ -112,8 +114,10 @@ class Forwarding:
         self.forwarder.settle_results()
 
 
-async def stop_uplink(uplink: Uplink, forwarding: Forwarding | None) -> None:
-    """Stop the uplink (disconnect within its budget), then settle late PUBACKs."""
-    await uplink.stop()
+async def stop_uplink(
+    uplink: Uplink, forwarding: Forwarding | None, *, timeout_s: float = 5.0
+) -> None:
+    """Stop the uplink (disconnect within ``timeout_s``), then settle late PUBACKs."""
+    await uplink.stop(timeout_s=timeout_s)
     if forwarding is not None:
         forwarding.settle_late_results()

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Coroutine
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, Final
 
 from agent import __version__
 from agent.commands import CommandProcessor
@@ -34,7 +34,11 @@ from agent.runtime.watchdog import watchdog
 from agent.uplink import Uplink
 from buffer import Store
 
-__all__ = ["Runtime"]
+__all__ = ["STOP_BUDGET_S", "Runtime"]
+
+STOP_BUDGET_S: Final = 3.0  # from the stop signal to a closed store (exit follows)
+UPLINK_STOP_S: Final = 1.0  # of which reserved for the uplink's orderly disconnect
+UPLINK_STOP_MIN_S: Final = 0.5
 
 log = logging.getLogger("safeedge.pipeline")
 
@@ -58,6 +62,7 @@ class Runtime:
         self._flush_timeout_s = flush_timeout_s
         self._stopping = False
         self._failure: tuple[str, BaseException | None] | None = None
+        self._stop_deadline = float("inf")  # set when the stop begins
 
     async def run(self, stop: asyncio.Event) -> None:
         c = self.components
@@ -96,7 +101,9 @@ class Runtime:
         finally:
             c.bridge.detach()
             if c.uplink is not None:
-                await stop_uplink(c.uplink, forwarding)
+                left = self._stop_deadline - time.monotonic()
+                budget = min(5.0, max(UPLINK_STOP_MIN_S, left))  # 5 s: as before the budget
+                await stop_uplink(c.uplink, forwarding, timeout_s=budget)
             store.close()
             log.info(kv("stopped", **self._summary()))
         if self._failure is not None:
@@ -199,7 +206,12 @@ class Runtime:
             notify("READY=1")
             log.info(kv("ready", devices=len(c.devices), tags=len(c.tags)))
             await ending.wait()
+            # One budget for the whole stop (SIGTERM is honoured within ~STOP_BUDGET_S even
+            # when a flood keeps the broker from answering): the flush leaves the uplink its
+            # share, whatever the flush timeout.
+            self._stop_deadline = time.monotonic() + STOP_BUDGET_S
             notify("STOPPING=1")
+            log.info(kv("stopping", budget_s=STOP_BUDGET_S))
             self._stopping = True
             stopper.cancel()
             c.bridge.detach()  # no command is taken once stopping began
@@ -212,7 +224,7 @@ class Runtime:
                 if self._failure is not None:
                     task.cancel()
                 else:
-                    await forwarding.flush(task)
+                    await forwarding.flush(task, deadline=self._stop_deadline - UPLINK_STOP_S)
 
     async def _guard(
         self, name: str, coro: Coroutine[Any, Any, None], ending: asyncio.Event
