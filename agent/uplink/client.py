@@ -387,6 +387,8 @@ class Uplink:
             fut.set_result(None)
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        if self._io is not None:
+            self._io.incoming += 1  # charged to the read budget (loopio)
         if msg.topic != self._cmd_topic or self._on_command is None:
             return
         try:

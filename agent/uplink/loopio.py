@@ -8,7 +8,8 @@ socket (EOF, error, keepalive timeout, DISCONNECT written) everything is unregis
 ``connect`` (an executor during the TCP and TLS handshake): those are handed to the loop in
 order, so the socket is registered before the awaited connect returns.
 
-Reads take at most :data:`READ_SHARE` of the loop's wall time on average (bursts of
+Reads that bring incoming PUBLISH packets (counted by the owner in :attr:`LoopSocket.incoming`)
+take at most :data:`READ_SHARE` of the loop's wall time on average (bursts of
 :data:`READ_BURST_S`): beyond it the descriptor is unregistered for the time that restores the
 share, so a flood on the broker side (paho parses every packet on this thread) cannot starve
 the poll tasks; TCP flow control holds the rest back at the broker. Keepalive is unaffected
@@ -49,6 +50,7 @@ class LoopSocket:
         self._sock: Any = None
         self._fd: int | None = None
         self._misc: asyncio.Task[None] | None = None
+        self.incoming = 0  # PUBLISH packets received (the owner counts them in on_message)
         self._read_debt = 0.0  # seconds spent reading beyond the allowed share
         self._read_at = time.perf_counter()
         self._paused: asyncio.TimerHandle | None = None
@@ -127,13 +129,17 @@ class LoopSocket:
 
     def _readable(self) -> None:
         t0 = time.perf_counter()
+        before = self.incoming
         self._client.loop_read()
         now = time.perf_counter()
         # Reading is bounded to a share of the loop's time: a flood of incoming packets (every
         # one parsed by paho on this thread) must not starve the poll tasks. Over budget, the
-        # socket is left unread for a moment; TCP holds the rest back at the broker.
+        # socket is left unread for a moment; TCP holds the rest back at the broker. Reads that
+        # brought no incoming PUBLISH (PUBACKs of our own publishes) are not charged: a drain
+        # after an outage keeps its full speed.
         self._read_debt = max(0.0, self._read_debt - (t0 - self._read_at) * READ_SHARE)
-        self._read_debt += now - t0
+        if self.incoming != before:
+            self._read_debt += now - t0
         self._read_at = now
         if self._read_debt > READ_BURST_S and self._fd is not None:
             pause = (self._read_debt - READ_BURST_S) / READ_SHARE

@@ -217,7 +217,13 @@ def _soak(*args: str, timeout_s: float) -> dict[str, object]:
         capture_output=True, text=True, cwd=REPO, timeout=timeout_s,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    doc: dict[str, object] = json.loads(done.stdout.splitlines()[-1])
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("soak_commands: ") and "CPUs" in lines[0]
+    table = "\n".join(lines[:-1])  # the benchmark's table (this is its smoke test too)
+    for row in ("poll period p99 (s)", "leak alarms missed", "agent RSS growth during flood",
+                "agent log growth during flood", "SIGTERM to exit", "unaccounted"):  # fmt: skip
+        assert row in table, table
+    doc: dict[str, object] = json.loads(lines[-1])
     return doc
 
 
