@@ -56,7 +56,7 @@ class CommandInbox:
         report: Callable[[str, int], None] | None = None,
         max_bytes: int = 16384,
         queue_max: int = 256,
-        max_per_s: float = 1000.0,
+        max_per_s: float = 200.0,
         batch: int = 8,
         report_interval_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,

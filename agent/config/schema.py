@@ -117,7 +117,7 @@ class CommandsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     max_resend: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 10_000
     max_bytes: Annotated[int, msgspec.Meta(ge=512, le=1_048_576)] = 16384
     queue_max: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 256
-    max_per_s: Annotated[float, msgspec.Meta(gt=0, le=100_000)] = 1000.0
+    max_per_s: Annotated[float, msgspec.Meta(gt=0, le=100_000)] = 200.0
     verify_per_s: Annotated[float, msgspec.Meta(gt=0, le=100_000)] = 100.0
 
 

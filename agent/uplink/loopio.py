@@ -34,7 +34,7 @@ __all__ = ["LoopSocket"]
 log = logging.getLogger("agent.uplink")  # the name log filters used before the split
 
 _MISC_MIN_S: Final = 0.05  # never spin on paho's keepalive deadline
-READ_SHARE: Final = 0.25  # at most this fraction of wall time in paho's reads, on average
+READ_SHARE: Final = 0.15  # at most this fraction of wall time in paho's reads, on average
 READ_BURST_S: Final = 0.01  # ... with bursts of at most this long
 
 

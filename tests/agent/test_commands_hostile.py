@@ -53,7 +53,8 @@ class RunningAgent:
             modbus_host="127.0.0.1", modbus_port=modbus_port, mqtt_host=broker.host,
             mqtt_port=broker.port, data_dir=str(tmp / "data"), site="S1", gateway="G1",
         )  # fmt: skip
-        text += f'\n[commands]\ntrusted_keys = {{ "{KID}" = "{public_key}" }}\nqueue_max = 4096\n'
+        text += f'\n[commands]\ntrusted_keys = {{ "{KID}" = "{public_key}" }}\n'
+        text += "queue_max = 4096\nmax_per_s = 1000\n"  # paced: nothing is dropped here
         cfg = loads_config(text, source=str(tmp / "agent.toml"))
         self.pipeline = Pipeline(cfg, resolved_paths(cfg, tmp / "agent.toml"), flush_timeout_s=0.5)
         self._port = modbus_port
