@@ -181,23 +181,28 @@ def test_2000_mutated_commands_are_each_answered_or_counted_and_forge_nothing(
     assert agent.error is None and agent.done.is_set()
 
     dropped = inbox.dropped
-    assert dropped["queue_full"] == 0 and dropped["result_dropped"] == 0
+    assert dropped["queue_full"] == 0  # paced below the worker's rate
+    # a result is dropped (counted) when 100 await their PUBACK: reads are rate-limited
+    assert dropped["result_dropped"] < len(items) // 10
     # everything received was answered or counted; everything answered was published
     assert inbox.received == len(delivered)
     assert inbox.received == inbox.answered + dropped["too_large"]
     assert dropped["too_large"] == sum(len(m.raw) > cap for m in delivered)
-    assert len(results) == inbox.published == inbox.answered
+    assert len(results) == inbox.published == inbox.answered - dropped["result_dropped"]
 
     by_id: dict[str | None, list[str]] = {}
     for r in results:
         by_id.setdefault(r.id, []).append(r.status + " " + r.detail)
         assert r.id is None or len(r.id) <= 129
         assert len(r.detail) <= 230, r.detail[:100]
-    for m in delivered:
-        if m.id is not None and len(m.raw) <= cap:
-            assert m.id in by_id, (m.family, m.id[:60])
+    unanswered = [
+        (m.family, m.id[:60])
+        for m in delivered
+        if m.id is not None and len(m.raw) <= cap and m.id not in by_id
+    ]
+    assert len(unanswered) <= dropped["result_dropped"], unanswered[:5]  # answered or counted
     for m in items:
-        if m.ok:
+        if m.ok and m.id in by_id:
             answers = by_id[m.id]
             assert answers[0].startswith("ok pong") or "rate_limited" in answers[0], answers
     statuses = [r.status for r in results]
