@@ -27,11 +27,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from agent.codec import decode_cmd_result
+from agent.codec import decode_cmd_result, decode_envelope, decode_event
 from agent.config import loads_config, resolved_paths
 from agent.logs import setup_logging
 from agent.pipeline import Pipeline
 from central.cmd_sign import keygen, load_private_key
+from central.schema import SchemaValidator
 from provisioning.localbroker import free_port
 from provisioning.simulator import TankFarmSimulator, tank_farm_config
 from tests.support.hostile import FORGED_ID, Mutant, mutants
@@ -172,8 +173,18 @@ def test_2000_mutated_commands_are_each_answered_or_counted_and_forge_nothing(
             while telemetry() <= n_telemetry:  # polling goes on
                 assert time.monotonic() < deadline, "no telemetry after the fuzz"
                 time.sleep(0.05)
+            time.sleep(0.5)
             results = [
                 decode_cmd_result(m.payload) for m in sub.messages if m.topic.endswith("/result")
+            ]
+            validator = SchemaValidator()
+            published = [m for m in sub.messages if m.topic[len(ROOT) + 1 :] != "cmd"]
+            for m in published:  # results, events (commands_dropped) ... match the contract
+                assert validator.errors(m.topic[len(ROOT) + 1 :], m.payload) == [], m.topic
+            drop_events = [
+                decode_event(decode_envelope(m.payload).body)
+                for m in published
+                if m.topic.endswith("/event") and b"commands_dropped" in m.payload
             ]
     finally:
         agent.stop()
@@ -181,6 +192,9 @@ def test_2000_mutated_commands_are_each_answered_or_counted_and_forge_nothing(
     assert agent.error is None and agent.done.is_set()
 
     dropped = inbox.dropped
+    reasons = [e["reason"] for e in drop_events]
+    assert "too_large" in reasons and set(reasons) <= {"too_large", "result_dropped"}, reasons
+    assert len(reasons) <= 2 * len(set(reasons))  # rate-limited: one per reason per 10 s
     assert dropped["queue_full"] == 0  # paced below the worker's rate
     # a result is dropped (counted) when 100 await their PUBACK: reads are rate-limited
     assert dropped["result_dropped"] < len(items) // 10
