@@ -28,6 +28,7 @@ import multiprocessing
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -248,7 +249,8 @@ def main() -> int:
     ap.add_argument("--junk-s", type=float, default=30.0)
     ap.add_argument("--big-s", type=float, default=20.0)
     ap.add_argument("--poll-s", type=float, default=0.5)
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    ap.add_argument("--keep", action="store_true", help="keep the run's directory")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="soak-commands-"))
     broker = Broker(tmp / "broker")
@@ -389,6 +391,10 @@ def main() -> int:
     _print_table(doc, args)
     if args.json:
         print(json.dumps(doc))
+    if args.keep:
+        print(f"kept {tmp} (agent.log, the buffer, the broker's log)", file=sys.stderr)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
