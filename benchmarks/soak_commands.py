@@ -320,10 +320,6 @@ def main() -> int:
         tail, tail_rx = flood("junk", 6.0)
         time.sleep(1.0)
         t_term = time.monotonic()
-        print(
-            f"SIGTERM at {time.strftime('%H:%M:%S')}.{int(time.time() * 1000) % 1000:03d}",
-            file=sys.stderr,
-        )
         agent.send_signal(signal.SIGTERM)
         try:
             agent.wait(30)
