@@ -156,8 +156,7 @@ class Uplink:
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
         c.on_message = self._on_message
-        c.on_log = self._on_log
-        self._read_error: str | None = None  # paho's last socket error of this connection
+        self._read_error: str | None = None  # paho's last socket error of this attempt
 
     # -- caller side ---------------------------------------------------------------------------
 
@@ -304,6 +303,8 @@ class Uplink:
         while not self._stopping:
             self._client.will_set(self._state_topic, self._session.attempt(), qos=1, retain=True)
             self._read_error = None
+            # Only until CONNACK: paho formats a log line per packet once on_log is set.
+            self._client.on_log = self._on_log
             connect = functools.partial(
                 self._client.connect, self._cfg.host, self._cfg.port, keepalive, **kwargs
             )
@@ -342,6 +343,7 @@ class Uplink:
             )
             return
         client.drop_out_messages()  # never let paho resend: the store decides
+        client.on_log = None
         session = self._session.accepted()
         if self._stopping:
             client.disconnect()
