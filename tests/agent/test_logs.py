@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -89,3 +90,44 @@ def test_safeedge_run_accepts_log_format_json() -> None:
         [sys.executable, "-m", "agent", "run", "--help"], capture_output=True, text=True, check=True
     )
     assert "--log-format" in out.stdout and "json" in out.stdout
+
+
+def test_logging_format_json_in_the_config_makes_every_line_json(tmp_path: Path) -> None:
+    import os
+    import signal
+    import time
+
+    from provisioning.localbroker import free_port
+    from provisioning.simulator import tank_farm_config
+
+    config = tmp_path / "agent.toml"
+    text = tank_farm_config(
+        modbus_host="127.0.0.1", modbus_port=free_port(), mqtt_host="127.0.0.1",
+        mqtt_port=free_port(), data_dir=str(tmp_path / "data"), uplink_enabled=False,
+    )  # fmt: skip
+    config.write_text(text + '\n[logging]\nformat = "json"\n')
+    env = dict(os.environ)
+    env.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[2] / ".cache/numba"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent", "run", "--config", str(config)],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            lines.append(line)
+            if '"event": "ready"' in line:
+                break
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=30)
+    lines += rest.splitlines()
+    docs = [json.loads(line) for line in lines if line.strip()]
+    events = [d.get("event") for d in docs]
+    assert "starting" in events and "ready" in events and "stopped" in events, events
+    assert proc.returncode == 0
