@@ -171,7 +171,10 @@ def _foreign_buffer(name: str) -> list[ConfigIssue]:
             pass
     except (OSError, ValueError):
         return []
-    if is_own_database(path):
+    # The store's own rule (buffer/opening.py): a seq ledger beside the file says the buffer
+    # lived there, header or not. After a kill -9 before the first checkpoint the header in
+    # the file still has application_id 0 (the real one is in the WAL): not foreign.
+    if is_own_database(path) or path.with_name(path.name + ".ledger").exists():
         return []
     return [
         ConfigIssue(

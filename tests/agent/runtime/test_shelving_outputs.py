@@ -9,6 +9,7 @@ from agent.alarm_outputs import AlarmStates, OutputPolicy
 from agent.config import OutputWhen
 from agent.runtime import RuntimeStats
 from agent.runtime.alarms import AlarmRecorder
+from agent.runtime.alarmstate import AlarmBook
 from agent.runtime.build import open_store
 from agent.runtime.shelving import Shelving
 from agent.runtime.sink import RecordSink
@@ -29,7 +30,8 @@ def test_a_shelved_alarm_is_recorded_but_keeps_its_output_off_until_the_shelf_en
     states = AlarmStates()
     decided: list[int] = []
     alarms = AlarmRecorder(
-        tags=c.tags, alarm_ids=c.alarm_ids, sink=sink, stats=stats, states=states,
+        tags=c.tags, book=AlarmBook(gateway=c.cfg.gateway.id, tags=c.tags, engine=c.engine),
+        sink=sink, stats=stats, states=states,
         changed=lambda: decided.append(1),
     )  # fmt: skip
     shelving = Shelving(max_s=3600, clock_ms=lambda: now[0])
