@@ -24,11 +24,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from agent.runtime.shelving import Shelf
+from agent.runtime.status import StatusSnapshot
 from agent.tags import TagTable
 from drivers import Device, Quality, SampleBatch
 from rules.events import AlarmEvent
 
-__all__ = ["AlarmBoard", "BoardAlarm", "Health", "HistoryEntry", "LiveValues", "health"]
+__all__ = [
+    "AlarmBoard",
+    "BoardAlarm",
+    "Health",
+    "HistoryEntry",
+    "LiveValues",
+    "health",
+    "health_from_status",
+]
 
 _FAULTS = ("fault", "stuck")
 
@@ -221,6 +230,34 @@ def health(
     if append_failures:
         degraded.append(f"buffer: {append_failures} appends failed")
     return Health(rows, backlog, state, config_hash, degraded, append_failures, polls)
+
+
+def health_from_status(snap: StatusSnapshot, *, problems: dict[str, str]) -> Health:
+    """The same facts from the operations status snapshot (agent/runtime/status.py, what
+    ``safeedge status`` shows): device state and the driver's last error with its reason, the
+    uplink, the backlog and the run's degraded reasons; ``problems`` (bad samples seen by the
+    console) are added to a device's line."""
+    rows: list[tuple[str, bool, str]] = []
+    for d in snap.devices:
+        online = d.state == "online"
+        why = "" if online else ("not polled yet" if d.state == "unknown" else "no answer")
+        if not online and d.last_error:
+            reason = d.last_error_reason
+            why = f"{reason}: {d.last_error}" if reason and reason != d.last_error else d.last_error
+        extra = problems.get(d.name, "")
+        why = f"{why}; {extra}" if why and extra else (why or extra)
+        rows.append((d.name, online, why))
+    degraded = [f"device {n}: {w}" for n, ok, w in rows if w]
+    if snap.uplink.state == "disconnected":
+        degraded.append("uplink disconnected: records are kept in the buffer")
+    if snap.append_failures:
+        degraded.append(f"buffer: {snap.append_failures} appends failed")
+    degraded += snap.degraded
+    backlog = {}
+    if snap.buffer is not None:
+        backlog = {name: s.undelivered for name, s in snap.buffer.streams.items()}
+    return Health(rows, backlog, snap.uplink.state, snap.config_hash, degraded,
+                  snap.append_failures, snap.polls)  # fmt: skip
 
 
 def finite(value: float | None) -> float | None:

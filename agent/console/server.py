@@ -25,7 +25,7 @@ from aiohttp import web
 from agent.console.auth import LoginLimiter, Session, Sessions
 from agent.console.config import ConsoleConfig
 from agent.console.i18n import TEXT, SiteClock, negotiate
-from agent.console.readmodel import AlarmBoard, Health, LiveValues, health
+from agent.console.readmodel import AlarmBoard, Health, LiveValues, health, health_from_status
 from agent.console.render import board_fragment, health_fragment, page
 from agent.console.render_live import LiveTable
 from agent.logs import kv
@@ -36,6 +36,7 @@ from agent.runtime.ingest import Ingest
 from agent.runtime.shelving import Shelving
 from agent.runtime.sink import RecordSink
 from agent.runtime.stats import RuntimeStats
+from agent.runtime.status import StatusSnapshot
 from agent.tags import TagTable
 from agent.uplink import Uplink
 from buffer.record import Stream
@@ -130,6 +131,9 @@ class Console:
         self._cache: dict[tuple[str, str, bool], tuple[object, str]] = {}
         self._ticks = 0
         self.watchers = 0  # open event streams (for the health page and the CPU report)
+        # set by the run once its operations services exist: the health page then shows the
+        # same snapshot as `safeedge status` (else it is made from the console's own parts)
+        self.status: Callable[[], StatusSnapshot] | None = None
 
     def use_engine(
         self, engine: RuleEngine, *, config_hash: str, devices: tuple[Device, ...]
@@ -247,6 +251,8 @@ class Console:
         return html
 
     def health(self) -> Health:
+        if self.status is not None:  # the run's operations snapshot (safeedge status)
+            return health_from_status(self.status(), problems=self.live.problems)
         stats = self.sink.store.stats()
         return health(
             devices=self.devices,

@@ -152,6 +152,8 @@ class Runtime:
         if c.cfg.console.enabled:
             self.console = _console(c, alarms, ingest, sink, self.stats, incidents)
         ops = self.ops = OpsServices(run=self, sink=sink, clock_ms=c.clock_ms)
+        if self.console is not None:  # its health page shows the status snapshot
+            self.console.status = ops.status
         forwarding: Forwarding | None = None
         try:
             async with AsyncExitStack() as stack:

@@ -17,7 +17,7 @@ from agent.config import ConfigError, loads_config
 from agent.console.auth import LoginLimiter, clean
 from agent.console.i18n import SiteClock, negotiate
 from agent.console.passwords import hash_password, verify_password
-from agent.console.readmodel import LiveValues, health
+from agent.console.readmodel import LiveValues, health, health_from_status
 from agent.console.render import health_fragment
 from agent.console.render_live import LiveTable
 from agent.runtime.alarms import AlarmRecorder
@@ -25,6 +25,7 @@ from agent.runtime.alarmstate import AlarmBook
 from agent.runtime.shelving import Shelving
 from agent.runtime.sink import RecordSink
 from agent.runtime.stats import RuntimeStats
+from agent.runtime.status import DeviceStatus, StatusSnapshot, UplinkStatus
 from agent.tags import TagTable
 from buffer import Store
 from buffer.record import Stream
@@ -199,3 +200,28 @@ def test_health_names_a_silent_device_with_its_bad_samples_and_the_uplink_state(
         "uplink disconnected: records are kept in the buffer",
     ]
     assert health_fragment(h, lang="zh").count("已断开") == 1
+
+
+def test_health_from_the_status_snapshot_names_the_drivers_reason_and_the_run_degraded() -> None:
+    snap = StatusSnapshot(
+        ts_ms=1, agent="x", site="S1", gateway="G1", config_hash="abc", uptime_s=5.0,
+        degraded=["config rejected at reload: bad key"],
+        devices=[
+            DeviceStatus(name="plc", driver="ModbusDevice", state="offline",
+                         last_error="no reply within 0.5 s", last_error_reason="timeout"),
+            DeviceStatus(name="gas", driver="SerialLineDevice", state="online"),
+        ],
+        alarms=[], buffer=None, uplink=UplinkStatus(state="disconnected"), polls=3,
+    )  # fmt: skip
+    h = health_from_status(snap, problems={"gas": "bad_device ×1"})
+    assert h.devices == [
+        ("plc", False, "timeout: no reply within 0.5 s"),
+        ("gas", True, "bad_device ×1"),
+    ]
+    assert h.degraded == [
+        "device plc: timeout: no reply within 0.5 s",
+        "device gas: bad_device ×1",
+        "uplink disconnected: records are kept in the buffer",
+        "config rejected at reload: bad key",
+    ]
+    assert (h.uplink, h.config_hash, h.polls) == ("disconnected", "abc", 3)
