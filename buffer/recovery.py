@@ -23,7 +23,7 @@ Invariants:
 from __future__ import annotations
 
 import mmap
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -175,8 +175,9 @@ def reconcile(
         )
     reports: list[Corrupt | SeqGap] = [*([corrupt] if corrupt else []), *gaps]
     moved = any(m.reserved > core.last_seq[s] for s, m in marks.items())
-    if rows or reports or moved:
-        _record(core, rows, marks, reports)
+    state = found.state if found is not None else {}
+    if rows or reports or moved or state:
+        _record(core, rows, marks, reports, state)
     new = Ledger(path=core.ledger.path, gateway=core.gateway, marks=marks, clean=False)
     report = OpenReport(
         recovered_from=None if opened.moved_to is None else str(opened.moved_to),
@@ -204,9 +205,21 @@ def _row(r: Salvaged) -> tuple[object, ...]:
 
 
 def _record(
-    core: Core, rows: list[Salvaged], marks: dict[Stream, Mark], reports: list[Corrupt | SeqGap]
+    core: Core,
+    rows: list[Salvaged],
+    marks: dict[Stream, Mark],
+    reports: list[Corrupt | SeqGap],
+    state: Mapping[str, tuple[int, bytes, bytes, int]],
 ) -> None:
     with core.transaction("recording the recovery") as conn:
+        # salvaged state values, unless the database holds a newer one of the key
+        conn.executemany(
+            "INSERT INTO state(key, key_id, nonce, sealed, updated_ms) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT(key) DO UPDATE SET key_id = excluded.key_id, nonce = excluded.nonce,"
+            " sealed = excluded.sealed, updated_ms = excluded.updated_ms"
+            " WHERE excluded.updated_ms > state.updated_ms",
+            [(k, *v) for k, v in state.items()],
+        )
         conn.executemany(
             "INSERT OR IGNORE INTO records(stream, seq, created_ms, key_id, nonce, sealed, size,"
             " state, reason, settled_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -7,6 +7,8 @@ Invariants:
 - One copy per (stream, seq). States only move away from undelivered, so a copy saying
   delivered or dead wins over an undelivered one; if only a stale undelivered copy survived,
   the record is sent again under its original id (a duplicate, never a different content).
+- State rows (:mod:`buffer.kvstate`) are taken the same way: only a value that authenticates
+  under its key name and key id; of several copies the last updated wins.
 - Reads only and never raises on bad bytes: a missing or unreadable file is an empty scan;
   pages and cells that do not parse are skipped and counted (see :mod:`buffer.pages`).
 """
@@ -56,6 +58,8 @@ class Scan:
     pages: int = 0
     pages_skipped: int = 0
     last_seq: dict[Stream, int] = field(default_factory=lambda: dict.fromkeys(Stream, 0))
+    # state rows that authenticate: key → (key_id, nonce, sealed, updated_ms), still sealed
+    state: dict[str, tuple[int, bytes, bytes, int]] = field(default_factory=dict)
 
     def max_seq(self, stream: Stream) -> int:
         seen = [q for s, q in self.records if s is stream]
@@ -108,6 +112,8 @@ def scan(
             _take_record(out, values, keys, gateway)
         elif len(values) in (5, 10) and values[0] is None and rowid in _STREAMS:
             _take_streams_row(out, Stream(rowid), values)
+        elif len(values) == 5 and isinstance(values[0], str):
+            _take_state_row(out, values, keys, gateway)
     out.pages = pf.pages
     out.pages_skipped = pf.skipped
     return out
@@ -123,6 +129,26 @@ def _take_streams_row(out: Scan, stream: Stream, values: list[Value]) -> None:
         and all(isinstance(x, int) for x in values[1:5])
     ):
         out.last_seq[stream] = max(out.last_seq[stream], last)
+
+
+def _take_state_row(out: Scan, v: list[Value], keys: KeyRing, gateway: str) -> None:
+    name, key_id, nonce, sealed, updated = v
+    if not (
+        isinstance(name, str)
+        and isinstance(key_id, int)
+        and isinstance(nonce, bytes)
+        and isinstance(sealed, bytes)
+        and isinstance(updated, int)
+    ):
+        return
+    try:
+        aad = crypto.state_associated_data(gateway, name, key_id)
+        crypto.unpack(keys.get(key_id).open(nonce, sealed, aad))
+    except (RecordAuthError, ValueError, OverflowError, UnicodeEncodeError):
+        return
+    old = out.state.get(name)
+    if old is None or updated >= old[3]:  # pages and frames come in write order
+        out.state[name] = (key_id, nonce, sealed, updated)
 
 
 def _take_record(out: Scan, v: list[Value], keys: KeyRing, gateway: str) -> None:

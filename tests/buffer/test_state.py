@@ -96,3 +96,21 @@ def test_delivered_records_evicted_before_their_retention_are_reported_as_shorte
     assert [e.stream for e in shortened] == [Stream.TELEMETRY]
     assert shortened[0].count == 12 - len(list(store.resend(Stream.TELEMETRY, 1, 12)))
     assert store.take_shortened() == []
+
+
+def test_state_rows_are_salvaged_with_the_records_from_a_damaged_database(
+    open_store: OpenStore, tmp_path: Path
+) -> None:
+    store = open_store()
+    store.append(Stream.ALARM, [b"raise"], state={"alarm:T1": b"level=2"})
+    store.append(Stream.ALARM, [b"escalate"], state={"alarm:T1": b"level=3", "alarm:T2": b""})
+    store.close()
+    db = tmp_path / "data" / "buffer.db"
+    data = bytearray(db.read_bytes())
+    data[:16] = b"\xff" * 16  # not an SQLite file any more; the ledger beside says it is ours
+    db.write_bytes(bytes(data))
+    again = open_store()
+    assert again.recovered_from is not None
+    assert again.state("alarm:T1") == b"level=3"  # the last value, authenticated
+    assert again.state("alarm:T2") == b""
+    assert len(list(again.resend(Stream.ALARM, 1, 2))) == 2
