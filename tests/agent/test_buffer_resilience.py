@@ -247,6 +247,7 @@ def test_power_cuts_of_the_whole_agent_never_reuse_an_id_and_explain_every_gap(
 
 
 @pytest.mark.slow
+@pytest.mark.soak
 @pytest.mark.timeout(900)
 def test_twenty_power_cuts_of_the_whole_agent(
     tmp_path: Path, broker: Broker, simulator: Simulator, ext4: tuple[Path, Path]

@@ -267,6 +267,7 @@ def test_a_bounded_flood_leaves_polling_alarms_memory_and_log_within_bounds() ->
 
 
 @pytest.mark.slow
+@pytest.mark.soak
 def test_the_full_flood_meets_the_targets() -> None:
     """30 s of junk at the highest rate one publisher reaches, then 20 s of 100 KiB messages."""
     doc = _soak("--quiet-s", "10", "--junk-s", "30", "--big-s", "20", timeout_s=400)
