@@ -24,6 +24,7 @@ import math
 from collections.abc import Sequence
 
 from agent.codec import root_topic
+from agent.config.governance import governance_issues
 from agent.config.issues import ConfigIssue, adapt
 from agent.config.schema import AgentConfig, CommandsConfig, DeviceConfig, UplinkConfig
 from buffer.config import buffer_issues
@@ -71,6 +72,7 @@ def check_config(cfg: AgentConfig) -> list[ConfigIssue]:
                 issues.append(ConfigIssue(path, "unknown tag", hint))
     if cfg.rules:
         issues += adapt("", check_rules(cfg.rules, tag_names))
+    issues += governance_issues(cfg)  # codes, classes, policies, windows (governance.py)
     return issues
 
 

@@ -15,13 +15,14 @@ import numpy as np
 
 from agent import __version__
 from agent.alarm_ids import AlarmIds
-from agent.codec import TelemetryEncoder
 from agent.commands import CommandHandlers, CommandProcessor, ReplayStore, load_public_keys
 from agent.config import AgentConfig, ResolvedPaths
+from agent.config.governance import TagPolicy, resolve_policies
 from agent.forwarder import Forwarder
 from agent.runtime.forwarding import LoopBridge
+from agent.shaping import TelemetryShaper
 from agent.tags import TagTable, config_hash
-from agent.telemetry import ExceptionFilter, TelemetryBatcher
+from agent.telemetry import ExceptionFilter
 from agent.uplink import Uplink
 from buffer import Store
 from drivers import Device, Quality, build_devices
@@ -42,9 +43,8 @@ class Components:
     engine: RuleEngine
     buses: Mapping[str, tuple[Device, ...]]  # bus name → its devices (one poll task each)
     alarm_ids: AlarmIds
-    encoder: TelemetryEncoder
-    batcher: TelemetryBatcher
-    rbe: ExceptionFilter | None  # None: [uplink.report_by_exception] not configured
+    policies: tuple[TagPolicy, ...]  # by tag index: class, policy, precision, codes
+    shaper: TelemetryShaper  # policy, precision, report-by-exception, stats, body encoding
     bridge: LoopBridge
     uplink: Uplink | None  # None: uplink.enabled = false (records stay in the buffer)
     commands_enabled: bool
@@ -73,16 +73,22 @@ def build(
         ):
             buses.setdefault(device.bus, []).append(device)
     up = cfg.uplink
-    batcher = TelemetryBatcher(
-        max_points=up.telemetry_batch,
-        max_bytes=up.telemetry_max_bytes,
-        linger_ms=up.telemetry_linger_ms,
-    )
     rbe = None
     if up.report_by_exception is not None:
         r = up.report_by_exception
         bands = np.array([r.deadbands.get(n, r.deadband) for n in tags.names])
         rbe = ExceptionFilter(bands, int(r.integrity_s * 1000))
+    policies = tuple(resolve_policies(cfg, tags.names))
+    shaper = TelemetryShaper(
+        names=tags.names,
+        policies=policies,
+        qualities={int(q): q.wire_name for q in Quality if q},
+        body=up.telemetry_body,
+        max_points=up.telemetry_batch,
+        max_bytes=up.telemetry_max_bytes,
+        linger_ms=up.telemetry_linger_ms,
+        rbe=rbe,
+    )
     bridge = LoopBridge()
     uplink = None
     if up.enabled:
@@ -105,9 +111,8 @@ def build(
         engine=engine,
         buses={name: tuple(devs) for name, devs in buses.items()},
         alarm_ids=AlarmIds(cfg.gateway.id),
-        encoder=TelemetryEncoder(tags.names, {int(q): q.wire_name for q in Quality if q}),
-        batcher=batcher,
-        rbe=rbe,
+        policies=policies,
+        shaper=shaper,
         bridge=bridge,
         uplink=uplink,
         commands_enabled=cfg.commands.enabled,
