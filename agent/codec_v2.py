@@ -143,10 +143,8 @@ def decode_telemetry_v2(body: BytesLike) -> list[Point]:
         for tag, value in group[1].items():
             if not _num(value):
                 raise CodecError(f"telemetry group {i}: value of {tag!r} is not a number")
-            q = quals.get(tag)
-            if value is None and q is None:  # a good point always has a value
-                raise CodecError(f"telemetry group {i}: {tag!r} is null without a quality")
-            points.append(Point(tag, t0 + group[0], None if value is None else value, q))
+            # A good point written null (a non-finite value) decodes as v1's does: no quality.
+            points.append(Point(tag, t0 + group[0], value, quals.get(tag)))
     return points
 
 

@@ -100,7 +100,6 @@ class GroupBatcher:
         self._held: list[Pieces] = []
         self._n = 0
         self._bytes = _HEAD_COST
-        self._last_ts: int | None = None
         self._since: int | None = None
 
     @property
@@ -115,15 +114,22 @@ class GroupBatcher:
         if n:
             qlen = np.fromiter(map(len, qp), dtype=np.int64, count=n)
             cost = np.fromiter(map(len, vp), dtype=np.int64, count=n) + 1 + qlen + (qlen > 0)
-            prev = np.empty(n, dtype=np.int64)
-            prev[0] = ts[0] - 1 if self._last_ts is None else self._last_ts
-            prev[1:] = ts[:-1]
-            cost += np.where(ts != prev, _GROUP_COST, 0)
+            # Group framing is counted where a group may start: at every new ts, at a poll's
+            # first point, and everywhere when a tag repeats at one ts (a push device; rare).
+            starts = np.empty(n, dtype=bool)
+            starts[0] = True
+            np.not_equal(ts[1:], ts[:-1], out=starts[1:])
+            if len(np.unique(tag)) < n and _repeats(ts, tag):
+                starts[:] = True
+            cost += np.where(starts, _GROUP_COST, 0)
             csum = np.cumsum(cost)
             i = 0
             while i < n:
                 base = int(csum[i - 1]) if i else 0
-                fit = int(np.searchsorted(csum, base + self.max_bytes - self._bytes, "right"))
+                # A record's first point always opens a group: add the framing if not counted.
+                extra = 0 if self._n or starts[i] else _GROUP_COST
+                room = base + self.max_bytes - self._bytes - extra
+                fit = int(np.searchsorted(csum, room, "right"))
                 j = max(i, min(fit, i + self.max_points - self._n))
                 if j == i:
                     if self._n:
@@ -134,9 +140,7 @@ class GroupBatcher:
                     self._since = now_ms
                 self._held.append((ts[i:j], tag[i:j], vp[i:j], qp[i:j]))
                 self._n += j - i
-                # A record's first point always opens a group: its cost may lack the framing.
-                self._bytes += int(csum[j - 1]) - base + _GROUP_COST
-                self._last_ts = int(ts[j - 1])
+                self._bytes += int(csum[j - 1]) - base + extra
                 i = j
                 if i < n:
                     out.append(self._close())
@@ -159,8 +163,13 @@ class GroupBatcher:
         vp = np.concatenate([h[2] for h in held])
         qp = np.concatenate([h[3] for h in held])
         self._held, self._n, self._bytes, self._since = [], 0, _HEAD_COST, None
-        self._last_ts = None
         return _body(ts, tag, vp, qp)
+
+
+def _repeats(ts: NDArray[np.int64], tag: NDArray[np.int32]) -> bool:
+    """Whether some tag occurs twice at one ts."""
+    pairs = np.stack([ts, tag.astype(np.int64)], axis=1)
+    return len(np.unique(pairs, axis=0)) < len(ts)
 
 
 def _body(
