@@ -39,6 +39,7 @@ from agent.codec_v2 import StatRow, decode_telemetry_any
 from agent.uplink.encoding import PayloadError, decode_payload
 from central.schema import SchemaValidator
 from central.seqtrack import Gap, SeqTracker
+from central.shared import SharedSeqTracker
 
 __all__ = ["Body", "Inbox", "ListenerStats", "Message"]
 
@@ -85,10 +86,18 @@ class ListenerStats:
 class Inbox:
     """Decoding, validation and sequence bookkeeping for messages under one topic ``prefix``."""
 
-    def __init__(self, *, prefix: str, validator: SchemaValidator | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        prefix: str,
+        validator: SchemaValidator | None = None,
+        tracker: SharedSeqTracker | None = None,
+    ) -> None:
+        """``tracker``: sequence state shared with other inboxes (consumers of one shared
+        subscription, :mod:`central.shared`); None: this inbox's own."""
         self._prefix = prefix.rstrip("/")
         self._validator = validator
-        self._tracker = SeqTracker()
+        self._tracker: SeqTracker | SharedSeqTracker = tracker or SeqTracker()
         self._lock = threading.Lock()
         self._stats = ListenerStats()
 

@@ -24,6 +24,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.config import TlsConfig
 from central.inbox import Inbox, ListenerStats, Message
 from central.schema import SchemaValidator
+from central.shared import SharedSeqTracker
 
 __all__ = ["Listener", "ListenerError", "ListenerStats", "Message"]  # the last two: its API types
 
@@ -54,6 +55,7 @@ class Listener:
         session_expiry_s: int = 0,
         validate: bool = False,
         share: str | None = None,
+        tracker: SharedSeqTracker | None = None,
     ) -> None:
         """``session_expiry_s`` > 0 (with a fixed ``client_id``) keeps the broker-side session
         across disconnects, so QoS 1 messages published while the listener reconnects are
@@ -63,7 +65,8 @@ class Listener:
         ``share`` subscribes as member of the MQTT 5 shared subscription group
         ``$share/{share}/...``: the broker hands each message to one member of the group, so
         several listeners split a fleet's traffic (see docs/uplink.md "Consumers at scale"
-        for what then has to be kept centrally).
+        for what then has to be kept centrally); ``tracker`` is that central sequence state
+        when the members run in one process.
         """
         if share is not None and (not share or any(c in share for c in "/+#\0")):
             raise ValueError(f"share group {share!r} must be non-empty without / + # or NUL")
@@ -76,7 +79,7 @@ class Listener:
         self.topic = f"{self._prefix}/{site or '+'}/{gateway or '+'}/#"
         self.subscription = f"$share/{share}/{self.topic}" if share else self.topic
         self._on_message_cb = on_message
-        self._inbox = Inbox(prefix=self._prefix, validator=validator)
+        self._inbox = Inbox(prefix=self._prefix, validator=validator, tracker=tracker)
         self._subscribed = threading.Event()
         self._refused: str | None = None
         c = mqtt.Client(
