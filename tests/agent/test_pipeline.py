@@ -93,6 +93,7 @@ def _offline_config(tmp_path: Path, modbus_port: int, edit: Callable[[str], str]
             mqtt_port=free_port(),
             data_dir=str(tmp_path / "data"),
             uplink_enabled=False,
+            governance=False,  # these tests count every reading of every tag
         )
     )
     config_path = tmp_path / "agent.toml"
