@@ -26,7 +26,13 @@ from agent.shaping import TelemetryShaper
 from agent.uplink.encoding import CONTENT_TYPES, encode_payload
 from drivers import Quality
 
-__all__ = ["SiteBytes", "demo_site_bytes", "fleet_site_bytes", "publish_packet_bytes"]
+__all__ = [
+    "SiteBytes",
+    "demo_site_bytes",
+    "fleet_bodies",
+    "fleet_site_bytes",
+    "publish_packet_bytes",
+]
 
 SITE, GW = "CN-JS-0042", "tank-farm-gw1"
 T0 = 1_764_300_000_000
@@ -77,11 +83,10 @@ def _fleet_columns(tags: int, polls: int, seed: int) -> Iterator[NDArray[np.floa
         yield np.where(digital, states, analog)
 
 
-def fleet_site_bytes(
-    *, tags: int, polls: int, body: int, compression: str, batch: int
-) -> SiteBytes:
-    """``tags`` tags named ``GT-00001``.. (8 characters) polled ``polls`` times at 1 s, one
-    device (one timestamp per poll), every reading sent (policy raw)."""
+def fleet_bodies(*, tags: int, polls: int, body: int, batch: int) -> Iterator[list[bytes]]:
+    """Per poll, the records of ``tags`` tags named ``GT-00001``.. (8 characters) on one device
+    (one timestamp per poll) polled at 1 s, every reading sent (policy raw), ``batch`` points
+    per record at most."""
     names = [f"GT-{i:05d}" for i in range(tags)]
     policy = TagPolicy(data_class="internal", policy="raw", window_ms=60_000, precision=None,
                        codes={})  # fmt: skip
@@ -91,10 +96,18 @@ def fleet_site_bytes(
     )  # fmt: skip
     tag = np.arange(tags, dtype=np.int32)
     q = np.zeros(tags, dtype=np.uint8)
-    messages = wire = 0
     for k, values in enumerate(_fleet_columns(tags, polls, seed=1)):
         ts = np.full(tags, T0 + 1000 * k, dtype=np.int64)
-        m, w = _wire(shaper.add(tag, ts, values, q, int(ts[0])), compression, messages + 1)
+        yield shaper.add(tag, ts, values, q, int(ts[0]))
+
+
+def fleet_site_bytes(
+    *, tags: int, polls: int, body: int, compression: str, batch: int
+) -> SiteBytes:
+    """Wire bytes of :func:`fleet_bodies`."""
+    messages = wire = 0
+    for bodies in fleet_bodies(tags=tags, polls=polls, body=body, batch=batch):
+        m, w = _wire(bodies, compression, messages + 1)
         messages, wire = messages + m, wire + w
     return SiteBytes(tags * polls, messages, wire)
 

@@ -14,24 +14,64 @@ Under sharing a gap is provisional: another member may deliver the missing seq a
 
 from __future__ import annotations
 
+import bisect
 import threading
+from typing import Final
 
-from central.seqtrack import Gap, SeqTracker, Verdict
+from central.seqtrack import Gap, Verdict
 
-__all__ = ["SharedSeqTracker"]
+__all__ = ["MAX_RANGES_PER_STREAM", "SharedSeqTracker"]
+
+MAX_RANGES_PER_STREAM: Final = 1000
 
 
 class SharedSeqTracker:
-    """A :class:`SeqTracker` behind a lock, for several inboxes on several threads."""
+    """Exact per-stream bookkeeping of the seqs seen, safe for several inboxes on threads.
+
+    Unlike :class:`central.seqtrack.SeqTracker` (one consumer, records in order), members of a
+    shared subscription deliver a stream out of order: seq 2 may be handled by one member
+    before seq 1 by another. So the seqs seen are kept as disjoint ranges: a seq inside a range
+    is a ``duplicate``; one above the highest is ``new`` (with the :class:`Gap` up to it, if
+    any); anything else (inside a hole, or below the first seen) is ``late`` and fills it. At
+    most :data:`MAX_RANGES_PER_STREAM` ranges are kept per stream: beyond that the oldest hole
+    is forgotten (a record filling it later counts as a duplicate).
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._tracker = SeqTracker()
+        self._lo: dict[tuple[str, str, str], list[int]] = {}
+        self._hi: dict[tuple[str, str, str], list[int]] = {}
 
     def observe(self, site: str, gateway: str, stream: str, seq: int) -> tuple[Verdict, Gap | None]:
+        key = (site, gateway, stream)
         with self._lock:
-            return self._tracker.observe(site, gateway, stream, seq)
+            lo, hi = self._lo.setdefault(key, []), self._hi.setdefault(key, [])
+            i = bisect.bisect_right(lo, seq) - 1  # the range starting at or below seq
+            if i >= 0 and seq <= hi[i]:
+                return "duplicate", None
+            top = hi[-1] if hi else None
+            verdict: Verdict = "new" if top is None or seq > top else "late"
+            gap = Gap(stream, top + 1, seq - 1) if top is not None and seq > top + 1 else None
+            joins_left = i >= 0 and hi[i] == seq - 1
+            joins_right = i + 1 < len(lo) and lo[i + 1] == seq + 1
+            if joins_left and joins_right:
+                hi[i] = hi[i + 1]
+                del lo[i + 1], hi[i + 1]
+            elif joins_left:
+                hi[i] = seq
+            elif joins_right:
+                lo[i + 1] = seq
+            else:
+                lo.insert(i + 1, seq)
+                hi.insert(i + 1, seq)
+            if len(lo) > MAX_RANGES_PER_STREAM:  # forget the oldest hole
+                hi[0] = hi[1]
+                del lo[1], hi[1]
+            return verdict, gap
 
     def missing(self, site: str, gateway: str, stream: str) -> list[tuple[int, int]]:
+        """The holes between the seqs seen (inclusive ranges), oldest first."""
         with self._lock:
-            return self._tracker.missing(site, gateway, stream)
+            lo = self._lo.get((site, gateway, stream), [])
+            hi = self._hi.get((site, gateway, stream), [])
+            return [(hi[k] + 1, lo[k + 1] - 1) for k in range(len(lo) - 1)]

@@ -44,14 +44,13 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.codec import root_topic
 from agent.config import UplinkConfig
 from agent.logs import RateLimiter, kv
-from agent.uplink.encoding import CONTENT_TYPES, encode_payload, encoding_of
+from agent.uplink.encoding import encode_payload, encoding_of, publish_properties
 from agent.uplink.loopio import LoopSocket
 from agent.uplink.session import (
     PublishResult,
@@ -130,8 +129,7 @@ class Uplink:
         self._v5 = v5
         self._props: Properties | None = None  # content type of the enveloped streams
         if v5:
-            self._props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            self._props.ContentType = CONTENT_TYPES[self._encoding]
+            self._props = publish_properties(self._encoding)
         c = self._client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=config.client_id or f"safeedge-{site}-{gateway}",

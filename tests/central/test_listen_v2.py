@@ -13,6 +13,8 @@ from collections.abc import Iterator
 
 import paho.mqtt.client as mqtt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from agent.codec import Point, State, encode_envelope, event_body
@@ -190,3 +192,16 @@ def test_a_shared_subscription_splits_the_traffic_and_central_state_keeps_seqs_w
             listener.stop()
     assert lone.stats.delivered >= n  # alone in its group: it saw everything, no gap
     assert lone.missing("S1", "G1", "event") == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.permutations(list(range(1, 30))), st.integers(0, 29))
+def test_the_shared_tracker_sees_each_seq_once_in_any_order(order: list[int], drop: int) -> None:
+    t = SharedSeqTracker()
+    again = [s for s in order[:3] if s != drop]  # resent (a lost PUBACK) after the others
+    delivered = [s for s in order if s != drop] + again  # ``drop`` never comes (0: none lost)
+    verdicts = [t.observe("S", "G", "event", s)[0] for s in delivered]
+    assert verdicts.count("duplicate") == len(again)
+    firsts = sorted(s for s, v in zip(delivered, verdicts, strict=True) if v != "duplicate")
+    assert firsts == [s for s in range(1, 30) if s != drop]
+    assert t.missing("S", "G", "event") == ([(drop, drop)] if 1 < drop < 29 else [])
