@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     hists: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         broker = LocalBroker(Path(tmp) / "broker", binary=binary)
+        with broker.conf_file.open("a") as conf:  # the platform's queue must hold the outage
+            conf.write("max_queued_messages 0\nmax_queued_bytes 0\n")
         broker.start()
         try:
             for max_s, label in settings:

@@ -15,6 +15,7 @@ from importlib.resources.abc import Traversable
 from typing import Any, Final
 
 from agent.schemas import SchemaLoadError, load_schemas
+from agent.uplink.encoding import PayloadError, decode_payload
 
 __all__ = ["SchemaValidator"]
 
@@ -49,7 +50,13 @@ class SchemaValidator:
         self._telemetry = {name: v(d) for name, d in docs["telemetry"]["$defs"].items()}
 
     def errors(self, kind: str, payload: bytes) -> list[str]:
-        """Violations of ``payload`` on topic ``kind`` (``R/{kind}``); [] when valid."""
+        """Violations of ``payload`` on topic ``kind`` (``R/{kind}``); [] when valid. A zlib
+        payload of an enveloped stream is inflated first (design/UPLINK.md "Compression")."""
+        if kind in ("telemetry", "alarm", "event"):
+            try:
+                payload = decode_payload(payload)
+            except PayloadError as exc:
+                return [f"not JSON nor zlib JSON: {exc}"]
         try:
             doc = json.loads(payload)
         except ValueError as exc:

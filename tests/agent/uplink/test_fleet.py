@@ -34,7 +34,9 @@ FLEET = _fleet()
 
 def _persistent_broker(tmp_path: Path) -> Broker:
     d = tmp_path / "broker"
-    broker = Broker(d, extra_config=["persistence true", f"persistence_location {d}/"])
+    # The platform's persistent session must queue everything sent while it reconnects.
+    extra = ["persistence true", f"persistence_location {d}/", "max_queued_messages 0"]
+    broker = Broker(d, extra_config=extra)
     broker.start()
     return broker
 
