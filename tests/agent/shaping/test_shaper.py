@@ -15,6 +15,7 @@ import pytest
 from agent.codec_v2 import decode_stats, decode_telemetry_v2
 from agent.config import ConfigError
 from agent.runtime.meta import meta_payload
+from central.schema import SchemaValidator
 from tests.agent.runtime.conftest import NOW, make_components
 
 POLICY = """
@@ -65,18 +66,18 @@ def test_raw_stats_and_local_only_tags_each_get_what_their_policy_says(tmp_path:
 def test_meta_lists_class_policy_window_precision_and_codes(tmp_path: Path) -> None:
     gw = '\n[gateway.codes]\nenterprise = "91320500MA1EXAMPLE"\nhazard_source = "HZ-1"\n'
     c = make_components(tmp_path, uplink_extra=POLICY, extra=gw)
-    doc = msgspec.json.decode(
-        meta_payload(
-            tags=c.tags,
-            engine=c.engine,
-            devices=c.devices,
-            agent_version="x",
-            config_hash=c.config_hash,
-            ts_ms=NOW,
-            policies=c.policies,
-            codes={"enterprise": "91320500MA1EXAMPLE", "hazard_source": "HZ-1"},
-        )
+    payload = meta_payload(
+        tags=c.tags,
+        engine=c.engine,
+        devices=c.devices,
+        agent_version="x",
+        config_hash=c.config_hash,
+        ts_ms=NOW,
+        policies=c.policies,
+        codes={"enterprise": "91320500MA1EXAMPLE", "hazard_source": "HZ-1"},
     )
+    assert SchemaValidator().errors("meta", payload) == []
+    doc = msgspec.json.decode(payload)
     assert doc["codes"] == {"enterprise": "91320500MA1EXAMPLE", "hazard_source": "HZ-1"}
     by = {t["name"]: t for t in doc["tags"]}
     assert (by["T1"]["class"], by["T1"]["policy"], by["T1"]["precision"]) == ("internal", "raw", 2)
@@ -131,3 +132,16 @@ def test_body_1_keeps_v1_points(tmp_path: Path) -> None:
     c = make_components(tmp_path, uplink_extra="telemetry_body = 1\n")
     (body,) = _poll(c, NOW, [1.0, 2.0, 3.0])
     assert body.startswith(b'{"points":[["T1",')
+
+
+def test_the_exact_integer_hook_reaches_body_v2_through_policy_and_deadband(
+    tmp_path: Path,
+) -> None:
+    c = make_components(tmp_path, uplink_extra=POLICY)
+    tag = np.array([T1, T2, L3], dtype=np.int32)
+    exact = (np.array([True, True, False]), np.array([2**62 + 1, 7, 0], dtype=np.int64))
+    (body,) = c.shaper.add(
+        tag, np.full(3, NOW, np.int64), np.array([4.6e18, 7.0, 1.0]), np.zeros(3, np.uint8),
+        NOW, exact,
+    )  # fmt: skip
+    assert msgspec.json.decode(body)["at"][0][1] == {"T1": 2**62 + 1}  # T2 local_only, L-3 stats
