@@ -6,10 +6,13 @@ Against a real Mosquitto and the real Uplink (tests/support/loop_thread.py).
 from __future__ import annotations
 
 import queue
+import subprocess
+import sys
 import threading
 import time
 import zlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -205,3 +208,32 @@ def test_the_shared_tracker_sees_each_seq_once_in_any_order(order: list[int], dr
     firsts = sorted(s for s, v in zip(delivered, verdicts, strict=True) if v != "duplicate")
     assert firsts == [s for s in range(1, 30) if s != drop]
     assert t.missing("S", "G", "event") == ([(drop, drop)] if 1 < drop < 29 else [])
+
+
+@pytest.mark.integration
+def test_listen_share_prints_what_its_group_receives(broker: Broker) -> None:
+    repo = Path(__file__).parents[2]
+    up = _uplink(broker)  # its retained state is on the broker before the listener subscribes
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "central.cmd_listen", "--port", str(broker.port),
+         "--share", "ingest", "--count", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=repo,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        seq = 0
+        while proc.poll() is None and time.monotonic() < deadline:  # until it is subscribed
+            seq += 1
+            up.publish("event", envelope("event", seq, event_body("started", seq, {})), token=seq)
+            time.sleep(0.2)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        up.close()
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, err
+    # Mosquitto 2.0 hands the retained state to each member that subscribes (MQTT 5 brokers
+    # differ here: docs/uplink.md); then the group's share of the events.
+    lines = out.splitlines()
+    assert lines[0].startswith("STATE  ONLINE  session 1"), out
+    assert lines[1].startswith("EVENT  started  [S1/G1 #"), out
