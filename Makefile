@@ -5,10 +5,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-SYSTEM_PACKAGES := mosquitto mosquitto-clients socat
+SYSTEM_PACKAGES := mosquitto mosquitto-clients socat chromium chromium-driver fonts-wqy-microhei
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
 
-.PHONY: demo test check system-deps venv clean lint format
+.PHONY: demo test check system-deps venv clean lint format bundle
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "SafeEdge needs Python >= 3.11"' \
@@ -49,6 +49,11 @@ check: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+# The offline install bundle (docs/commissioning.md): dist/safeedge-bundle-*.tar.gz with every
+# wheel for this Python and machine; install it with systemd/install.sh --from-bundle.
+bundle: $(STAMP)
+	$(BIN)/python systemd/make_bundle.py --out dist $(BUNDLE_ARGS)
 
 format: $(STAMP)
 	$(BIN)/ruff format .

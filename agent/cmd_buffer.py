@@ -13,6 +13,13 @@ each is either a seq (an integer; needs ``--stream``) or a UTC time (ISO 8601: `
 ``2024-05-01T08:00:00Z``; a time without zone is UTC) compared with the record's creation time.
 The output file is created with mode 0600: it holds plaintext.
 
+``verify`` and ``export`` read a damaged database as far as it goes: when SQLite calls the
+file corrupt they read it page by page without SQLite (:func:`buffer.salvage_file`), take
+every record that still authenticates, and say what they skipped (pages that could not be
+read, records that failed authentication); the exit code is then 1. ``--file`` points them
+at another file than the configured one, e.g. a ``buffer.db.corrupt-<time>`` the agent moved
+aside (its key file copy ``<file>.key`` is used when present).
+
 Exit codes: 0 ok; 1 a record failed authentication or the database failed its check (verify,
 export), or the buffer is busy/unreadable; 2 bad arguments; 78 bad config, key file or a
 buffer that belongs to another gateway.
@@ -30,20 +37,22 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import msgspec
 
 from agent.config import AgentConfig, ConfigError, load_config, resolved_paths
 from buffer import (
-    BufferError,
+    BufferCorruptError,
     BufferInUseError,
     BufferNeedsHumanError,
     Store,
     StoredRecord,
+    StoreError,
     StoreReader,
     Stream,
     record_id,
+    salvage_file,
 )
 
 __all__ = ["register"]
@@ -84,6 +93,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         c = cmds.add_parser(name, help=help_text, description=help_text)
         c.add_argument("--config", required=True, type=Path, metavar="FILE", help="agent config")
         c.set_defaults(func=_run, action=name)
+        if name in ("verify", "export"):
+            c.add_argument(
+                "--file",
+                type=Path,
+                metavar="DB",
+                help="read this database file instead (e.g. one moved aside as corrupt)",
+            )
         if name == "stats":
             c.add_argument("--json", action="store_true", help="print JSON instead of a table")
         if name == "export":
@@ -104,21 +120,31 @@ def _run(args: argparse.Namespace) -> int:
         if args.action == "rotate-key":
             return _rotate_key(cfg, args.config)
         paths = resolved_paths(cfg, args.config)
-        with StoreReader.open(
-            path=paths.buffer_path, key_file=paths.buffer_key_file, gateway_id=cfg.gateway.id
-        ) as reader:
+        path, key_file = paths.buffer_path, paths.buffer_key_file
+        if getattr(args, "file", None) is not None:
+            path = args.file
+            copy = path.with_name(path.name + ".key")
+            key_file = copy if copy.exists() else key_file
+        done: set[tuple[Stream, int]] = set()
+        try:
+            with StoreReader.open(path=path, key_file=key_file, gateway_id=cfg.gateway.id) as rd:
+                if args.action == "stats":
+                    return _stats(rd, cfg, as_json=args.json)
+                if args.action == "verify":
+                    return _verify(rd)
+                return _export(rd.records(**_bounds(args)), cfg, args, done)
+        except BufferCorruptError as exc:
             if args.action == "stats":
-                return _stats(reader, cfg, as_json=args.json)
-            if args.action == "verify":
-                return _verify(reader)
-            return _export(reader, cfg, args)
+                raise
+            print(f"safeedge buffer: {exc}; reading it page by page", file=sys.stderr)
+            return _salvaged(path, key_file, cfg, args, done)
     except _UsageError as exc:
         print(f"safeedge buffer: {exc}", file=sys.stderr)
         return 2
     except BufferNeedsHumanError as exc:
         print(f"safeedge buffer: {exc}", file=sys.stderr)
         return _EX_CONFIG
-    except BufferError as exc:
+    except StoreError as exc:
         print(f"safeedge buffer: {exc}", file=sys.stderr)
         return 1
 
@@ -136,6 +162,8 @@ def _stats(reader: StoreReader, cfg: AgentConfig, *, as_json: bool) -> int:
             "evicted": v.evicted,
             "dead_total": v.dead_total,
             "quarantined": v.quarantined,
+            "refused": v.refused,
+            "refused_pending": v.refused_pending,
         }
         for s, v in sorted(st.streams.items())
     }
@@ -151,6 +179,7 @@ def _stats(reader: StoreReader, cfg: AgentConfig, *, as_json: bool) -> int:
         print(json.dumps(doc, indent=2))
         return 0
     cols = ["undelivered", "delivered", "dead", "bytes", "last_seq", "evicted", "quarantined"]
+    cols.append("refused")
     print(f"{'stream':<10}" + "".join(f"{c:>13}" for c in cols))
     for name, row in rows.items():
         print(f"{name:<10}" + "".join(f"{row[c]:>13}" for c in cols))
@@ -173,9 +202,47 @@ def _verify(reader: StoreReader) -> int:
     return 0 if report.ok else 1
 
 
-def _export(reader: StoreReader, cfg: AgentConfig, args: argparse.Namespace) -> int:
+def _salvaged(
+    path: Path,
+    key_file: Path,
+    cfg: AgentConfig,
+    args: argparse.Namespace,
+    done: set[tuple[Stream, int]],
+) -> int:
+    """The damaged-file path of verify and export (see the module docstring)."""
+    records, report = salvage_file(path=path, key_file=key_file, gateway_id=cfg.gateway.id)
+    for stream, seq in report.failed[:20]:
+        print(f"FAILED {stream.wire_name} seq {seq}: authentication failed", file=sys.stderr)
+    print(
+        f"damaged database: {report.pages_skipped} of {report.pages} pages could not be read "
+        f"and were skipped; {report.found} records authenticate, {len(report.failed)} failed",
+        file=sys.stderr,
+    )
+    if args.action == "export":
+        bounds = _bounds(args)
+        # Records already written to stdout before SQLite gave up are not repeated; a file
+        # output is written again from the start, so it gets all of them.
+        skip = done if args.output is None else set()
+        wanted = [r for r in records if _within(r, bounds) and (r.stream, r.seq) not in skip]
+        _export(iter(wanted), cfg, args, done)
+    return 1
+
+
+def _within(rec: StoredRecord, bounds: dict[str, Any]) -> bool:
+    stream = bounds.get("stream")
+    big = 2**63
+    return (
+        (stream is None or rec.stream is stream)
+        and bounds.get("from_seq", 0) <= rec.seq <= bounds.get("to_seq", big)
+        and bounds.get("from_ms", -big) <= rec.created_ms <= bounds.get("to_ms", big)
+    )
+
+
+def _bounds(args: argparse.Namespace) -> dict[str, Any]:
+    if args.action != "export":
+        return {}
     stream = None if args.stream is None else Stream[args.stream.upper()]
-    bounds: dict[str, int] = {}
+    bounds: dict[str, Any] = {"stream": stream}
     for label, text, seq_key, ms_key in (
         ("--from", args.start, "from_seq", "from_ms"),
         ("--to", args.end, "to_seq", "to_ms"),
@@ -188,22 +255,41 @@ def _export(reader: StoreReader, cfg: AgentConfig, args: argparse.Namespace) -> 
             bounds[seq_key] = int(text)
         else:
             bounds[ms_key] = _parse_time(label, text, end=label == "--to")
+    return bounds
+
+
+def _export(
+    records: Iterator[StoredRecord],
+    cfg: AgentConfig,
+    args: argparse.Namespace,
+    done: set[tuple[Stream, int]],
+) -> int:
     gateway = cfg.gateway.id
     failed = written = 0
-    with _output(args.output) as out:
-        writer = csv.writer(out) if args.format == "csv" else None
-        if writer is not None:
-            writer.writerow(_CSV_COLUMNS)
-        for rec in reader.records(stream=stream, **bounds):
-            doc = _export_doc(gateway, rec)
-            failed += rec.error is not None
-            written += 1
+    try:
+        with _output(args.output) as out:
+            writer = csv.writer(out) if args.format == "csv" else None
             if writer is not None:
-                body = doc.get("body")
-                body_text = json.dumps(body) if "body" in doc else doc.get("body_base64")
-                writer.writerow([doc.get(c) if c != "body" else body_text for c in _CSV_COLUMNS])
-            else:
-                out.write(json.dumps(doc, ensure_ascii=False) + "\n")
+                writer.writerow(_CSV_COLUMNS)
+            for rec in records:
+                done.add((rec.stream, rec.seq))
+                doc = _export_doc(gateway, rec)
+                failed += rec.error is not None
+                written += 1
+                if writer is not None:
+                    body = doc.get("body")
+                    body_text = json.dumps(body) if "body" in doc else doc.get("body_base64")
+                    writer.writerow(
+                        [doc.get(c) if c != "body" else body_text for c in _CSV_COLUMNS]
+                    )
+                else:
+                    out.write(json.dumps(doc, ensure_ascii=False) + "\n")
+            out.flush()
+    except BrokenPipeError:
+        # The reader went away (``| head``): stop quietly as cat does, exit 128 + SIGPIPE.
+        # stdout now points at /dev/null so the interpreter's final flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     print(f"exported {written} records, {failed} failed authentication", file=sys.stderr)
     return 1 if failed else 0
 

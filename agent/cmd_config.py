@@ -7,6 +7,12 @@ TLS, password and buffer files and data_dir, e.g. a missing ``ca_file`` or ``buf
 naming a directory); use it on the gateway, where those files are. ``safeedge run`` always
 makes it.
 
+Set points and units (:mod:`agent.setpoints`): a limit looser than its template's regulatory
+ceiling, and a tag whose unit is not its template's, are warnings on stderr
+(``FILE: PATH: warning: MESSAGE (hint: HINT)``) that do not change the exit code; with
+``--strict`` they are errors (exit 78). The agent itself accepts such a config: the regulation
+is the site's to meet, and ``safeedge commission`` fails it.
+
 Exit codes: 0 valid (a one-line summary on stdout); 78 (EX_CONFIG) invalid, unreadable or
 missing (every issue on stderr, one per line: ``FILE: PATH: MESSAGE (hint: HINT)``).
 """
@@ -18,6 +24,7 @@ import sys
 from pathlib import Path
 
 from agent.config import AgentConfig, ConfigError, load_config
+from agent.setpoints import setpoint_findings
 
 __all__ = ["register", "summary"]
 
@@ -36,6 +43,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="also check the TLS, password and buffer files it names exist (as run does)",
     )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="set points above their template's regulatory ceiling, and unit mismatches, "
+        "are errors (default: warnings)",
+    )
     p.set_defaults(func=_main)
 
 
@@ -51,7 +64,21 @@ def _main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return _EX_CONFIG
-    print(f"{path}: ok: {summary(cfg)}")
+    findings = setpoint_findings(cfg)
+    strict = bool(getattr(args, "strict", False))
+    label = "error" if strict else "warning"
+    for f in findings:
+        print(f"{path}: {f.path}: {label}: {f.message} (hint: {f.hint})", file=sys.stderr)
+    if findings and strict:
+        count = len(findings)
+        print(
+            f"safeedge: {path}: {count} set point problem{'s' if count != 1 else ''} "
+            "(--strict), config not accepted",
+            file=sys.stderr,
+        )
+        return _EX_CONFIG
+    note = f" ({len(findings)} warning{'s' if len(findings) != 1 else ''})" if findings else ""
+    print(f"{path}: ok: {summary(cfg)}{note}")
     return 0
 
 

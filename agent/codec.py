@@ -189,23 +189,26 @@ def decode_envelope(data: BytesLike) -> Envelope:
 
 
 class Point(NamedTuple):
-    """One telemetry point; ``quality`` is None for a good point."""
+    """One telemetry point; ``quality`` is None for a good point; ``value`` is an ``int`` for
+    an exact 64-bit integer tag (``drivers.types.SampleBatch.exact``)."""
 
     tag: str
     ts: int
-    value: float | None
+    value: float | int | None
     quality: str | None
 
 
-def telemetry_body(points: Sequence[tuple[str, int, float | None, str | None]]) -> bytes:
+def telemetry_body(points: Sequence[tuple[str, int, float | int | None, str | None]]) -> bytes:
     """``{"points": [[tag, ts, value(, quality)], ...]}``.
 
     Quality ``None`` (or ``"good"``) means good and is omitted; a value that is not finite is
-    written as ``null``.
+    written as ``null``; an ``int`` (an exact int64/uint64 reading) is written as a JSON integer,
+    digit for digit (a float64 would round past 2**53).
     """
     out: list[list[object]] = []
     for tag, ts, value, quality in points:
-        row: list[object] = [tag, ts, _finite(value)]
+        exact = isinstance(value, int) and not isinstance(value, bool)
+        row: list[object] = [tag, ts, value if exact else _finite(value)]
         if quality is not None and quality != "good":
             row.append(quality)
         out.append(row)
@@ -230,7 +233,8 @@ def decode_telemetry(body: BytesLike) -> list[Point]:
         ok = ok and (len(row) == 3 or isinstance(row[3], str))
         if not ok:
             raise CodecError(f"telemetry point {i} is not [tag, ts, value(, quality)]: {row!r}")
-        value = None if row[2] is None else float(row[2])
+        raw = row[2]
+        value = None if raw is None else raw if type(raw) is int else float(raw)
         points.append(Point(row[0], row[1], value, row[3] if len(row) == 4 else None))
     return points
 

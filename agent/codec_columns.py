@@ -60,8 +60,12 @@ class TelemetryEncoder:
         ts_ms: NDArray[np.int64],
         value: NDArray[np.float64],
         quality: NDArray[np.uint8],
+        *,
+        exact: Mapping[int, int] | None = None,
     ) -> list[bytes]:
-        """One encoded row per sample, in order; raises ValueError for an unknown code."""
+        """One encoded row per sample, in order; raises ValueError for an unknown code.
+        ``exact`` maps a row position to the exact integer written instead of its float64
+        value (an int64/uint64 past 2**53; :func:`telemetry_body` writes ints the same way)."""
         n = len(tag)
         if n == 0:
             return []
@@ -73,6 +77,8 @@ class TelemetryEncoder:
         # msgspec writes NaN and ±inf as null, exactly what _finite() makes of them.
         ts_parts = np.array(_encoder.encode(ts_ms.tolist())[1:-1].split(b","), dtype=object)
         val_parts = np.array(_encoder.encode(value.tolist())[1:-1].split(b","), dtype=object)
+        for k, integer in (exact or {}).items():
+            val_parts[k] = _encoder.encode(integer)
         out = self._prefix[tag] + ts_parts + b"," + val_parts + self._suffix[quality]
         rows: list[bytes] = out.tolist()
         return rows

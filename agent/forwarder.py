@@ -22,7 +22,11 @@ Invariants:
   store (a lost one is queued again);
 - the forwarder runs on the agent's event loop thread, the only thread that touches the store;
 - it works only when woken (:meth:`Forwarder.wake`: a store append, PUBACKs, a new session, a
-  resend) or when the drain-rate bucket refills for a held backlog: idle means no wakeups.
+  resend) or when the drain-rate bucket refills for a held backlog: idle means no wakeups;
+- a store error (full disk, I/O error, even corruption until the runtime recovers the store)
+  is transient here: it is logged at most once a minute, the broker's answers it could not
+  apply are kept and applied on the next try (after :data:`STORE_RETRY_S`), and neither
+  :meth:`pump` nor :meth:`run` ever ends because of it.
 """
 
 from __future__ import annotations
@@ -39,15 +43,15 @@ from agent.codec import encode_envelope, event_body
 from agent.codec_v2 import body_version
 from agent.logs import RateLimiter, kv
 from agent.uplink import Outcome, PublishResult
-from buffer import BufferError as StoreError
-from buffer import Store
+from buffer import Store, StoreError
 from buffer.record import Record, Stream
 
-__all__ = ["Forwarder", "ForwarderStats", "Link"]
+__all__ = ["STORE_RETRY_S", "Forwarder", "ForwarderStats", "Link"]
 
 log = logging.getLogger(__name__)
 
 _MAX_LEASE_BYTES = 4 << 20
+STORE_RETRY_S = 1.0
 
 
 class Link(Protocol):
@@ -73,6 +77,7 @@ class ForwarderStats:
     rejected: int = 0
     lost: int = 0
     resent: int = 0  # resend records acknowledged by the broker
+    store_errors: int = 0  # store calls that failed (each retried)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +119,8 @@ class Forwarder:
         self._wake = asyncio.Event()
         self._held_s: float | None = None  # backfill held by the bucket: retry after this
         self._timer: asyncio.TimerHandle | None = None
+        self._accepted: list[tuple[Stream, int]] = []  # answers not yet applied to the store
+        self._rejected: list[tuple[Stream, int, str]] = []
         self.stats = ForwarderStats()
         self.wakeups = 0  # times run() woke up (idle cost, for benchmarks and tests)
 
@@ -149,12 +156,13 @@ class Forwarder:
         self.wake()
 
     def settle_results(self) -> int:
-        """Apply the broker's answers to the store; returns how many were handled."""
+        """Apply the broker's answers to the store; returns how many were handled. Answers the
+        store could not take (a store error) are kept and applied on the next call."""
         results = self._uplink.take_results()
-        if not results:
+        if not results and not (self._accepted or self._rejected):
             return 0
-        accepted: list[tuple[Stream, int]] = []
-        rejected: list[tuple[Stream, int, str]] = []
+        accepted = self._accepted
+        rejected = self._rejected
         lost: list[tuple[Stream, int]] = []
         for result in results:
             outcome = result.outcome
@@ -171,16 +179,37 @@ class Forwarder:
                 lost.append((stream, seq))
             else:
                 rejected.append((stream, seq, result.reason))
-        if accepted or rejected:
-            self._store.settle(accepted=accepted, rejected=rejected)
         if lost:
             self._store.release(lost)
+        self.stats.lost += len(lost)
+        try:
+            self._store.settle(accepted=accepted, rejected=rejected)
+        except StoreError as exc:
+            self._store_failed("settle", exc)
+            return len(results)
+        self._accepted, self._rejected = [], []
         if rejected:
             self._report_rejected(rejected)
         self.stats.delivered += len(accepted)
         self.stats.rejected += len(rejected)
-        self.stats.lost += len(lost)
         return len(results)
+
+    def _store_failed(self, doing: str, exc: StoreError) -> None:
+        """A store call failed: count, log at most once a minute, and try again later."""
+        self.stats.store_errors += 1
+        ok, suppressed = self._limiter.allow(f"store:{doing}")
+        if ok:
+            log.error(
+                kv(
+                    "forward_store_error",
+                    doing=doing,
+                    error=exc,
+                    errors_total=self.stats.store_errors,
+                    suppressed=suppressed,
+                    retry_s=STORE_RETRY_S,
+                )
+            )
+        self._held_s = STORE_RETRY_S if self._held_s is None else min(self._held_s, STORE_RETRY_S)
 
     def publish_pending(self) -> int:
         """Lease what the in-flight window allows and publish it; returns how many were sent."""
@@ -213,11 +242,15 @@ class Forwarder:
             self._tokens = min(cap, self._tokens + (t - self._refilled) * self._rate)
             self._refilled = t
             limit = min(limit, int(self._tokens) + 16)  # + a few fresh records past the limit
-        records = self._store.lease(
-            max_count=limit,
-            max_bytes=_MAX_LEASE_BYTES,
-            live_since_ms=now - self._backfill_after_ms,
-        )
+        try:
+            records = self._store.lease(
+                max_count=limit,
+                max_bytes=_MAX_LEASE_BYTES,
+                live_since_ms=now - self._backfill_after_ms,
+            )
+        except StoreError as exc:
+            self._store_failed("lease", exc)
+            return sent
         held: Stream | None = None  # the stream whose backfill ran out of tokens
         for i, record in enumerate(records):
             if record.stream is held:

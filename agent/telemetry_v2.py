@@ -8,9 +8,9 @@ call and precomputed per-tag keys gathered with numpy indexing (no Python tuple 
 writes each record as the v2 body. Invariant: a record's bytes equal
 :func:`agent.codec_v2.telemetry_body_v2` of its points in order (tests/agent/test_telemetry_v2.py).
 
-Exact 64-bit integers: :meth:`GroupEncoder.pieces` takes an optional ``exact`` pair
-``(mask, int64 column)``; where ``mask`` is set the integer is written instead of the float
-value (the drivers' 64-bit register decode fills it; until then it is never passed).
+Exact 64-bit integers: :meth:`GroupEncoder.pieces` takes ``exact``, a position → integer
+map (``SampleBatch.exact``, filled by the drivers for GOOD int64/uint64 samples); those
+integers are written instead of the float value.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class GroupEncoder:
         ts_ms: NDArray[np.int64],
         value: NDArray[np.float64],
         quality: NDArray[np.uint8],
-        exact: tuple[NDArray[np.bool_], NDArray[np.int64]] | None = None,
+        exact: Mapping[int, int] | None = None,
     ) -> Pieces:
         """The pieces of every sample, in order; raises ValueError for an unknown quality
         code or a tag index outside the table."""
@@ -71,11 +71,9 @@ class GroupEncoder:
         # msgspec writes NaN and ±inf as null; a point that is not good carries null.
         vals = np.where(good, value, np.nan).tolist()
         parts = np.array(_encoder.encode(vals)[1:-1].split(b","), dtype=object)
-        if exact is not None:
-            mask, ints = exact
-            sel = np.flatnonzero(mask & good)
-            if len(sel):
-                parts[sel] = _encoder.encode(ints[sel].tolist())[1:-1].split(b",")
+        for k, integer in (exact or {}).items():  # a few 64-bit registers, not every sample
+            if good[k]:
+                parts[k] = _encoder.encode(integer)
         keys = self._key[tag]
         vpiece: NDArray[np.object_] = keys + parts
         qpiece: NDArray[np.object_] = np.empty(n, dtype=object)

@@ -11,8 +11,11 @@ Prints one table per question, the machine it ran on, and a baseline measured in
    endpoint (the baseline is "without").
 3. Modbus RTU, 8 unit ids on one line (socat pty pair, pymodbus serial server in another
    process): requests per cycle, planned vs one per tag vs optimum, and the cycle time.
+4-6. Faults (:mod:`bench_faults`): requests per cycle on hole maps vs the optimum, re-plan
+   after a transient refusal, recovery time vs its bound.
 
-Usage: ``python benchmarks/bench_drivers.py [--tags 1000 10000] [--cycles 20] [--jitter-s 10]``.
+Usage: ``python benchmarks/bench_drivers.py [--tags 1000 10000] [--cycles 20] [--jitter-s 10]
+[--random-maps 20] [--refusal-s 2] [--outage-s 6] [--recovery-periods 0.5 1]``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import logging
 import os
 import platform
 import random
@@ -34,6 +38,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench_faults import bench_recovery, bench_refusals, bench_transient
 
 from drivers import ModbusDevice, PlannedPoint, ReadRequest, build_device
 from drivers.codec import word_count
@@ -287,6 +293,8 @@ async def jitter_run(
         await d.__aexit__(None, None, None)
     if server is not None:
         server.close()
+        await asyncio.sleep(0.05)  # the silent peer's handler sees EOF and ends
+        await server.wait_closed()
     healthy = starts[: len(ports)]
     return [abs((b - a) - period) for s in healthy for a, b in itertools.pairwise(s[1:])]
 
@@ -409,12 +417,18 @@ def main() -> None:
     )
     parser.add_argument("--cycles", type=int, default=20)
     parser.add_argument("--jitter-s", type=float, default=10.0)
+    parser.add_argument("--random-maps", type=int, default=20)
+    parser.add_argument("--refusal-s", type=float, default=2.0)
+    parser.add_argument("--outage-s", type=float, default=6.0)
+    parser.add_argument("--recovery-periods", type=float, nargs="+", default=[0.5, 1.0, 5.0])
+    parser.add_argument("--probe-s", type=float, default=2.0)
     parser.add_argument("--serve", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         kind, where, registers, units = args.serve
         serve(kind, where, int(registers), int(units))
         return
+    logging.getLogger("drivers").setLevel(logging.ERROR)  # refusals are the point here
     print(f"machine: {machine()}")
     print(
         "\n1. Modbus TCP, one simulated PLC (server in another process), "
@@ -445,6 +459,24 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|")
     for row in bench_rtu(max(1, args.cycles // 2)):
+        print(row, flush=True)
+    print("\n4. Refused addresses: requests per cycle once learned, pymodbus servers")
+    print("| map | tags | refused registers | polls that re-planned | requests/cycle | optimum "
+          "| ÷ optimum | baseline: one per tag | gain |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
+    for row in bench_refusals(args.random_maps):
+        print(row, flush=True)
+    print("\n5. Transient refusal of holding 0-19 (20 tags, one block), polled every 0.2 s")
+    print("| refused for | requests before | worst while refused | polls until 1 request "
+          "after the tags read fine | target | met |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    for row in bench_transient(args.refusal_s, 0.2):
+        print(row, flush=True)
+    print("\n6. Recovery: silent device answers again; time to the first GOOD sample")
+    print("| period | probe interval | outage | seconds to GOOD | bound max(2p, probe+p) "
+          "| ÷ bound |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    for row in bench_recovery(args.recovery_periods, args.probe_s, args.outage_s):
         print(row, flush=True)
 
 

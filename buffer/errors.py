@@ -2,13 +2,15 @@
 
 ::
 
-    BufferError                      base of everything the buffer raises on purpose
+    StoreError                       base of everything the buffer raises on purpose
     ├── BufferNeedsHumanError        needs a human: retrying cannot help
     │   ├── BufferKeyError           key file unsafe (group/other bits), unreadable, malformed,
     │   │                            missing while records need it, or not the key the records
     │   │                            were sealed with
-    │   └── BufferMismatchError      the database belongs to another gateway id, or was written by
-    │                                a newer schema version than this agent knows
+    │   ├── BufferMismatchError      the database or seq ledger belongs to another gateway id, or
+    │   │                            was written by a newer schema version than this agent knows
+    │   └── BufferPermissionError    the database, its -wal/-shm or the seq ledger is readable or
+    │                                writable by group/others
     ├── BufferTransientError         retry with backoff; nothing was changed by the failed call
     │   ├── BufferFullError          the disk is full (SQLITE_FULL / ENOSPC)
     │   ├── BufferInUseError         another process holds the buffer's lock file
@@ -20,8 +22,7 @@
         └── RecordAuthError          one record failed authentication (the store quarantines it;
                                      it never escapes the public API)
 
-``BufferError`` deliberately shadows the builtin of the same name inside this package's
-namespace only; import it as ``buffer.BufferError``.
+The base was called ``BufferError`` until it was renamed: that name shadows a Python builtin.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ import sqlite3
 __all__ = [
     "BufferClosedError",
     "BufferCorruptError",
-    "BufferError",
     "BufferFullError",
     "BufferIOError",
     "BufferInUseError",
@@ -40,18 +40,20 @@ __all__ = [
     "BufferMismatchError",
     "BufferNeedsHumanError",
     "BufferPermanentError",
+    "BufferPermissionError",
     "BufferTransientError",
     "RecordAuthError",
+    "StoreError",
     "from_os_error",
     "from_sqlite",
 ]
 
 
-class BufferError(Exception):
+class StoreError(Exception):
     """Base of every error the buffer raises on purpose."""
 
 
-class BufferNeedsHumanError(BufferError):
+class BufferNeedsHumanError(StoreError):
     """Retrying cannot help: a person must fix the key file, the config or the database."""
 
 
@@ -63,7 +65,11 @@ class BufferMismatchError(BufferNeedsHumanError):
     """The database belongs to another gateway or to a newer schema version."""
 
 
-class BufferTransientError(BufferError):
+class BufferPermissionError(BufferNeedsHumanError):
+    """A buffer file (database, -wal, -shm, seq ledger) is open to group/others."""
+
+
+class BufferTransientError(StoreError):
     """Retry later; the failed call changed nothing."""
 
 
@@ -79,7 +85,7 @@ class BufferIOError(BufferTransientError):
     """An I/O failure other than a full disk."""
 
 
-class BufferPermanentError(BufferError):
+class BufferPermanentError(StoreError):
     """Do not retry this call."""
 
 
@@ -99,7 +105,7 @@ _CORRUPT = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
 _FULL = 13  # SQLITE_FULL
 
 
-def from_sqlite(exc: sqlite3.Error, doing: str) -> BufferError:
+def from_sqlite(exc: sqlite3.Error, doing: str) -> StoreError:
     """Translate a SQLite error raised while ``doing`` into the buffer's tree (caller chains it).
 
     Corruption and a full disk have their own classes; everything else is a transient I/O error.
@@ -114,7 +120,7 @@ def from_sqlite(exc: sqlite3.Error, doing: str) -> BufferError:
     return BufferIOError(message)
 
 
-def from_os_error(exc: OSError, doing: str) -> BufferError:
+def from_os_error(exc: OSError, doing: str) -> StoreError:
     """Translate an OS error raised while ``doing`` (caller chains it)."""
     message = f"{doing}: {exc}"
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):

@@ -116,6 +116,14 @@ class KeyRing:
         active = max(keys.values(), key=lambda k: k.id)
         return cls(path=path, cipher=active.cipher, keys=keys, active=active, sealed=0)
 
+    @classmethod
+    def from_key_file(cls, path: Path) -> KeyRing:
+        """The key file alone, no database (salvage of a damaged file). Raises
+        :class:`BufferKeyError`."""
+        keys = {k.id: k for k in crypto.read_key_file(path)}
+        active = max(keys.values(), key=lambda k: k.id)
+        return cls(path=path, cipher=active.cipher, keys=keys, active=active, sealed=0)
+
     def get(self, key_id: int) -> Key:
         """The key with this id; :class:`RecordAuthError` if the ring does not hold it."""
         key = self._keys.get(key_id)

@@ -7,6 +7,8 @@ Invariants:
 - Takes no lock: WAL lets readers run while the agent (the one writer) appends; each call
   reads one snapshot (one read transaction). A long export holds its snapshot, so the agent's
   WAL cannot be checkpointed past it until the export ends (the WAL file grows meanwhile).
+- A damaged file SQLite cannot read is read by :func:`salvage_file` instead: page by page,
+  skipping what does not parse, every record authenticated, and the skipped part reported.
 - Needs the ``-shm`` file to be writable or absent-and-creatable by the reader's user (SQLite's
   rule for WAL readers): run it as the agent's user or root.
 """
@@ -29,10 +31,11 @@ from buffer.errors import (
 )
 from buffer.keyring import KeyRing
 from buffer.record import Stream
+from buffer.salvage import scan_file
 from buffer.schema import APPLICATION_ID, SCHEMA_VERSION
 from buffer.stats import StoreStats, query_stats
 
-__all__ = ["StoreReader", "StoredRecord", "VerifyReport"]
+__all__ = ["SalvageReport", "StoreReader", "StoredRecord", "VerifyReport", "salvage_file"]
 
 State = Literal["undelivered", "delivered", "dead"]
 _STATES: tuple[State, ...] = ("undelivered", "delivered", "dead")
@@ -199,7 +202,7 @@ class StoreReader:
 def _check(conn: sqlite3.Connection, path: Path, gateway_id: str) -> None:
     app_id = conn.execute("PRAGMA application_id").fetchone()[0]
     version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if app_id != APPLICATION_ID or version != SCHEMA_VERSION:
+    if app_id != APPLICATION_ID or not 1 <= version <= SCHEMA_VERSION:
         raise BufferMismatchError(
             f"{path}: not a SafeEdge buffer of schema version {SCHEMA_VERSION} "
             f"(application_id {app_id:#x}, version {version})"
@@ -210,3 +213,45 @@ def _check(conn: sqlite3.Connection, path: Path, gateway_id: str) -> None:
             f"{path}: this buffer belongs to gateway {row[0] if row else None!r}, "
             f"not {gateway_id!r}"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class SalvageReport:
+    """What :func:`salvage_file` read: ``pages_skipped`` of ``pages`` could not be read;
+    ``failed`` lists (stream, seq) found but failing authentication."""
+
+    pages: int
+    pages_skipped: int
+    found: int
+    failed: list[tuple[Stream, int]]
+
+
+def salvage_file(
+    *, path: Path, key_file: Path, gateway_id: str
+) -> tuple[list[StoredRecord], SalvageReport]:
+    """Every record of a damaged database file (and its ``-wal``) that still authenticates,
+    by stream and seq, read without SQLite. Raises :class:`BufferKeyError` for the key file
+    and :class:`BufferIOError` when there is no file."""
+    if not path.is_file():
+        raise BufferIOError(f"{path}: no such file")
+    keys = KeyRing.from_key_file(key_file)
+    found = scan_file(path, path.with_name(path.name + "-wal"), keys, gateway_id)
+    out: list[StoredRecord] = []
+    for (stream, seq), rec in sorted(found.records.items()):
+        aad = crypto.associated_data(gateway_id, stream, seq, rec.created_ms, rec.key_id)
+        body = crypto.unpack(keys.get(rec.key_id).open(rec.nonce, rec.sealed, aad))
+        out.append(
+            StoredRecord(
+                stream,
+                seq,
+                rec.created_ms,
+                _STATES[rec.state],
+                rec.reason,
+                rec.settled_ms,
+                rec.key_id,
+                body,
+                None,
+            )
+        )
+    report = SalvageReport(found.pages, found.pages_skipped, len(out), sorted(found.failed))
+    return out, report

@@ -8,12 +8,18 @@ Invariants:
   that is another application's database is never written to: it is renamed, with its ``-wal``
   and ``-shm`` companions, to ``<name>.corrupt-<UTC yyyymmddThhmmssZ>`` and a fresh database is
   created. A database from a newer schema version is refused (needs a human), not moved.
+- The database file is created mode 0600 before SQLite opens it (SQLite gives ``-wal`` and
+  ``-shm`` the database's mode), so no buffer file is ever readable by group/others.
+- Before SQLite sees a WAL left by a store that was not closed, its bytes are kept
+  (:attr:`Opened.wal_snapshot`) and the number of frames SQLite recovered from it is read
+  (:attr:`Opened.wal_frames`) before anything is written: frames SQLite dropped (a flipped
+  byte drops that frame and every later one) can then be found and salvaged.
 - No plaintext payload is ever stored: payloads are sealed (see :mod:`buffer.crypto`).
 
-Schema version 1::
+Schema version 2 (version 1 plus the ``incident`` stream's row in ``streams``)::
 
     meta(key TEXT PRIMARY KEY, value TEXT)          gateway_id, created_ms
-    streams(stream INTEGER PRIMARY KEY,             one row per Stream value
+    streams(stream INTEGER PRIMARY KEY,             one row per Stream value (0..3)
             last_seq, evicted, dead, quarantined)   counters survive eviction and restarts;
                                                     last_seq is never decreased
     keys(key_id INTEGER PRIMARY KEY, cipher,        one row per key ever used; check_* is a
@@ -27,6 +33,14 @@ Schema version 1::
                stream, seq, created_ms, key_id,     sealed for a human until retention
                nonce, sealed, reason, at_ms)
 
+Additions of the seq-ledger era, made in place on any version-2 file that lacks them (they do
+not change the version: an older agent ignores them, so a rollback still opens the file): in
+``streams`` the refusal counters (``refused`` total; ``refused_pending``,
+``refused_first_ms``, ``refused_last_ms``, ``refused_reason`` not yet reported) and the table
+``reports(id INTEGER PRIMARY KEY, body TEXT)`` of reports not yet turned into events (see
+:mod:`buffer.reports`). A file without ``reports`` before the open comes from before the
+ledger (:attr:`Opened.ledger_era` is false): its ledger is started without a gap.
+
 Indexes: ``records_pending(stream, seq) WHERE state = 0`` (leasing),
 ``records_pending_age(stream, created_ms) WHERE state = 0`` (retention, oldest undelivered),
 ``records_done(created_ms) WHERE state <> 0`` (eviction of delivered records first).
@@ -35,8 +49,11 @@ Indexes: ``records_pending(stream, seq) WHERE state = 0`` (leasing),
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sqlite3
+import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from buffer.errors import (
@@ -47,10 +64,17 @@ from buffer.errors import (
     from_sqlite,
 )
 
-__all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION", "open_database"]
+__all__ = [
+    "APPLICATION_ID",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "Opened",
+    "open_database",
+]
 
 APPLICATION_ID = 0x53454442  # "SEDB"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+_WAL_SNAPSHOT_MAX = 256 << 20
 
 _V1: Sequence[str] = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -97,9 +121,36 @@ _V1: Sequence[str] = (
     "INSERT INTO streams(stream) VALUES (0), (1), (2)",
 )
 
+# Version 2: the incident stream (Stream.INCIDENT = 3) gets its seq/counter row.
+_V2: Sequence[str] = ("INSERT INTO streams(stream) VALUES (3)",)
+
+# The seq-ledger era's additions (see the module docstring): (column, declaration).
+_STREAM_COLUMNS: Sequence[tuple[str, str]] = (
+    ("refused", "INTEGER NOT NULL DEFAULT 0"),
+    ("refused_pending", "INTEGER NOT NULL DEFAULT 0"),
+    ("refused_first_ms", "INTEGER"),
+    ("refused_last_ms", "INTEGER"),
+    ("refused_reason", "TEXT"),
+)
+_REPORTS = "CREATE TABLE IF NOT EXISTS reports (id INTEGER PRIMARY KEY, body TEXT NOT NULL)"
+
 # MIGRATIONS[v] takes a database from version v to v + 1.
-MIGRATIONS: dict[int, Sequence[str]] = {0: _V1}
-_TABLES = frozenset({"meta", "streams", "keys", "records", "quarantine"})
+MIGRATIONS: dict[int, Sequence[str]] = {0: _V1, 1: _V2}
+_TABLES = frozenset({"meta", "streams", "keys", "records", "quarantine", "reports"})
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """What :func:`open_database` found. ``version_before`` is the schema version the file
+    had (0: a fresh, empty database); ``moved_to`` where an unusable file went;
+    ``ledger_era``: the file already had the seq-ledger era's additions."""
+
+    conn: sqlite3.Connection
+    moved_to: Path | None
+    version_before: int
+    wal_snapshot: bytes | None
+    wal_frames: int | None
+    ledger_era: bool = True
 
 
 class _UnusableError(Exception):
@@ -112,33 +163,57 @@ def _enter_wal(conn: sqlite3.Connection, path: Path) -> None:
         raise BufferIOError(f"{path}: cannot enter WAL mode (got {mode!r})")
 
 
-def open_database(path: Path, *, now_ms: int) -> tuple[sqlite3.Connection, Path | None]:
-    """Open (creating or migrating) the database; returns it and where a bad file was moved.
+def open_database(path: Path, *, now_ms: int, keep_wal: bool, force_aside: bool = False) -> Opened:
+    """Open (creating or migrating) the database. ``keep_wal``: snapshot a leftover WAL first
+    (the store was not closed); ``force_aside``: move the file aside even if it checks out
+    (corruption was seen while it was open).
 
     Raises :class:`BufferMismatchError` for a newer schema and transient errors for I/O
     failures; a corrupt or foreign file is moved aside instead of raising.
     """
-    try:
-        return _open_checked(path), None
-    except _UnusableError:
-        moved = _move_aside(path, now_ms)
+    snapshot = _wal_snapshot(path) if keep_wal else None
+    if not force_aside:
         try:
-            return _open_checked(path), moved
-        except _UnusableError as exc:
-            raise BufferCorruptError(f"{path}: a freshly created database is unusable") from exc
-
-
-def _open_checked(path: Path) -> sqlite3.Connection:
+            conn, version, frames, era = _open_checked(path)
+        except _UnusableError:
+            pass
+        else:
+            return Opened(conn, None, version, snapshot, frames, era)
+    moved = _move_aside(path, now_ms)
     try:
+        conn, _, _, _ = _open_checked(path)
+    except _UnusableError as exc:
+        raise BufferCorruptError(f"{path}: a freshly created database is unusable") from exc
+    return Opened(conn, moved, 0, None, None)
+
+
+def _wal_snapshot(path: Path) -> bytes | None:
+    wal = path.with_name(path.name + "-wal")
+    try:
+        with wal.open("rb") as f:
+            data = f.read(_WAL_SNAPSHOT_MAX)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise from_os_error(exc, f"{wal}: reading the WAL") from exc
+    return data if len(data) > 32 else None
+
+
+def _open_checked(path: Path) -> tuple[sqlite3.Connection, int, int | None, bool]:
+    try:
+        if not path.exists():
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         conn = sqlite3.connect(path, isolation_level=None)  # transactions are explicit
+    except OSError as exc:
+        raise from_os_error(exc, f"{path}: creating the database") from exc
     except sqlite3.Error as exc:
         raise _translate(exc, f"{path}: open") from exc
     try:
-        _check_and_migrate(conn, path)
+        version, frames, era = _check_and_migrate(conn, path)
     except BaseException:
         conn.close()
         raise
-    return conn
+    return conn, version, frames, era
 
 
 def _translate(exc: sqlite3.Error, doing: str) -> BaseException:
@@ -146,7 +221,7 @@ def _translate(exc: sqlite3.Error, doing: str) -> BaseException:
     return _UnusableError(doing) if isinstance(err, BufferCorruptError) else err
 
 
-def _check_and_migrate(conn: sqlite3.Connection, path: Path) -> None:
+def _check_and_migrate(conn: sqlite3.Connection, path: Path) -> tuple[int, int | None, bool]:
     """Read-only checks first: a foreign or newer file must not be written to (not even the
     journal mode in its header)."""
     try:
@@ -167,17 +242,55 @@ def _check_and_migrate(conn: sqlite3.Connection, path: Path) -> None:
         conn.execute("PRAGMA synchronous = NORMAL")
         if fresh:
             _migrate(conn, 0)
-            return
+            _add_ledger_era(conn)
+            return 0, None, True
+        frames = _recovered_frames(path)
         check = conn.execute("PRAGMA quick_check").fetchall()
         if check != [("ok",)]:
             raise _UnusableError(f"{path}: quick_check failed: {check[:3]}")
         if version < SCHEMA_VERSION:
             _migrate(conn, version)
+        era = _add_ledger_era(conn)
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if not tables >= _TABLES:
             raise _UnusableError(f"{path}: tables missing: {sorted(_TABLES - tables)}")
     except sqlite3.Error as exc:
         raise _translate(exc, f"{path}: check") from exc
+    return version, frames, era
+
+
+def _add_ledger_era(conn: sqlite3.Connection) -> bool:
+    """Add what the seq-ledger era needs, where missing; True when nothing was missing."""
+    had = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'reports'").fetchone()
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(streams)")}
+    missing = [(n, decl) for n, decl in _STREAM_COLUMNS if n not in columns]
+    if had and not missing:
+        return True
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for name, decl in missing:
+            conn.execute(f"ALTER TABLE streams ADD COLUMN {name} {decl}")
+        conn.execute(_REPORTS)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return bool(had)
+
+
+def _recovered_frames(path: Path) -> int | None:
+    """How many WAL frames SQLite recovered: ``mxFrame`` of the WAL-index header (the first
+    48 bytes of ``-shm``, native byte order, offset 16; SQLite's file format document), read
+    after the first read transaction rebuilt it and before anything is written."""
+    try:
+        with path.with_name(path.name + "-shm").open("rb") as f:
+            header = f.read(48)
+    except OSError:
+        return None
+    if len(header) < 48 or header[12] != 1:  # isInit
+        return None
+    return int.from_bytes(header[16:20], sys.byteorder)
 
 
 def _migrate(conn: sqlite3.Connection, version: int) -> None:

@@ -24,6 +24,8 @@ class StreamStats:
     (records ever dead-lettered) and ``quarantined`` (records ever failing authentication) are
     persistent totals that survive eviction and restarts. ``last_seq`` is the last seq ever
     assigned (0 before the first). ``oldest_undelivered_ms`` is None when nothing is pending.
+    ``refused`` (persistent total) counts records refused for a full disk (never stored, no
+    seq spent); ``refused_pending`` those not yet reported as ``telemetry_refused``.
     """
 
     undelivered: int
@@ -36,6 +38,8 @@ class StreamStats:
     evicted: int
     dead_total: int
     quarantined: int
+    refused: int = 0
+    refused_pending: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,15 +103,17 @@ def query_stats(
             " GROUP BY stream, state"
         ):
             counts[(s, state)] = (n, size, oldest)
+        cols = {r[1] for r in conn.execute("PRAGMA table_info(streams)")}
+        refused = "refused, refused_pending" if "refused" in cols else "0, 0"  # schema 1
         rows = conn.execute(
-            "SELECT stream, last_seq, evicted, dead, quarantined FROM streams"
+            f"SELECT stream, last_seq, evicted, dead, quarantined, {refused} FROM streams"  # noqa: S608
         ).fetchall()
         quarantine_rows: int = conn.execute("SELECT count(*) FROM quarantine").fetchone()[0]
     finally:
         if started:
             conn.execute("COMMIT")
     streams = {}
-    for s, last, evicted, dead, quarantined in rows:
+    for s, last, evicted, dead, quarantined, refused_total, pending in rows:
         stream = Stream(s)
         by_state = [counts.get((s, st), (0, 0, None)) for st in (0, 1, 2)]
         streams[stream] = StreamStats(
@@ -121,6 +127,8 @@ def query_stats(
             evicted=evicted,
             dead_total=dead,
             quarantined=quarantined,
+            refused=refused_total,
+            refused_pending=pending,
         )
     return StoreStats(
         streams=streams,

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from drivers.codec import NE43_HIGH_MA, NE43_LOW_MA, word_count
+from drivers.codec import NE43_HIGH_MA, NE43_LOW_MA, is_exact_int, word_count
 from drivers.config import DataType, TagConfig, WordOrder
 from drivers.planner import ReadRequest
 from drivers.types import Quality
@@ -98,6 +98,7 @@ class PollDecoder:
         bool_regs: tuple[list[int], list[int]] = ([], [])  # (register, slot)
         bit_regs: tuple[list[int], list[int], list[int]] = ([], [], [])  # (register, bit, slot)
         bit_points: tuple[list[int], list[int]] = ([], [])  # (bit, slot)
+        exact: list[tuple[int, list[int], bool]] = []  # (slot, byte index, signed)
         for k, req in enumerate(requests):
             for p in req.points:
                 slot = len(point_tag)
@@ -119,6 +120,8 @@ class PollDecoder:
                     rows, slots = byte_rows.setdefault(tag.type, ([], []))
                     rows.append(wire_byte_index(reg_base[k] + p.offset, tag.type, order))
                     slots.append(slot)
+                    if is_exact_int(tag):
+                        exact.append((slot, rows[-1], tag.type == "int64"))
         self.point_tag = np.asarray(point_tag, dtype=np.intp)
         self.point_request = np.asarray(point_request, dtype=np.intp)
         self._gathers = tuple(
@@ -132,6 +135,7 @@ class PollDecoder:
         self._bool_regs = tuple(np.asarray(a, dtype=np.intp) for a in bool_regs)
         self._bit_regs = tuple(np.asarray(a, dtype=np.intp) for a in bit_regs)
         self._bit_points = tuple(np.asarray(a, dtype=np.intp) for a in bit_points)
+        self._exact = tuple(exact)
         self._compile_engineering([tags[i] for i in point_tag])
 
     def _compile_engineering(self, point_tags: Sequence[TagConfig]) -> None:
@@ -161,6 +165,16 @@ class PollDecoder:
         """Where the reply of request number ``request`` goes: in the register buffer for a
         register read, in the bit buffer for a bit read."""
         return self._slices[request]
+
+    def exact(self, registers: NDArray[np.uint16]) -> list[tuple[int, int]]:
+        """``(slot, integer)`` of every plain int64/uint64 point, exactly (no float64)."""
+        if not self._exact:
+            return []
+        wire = registers.astype(">u2").tobytes()
+        return [
+            (slot, int.from_bytes(bytes(wire[i] for i in index), "big", signed=signed))
+            for slot, index, signed in self._exact
+        ]
 
     def decode(
         self, registers: NDArray[np.uint16], bits: NDArray[np.bool_]

@@ -26,7 +26,9 @@ Contracts:
   current below 3.6 mA or above 21 mA (NAMUR NE43 fault signal) is ``(NaN, BAD_RANGE)``.
 - A value outside the tag's ``range`` (inclusive) or not finite (a float register holding
   NaN/inf) is ``(NaN, Quality.BAD_RANGE)``; anything else is ``(value, Quality.GOOD)``. 64-bit
-  integers are converted to float64 (exact up to 2**53).
+  integers are converted to float64 (exact up to 2**53) for the rules; :func:`exact_int` gives
+  the exact integer of an ``int64``/``uint64`` tag without scale, offset or current loop, which
+  is what goes on the wire (:attr:`drivers.types.SampleBatch.exact`).
 - :mod:`drivers.blockcodec` computes the same results for whole blocks with numpy; the two
   must agree bit for bit (property-tested), so the arithmetic here is written in the same
   order of operations as there.
@@ -50,6 +52,8 @@ __all__ = [
     "decode_registers",
     "decode_tag",
     "encode_registers",
+    "exact_int",
+    "is_exact_int",
     "tag_problems",
     "to_engineering",
     "word_count",
@@ -186,3 +190,23 @@ def decode_tag(
         return to_engineering(float((int(data[0]) >> tag.bit) & 1), tag)
     order = tag.byte_order or default_order
     return to_engineering(decode_registers([int(r) for r in data], tag.type, order), tag)
+
+
+def is_exact_int(tag: TagConfig) -> bool:
+    """Does ``tag`` carry an exact integer past float64's 2**53 (a plain int64 / uint64)?"""
+    return (
+        tag.type in ("int64", "uint64")
+        and tag.table not in BIT_TABLES
+        and tag.bit is None
+        and tag.current_loop is None
+        and tag.scale == 1.0
+        and tag.offset == 0.0
+    )
+
+
+def exact_int(tag: TagConfig, registers: Sequence[int], default_order: WordOrder) -> int:
+    """The exact integer of a plain int64/uint64 tag (see :func:`is_exact_int`)."""
+    reverse_words, swap_bytes = _swap(tag.byte_order or default_order)
+    regs = list(reversed(registers)) if reverse_words else list(registers)
+    raw = b"".join(struct.pack("<H" if swap_bytes else ">H", int(r) & 0xFFFF) for r in regs)
+    return int.from_bytes(raw, "big", signed=tag.type == "int64")

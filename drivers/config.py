@@ -49,6 +49,8 @@ WordOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
 Checksum = Literal["none", "xor", "crc16_modbus", "sum8"]
 MaxBits = Annotated[int, msgspec.Meta(ge=1, le=2000)]
 Backoff = Annotated[float, msgspec.Meta(ge=1.0, le=3600.0)]
+ProbeInterval = Annotated[float, msgspec.Meta(ge=0.1, le=600.0)]
+RetryAfter = Annotated[float, msgspec.Meta(ge=1.0, le=86400.0)]
 
 
 class CurrentLoopConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -113,11 +115,21 @@ class ModbusTcpDeviceConfig(
     tag="modbus_tcp",
     tag_field="driver",
 ):
-    """A device reached over Modbus TCP (a PLC, or a TCP-to-RTU gateway with several unit ids)."""
+    """A device reached over TCP: a PLC or a Modbus TCP gateway (``framing = "mbap"``, several
+    unit ids share the connection), or a serial device server / DTU that passes RTU frames
+    through a TCP socket unchanged (``framing = "rtu"``: RTU over TCP, one request at a time per
+    server port).
+
+    While the device is lost it is probed with one cheap request every ``probe_interval_s``
+    (at least the poll period for RTU over TCP: the line behind is shared); reconnecting a
+    socket backs off up to ``backoff_max_s``. An address the device refuses is re-tried after
+    ``refusal_retry_s`` (see :mod:`drivers.refusals`).
+    """
 
     name: Name
     host: str
     port: Port = 502
+    framing: Literal["mbap", "rtu"] = "mbap"
     unit_id: UnitId = 1
     poll_interval_s: Seconds = 1.0
     timeout_s: Seconds = 1.0
@@ -126,7 +138,9 @@ class ModbusTcpDeviceConfig(
     max_gap: Annotated[int, msgspec.Meta(ge=0, le=124)] = 10
     max_bits: MaxBits = 2000
     exclude: tuple[ExcludeConfig, ...] = ()
-    backoff_max_s: Backoff = 60.0
+    backoff_max_s: Backoff = 10.0
+    probe_interval_s: ProbeInterval = 2.0
+    refusal_retry_s: RetryAfter = 600.0
     poll_groups: tuple[PollGroupConfig, ...] = ()
     tags: tuple[TagConfig, ...] = ()
 
@@ -151,16 +165,21 @@ class ModbusRtuDeviceConfig(
     max_gap: Annotated[int, msgspec.Meta(ge=0, le=124)] = 10
     max_bits: MaxBits = 2000
     exclude: tuple[ExcludeConfig, ...] = ()
-    backoff_max_s: Backoff = 60.0
+    backoff_max_s: Backoff = 10.0
+    probe_interval_s: ProbeInterval = 2.0
+    refusal_retry_s: RetryAfter = 600.0
     poll_groups: tuple[PollGroupConfig, ...] = ()
     tags: tuple[TagConfig, ...] = ()
 
 
 class SerialPortConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """A physical serial line; it has exactly one owner (one request queue) in the agent."""
+    """A physical serial line; it has exactly one owner (one request queue) in the agent.
+    ``modbus_framing``: how the Modbus devices on it frame their messages (every device on one
+    line speaks the same)."""
 
     name: Name
     path: str
+    modbus_framing: Literal["rtu", "ascii"] = "rtu"
     baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
     parity: Literal["N", "E", "O"] = "N"
     bytesize: Literal[7, 8] = 8
@@ -178,6 +197,7 @@ class SerialLineTagConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=Tru
 
     name: Name
     field: str | Annotated[int, msgspec.Meta(ge=0, le=255)]
+    number: Literal["decimal", "hex"] = "decimal"  # the field's grammar (strict, see lineproto)
     key: str | None = None
     scale: float = 1.0
     offset: float = 0.0

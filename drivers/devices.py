@@ -6,6 +6,7 @@ the same ``bus`` must be polled by one task, one poll at a time (one owner per b
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Protocol, Self
@@ -19,7 +20,8 @@ from drivers.config import (
     SerialPortConfig,
 )
 from drivers.errors import DriverConfigError
-from drivers.modbus import ModbusDevice, build_modbus_device, wall_clock_ms
+from drivers.modbus import ModbusDevice, wall_clock_ms
+from drivers.modbus_build import build_modbus_device
 from drivers.serial_line import SerialLineDevice, build_serial_line_device
 from drivers.types import SampleBatch
 
@@ -34,6 +36,9 @@ class Device(Protocol):
     name: str
     poll_interval_s: float
     online: bool
+    lost_reason: str  # why the device is not online ("" when it is); see drivers.errors
+    last_error: str  # the text of that failure
+    last_outage_ms: int  # duration of the last outage, set when the device came back
 
     @property
     def bus(self) -> str: ...
@@ -49,6 +54,8 @@ class Device(Protocol):
 
     async def poll(self) -> SampleBatch: ...
 
+    def health(self) -> dict[str, object]: ...
+
 
 def build_device(
     cfg: AnyDeviceConfig,
@@ -56,14 +63,16 @@ def build_device(
     tag_index: Mapping[str, int],
     serial_ports: Mapping[str, SerialPortConfig],
     clock_ms: Callable[[], int] = wall_clock_ms,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> ModbusDevice | SerialLineDevice:
-    """Build (no I/O) the device for ``cfg`` (raises :class:`DriverConfigError`)."""
+    """Build (no I/O) the device for ``cfg`` (raises :class:`DriverConfigError`).
+    ``monotonic`` drives the probe schedule of lost Modbus devices (injected in tests)."""
     if isinstance(cfg, SerialLineDeviceConfig):
         return build_serial_line_device(
             cfg, tag_index=tag_index, serial_ports=serial_ports, clock_ms=clock_ms
         )
     return build_modbus_device(
-        cfg, tag_index=tag_index, serial_ports=serial_ports, clock_ms=clock_ms
+        cfg, tag_index=tag_index, serial_ports=serial_ports, clock_ms=clock_ms, monotonic=monotonic
     )
 
 
@@ -73,6 +82,7 @@ def build_devices(
     tag_index: Mapping[str, int],
     serial_ports: Mapping[str, SerialPortConfig],
     clock_ms: Callable[[], int] = wall_clock_ms,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> list[ModbusDevice | SerialLineDevice]:
     """Build (no I/O) one device per poll group of ``cfg``.
 
@@ -84,7 +94,13 @@ def build_devices(
     """
     if isinstance(cfg, SerialLineDeviceConfig) or not cfg.poll_groups:
         return [
-            build_device(cfg, tag_index=tag_index, serial_ports=serial_ports, clock_ms=clock_ms)
+            build_device(
+                cfg,
+                tag_index=tag_index,
+                serial_ports=serial_ports,
+                clock_ms=clock_ms,
+                monotonic=monotonic,
+            )
         ]
     problems = poll_group_problems(cfg)
     if problems:
@@ -107,7 +123,13 @@ def build_devices(
                 )
             )
     return [
-        build_modbus_device(part, tag_index=tag_index, serial_ports=serial_ports, clock_ms=clock_ms)
+        build_modbus_device(
+            part,
+            tag_index=tag_index,
+            serial_ports=serial_ports,
+            clock_ms=clock_ms,
+            monotonic=monotonic,
+        )
         for part in parts
     ]
 

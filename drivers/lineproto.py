@@ -14,6 +14,11 @@ Layers, each a pure function of the bytes fed so far:
    field that is missing or not a number gives BAD_DEVICE (the device said something, but not a
    value: e.g. ``----`` while a sensor is in fault); scale, offset and range as in
    :func:`drivers.codec.to_engineering`. A frame the pattern does not match is rejected.
+
+Number grammar (:func:`parse_number`), strict on purpose — Python's ``float()`` also takes
+``6_6.6``, ``nan``, ``inf`` and surrounding whitespace, none of which a gas controller sends:
+``decimal`` is ``[+-]digits[.digits][e[+-]digits]`` (or ``.digits``); ``hex`` (only when the
+tag says ``number = "hex"``) is hex digits with an optional ``0x``.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ __all__ = [
     "Reading",
     "checksum_text",
     "config_problems",
+    "parse_number",
     "verify_checksum",
 ]
 
@@ -151,6 +157,19 @@ class Reading:
     quality: Quality
 
 
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_HEX = re.compile(r"(?:0[xX])?[0-9A-Fa-f]+")
+
+
+def parse_number(raw: str | None, grammar: str = "decimal") -> float:
+    """The number in ``raw`` under the strict grammar, or NaN when it is not one."""
+    if raw is None:
+        return math.nan
+    if grammar == "hex":
+        return float(int(raw, 16)) if _HEX.fullmatch(raw) else math.nan
+    return float(raw) if _DECIMAL.fullmatch(raw) else math.nan
+
+
 def _escape(text: str) -> bytes:
     return text.encode("latin-1")
 
@@ -203,11 +222,7 @@ class LineProtocol:
         for i, tag in enumerate(self.cfg.tags):
             if tag.key is not None and tag.key != key:
                 continue
-            raw = fields(tag.field)
-            try:
-                number = float(raw) if raw is not None else math.nan
-            except ValueError:
-                number = math.nan
+            number = parse_number(fields(tag.field), tag.number)
             if math.isnan(number):
                 out.append(Reading(i, math.nan, Quality.BAD_DEVICE))
                 continue

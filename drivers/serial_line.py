@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import math
 import os
+import termios
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from drivers.breaker import Breaker
 from drivers.config import SerialLineDeviceConfig, SerialPortConfig
 from drivers.errors import DeviceUnavailable, DriverConfigError
 from drivers.lineproto import LineProtocol
+from drivers.mblink import os_error_kind
 from drivers.types import Quality, SampleBatch
 
 __all__ = ["LineProbeResult", "SerialLineDevice", "build_serial_line_device"]
@@ -111,6 +113,12 @@ class SerialLineDevice:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._arrived = asyncio.Event()
         self.read_errors = 0  # times the port failed while open (closed, reopened by a poll)
+        self.lost_reason = ""  # why no frame came: timeout, crc, framing, port_missing...
+        self.last_error = ""
+        self.lost_at_ms = 0
+        self.last_outage_ms = 0  # duration of the last outage, set when frames came back
+        self._open_error: DeviceUnavailable | None = None
+        self._rejected_at_poll = 0
 
     def __repr__(self) -> str:
         return f"<SerialLineDevice {self.name} {self.port.path}>"
@@ -156,8 +164,10 @@ class SerialLineDevice:
                 timeout=0,
                 exclusive=True,
             )
-        except (serial.SerialException, OSError, ValueError) as exc:
-            raise DeviceUnavailable(self.name, f"cannot open {p.path}: {exc}") from exc
+        except (serial.SerialException, OSError, ValueError, termios.error) as exc:
+            # termios.error is no OSError: a port that refuses its settings raises it on open
+            kind = os_error_kind(exc)
+            raise DeviceUnavailable(self.name, f"cannot open {p.path}: {exc}", kind=kind) from exc
         ser.reset_input_buffer()
         self._serial = ser
         self._loop.add_reader(ser.fileno(), self._on_readable)
@@ -204,15 +214,19 @@ class SerialLineDevice:
     async def poll(self) -> SampleBatch:
         """One sample per tag that has news (see the module contract); never raises."""
         request = self.protocol.request
+        self._open_error = None
         if request and self.breaker.allow():
             answered = await self._ask(request)
             (self.breaker.succeeded if answered else self.breaker.failed)()
         elif not request:
-            with contextlib.suppress(DeviceUnavailable):
+            try:
                 self._open()
+            except DeviceUnavailable as exc:
+                self._open_error = exc
         now = self._clock_ms()
         heard = self.protocol.frames > self._frames_at_poll
         self._frames_at_poll = self.protocol.frames
+        self._track(heard, now)
         self.online = heard
         fresh = self._fresh.copy()
         lapsed = ~fresh & (now - self._last_sent >= self._stale_ms)
@@ -226,6 +240,43 @@ class SerialLineDevice:
         self._fresh[:] = False
         return SampleBatch(tag=self._tag_ids[pick], ts_ms=ts, value=value, quality=quality)
 
+    def _track(self, heard: bool, now: int) -> None:
+        """Keep the reason of an outage and, when frames come back, its duration."""
+        rejected = self.protocol.rejected - self._rejected_at_poll
+        self._rejected_at_poll = self.protocol.rejected
+        if heard:
+            if self.lost_reason:
+                self.last_outage_ms = max(0, now - self.lost_at_ms)
+            self.lost_reason = self.last_error = ""
+            return
+        if not self.lost_reason:
+            self.lost_at_ms = now
+        if self._open_error is not None:
+            self.lost_reason, self.last_error = self._open_error.kind, self._open_error.reason
+        elif rejected:
+            self.lost_reason = "crc" if self.protocol.cfg.checksum != "none" else "framing"
+            self.last_error = f"{rejected} frames rejected (checksum, framing or pattern)"
+        else:
+            self.lost_reason = "timeout"
+            self.last_error = f"no valid frame within {self.poll_interval_s + self.timeout_s:g} s"
+
+    def health(self) -> dict[str, object]:
+        """What the agent reports about this device (events, status, commissioning)."""
+        f = self.protocol.framer
+        return {
+            "device": self.name,
+            "online": self.online,
+            "reason": self.lost_reason,
+            "error": self.last_error,
+            "lost_at_ms": self.lost_at_ms,
+            "last_outage_ms": self.last_outage_ms,
+            "frames": self.protocol.frames,
+            "rejected": self.protocol.rejected,
+            "garbage": f.garbage,
+            "dropped": f.dropped,
+            "read_errors": self.read_errors,
+        }
+
     async def _ask(self, request: bytes) -> bool:
         """Write the poll request and wait for a frame; True when one came in time."""
         try:
@@ -233,7 +284,8 @@ class SerialLineDevice:
             assert self._serial is not None
             self._arrived.clear()
             os.write(self._serial.fileno(), request)
-        except DeviceUnavailable:
+        except DeviceUnavailable as exc:
+            self._open_error = exc
             return False
         except OSError:
             self.read_errors += 1

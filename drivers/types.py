@@ -4,13 +4,16 @@ Invariants of a :class:`SampleBatch`:
 - all four arrays have the same length;
 - ``value`` is NaN exactly when ``quality`` is not GOOD (a value that could not be read is never
   replaced by an old one);
-- ``ts_ms`` is UTC epoch milliseconds taken when the read completed.
+- ``ts_ms`` is UTC epoch milliseconds taken when the read completed;
+- ``exact`` maps a position in the batch to the exact integer of a GOOD int64/uint64 sample
+  (``value`` holds the same number rounded to float64, which is what rules see); the uplink
+  encodes it as a JSON integer.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -41,6 +44,7 @@ class SampleBatch:
     ts_ms: NDArray[np.int64]
     value: NDArray[np.float64]
     quality: NDArray[np.uint8]
+    exact: dict[int, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.tag)
@@ -63,9 +67,15 @@ class SampleBatch:
     def concat(batches: list[SampleBatch]) -> SampleBatch:
         if not batches:
             return SampleBatch.empty()
+        exact: dict[int, int] = {}
+        base = 0
+        for b in batches:
+            exact.update((base + k, v) for k, v in b.exact.items())
+            base += len(b)
         return SampleBatch(
             tag=np.concatenate([b.tag for b in batches]).astype(np.int32, copy=False),
             ts_ms=np.concatenate([b.ts_ms for b in batches]).astype(np.int64, copy=False),
             value=np.concatenate([b.value for b in batches]).astype(np.float64, copy=False),
             quality=np.concatenate([b.quality for b in batches]).astype(np.uint8, copy=False),
+            exact=exact,
         )

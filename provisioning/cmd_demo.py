@@ -19,6 +19,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--time-scale", type=float, default=1.0, help="scenario speed-up")
     p.add_argument("--leak-start-s", type=float, default=10.0, help="scenario time of the leak")
     p.add_argument("--no-broker", action="store_true", help="run without MQTT: the agent buffers")
+    p.add_argument("--verbose", action="store_true", help="print every telemetry message too")
     p.set_defaults(func=_main)
 
 
@@ -33,6 +34,7 @@ def _main(args: argparse.Namespace) -> int:
             time_scale=args.time_scale,
             leak_start_s=args.leak_start_s,
             broker=not args.no_broker,
+            verbose=args.verbose,
         )
     )
     return 0 if result.agent_exit in (0, None) else 1

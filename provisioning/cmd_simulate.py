@@ -125,6 +125,7 @@ async def _serve(sim: TankFarmSimulator, args: argparse.Namespace) -> None:
                             data_dir=args.data_dir,
                             rtu_path=rtu.agent_path if rtu else None,
                             gas_path=gas.agent_path if gas else None,
+                            outputs=True,
                         )
                     )
             print(

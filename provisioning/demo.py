@@ -4,9 +4,11 @@ Starts, on free loopback ports: the tank-farm simulator (a real Modbus TCP serve
 serial side (:mod:`provisioning.simulator_serial`: a Modbus RTU analyser on a socat pty pair,
 left out with a notice when socat is not installed, and an ASCII gas controller on a pty), a
 Mosquitto broker (when installed), the agent as its own process (``safeedge run``) polling all
-three drivers, and a listener playing the central platform. Prints what the platform
-receives; the agent's own log goes to ``WORKDIR/agent.log`` and its locally raised alarms are
-echoed as ``[agent]`` lines. Ctrl-C (or ``--duration``) stops the agent first (so it
+three drivers, and a listener playing the central platform. The agent's local web console is
+on (its URL and a demo operator's login are printed): the leak shows on its alarm board. The
+terminal shows alarms, events and a one-line summary every few seconds (telemetry lines only
+with ``verbose``); the agent's own log goes to ``WORKDIR/agent.log`` and its locally raised
+alarms are echoed as ``[agent]`` lines. Ctrl-C (or ``--duration``) stops the agent first (so it
 flushes), then the broker and the simulators.
 """
 
@@ -24,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from agent.codec import Point
+from agent.codec import Alarm, Point
+from agent.console.passwords import hash_password
 from central.cmd_listen import format_lines
 from central.listen import Listener, Message
 from provisioning.localbroker import LocalBroker, find_mosquitto, free_port
@@ -42,6 +45,8 @@ class DemoOptions:
     time_scale: float = 1.0
     leak_start_s: float = 10.0
     broker: bool = True  # False: run without a broker (the agent buffers)
+    verbose: bool = False  # True: print every telemetry message too
+    summary_every_s: float = 5.0
 
 
 @dataclass(slots=True)
@@ -51,6 +56,8 @@ class DemoResult:
     gaps: int = 0
     agent_exit: int | None = None
     good_tags: set[str] = field(default_factory=set)  # tags with a good telemetry point
+    console_url: str | None = None
+    active: dict[str, str] = field(default_factory=dict)  # "tag alarm" → severity (platform)
 
 
 def _out(out: TextIO, line: str) -> None:
@@ -90,10 +97,18 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> DemoResult:
                 result.gaps += m.gap.count
             if m.kind == "alarm":
                 result.alarms.extend(format_lines(m))
+                if isinstance(m.body, Alarm):
+                    key = f"{m.body.tag} {m.body.alarm}"
+                    if m.body.level == 0:
+                        result.active.pop(key, None)
+                    else:
+                        result.active[key] = m.body.severity
             if m.kind == "telemetry" and isinstance(m.body, list):
                 result.good_tags.update(
                     p.tag for p in m.body if isinstance(p, Point) and p.quality is None
                 )
+                if not opts.verbose:
+                    return
             for line in format_lines(m):
                 _out(out, f"[platform] {line}")
 
@@ -122,6 +137,7 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> DemoResult:
             if sim_thread.rtu_path is not None:
                 _out(out, f"[demo] RTU analyser (unit 2: AT-201, AT-202) on {sim_thread.rtu_path}")
             _out(out, f"[demo] gas controller (GT-301, GT-302) on {sim_thread.gas_path}")
+            console_port = free_port()
             config_path.write_text(
                 tank_farm_config(
                     modbus_host="127.0.0.1",
@@ -131,7 +147,15 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> DemoResult:
                     data_dir=str(opts.workdir / "data"),
                     rtu_path=sim_thread.rtu_path,
                     gas_path=sim_thread.gas_path,
+                    outputs=True,
                 )
+                + _console_toml(console_port)
+            )
+            result.console_url = f"http://127.0.0.1:{console_port}/"
+            _out(
+                out,
+                f"[demo] console (alarm board, live values, health): {result.console_url}  "
+                f"(wall screen without login; operator: {DEMO_USER} / {DEMO_PASSWORD})",
             )
             with agent_log.open("wb") as log_file:
                 agent = subprocess.Popen(
@@ -141,7 +165,7 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> DemoResult:
                     start_new_session=True,  # Ctrl-C reaches us; we stop the agent in order
                 )
             _out(out, f"[demo] agent started (pid {agent.pid}); its log: {agent_log}")
-            _follow(agent, agent_log, opts, stop, out, sim_thread)
+            _follow(agent, agent_log, opts, stop, out, sim_thread, _Summary(result, lock))
     except KeyboardInterrupt:
         pass
     finally:
@@ -165,11 +189,17 @@ def _follow(
     stop: threading.Event,
     out: TextIO,
     sim: _Simulator,
+    summary: _Summary,
 ) -> None:
-    """Echo the agent's alarm lines until the duration passes, Ctrl-C, or the agent exits."""
+    """Echo the agent's alarm lines, and a summary every ``summary_every_s``, until the
+    duration passes, Ctrl-C, or the agent exits."""
     started = time.monotonic()
+    next_summary = started + opts.summary_every_s
     offset = 0
     while not stop.is_set():
+        if time.monotonic() >= next_summary:
+            _out(out, summary.line(time.monotonic() - started))
+            next_summary += opts.summary_every_s
         if opts.duration_s is not None and time.monotonic() - started >= opts.duration_s:
             return
         if agent.poll() is not None:
@@ -188,6 +218,44 @@ def _follow(
             if " alarm " in line or " ERROR " in line or "uplink" in line:
                 _out(out, f"[agent]    {line.split(' ', 3)[-1]}")
         stop.wait(0.2)
+
+
+DEMO_USER = "demo"
+DEMO_PASSWORD = "safeedge-demo"  # noqa: S105 - the practice site's printed operator login
+
+
+def _console_toml(port: int) -> str:
+    return "\n".join(
+        [
+            "",
+            "# the local web console (docs: README, agent/console)",
+            "[console]",
+            "enabled = true",
+            f"port = {port}",
+            "anonymous_board = true",
+            "[[console.users]]",
+            f'name = "{DEMO_USER}"',
+            'role = "operator"',
+            f'password_hash = "{hash_password(DEMO_PASSWORD)}"',
+            "",
+        ]
+    )
+
+
+@dataclass(slots=True)
+class _Summary:
+    result: DemoResult
+    lock: threading.Lock
+
+    def line(self, elapsed_s: float) -> str:
+        with self.lock:
+            got = ", ".join(f"{k} {v}" for k, v in sorted(self.result.received.items()))
+            active = ", ".join(f"{k} {v}" for k, v in sorted(self.result.active.items()))
+            gaps = self.result.gaps
+        return (
+            f"[demo] t={elapsed_s:.0f}s received: {got or 'nothing'}; "
+            f"active alarms: {active or 'none'}; seq gaps: {gaps}"
+        )
 
 
 def _stop_agent(agent: subprocess.Popen[bytes]) -> int:

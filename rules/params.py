@@ -34,6 +34,7 @@ from rules.config import RuleConfig
 __all__ = [
     "MAX_SECONDS",
     "PARAM_KEYS",
+    "Ceilings",
     "ParamValue",
     "RuleConfigError",
     "RuleIssue",
@@ -94,14 +95,37 @@ class RuleConfigError(Exception):
         super().__init__(f"{len(self.issues)} rule config issue(s):\n  " + "\n  ".join(lines))
 
 
+class Ceilings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Regulatory bounds on a template's set points, with the text they come from.
+
+    ``*_max``: a configured limit may be stricter (lower) but never higher; ``*_min``: never
+    lower (oxygen deficiency). Checked by ``safeedge check-config`` and ``safeedge commission``.
+    """
+
+    source: str
+    high_max: float | None = None
+    high_high_max: float | None = None
+    low_min: float | None = None
+    low_low_min: float | None = None
+
+
 class RuleTemplate(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """A shipped rule template: ``rule`` holds parameter keys only (no tags/match/template)."""
+    """A shipped rule template: ``rule`` holds parameter keys only (no tags/match/template).
+
+    ``units``: spellings of ``unit`` that a tag may carry (compared without case and spaces);
+    ``plausible``: the span a healthy reading lies in (commissioning warns outside it);
+    ``molar_mass_g_mol``: for the ppm / mg/m³ conversion hint of a gas template.
+    """
 
     name: str
     description: str
     source: str
     unit: str
     rule: RuleConfig
+    units: tuple[str, ...] = ()
+    plausible: tuple[float, float] | None = None
+    molar_mass_g_mol: float | None = None
+    ceilings: Ceilings | None = None
 
 
 @cache

@@ -152,6 +152,7 @@ def test_the_wheel_installs_into_a_fresh_venv_and_its_listen_validates_real_mess
     names = zipfile.ZipFile(wheel).namelist()
     assert {f"agent/schemas/{n}.json" for n in ("envelope", "telemetry", "cmd")} <= set(names)
     assert "central/listen.py" in names
+    assert {"agent/console/static/console.js", "agent/console/static/console.css"} <= set(names)
     assert not any(n.startswith(("docs/", "tests/")) for n in names)
     bin_dir, site = fresh_venv(tmp_path, wheel, env)
 

@@ -19,9 +19,11 @@ from agent.config.load import load_config, loads_config
 from agent.config.paths import ResolvedPaths, file_issues, resolve, resolved_paths
 from agent.config.schema import (
     AgentConfig,
+    AlarmOutputConfig,
     CommandsConfig,
     DeviceConfig,
     GatewayConfig,
+    OutputWhen,
     ReportByExceptionConfig,
     TlsConfig,
     UplinkConfig,
@@ -29,12 +31,14 @@ from agent.config.schema import (
 
 __all__ = [
     "AgentConfig",
+    "AlarmOutputConfig",
     "CommandsConfig",
     "ConfigError",
     "ConfigIssue",
     "DeviceConfig",
     "GatewayConfig",
     "IssueShape",
+    "OutputWhen",
     "ReportByExceptionConfig",
     "ResolvedPaths",
     "TlsConfig",

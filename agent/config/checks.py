@@ -5,8 +5,9 @@ Each leaf owns its section (:func:`drivers.config.device_issues` and
 :func:`rules.check_rules`); their ``(path, message, hint)`` issues are put under the key path of
 the table they were given (:func:`agent.config.issues.adapt`). The agent adds what no leaf can
 see: unique device, tag and serial port names, unknown serial ports, one unit id per bus or TCP
-endpoint, a serial-line device owning its port, the tag names that rules and report-by-exception
-deadbands refer to, and its own sections (``[uplink]``, ``[commands]``).
+endpoint, one framing per TCP endpoint, a serial-line device owning its port, the tag names that
+rules and report-by-exception deadbands refer to, the alarm outputs' devices, addresses and
+selections, and its own sections (``[uplink]``, ``[commands]``).
 
 Invariant: every check that building a component makes at run time (``drivers.build_devices``,
 ``RuleEngine``, ``buffer.Store.open``'s arguments, ``Uplink``'s topic root) is made here, so a
@@ -19,14 +20,23 @@ from __future__ import annotations
 import base64
 import binascii
 import difflib
+import fnmatch
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from agent.codec import root_topic
 from agent.config.governance import governance_issues
 from agent.config.issues import ConfigIssue, adapt
-from agent.config.schema import AgentConfig, CommandsConfig, DeviceConfig, UplinkConfig
+from agent.config.schema import (
+    AgentConfig,
+    AlarmOutputConfig,
+    CommandsConfig,
+    DeviceConfig,
+    UplinkConfig,
+)
+from agent.console.config import console_issues
+from agent.review.config import review_issues
 from buffer.config import buffer_issues
 from drivers.config import (
     ModbusRtuDeviceConfig,
@@ -38,9 +48,10 @@ from drivers.config import (
     device_issues,
     port_issues,
 )
+from drivers.outputs import output_problems
 from rules import check_rules
 
-__all__ = ["UPLINK_BOUNDS", "check_config"]
+__all__ = ["UPLINK_BOUNDS", "check_config", "selection_problems"]
 
 UPLINK_BOUNDS: dict[str, tuple[float, float]] = {
     "backfill_after_s": (0.0, 86400.0),
@@ -72,8 +83,21 @@ def check_config(cfg: AgentConfig) -> list[ConfigIssue]:
                 issues.append(ConfigIssue(path, "unknown tag", hint))
     if cfg.rules:
         issues += adapt("", check_rules(cfg.rules, tag_names))
+    issues += _output_issues(cfg, tag_names)
+    issues += adapt("review", review_issues(cfg.review, tag_names))
+    issues += adapt("console", console_issues(cfg.console))
     issues += governance_issues(cfg)  # codes, classes, policies, windows (governance.py)
     return issues
+
+
+def _output_issues(cfg: AgentConfig, tag_names: list[str]) -> list[ConfigIssue]:
+    """``[[outputs]]``: the drivers' write-target checks and the alarm selections."""
+    if not cfg.outputs:
+        return []
+    device_tags = {d.name: [t.name for t in d.tags] for d in cfg.devices}
+    found = output_problems(cfg.outputs, cfg.devices)
+    found += selection_problems(cfg.outputs, tag_names=tag_names, device_tags=device_tags)
+    return [ConfigIssue(key, message, hint) for key, message, hint in found]
 
 
 def _number(key: str, value: float, low: float, high: float) -> list[ConfigIssue]:
@@ -186,6 +210,7 @@ def _device_issues(cfg: AgentConfig) -> list[ConfigIssue]:
     device_names: dict[str, str] = {}
     tag_names: dict[str, str] = {}
     endpoints: dict[tuple[str, int, int], str] = {}
+    framings: dict[tuple[str, int], tuple[str, str]] = {}
     bus_units: dict[tuple[str, int], str] = {}
     port_users: dict[str, list[tuple[str, DeviceConfig]]] = {}
     for i, device in enumerate(cfg.devices):
@@ -197,6 +222,16 @@ def _device_issues(cfg: AgentConfig) -> list[ConfigIssue]:
         else:
             device_names[device.name] = here
         if isinstance(device, ModbusTcpDeviceConfig):
+            framing = framings.setdefault(
+                (device.host.lower(), device.port), (device.framing, here)
+            )
+            if framing[0] != device.framing:
+                msg = (
+                    f'framing "{device.framing}" at {device.host}:{device.port}, where '
+                    f'{framing[1]} uses "{framing[0]}"'
+                )
+                hint = "one TCP endpoint speaks one framing: Modbus TCP (mbap) or RTU over TCP"
+                issues.append(ConfigIssue(f"{here}.framing", msg, hint))
             endpoint = (device.host.lower(), device.port, device.unit_id)
             if endpoint in endpoints:
                 where = f"{device.host}:{device.port}"
@@ -265,3 +300,27 @@ def _unknown_port(here: str, name: str, known: Sequence[str]) -> ConfigIssue:
     else:
         hint = f'no [[serial_ports]] are configured: add one with name = "{name}"'
     return ConfigIssue(f"{here}.serial_port", f'unknown serial port "{name}"', hint)
+
+
+def selection_problems(
+    outputs: Sequence[AlarmOutputConfig],
+    *,
+    tag_names: Sequence[str],
+    device_tags: Mapping[str, Sequence[str]],
+) -> list[tuple[str, str, str]]:
+    """``(key, message, hint)`` for ``when`` selections that name nothing that exists."""
+    problems = []
+    known = set(tag_names)
+    for k, out in enumerate(outputs):
+        key = f'outputs[{k}] "{out.name}".when'
+        for tag in out.when.tags:
+            if tag not in known:
+                problems.append((f"{key}.tags", f'unknown tag "{tag}"', "name a configured tag"))
+        if out.when.match and not any(fnmatch.fnmatchcase(n, out.when.match) for n in known):
+            problems.append((f"{key}.match", f'"{out.when.match}" matches no tag',
+                             "use a glob such as \"GT-*\""))  # fmt: skip
+        for device in out.when.devices:
+            if device not in device_tags:
+                problems.append((f"{key}.devices", f'unknown device "{device}"',
+                                 "name a device of [[devices]]"))  # fmt: skip
+    return problems

@@ -56,8 +56,15 @@ def resolve(cfg: AgentConfig, base_dir: Path) -> AgentConfig:
             key_file=None if tls.key_file is None else str(base / tls.key_file),
         )
     password = None if up.password_file is None else str(base / up.password_file)
+    con = cfg.console
+    cert, key = con.tls_cert_file, con.tls_key_file
     return msgspec.structs.replace(
         cfg,
+        console=msgspec.structs.replace(
+            con,
+            tls_cert_file=None if cert is None else str(base / cert),
+            tls_key_file=None if key is None else str(base / key),
+        ),
         gateway=msgspec.structs.replace(cfg.gateway, data_dir=str(data_dir)),
         buffer=msgspec.structs.replace(
             cfg.buffer,
@@ -115,6 +122,11 @@ def file_issues(cfg: AgentConfig) -> list[ConfigIssue]:
             ("uplink.tls.ca_file", tls.ca_file),
             ("uplink.tls.cert_file", tls.cert_file),
             ("uplink.tls.key_file", tls.key_file),
+        ]
+    if cfg.console.enabled:
+        must_exist += [
+            ("console.tls_cert_file", cfg.console.tls_cert_file),
+            ("console.tls_key_file", cfg.console.tls_key_file),
         ]
     for key, name in must_exist:
         if name is None:

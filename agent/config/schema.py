@@ -11,6 +11,8 @@ Structure::
                      | SerialLineDeviceConfig (by ``driver``)
       [[devices.tags]]
     [[rules]]        rules.config.RuleConfig
+    [[outputs]]      AlarmOutputConfig: drivers.outputs.OutputConfig + when (agent/alarm_outputs.py)
+    [console]        agent.console.config.ConsoleConfig (the local web console, off by default)
 
 Types and simple bounds are msgspec's; every other check is in :mod:`agent.config.checks`
 (which composes the leaves' own checks). A config returned by :func:`agent.config.load_config`
@@ -24,6 +26,8 @@ from typing import Annotated, Literal
 import msgspec
 
 from agent.config.governance import CodesConfig, PolicyConfig, TagGovernanceConfig
+from agent.console.config import ConsoleConfig
+from agent.review.config import ReviewConfig
 from buffer.config import BufferConfig
 from drivers.config import (
     ModbusRtuDeviceConfig,
@@ -31,14 +35,18 @@ from drivers.config import (
     SerialLineDeviceConfig,
     SerialPortConfig,
 )
+from drivers.outputs import OutputConfig
 from rules.config import RuleConfig
+from rules.events import AlarmKind
 
 __all__ = [
     "ID_PATTERN",
     "AgentConfig",
+    "AlarmOutputConfig",
     "CommandsConfig",
     "DeviceConfig",
     "GatewayConfig",
+    "OutputWhen",
     "ReportByExceptionConfig",
     "TlsConfig",
     "UplinkConfig",
@@ -119,6 +127,26 @@ class CommandsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     max_resend: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 10_000
 
 
+class OutputWhen(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``[outputs.when]``: the alarms that put an output in alarm (agent/alarm_outputs.py):
+    tags by name, ``match`` glob or ``devices`` (none of the three: every tag), of a kind in
+    ``kinds``, at level ``>= min_level``, and with ``unacknowledged``: not yet acknowledged."""
+
+    tags: tuple[str, ...] = ()
+    match: str = ""
+    devices: tuple[str, ...] = ()
+    kinds: tuple[AlarmKind, ...] = ("high", "low")
+    min_level: Annotated[int, msgspec.Meta(ge=1, le=3)] = 1
+    unacknowledged: bool = False
+
+
+class AlarmOutputConfig(OutputConfig, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One ``[[outputs]]`` entry: where and how to write (drivers.outputs.OutputConfig) and
+    ``when``. Monitoring-grade only (docs/outputs.md)."""
+
+    when: OutputWhen = OutputWhen()
+
+
 class AgentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     gateway: GatewayConfig
     uplink: UplinkConfig = UplinkConfig()
@@ -127,3 +155,6 @@ class AgentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     serial_ports: tuple[SerialPortConfig, ...] = ()
     devices: tuple[DeviceConfig, ...] = ()
     rules: tuple[RuleConfig, ...] = ()
+    outputs: tuple[AlarmOutputConfig, ...] = ()
+    review: ReviewConfig = ReviewConfig()
+    console: ConsoleConfig = ConsoleConfig()

@@ -1,6 +1,8 @@
 """The agent's runtime in parts: build (config → components), scheduler (per-bus polls),
-ingest (health → rules → telemetry → store), alarms, sink (appends), actions (commands),
-forwarding (store → uplink), watchdog, meta, and the run that ties them in one TaskGroup.
+ingest (health → rules → telemetry → store), alarms, incidents (the incident recorder's
+windows), shelving (the console's shelved alarms), sink (appends), actions (commands and the one
+acknowledgement path), forwarding (store → uplink), watchdog, meta, and the run that ties them
+in one TaskGroup.
 
 Per poll of a device::
 

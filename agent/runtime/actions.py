@@ -12,12 +12,49 @@ from collections.abc import Callable, Mapping
 from agent.commands import AckAlarmArgs, CommandProcessor, CommandRejectedError, ResendArgs
 from agent.forwarder import Forwarder
 from agent.runtime.alarms import AlarmRecorder
+from agent.runtime.incidents import IncidentTap
 from agent.uplink import Uplink
 from buffer import Store
 from buffer.record import Stream
 from rules import RuleEngine
 
-__all__ = ["CommandActions", "CommandEndpoint"]
+__all__ = ["AlarmAcknowledger", "CommandActions", "CommandEndpoint"]
+
+
+class AlarmAcknowledger:
+    """The one acknowledgement path, for signed ``ack_alarm`` commands and the local console:
+    the engine's acknowledge, ``user``/``comment`` (and ``source`` when given) added to each
+    event, then recorded like any alarm event."""
+
+    def __init__(
+        self,
+        *,
+        tag_index: Mapping[str, int],
+        engine: RuleEngine,
+        alarms: AlarmRecorder,
+        clock_ms: Callable[[], int],
+        incidents: IncidentTap | None = None,
+    ) -> None:
+        self._tag_index = tag_index
+        self._engine = engine
+        self._alarms = alarms
+        self._clock_ms = clock_ms
+        self._incidents = incidents
+
+    def ack_alarm(self, args: AckAlarmArgs, *, source: str | None = None) -> str:
+        index = self._tag_index.get(args.tag)
+        if index is None:
+            raise CommandRejectedError("bad_args", f"ack_alarm: unknown tag {args.tag!r}")
+        events = self._engine.acknowledge(index, self._clock_ms(), args.alarm)
+        fields = (("user", args.user), ("comment", args.comment), ("source", source))
+        who = {k: v for k, v in fields if v is not None}
+        for event in events:
+            event.extra.update(who)
+        self._alarms.record(events)
+        if self._incidents is not None:  # who acknowledged goes into the incident too
+            self._incidents.on_events(events)
+        done = ", ".join(f"{e.alarm} {e.event}" for e in events) or "nothing to acknowledge"
+        return f"{args.tag}: {done}"
 
 
 class CommandActions:
@@ -34,27 +71,22 @@ class CommandActions:
         uplink: Uplink,
         max_resend: int,
         clock_ms: Callable[[], int],
+        incidents: IncidentTap | None = None,
     ) -> None:
-        self._tag_index = tag_index
-        self._engine = engine
-        self._alarms = alarms
+        self._acker = AlarmAcknowledger(
+            tag_index=tag_index,
+            engine=engine,
+            alarms=alarms,
+            clock_ms=clock_ms,
+            incidents=incidents,
+        )
         self._store = store
         self._forwarder = forwarder
         self._uplink = uplink
         self._max_resend = max_resend
-        self._clock_ms = clock_ms
 
     def ack_alarm(self, args: AckAlarmArgs) -> str:
-        index = self._tag_index.get(args.tag)
-        if index is None:
-            raise CommandRejectedError("bad_args", f"ack_alarm: unknown tag {args.tag!r}")
-        events = self._engine.acknowledge(index, self._clock_ms(), args.alarm)
-        who = {k: v for k, v in (("user", args.user), ("comment", args.comment)) if v is not None}
-        for event in events:
-            event.extra.update(who)
-        self._alarms.record(events)
-        done = ", ".join(f"{e.alarm} {e.event}" for e in events) or "nothing to acknowledge"
-        return f"{args.tag}: {done}"
+        return self._acker.ack_alarm(args)
 
     def rebirth(self) -> str:
         return "state and meta republished" if self._uplink.rebirth() else "not connected"

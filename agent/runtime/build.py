@@ -15,17 +15,20 @@ import numpy as np
 
 from agent import __version__
 from agent.alarm_ids import AlarmIds
+from agent.alarm_outputs import OutputPolicy
 from agent.commands import CommandHandlers, CommandProcessor, ReplayStore, load_public_keys
 from agent.config import AgentConfig, ResolvedPaths
 from agent.config.governance import TagPolicy, resolve_policies
 from agent.forwarder import Forwarder
+from agent.review.recorder import IncidentRecorder
 from agent.runtime.forwarding import LoopBridge
+from agent.runtime.incidents import incident_recorder
 from agent.shaping import TelemetryShaper
 from agent.tags import TagTable, config_hash
 from agent.telemetry import ExceptionFilter
 from agent.uplink import Uplink
 from buffer import Store
-from drivers import Device, Quality, build_devices
+from drivers import Device, OutputWriter, Quality, build_devices, build_output_writers
 from rules import RuleEngine
 
 __all__ = ["Components", "build", "command_processor", "forwarder", "open_store"]
@@ -49,6 +52,8 @@ class Components:
     uplink: Uplink | None  # None: uplink.enabled = false (records stay in the buffer)
     commands_enabled: bool
     max_resend: int
+    outputs: tuple[tuple[OutputWriter, OutputPolicy], ...] = ()  # [[outputs]], in config order
+    incidents: IncidentRecorder | None = None  # None: [review.recorder] enabled = false
 
     @property
     def devices(self) -> tuple[Device, ...]:
@@ -89,6 +94,12 @@ def build(
         linger_ms=up.telemetry_linger_ms,
         rbe=rbe,
     )
+    device_tags = {d.name: [t.name for t in d.tags] for d in cfg.devices}
+    writers = build_output_writers(cfg.outputs, devices=cfg.devices, serial_ports=serial_ports)
+    outputs = tuple(
+        (w, OutputPolicy(o.when, tag_names=tags.names, device_tags=device_tags))
+        for w, o in zip(writers, cfg.outputs, strict=True)
+    )
     bridge = LoopBridge()
     uplink = None
     if up.enabled:
@@ -117,6 +128,8 @@ def build(
         uplink=uplink,
         commands_enabled=cfg.commands.enabled,
         max_resend=cfg.commands.max_resend,
+        outputs=outputs,
+        incidents=incident_recorder(cfg, tags, engine),
     )
 
 

@@ -109,7 +109,9 @@ class Forwarding:
             await forward
 
     def has_undelivered(self) -> bool:
-        return any(s.undelivered for s in self._store.stats().streams.values())
+        """Records the uplink still has to deliver (local-only streams never are)."""
+        streams = self._store.stats().streams.items()
+        return any(st.undelivered for s, st in streams if s.forwarded)
 
     def settle_late_results(self) -> None:
         self.forwarder.settle_results()

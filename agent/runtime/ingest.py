@@ -1,4 +1,5 @@
-"""One poll's batch: device health → rules → alarm records → telemetry shaping → store.
+"""One poll's batch: device health → rules → alarm records → telemetry shaping → store, and
+the incident recorder (which sees the whole batch: report-by-exception does not thin it).
 
 Invariants: alarms are evaluated on every sample (report-by-exception only shapes telemetry);
 a poll's alarm records are appended before its telemetry record; a device becomes "lost" only
@@ -15,6 +16,7 @@ from collections.abc import Callable
 
 from agent.logs import kv
 from agent.runtime.alarms import AlarmRecorder
+from agent.runtime.incidents import IncidentTap
 from agent.runtime.sink import RecordSink
 from agent.runtime.stats import RuntimeStats
 from agent.shaping import TelemetryShaper
@@ -39,28 +41,39 @@ class Ingest:
         sink: RecordSink,
         stats: RuntimeStats,
         clock_ms: Callable[[], int],
+        incidents: IncidentTap | None = None,
     ) -> None:
+        """``incidents``: the incident recorder, fed every batch before report-by-exception."""
         self._engine = engine
         self._alarms = alarms
         self._shaper = shaper
         self._sink = sink
         self._stats = stats
         self._clock_ms = clock_ms
+        self._incidents = incidents
         self._online: dict[str, bool] = {}
+        # told of every batch after its records are appended (the local console's live values)
+        self.observers: list[Callable[[Device, SampleBatch], None]] = []
 
     def on_batch(self, device: Device, batch: SampleBatch) -> None:
         self._stats.polls += 1
         self._stats.samples += len(batch)
         self._stats.last_poll_monotonic = time.monotonic()
-        self.track_device(device.name, device.online, batch)
-        if not len(batch):  # e.g. a serial-line device with no new frame this period
-            return
-        events = self._engine.evaluate(batch.tag, batch.ts_ms, batch.value, batch.quality)
-        self._alarms.record(events)
-        self.append_telemetry(batch)
+        self.track_device(device.name, device.online, batch, device=device)
+        if len(batch):  # else e.g. a serial-line device with no new frame this period
+            events = self._engine.evaluate(batch.tag, batch.ts_ms, batch.value, batch.quality)
+            self._alarms.record(events)
+            self.append_telemetry(batch)
+            if self._incidents is not None:
+                self._incidents.on_poll(batch, events)
+        for observe in self.observers:
+            observe(device, batch)
 
-    def track_device(self, name: str, online: bool, batch: SampleBatch) -> None:
-        """Append ``device_lost`` / ``device_restored`` on a change of ``online``."""
+    def track_device(
+        self, name: str, online: bool, batch: SampleBatch, *, device: Device | None = None
+    ) -> None:
+        """Append ``device_lost`` (with the driver's ``reason`` and last ``error``) or
+        ``device_restored`` (with the outage's ``outage_ms``) on a change of ``online``."""
         was = self._online.get(name)
         if was is None and not online and not len(batch):
             return  # nothing known yet (a push device before its first period): not "lost"
@@ -69,22 +82,33 @@ class Ingest:
             return
         kind = "device_restored" if online else "device_lost"
         ts = int(batch.ts_ms[0]) if len(batch) else self._clock_ms()
-        (log.info if online else log.warning)(kv(kind, device=name))
-        self._sink.event(kind, device=name, at_ms=ts)
+        why: dict[str, object] = {}
+        if device is not None:
+            why = (
+                {"outage_ms": device.last_outage_ms}
+                if online
+                else {"reason": device.lost_reason or "unknown", "error": device.last_error}
+            )
+        (log.info if online else log.warning)(kv(kind, device=name, **why))
+        self._sink.event(kind, device=name, at_ms=ts, **why)
 
     def append_telemetry(self, batch: SampleBatch) -> None:
         # Policy, precision, report-by-exception, statistics and encoding: agent/shaping/.
+        # ``exact``: position -> exact int64/uint64 (the drivers), sent as a JSON integer.
         bodies = self._shaper.add(
-            batch.tag, batch.ts_ms, batch.value, batch.quality, self._clock_ms()
+            batch.tag, batch.ts_ms, batch.value, batch.quality, self._clock_ms(), batch.exact
         )
         if bodies:
             self._sink.append(Stream.TELEMETRY, bodies)
 
     def flush(self) -> None:
-        """Append whatever telemetry the shaper holds (at shutdown, after polls stopped)."""
+        """Append whatever telemetry the shaper holds and close the open incidents (at
+        shutdown, after polls stopped)."""
         held = self._shaper.flush()
         if held:
             self._sink.append(Stream.TELEMETRY, held)
+        if self._incidents is not None:
+            self._incidents.close(self._clock_ms())
 
     @property
     def lingers(self) -> bool:

@@ -10,13 +10,15 @@ same ordered shutdown runs and then ``RuntimeError("pipeline task '…' ended")`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Coroutine
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent import __version__
+from agent.alarm_outputs import AlarmOutputs, AlarmStates
 from agent.commands import CommandProcessor
 from agent.config.governance import codes_dict
 from agent.forwarder import Forwarder
@@ -26,6 +28,7 @@ from agent.runtime.actions import CommandActions, CommandEndpoint
 from agent.runtime.alarms import AlarmRecorder
 from agent.runtime.build import Components, command_processor, forwarder, open_store
 from agent.runtime.forwarding import Forwarding, stop_uplink
+from agent.runtime.incidents import IncidentTap
 from agent.runtime.ingest import Ingest
 from agent.runtime.meta import meta_payload
 from agent.runtime.scheduler import cancel_and_wait, poll_bus
@@ -34,6 +37,10 @@ from agent.runtime.stats import RuntimeStats
 from agent.runtime.watchdog import watchdog
 from agent.uplink import Uplink
 from buffer import Store
+from drivers import WriteResult
+
+if TYPE_CHECKING:
+    from agent.console.server import Console
 
 __all__ = ["Runtime"]
 
@@ -55,9 +62,11 @@ class Runtime:
         self.store: Store | None = None
         self.forwarder: Forwarder | None = None
         self.commands: CommandProcessor | None = None
+        self.outputs: AlarmOutputs | None = None
         self._flush_timeout_s = flush_timeout_s
         self._stopping = False
         self._failure: tuple[str, BaseException | None] | None = None
+        self.console: Console | None = None  # [console].enabled: the local web console
 
     async def run(self, stop: asyncio.Event) -> None:
         c = self.components
@@ -68,10 +77,32 @@ class Runtime:
         store = open_store(c)
         self.store = store
         sink = RecordSink(store=store, stats=self.stats, clock_ms=c.clock_ms, wake=c.bridge.wake)
-        if store.recovered_from is not None:
-            log.error(kv("buffer_corrupt", moved_to=store.recovered_from))
-            sink.event("buffer_corrupt", moved_to=str(store.recovered_from))
-        alarms = AlarmRecorder(tags=c.tags, alarm_ids=c.alarm_ids, sink=sink, stats=self.stats)
+        opened = store.open_report
+        if opened.recovered_from is not None or opened.ledger == "rebuilt":
+            log.error(kv("buffer_recovered", moved_to=opened.recovered_from, ledger=opened.ledger))
+        sink.flush_reports()  # seq_gap / buffer_corrupt from the open, before "started"
+        states = AlarmStates()
+        outputs_changed = asyncio.Event()
+        alarms = AlarmRecorder(
+            tags=c.tags,
+            alarm_ids=c.alarm_ids,
+            sink=sink,
+            stats=self.stats,
+            states=states if c.outputs else None,
+            changed=outputs_changed.set,
+        )
+        outputs = None
+        if c.outputs:
+            outputs = AlarmOutputs(
+                writers=[w for w, _ in c.outputs],
+                policies=[p for _, p in c.outputs],
+                states=states,
+                report=lambda kind, result: _report_output(sink, kind, result),
+            )
+        self.outputs = outputs
+        incidents = None
+        if c.incidents is not None:
+            incidents = IncidentTap(recorder=c.incidents, sink=sink)
         ingest = Ingest(
             engine=c.engine,
             alarms=alarms,
@@ -79,18 +110,23 @@ class Runtime:
             sink=sink,
             stats=self.stats,
             clock_ms=c.clock_ms,
+            incidents=incidents,
         )
+        if c.cfg.console.enabled:
+            self.console = _console(c, alarms, ingest, sink, self.stats, incidents)
         forwarding: Forwarding | None = None
         try:
             async with AsyncExitStack() as stack:
                 for device in c.devices:
                     await stack.enter_async_context(device)
+                for writer, _policy in c.outputs:
+                    await stack.enter_async_context(writer)
                 if c.uplink is not None:
-                    forwarding = self._connect(c, c.uplink, store, alarms, loop)
+                    forwarding = self._connect(c, c.uplink, store, alarms, incidents, loop)
                 else:
                     log.warning(kv("uplink_disabled", note="records are kept in the buffer"))
                 sink.event("started", agent=__version__, config_hash=c.config_hash)
-                await self._serve(stop, ingest, sink, forwarding)
+                await self._serve(stop, ingest, sink, forwarding, outputs, outputs_changed)
         finally:
             c.bridge.detach()
             if c.uplink is not None:
@@ -107,6 +143,7 @@ class Runtime:
         uplink: Uplink,
         store: Store,
         alarms: AlarmRecorder,
+        incidents: IncidentTap | None,
         loop: asyncio.AbstractEventLoop,
     ) -> Forwarding:
         fwd = forwarder(c, store=store, uplink=uplink)
@@ -140,6 +177,7 @@ class Runtime:
                 uplink=uplink,
                 max_resend=c.max_resend,
                 clock_ms=c.clock_ms,
+                incidents=incidents,
             )
             endpoint = CommandEndpoint(processor=command_processor(c, actions), uplink=uplink)
             self.commands = endpoint.processor
@@ -149,7 +187,13 @@ class Runtime:
         return forwarding
 
     async def _serve(
-        self, stop: asyncio.Event, ingest: Ingest, sink: RecordSink, fwd: Forwarding | None
+        self,
+        stop: asyncio.Event,
+        ingest: Ingest,
+        sink: RecordSink,
+        fwd: Forwarding | None,
+        outputs: AlarmOutputs | None = None,
+        outputs_changed: asyncio.Event | None = None,
     ) -> None:
         c = self.components
         ending = asyncio.Event()
@@ -171,6 +215,10 @@ class Runtime:
                 for name, bus in c.buses.items()
             ]
             helpers = [spawn("maintain", sink.maintain())]
+            if outputs is not None and outputs_changed is not None:
+                helpers.append(spawn("outputs", _drive_outputs(outputs, outputs_changed)))
+            if self.console is not None:
+                helpers.append(spawn("console", self.console.serve()))
             if ingest.lingers:
                 helpers.append(spawn("linger", ingest.linger()))
             interval = watchdog_interval_s()
@@ -230,6 +278,56 @@ class Runtime:
         return out
 
 
+OUTPUT_TICK_S = 0.1  # re-assertion and heartbeat granularity; alarm changes wake it at once
+
+
+async def _drive_outputs(outputs: AlarmOutputs, changed: asyncio.Event) -> None:
+    """Write the alarm outputs when an alarm changes, else every tick (re-assertion,
+    heartbeat). A write waits for its link between polls (one request at a time per bus)."""
+    while True:
+        changed.clear()
+        await outputs.step()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(OUTPUT_TICK_S):
+                await changed.wait()
+
+
+def _report_output(sink: RecordSink, kind: str, result: WriteResult) -> None:
+    fields = result.as_dict()
+    if not result.ok:
+        log.warning(kv(kind, **fields))
+    elif result.changed:  # re-assertions every reassert_s are events, not log lines
+        log.info(kv(kind, **fields))
+    sink.event(kind, **fields)
+
+
 async def _set_when(stop: asyncio.Event, ending: asyncio.Event) -> None:
     await stop.wait()
     ending.set()
+
+
+def _console(
+    c: Components,
+    alarms: AlarmRecorder,
+    ingest: Ingest,
+    sink: RecordSink,
+    stats: RuntimeStats,
+    incidents: IncidentTap | None,
+) -> Console:
+    """The local web console (imported only when enabled: it brings in aiohttp)."""
+    from agent.console.server import Console
+
+    return Console(
+        cfg=c.cfg.console,
+        tags=c.tags,
+        engine=c.engine,
+        devices=c.devices,
+        alarms=alarms,
+        ingest=ingest,
+        incidents=incidents,
+        sink=sink,
+        stats=stats,
+        uplink=c.uplink,
+        config_hash=c.config_hash,
+        clock_ms=c.clock_ms,
+    )

@@ -54,7 +54,7 @@ async def cancel_and_wait(tasks: Sequence[asyncio.Task[Any]], timeout_s: float =
     """Cancel ``tasks`` and wait until they are done, cancelling again while they run.
 
     Python 3.11's ``asyncio.wait_for`` can swallow a cancellation that races with its inner
-    future completing (bpo-42130; pymodbus and the drivers use it on every request), so a single
+    future completing (bpo-42130; pymodbus uses it, and a driver might), so a single
     ``cancel()`` may be lost and a poll loop would run on, hanging shutdown forever.
     """
     deadline = time.monotonic() + timeout_s

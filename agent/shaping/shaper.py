@@ -111,14 +111,13 @@ class TelemetryShaper:
         value: NDArray[np.float64],
         quality: NDArray[np.uint8],
         now_ms: int,
-        exact: tuple[NDArray[np.bool_], NDArray[np.int64]] | None = None,
+        exact: Mapping[int, int] | None = None,
     ) -> list[bytes]:
         """One poll's samples; returns the records that are complete (possibly none).
 
-        ``exact`` is the hook for 64-bit integer registers: ``(mask, int64 column)`` aligned
-        with the samples; where ``mask`` is set body v2 writes the exact integer instead of
-        the float value (body v1 has no exact form and writes the float). Precision never
-        applies to those samples.
+        ``exact`` maps a sample's position to the exact integer of a 64-bit register
+        (``SampleBatch.exact``); both bodies write that integer instead of the float value,
+        and precision never applies to it.
         """
         out: list[bytes] = []
         if self._stats is not None and len(tag):
@@ -127,16 +126,16 @@ class TelemetryShaper:
         if not self._all_raw and len(tag):
             keep = self._raw[tag]
             tag, ts, value, quality = tag[keep], ts[keep], value[keep], quality[keep]
-            exact = None if exact is None else (exact[0][keep], exact[1][keep])
+            exact = _kept(exact, keep)
         value = self.round(tag, value)  # before the deadband: float noise is no change
         if self._rbe is not None and len(tag):
             keep = self._rbe.select(tag, ts, value, quality)
             if not keep.all():
                 tag, ts, value, quality = tag[keep], ts[keep], value[keep], quality[keep]
-                exact = None if exact is None else (exact[0][keep], exact[1][keep])
+                exact = _kept(exact, keep)
         if self._v1 is not None:
             enc1, b1 = self._v1
-            out += b1.add_rows(enc1.rows(tag, ts, value, quality), now_ms)
+            out += b1.add_rows(enc1.rows(tag, ts, value, quality, exact=exact), now_ms)
         elif self._v2 is not None:
             enc2, b2 = self._v2
             out += b2.add(enc2.pieces(tag, ts, value, quality, exact), now_ms)
@@ -177,3 +176,11 @@ class TelemetryShaper:
             return None if x is None else round(x, p)
 
         return r._replace(min=rd(r.min), max=rd(r.max), mean=rd(r.mean), last=rd(r.last))
+
+
+def _kept(exact: Mapping[int, int] | None, keep: NDArray[np.bool_]) -> Mapping[int, int] | None:
+    """``exact`` with positions renumbered after dropping the samples ``keep`` excludes."""
+    if not exact:
+        return exact
+    moved = np.cumsum(keep) - 1
+    return {int(moved[k]): v for k, v in exact.items() if keep[k]}

@@ -102,7 +102,7 @@ def test_verify_passes_a_sound_buffer_and_changes_nothing(
     before = running.stats()
     code, out, _ = run(capsys, "verify", "--config", str(config))
     assert code == 0
-    assert "checked 1 alarm, 1 event, 4 telemetry; 0 failed authentication" in out
+    assert "checked 1 alarm, 1 event, 4 telemetry, 0 incident; 0 failed authentication" in out
     assert "database check: ok" in out
     assert running.stats() == before
 
@@ -236,3 +236,46 @@ def test_a_key_file_readable_by_others_is_refused_as_needing_a_human(
     code, _, err = run(capsys, "export", "--config", str(config))
     assert code == 78
     assert "chmod 600" in err
+
+
+def test_verify_and_export_read_a_damaged_file_as_far_as_it_goes(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = open_store(config)
+    for first in range(1, 1001, 100):
+        store.append(
+            Stream.TELEMETRY,
+            [b'{"n": %d, "pad": "%s"}' % (q, b"x" * 200) for q in range(first, first + 100)],
+        )
+    store.close()
+    db = tmp_path / "data" / "buffer.db"
+    data = bytearray(db.read_bytes())
+    for page in range(3, len(data) // 4096, 5):  # every fifth page overwritten
+        data[page * 4096 : page * 4096 + 64] = b"\xee" * 64
+    db.write_bytes(bytes(data))
+    code, out, err = run(capsys, "verify", "--config", str(config))
+    assert code == 1
+    assert "reading it page by page" in err
+    assert "pages could not be read and were skipped" in err
+    code, out, err = run(capsys, "export", "--config", str(config), "--stream", "telemetry")
+    assert code == 1
+    exported = [json.loads(line) for line in out.splitlines()]
+    assert 500 < len(exported) < 1000
+    assert all(doc["body"]["n"] == doc["seq"] for doc in exported)
+    assert len({doc["seq"] for doc in exported}) == len(exported)
+
+
+def test_export_reads_a_moved_aside_file_with_its_key_copy(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = open_store(config)
+    store.append(Stream.ALARM, [b'{"a": 1}', b'{"a": 2}'])
+    store.close()
+    db = tmp_path / "data" / "buffer.db"
+    db.write_bytes(db.read_bytes()[:-4096])  # the last page lost
+    reopened = open_store(config)
+    moved = reopened.recovered_from
+    reopened.close()
+    assert moved is not None
+    code, out, _ = run(capsys, "export", "--config", str(config), "--file", str(moved))
+    assert [json.loads(line)["body"] for line in out.splitlines()] == [{"a": 1}, {"a": 2}]

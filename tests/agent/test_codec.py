@@ -282,3 +282,12 @@ def test_the_asyncapi_document_refers_only_to_schemas_that_exist_and_covers_ever
     assert refs == {p.name for p in (repo / "agent" / "schemas").glob("*.json")}
     addresses = set(re.findall(r"address: '\{prefix\}/\{site\}/\{gateway\}/([a-z/]+)'", text))
     assert addresses == {"state", "meta", "telemetry", "alarm", "event", "cmd", "cmd/result"}
+
+
+def test_an_exact_64_bit_integer_is_written_and_read_back_digit_for_digit() -> None:
+    big, top = -9007199254740993, 2**64 - 1  # not representable as float64
+    body = telemetry_body([("i64", 1, big, None), ("u64", 1, top, None), ("f", 1, 2.0, None)])
+    assert b"-9007199254740993" in body and b"18446744073709551615" in body
+    values = [p.value for p in decode_telemetry(body)]
+    assert values == [big, top, 2.0]
+    assert [type(v) for v in values] == [int, int, float]

@@ -16,16 +16,21 @@ from hypothesis import strategies as st
 from agent import cmd_config
 from agent.config import (
     AgentConfig,
+    AlarmOutputConfig,
     ConfigError,
     ConfigIssue,
     GatewayConfig,
+    OutputWhen,
     TlsConfig,
     UplinkConfig,
     load_config,
     loads_config,
     resolved_paths,
 )
+from agent.console.config import ConsoleConfig, ConsoleUser
+from agent.review.config import RecorderConfig, ReviewConfig
 from buffer.config import BufferConfig
+from drivers import HeartbeatConfig
 from drivers.config import (
     CurrentLoopConfig,
     DataType,
@@ -158,6 +163,13 @@ def test_the_reference_example_shows_every_key_of_every_table() -> None:
         CodesConfig: set(raw["gateway"]["codes"]).union(
             *(t.get("codes", {}) for t in raw["uplink"]["tags"])
         ),
+        AlarmOutputConfig: set().union(*raw["outputs"]),
+        OutputWhen: set().union(*(o["when"] for o in raw["outputs"] if "when" in o)),
+        HeartbeatConfig: set().union(*(o["heartbeat"] for o in raw["outputs"] if "heartbeat" in o)),
+        ReviewConfig: set(raw["review"]),
+        RecorderConfig: set(raw["review"]["recorder"]),
+        ConsoleConfig: set(raw["console"]),
+        ConsoleUser: set().union(*raw["console"]["users"]),
     }
     # `template` needs a shipped template name; docs/config.md shows it instead.
     optional: dict[type[msgspec.Struct], set[str]] = {RuleConfig: {"template"}}
@@ -698,3 +710,27 @@ def test_safeedge_check_config_is_a_builtin_command_of_the_cli(
 
     assert main(["check-config", str(REFERENCE)]) == 0
     assert "ok: site CN-JS-0042" in capsys.readouterr().out
+
+
+def test_an_output_on_an_unknown_device_or_tag_is_a_located_issue() -> None:
+    text = (
+        GATEWAY
+        + tcp("plc", "GT-1")
+        + """
+[[outputs]]
+name = "siren"
+device = "nope"
+address = 1
+  [outputs.when]
+  tags = ["GT-9"]
+"""
+    )
+    keys = [i.path for i in issues_of(text)]
+    assert keys == ['outputs[0] "siren".device', 'outputs[0] "siren".when.tags']
+
+
+def test_one_tcp_endpoint_speaks_one_framing() -> None:
+    text = GATEWAY + tcp("a", "A1") + tcp("b", "B1", unit_id=2, extra='framing = "rtu"')
+    issue = only_issue(text)
+    assert issue.path == 'devices[1] "b".framing'
+    assert "one framing" in issue.hint

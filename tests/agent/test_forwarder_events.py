@@ -116,3 +116,33 @@ def test_a_throttled_backlog_resumes_by_itself_when_the_bucket_refills(
         assert 0.3 <= time.monotonic() - t0 <= 2.5  # 10 beyond the first 20 at 20/s
 
     run_with(broker, tmp_path, body, drain_rate=20.0)
+
+
+def test_a_store_error_is_transient_the_answers_are_kept_and_the_task_goes_on(
+    broker: Broker, tmp_path: Path
+) -> None:
+    async def body(store: Store, up: Uplink, fwd: Forwarder) -> None:
+        await until(lambda: up.connected, what="connected")
+        # A store that refuses every write: SQLite's own refusal (query_only), standing in for
+        # a disk error the test cannot produce on demand (the full disk is covered end to end
+        # in tests/agent/test_buffer_resilience.py).
+        store.append(Stream.ALARM, [b"{}"] * 5)
+        store._core.live().execute("PRAGMA query_only = ON")
+        fwd.wake()
+        await until(lambda: fwd.stats.store_errors > 0, what="a settle refused")
+        await asyncio.sleep(1.5)  # retried (every STORE_RETRY_S) and still refused
+        assert fwd.stats.store_errors >= 2
+        assert fwd.stats.delivered == 0
+        assert not task_of(fwd).done()
+        store._core.live().execute("PRAGMA query_only = OFF")
+        await until(lambda: fwd.stats.delivered == 5, what="the kept answers applied")
+        assert store.stats().streams[Stream.ALARM].delivered == 5
+
+    run_with(broker, tmp_path, body)
+
+
+def task_of(fwd: Forwarder) -> asyncio.Task[None]:
+    for task in asyncio.all_tasks():
+        if getattr(task.get_coro(), "__qualname__", "") == "Forwarder.run":
+            return task
+    raise AssertionError("the forward task is gone")

@@ -94,10 +94,9 @@ def test_an_exact_integer_column_is_written_as_a_json_integer() -> None:
     enc = GroupEncoder(["E1", "E2"], QUALITIES)
     tag = np.array([0, 1], dtype=np.int32)
     ts = np.array([5, 5], dtype=np.int64)
-    exact = (np.array([True, False]), np.array([2**63 - 1, 0], dtype=np.int64))
-    pieces = enc.pieces(tag, ts, np.array([9.2e18, 1.5]), np.zeros(2, np.uint8), exact)
+    pieces = enc.pieces(tag, ts, np.array([1.8e19, 1.5]), np.zeros(2, np.uint8), {0: 2**64 - 1})
     (body,) = GroupBatcher(max_points=9, max_bytes=999, linger_ms=0).add(pieces, 0)
-    assert msgspec.json.decode(body) == {"t0": 5, "at": [[0, {"E1": 2**63 - 1, "E2": 1.5}]]}
+    assert msgspec.json.decode(body) == {"t0": 5, "at": [[0, {"E1": 2**64 - 1, "E2": 1.5}]]}
 
 
 def test_an_unknown_quality_code_or_tag_index_is_an_error_naming_it() -> None:

@@ -4,8 +4,9 @@ Each round forks a writer that opens the store and appends, leases and settles a
 reporting on a pipe every append and settle *after* it returned. The parent kills it after a
 random number of reports (so the kill lands somewhere inside the next operations), then
 reopens the store and checks: every reported append is there with its exact payload, every
-reported settle stuck, nothing is half there (every record authenticates, no quarantine), and
-seqs are exactly 1..last_seq in every stream (none repeated, none skipped).
+reported settle stuck, nothing is half there (every record authenticates, no quarantine), no
+seq is ever repeated, and every seq up to last_seq is either stored or inside a reported gap
+(an unclean close continues above the seq ledger's ceiling: ``power_loss`` gaps).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from buffer import Store, Stream
+from tests.buffer.damage import covered
 
 ROUNDS = 200
 
@@ -83,13 +85,22 @@ def run_round(root: Path, round_no: int, stop_after: int) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # each round fsyncs the ledger and the WAL a few times
 def test_a_writer_killed_at_random_points_loses_no_returned_append_and_repeats_no_seq(
     tmp_path: Path,
 ) -> None:
+    kill_rounds(tmp_path, ROUNDS)
+
+
+def test_a_writer_killed_a_few_times_loses_nothing_and_repeats_no_seq(tmp_path: Path) -> None:
+    kill_rounds(tmp_path, 8)
+
+
+def kill_rounds(tmp_path: Path, rounds: int) -> None:
     rng = random.Random(20240601)
     appended: dict[tuple[int, int], bytes] = {}
     settled: set[tuple[int, int]] = set()
-    for round_no in range(ROUNDS):
+    for round_no in range(rounds):
         for line in run_round(tmp_path, round_no, rng.randint(0, 12)):
             kind, *rest = line.split()
             if kind == "A":
@@ -105,8 +116,8 @@ def test_a_writer_killed_at_random_points_loses_no_returned_append_and_repeats_n
             for stream in Stream:
                 last = stats.streams[stream].last_seq
                 records = store.resend(stream, 1, last)
-                assert [r.seq for r in records] == list(range(1, last + 1))
                 got = {r.seq: r.payload for r in records}
+                assert covered(store, stream, set(got), last) == []
                 for (s, seq), data in appended.items():
                     if s == stream:
                         assert got.get(seq) == data, f"round {round_no}: {stream.name} {seq}"
@@ -114,5 +125,5 @@ def test_a_writer_killed_at_random_points_loses_no_returned_append_and_repeats_n
         states = {(s, q): st for s, q, st in conn.execute("SELECT stream, seq, state FROM records")}
         conn.close()
         assert all(states[k] == 1 for k in settled)
-    assert len(appended) > ROUNDS  # the test did real work
+    assert len(appended) > rounds  # the test did real work
     assert settled

@@ -3,7 +3,12 @@ events still get in, a genuine SQLITE_FULL / ENOSPC is a BufferFullError that le
 usable, and freeing room lets telemetry in again.
 
 Two real limits: SQLite's ``max_page_count`` (always) and a small tmpfs mounted for the test
-(where mounting is permitted, i.e. as root; skipped otherwise)."""
+(the tests run as root; a failed mount fails the test).
+
+On the tmpfs, a second file plays "another process filled the disk": then settling, releasing,
+evicting and alarms still work (the ballast file gives the reserve back), across a restart too,
+refused telemetry is counted persistently and reported, and everything recovers once the
+space returns."""
 
 from __future__ import annotations
 
@@ -106,7 +111,7 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
         check=False,
     )
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        pytest.fail(f"cannot mount a tmpfs (run the tests as root): {done.stderr.decode()}")
     try:
         yield mnt
     finally:
@@ -143,3 +148,67 @@ def test_on_a_full_file_system_alarms_use_the_reserve_and_the_store_survives_eno
         assert store.stats().streams[Stream.TELEMETRY].last_seq == len(telemetry)
     finally:
         store.close()
+
+
+def fill_disk(where: Path) -> Path:
+    """Another process fills the file system to the last block."""
+    filler = where / "filler"
+    try:
+        with filler.open("wb") as f:
+            while True:
+                f.write(b"\0" * (4 * KIB))
+                f.flush()
+    except OSError:
+        pass
+    assert os.statvfs(where).f_bavail == 0
+    return filler
+
+
+def open_small(small_fs: Path, clock: Clock) -> Store:
+    return Store.open(
+        path=small_fs / "buffer.db",
+        key_file=small_fs / "buffer.key",
+        gateway_id="gw-01",
+        reserve_bytes=1024 * KIB,
+        clock_ms=clock,
+    )
+
+
+@pytest.mark.integration
+def test_with_the_disk_full_settle_release_evict_and_alarms_work_across_a_restart(
+    small_fs: Path, clock: Clock
+) -> None:
+    store = open_small(small_fs, clock)
+    ballast = small_fs / "buffer.db.reserve"
+    assert ballast.stat().st_size == 1024 * KIB
+    telemetry, _ = fill_telemetry(store)
+    store.close()
+    store = open_small(small_fs, clock)  # a restart keeps the reserve: the ballast is a file
+    assert ballast.exists()
+    filler = fill_disk(small_fs)
+    try:
+        with pytest.raises(BufferFullError):
+            store.append(Stream.TELEMETRY, [blob()])
+        leased = store.lease(max_count=200, max_bytes=1 << 30)
+        assert len(leased) == 200
+        store.settle(accepted=[(r.stream, r.seq) for r in leased[:150]])
+        assert not ballast.exists(), "the reserve was not given back to the full disk"
+        store.release([(r.stream, r.seq) for r in leased[150:]])
+        assert store.append(Stream.ALARM, [b"alarm on a full disk"]) != []
+        store.maintain()  # deletes delivered records while room is short: works when full
+        stats = store.stats().streams
+        assert stats[Stream.TELEMETRY].delivered == 0
+        assert stats[Stream.TELEMETRY].refused >= 1
+        assert store.flush_reports(lambda r: b'{"kind": "%s"}' % type(r).__name__.encode()) == 1
+        assert store.stats().streams[Stream.TELEMETRY].refused_pending == 0
+        store.close()
+        store = open_small(small_fs, clock)  # restart with the disk still full
+        assert store.append(Stream.ALARM, [b"alarm after the restart"]) != []
+        assert store.stats().streams[Stream.TELEMETRY].refused >= 1  # persisted
+    finally:
+        filler.unlink(missing_ok=True)
+    store.maintain()
+    assert ballast.exists(), "the reserve was not taken back once space returned"
+    assert store.append(Stream.TELEMETRY, [blob()]) != []
+    store.close()
+    assert len(telemetry) > 500

@@ -112,7 +112,8 @@ def test_stream_limits_must_be_positive() -> None:
 
 def test_the_config_defaults_keep_every_stream_on_the_store_values() -> None:
     cfg = BufferConfig()
-    assert cfg.stream_limits() == dict.fromkeys(Stream, StreamLimit())
+    # the local incident stream has no [buffer.*] table: nothing there ages it out yet
+    assert cfg.stream_limits() == dict.fromkeys((s for s in Stream if s.forwarded), StreamLimit())
     assert (cfg.capacity_bytes, cfg.reserve_bytes) == (1 << 30, 16 << 20)
 
 

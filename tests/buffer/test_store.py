@@ -295,5 +295,5 @@ def test_the_store_works_as_a_context_manager(tmp_path: Path, clock: Clock) -> N
 
 def test_streams_are_numbered_as_the_schema_literals_assume() -> None:
     # store.py and schema.py spell these values as SQL literals (partial indexes need them).
-    assert [int(s) for s in Stream] == [0, 1, 2]
+    assert [int(s) for s in Stream] == [0, 1, 2, 3]
     assert Stream.TELEMETRY == 2

@@ -46,10 +46,10 @@ BAD: list[tuple[str, dict[str, object], str]] = [
     ("telemetry_refused", {**GOOD["telemetry_refused"], "count": 0}, "body/count"),
     ("config_rejected", {"hash": "x", "errors": []}, "body/errors"),
     ("health", {"counters": {}}, "'interval_s'"),
-    ("output_failed", {**GOOD["output_written"]}, "'reason'"),
-    ("commissioned", {"digest": "d", "result": "maybe"}, "body/result"),
+    ("output_failed", {k: v for k, v in GOOD["output_failed"].items() if k != "ok"}, "'ok'"),
+    ("commissioned", {**GOOD["commissioned"], "result": "maybe"}, "body/result"),
     ("device_restored", {"device": "plc", "at_ms": 9, "outage_ms": -1}, "body/outage_ms"),
-    ("buffer_corrupt", {"moved_to": "x", "salvaged": -1}, "body/salvaged"),
+    ("buffer_corrupt", {**GOOD["buffer_corrupt"], "salvaged": -1}, "body/salvaged"),
 ]
 
 

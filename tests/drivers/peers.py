@@ -11,11 +11,13 @@ import math
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
@@ -135,6 +137,18 @@ def sim_device(unit_id: int = 1, *, holding_offset: int = 0) -> SimDevice:
     )  # fmt: skip
 
 
+def stepping_clock(step_s: float = 10.0) -> Callable[[], float]:
+    """An injected monotonic clock that moves ``step_s`` at every reading: every poll of a lost
+    device is due for a probe (for tests about something else than the probe schedule)."""
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += step_s
+        return now[0]
+
+    return clock
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -142,8 +156,14 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def tcp_server(port: int, *devices: SimDevice) -> AsyncIterator[ModbusTcpServer]:
-    server = ModbusTcpServer(list(devices) or [sim_device()], address=("127.0.0.1", port))
+async def tcp_server(
+    port: int, *devices: SimDevice, framer: FramerType = FramerType.SOCKET
+) -> AsyncIterator[ModbusTcpServer]:
+    """A pymodbus TCP server; ``framer=FramerType.RTU`` makes it a serial device server
+    (RTU frames over TCP)."""
+    server = ModbusTcpServer(
+        list(devices) or [sim_device()], address=("127.0.0.1", port), framer=framer
+    )
     await server.serve_forever(background=True)
     try:
         yield server
@@ -152,8 +172,10 @@ async def tcp_server(port: int, *devices: SimDevice) -> AsyncIterator[ModbusTcpS
 
 
 @contextlib.asynccontextmanager
-async def serial_server(path: str, *devices: SimDevice) -> AsyncIterator[ModbusSerialServer]:
-    server = ModbusSerialServer(list(devices), port=path, baudrate=115200)
+async def serial_server(
+    path: str, *devices: SimDevice, framer: FramerType = FramerType.RTU
+) -> AsyncIterator[ModbusSerialServer]:
+    server = ModbusSerialServer(list(devices), port=path, baudrate=115200, framer=framer)
     await server.serve_forever(background=True)
     try:
         yield server
@@ -337,3 +359,147 @@ async def serial_relay(
         loop.remove_reader(b)
         os.close(a)
         os.close(b)
+
+
+Reply = Callable[[int, int, int, bytes], list[bytes]]
+
+
+@contextlib.asynccontextmanager
+async def scripted_tcp_peer(port: int, reply: Reply) -> AsyncIterator[list[int]]:
+    """A raw Modbus TCP peer (no pymodbus): every MBAP request ``n`` (0-based, over all
+    connections) is answered with the frames ``reply(n, tid, unit, pdu)`` returns, written
+    back to back (empty: silence). Yields ``[connections accepted]``."""
+    accepted = [0]
+    count = [0]
+    writers: list[asyncio.StreamWriter] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted[0] += 1
+        writers.append(writer)
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                head = await reader.readexactly(7)
+                tid, _pid, length, unit = struct.unpack(">HHHB", head)
+                pdu = await reader.readexactly(length - 1)
+                n, count[0] = count[0], count[0] + 1
+                for frame in reply(n, tid, unit, pdu):
+                    writer.write(frame)
+                await writer.drain()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    try:
+        yield accepted
+    finally:
+        server.close()
+        for writer in writers:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+        await server.wait_closed()
+
+
+def mbap(tid: int, unit: int, pdu: bytes) -> bytes:
+    """An MBAP frame, written out by hand (not by the code under test)."""
+    return struct.pack(">HHHB", tid, 0, len(pdu) + 1, unit) + pdu
+
+
+def registers_pdu(fc: int, values: list[int]) -> bytes:
+    return bytes([fc, 2 * len(values)]) + b"".join(struct.pack(">H", v) for v in values)
+
+
+@contextlib.asynccontextmanager
+async def gateway_proxy(port: int, upstream: int, silent: set[int]) -> AsyncIterator[list[int]]:
+    """A Modbus TCP gateway in front of ``upstream``: requests to a unit in ``silent`` are
+    swallowed (that unit is off the line), others forwarded. Yields ``[connections accepted]``;
+    ``silent`` may be changed while it runs."""
+    accepted = [0]
+    writers: list[asyncio.StreamWriter] = []
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def back(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await src.read(4096):
+                dst.write(data)
+                await dst.drain()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted[0] += 1
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", upstream)
+        writers.extend((writer, up_writer))
+        task = asyncio.create_task(back(up_reader, writer))
+        tasks.add(task)
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                head = await reader.readexactly(7)
+                body = await reader.readexactly(struct.unpack(">H", head[4:6])[0] - 1)
+                if head[6] not in silent:
+                    up_writer.write(head + body)
+                    await up_writer.drain()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    try:
+        yield accepted
+    finally:
+        server.close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for writer in writers:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+        await server.wait_closed()
+
+
+class ManualClock:
+    """An injected monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def crc16_modbus(data: bytes) -> int:
+    """Modbus CRC-16, written out here (not the code under test's)."""
+    crc = 0xFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc
+
+
+def rtu(unit: int, pdu: bytes) -> bytes:
+    body = bytes([unit]) + pdu
+    return body + struct.pack("<H", crc16_modbus(body))
+
+
+@contextlib.asynccontextmanager
+async def scripted_rtu_peer(path: str, reply: Reply) -> AsyncIterator[None]:
+    """A raw RTU slave on a pty path (no pymodbus): each 8-byte read request ``n`` is answered
+    with the frames ``reply(n, 0, unit, pdu)`` returns."""
+    loop = asyncio.get_running_loop()
+    fd = open_raw(path)
+    buf = bytearray()
+    count = [0]
+
+    def readable() -> None:
+        try:
+            buf.extend(os.read(fd, 4096))
+        except BlockingIOError:
+            return
+        while len(buf) >= 8:
+            frame = bytes(buf[:8])
+            del buf[:8]
+            n, count[0] = count[0], count[0] + 1
+            for out in reply(n, 0, frame[0], frame[1:6]):
+                os.write(fd, out)
+
+    loop.add_reader(fd, readable)
+    try:
+        yield
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)

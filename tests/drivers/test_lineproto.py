@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from drivers.config import SerialLineDeviceConfig, SerialLineTagConfig
 from drivers.errors import DriverConfigError
-from drivers.lineproto import Framer, LineProtocol, checksum_text, config_problems
+from drivers.lineproto import Framer, LineProtocol, checksum_text, config_problems, parse_number
 from drivers.types import Quality
 
 
@@ -167,3 +167,18 @@ def test_settings_that_cannot_work_are_reported_by_key() -> None:
     assert 'tags[0] "CH1".field' in keys
     with pytest.raises(DriverConfigError, match="gas"):
         LineProtocol(cfg)
+
+
+@pytest.mark.parametrize(
+    ("raw", "grammar", "want"),
+    [
+        ("66.6", "decimal", 66.6), ("-1.5e3", "decimal", -1500.0), (".5", "decimal", 0.5),
+        ("+7", "decimal", 7.0), ("6_6.6", "decimal", None), ("0x1A", "decimal", None),
+        ("nan", "decimal", None), ("inf", "decimal", None), ("1e", "decimal", None),
+        (" 5", "decimal", None), ("١٢", "decimal", None), ("", "decimal", None),
+        ("1A", "hex", 26.0), ("0x1a", "hex", 26.0), ("1_A", "hex", None), ("-1A", "hex", None),
+    ],
+)  # fmt: skip
+def test_numbers_follow_a_strict_grammar(raw: str, grammar: str, want: float | None) -> None:
+    got = parse_number(raw, grammar)
+    assert (math.isnan(got) and want is None) or got == want

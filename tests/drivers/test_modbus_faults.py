@@ -4,14 +4,12 @@ connections, a device closing the connection mid-poll, garbage and bad CRCs on a
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import pytest
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from drivers import ModbusDevice, Quality, SampleBatch, build_device
-from drivers.breaker import Breaker
 from drivers.config import (
     ExcludeConfig,
     ModbusRtuDeviceConfig,
@@ -25,8 +23,8 @@ from tests.drivers.peers import (
     pty_pair,
     serial_relay,
     serial_server,
-    silent_peer,
     sim_device,
+    stepping_clock,
     tcp_server,
 )
 
@@ -42,57 +40,13 @@ def tcp(port: int, tags: list[TagConfig], *, name: str = "plc", unit_id: int = 1
         tags=tuple(tags), **kw,  # type: ignore[arg-type]
     )  # fmt: skip
     device = build_device(cfg, tag_index={t.name: first + i for i, t in enumerate(tags)},
-                          serial_ports={})  # fmt: skip
+                          serial_ports={}, monotonic=stepping_clock())  # fmt: skip
     assert isinstance(device, ModbusDevice)
     return device
 
 
 def names(batch: SampleBatch) -> list[str]:
     return [Quality(int(q)).name for q in batch.quality]
-
-
-def test_the_breaker_skips_1_then_3_then_7_polls_and_is_capped_by_backoff_max() -> None:
-    breaker = Breaker(poll_interval_s=1.0, backoff_max_s=60.0)
-    pattern = []
-    for _ in range(16):
-        allowed = breaker.allow()
-        pattern.append(allowed)
-        if allowed:
-            breaker.failed()
-    assert [i for i, a in enumerate(pattern) if a] == [0, 1, 3, 7, 15]
-    capped = Breaker(poll_interval_s=1.0, backoff_max_s=3.0)
-    allowed_at = []
-    for i in range(12):
-        if capped.allow():
-            allowed_at.append(i)
-            capped.failed()
-    assert allowed_at == [0, 1, 3, 6, 9]  # never more than 3 periods apart
-    capped.succeeded()
-    assert capped.allow()
-
-
-def test_a_silent_device_is_probed_at_backoff_intervals_and_skipped_polls_cost_nothing() -> None:
-    tags = [TagConfig(name="a", address=0)]
-
-    async def main() -> tuple[list[bool], list[str], list[str]]:
-        port = free_port()
-        slow: list[bool] = []
-        seen: list[str] = []
-        async with silent_peer(port), tcp(port, tags, backoff_max_s=3.0) as device:
-            for _ in range(6):
-                start = time.monotonic()
-                batch = await device.poll()
-                slow.append(time.monotonic() - start > TIMEOUT_S * 0.8)
-                seen += names(batch)
-                assert not device.online
-        async with tcp_server(port), tcp(port, tags, backoff_max_s=3.0) as device:
-            back = names(await device.poll())
-        return slow, seen, back
-
-    slow, seen, back = asyncio.run(main())
-    assert slow == [True, True, False, True, False, False]
-    assert seen == ["BAD_COMM"] * 6  # skipped polls still say BAD_COMM, with a fresh ts
-    assert back == ["GOOD"]
 
 
 def test_a_refused_tag_is_split_out_read_alone_and_the_rest_stays_one_block() -> None:
@@ -200,7 +154,7 @@ def rtu(path: str, tags: list[TagConfig]) -> ModbusDevice:
     cfg = ModbusRtuDeviceConfig(name="rtu", serial_port="line", unit_id=1, timeout_s=TIMEOUT_S,
                                 tags=tuple(tags))  # fmt: skip
     device = build_device(cfg, tag_index={t.name: i for i, t in enumerate(tags)},
-                          serial_ports={"line": port})  # fmt: skip
+                          serial_ports={"line": port}, monotonic=stepping_clock())  # fmt: skip
     assert isinstance(device, ModbusDevice)
     return device
 

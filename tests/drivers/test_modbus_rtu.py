@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import termios
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import serial
 
 from drivers import DriverConfigError, ModbusDevice, Quality, SampleBatch, build_device
 from drivers.config import ModbusRtuDeviceConfig, SerialPortConfig, TagConfig
-from tests.drivers.peers import EXPECTED, pty_pair, same, serial_server, sim_device
+from tests.drivers.peers import (
+    EXPECTED,
+    pty_pair,
+    same,
+    serial_server,
+    sim_device,
+    stepping_clock,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +36,9 @@ def rtu_device(
         name=name, serial_port="line1", unit_id=unit_id, timeout_s=TIMEOUT_S, tags=tuple(tags)
     )
     index = {t.name: first_index + i for i, t in enumerate(tags)}
-    return build_device(cfg, tag_index=index, serial_ports={"line1": port})
+    return build_device(
+        cfg, tag_index=index, serial_ports={"line1": port}, monotonic=stepping_clock()
+    )
 
 
 def names(batch: SampleBatch) -> list[str]:
@@ -114,3 +126,32 @@ def test_an_rtu_device_on_an_undeclared_serial_port_is_a_config_error() -> None:
     )
     with pytest.raises(DriverConfigError, match="serial_port 'nope'"):
         build_device(cfg, tag_index={"a": 0}, serial_ports={})
+
+
+def test_a_port_that_refuses_its_line_settings_is_bad_comm_with_a_reason_not_a_crash() -> None:
+    # A Linux pty once opened without parity refuses even parity with termios.error (EINVAL,
+    # and no OSError): a real refusal on open, as a USB adapter gives for settings it lacks.
+    master, slave = os.openpty()
+    try:
+        path = os.ttyname(slave)
+        serial.Serial(path, 9600, parity=serial.PARITY_NONE, timeout=0).close()
+        with pytest.raises(termios.error):
+            serial.Serial(path, 9600, parity=serial.PARITY_EVEN, timeout=0)
+        port = SerialPortConfig(name="line1", path=path, baudrate=9600, parity="E")
+        cfg = ModbusRtuDeviceConfig(
+            name="rtu", serial_port="line1", unit_id=1, timeout_s=TIMEOUT_S,
+            tags=(TagConfig(name="t", address=0, type="uint16"),),
+        )  # fmt: skip
+        device = build_device(cfg, tag_index={"t": 0}, serial_ports={"line1": port})
+        assert isinstance(device, ModbusDevice)
+
+        async def main() -> SampleBatch:
+            async with device:
+                return await device.poll()
+
+        batch = asyncio.run(main())
+        assert names(batch) == ["BAD_COMM"]
+        assert device.lost_reason == "port_settings"
+    finally:
+        os.close(master)
+        os.close(slave)

@@ -25,6 +25,7 @@ from tests.drivers.peers import (
     same,
     silent_peer,
     sim_device,
+    stepping_clock,
     tcp_server,
 )
 
@@ -45,9 +46,8 @@ def make_device(
     )
     # tag indices deliberately not 0..n-1, to prove the batch carries the agent's indices
     index = {t.name: 100 + 3 * i for i, t in enumerate(tags)}
-    if clock_ms is None:
-        return build_device(cfg, tag_index=index, serial_ports={})
-    return build_device(cfg, tag_index=index, serial_ports={}, clock_ms=lambda: clock_ms)
+    kw = {} if clock_ms is None else {"clock_ms": lambda: clock_ms}
+    return build_device(cfg, tag_index=index, serial_ports={}, monotonic=stepping_clock(), **kw)
 
 
 def qualities(batch: SampleBatch) -> list[str]:
@@ -194,7 +194,8 @@ def test_device_that_comes_back_reads_good_and_is_online_again() -> None:
 
 
 def test_values_follow_the_server_between_polls_after_a_silent_phase() -> None:
-    """After a timeout the connection is remade, so a late reply is never taken as data."""
+    """After a timeout a late reply is never taken as data (it is discarded by transaction
+    id; the connection to the silent peer is replaced when the server comes back)."""
     tags = [TagConfig(name="a", address=0)]
 
     async def main() -> list[str]:
@@ -213,8 +214,8 @@ def test_values_follow_the_server_between_polls_after_a_silent_phase() -> None:
 
 
 def test_a_late_answer_is_not_taken_for_the_next_polls_answer() -> None:
-    """The first answer arrives after the timeout; the next poll must still read GOOD data,
-    because the timed-out connection is dropped instead of left holding the late reply."""
+    """The first answer arrives after the timeout; the next poll must still read GOOD data:
+    the late reply is discarded by its transaction id (and counted), on the same connection."""
     tags = [TagConfig(name="a", address=0)]
 
     async def main() -> list[str]:
@@ -226,9 +227,12 @@ def test_a_late_answer_is_not_taken_for_the_next_polls_answer() -> None:
             make_device(port, tags) as device,
         ):
             out += qualities(await device.poll())
+            await asyncio.sleep(0.6)  # the late reply arrives between polls, on the same socket
             batch = await device.poll()
             out += qualities(batch)
             assert batch.value[0] == 0x1234
+            assert device.link.counters["late"] == 1
+            assert device.link.connects == 1  # the timeout did not close the connection
         return out
 
     assert asyncio.run(main()) == ["BAD_COMM", "GOOD"]

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import re
 import shutil
+import threading
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -13,15 +16,52 @@ from provisioning.demo import DemoOptions, run_demo
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+class _BoardWatcher:
+    """Reads the demo's console board (anonymous wall-screen view) while the demo runs."""
+
+    def __init__(self, out: io.StringIO) -> None:
+        self.out = out
+        self.saw_leak = False
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        url = None
+        while not self._done.wait(0.5):
+            if url is None:
+                m = re.search(
+                    r"\[demo\] console .*?(http://127\.0\.0\.1:\d+/)", self.out.getvalue()
+                )
+                url = m.group(1) if m else None
+                continue
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    page = r.read().decode()
+            except OSError:
+                continue
+            if 'data-key="GT-102/high"' in page:
+                self.saw_leak = True
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(5)
+
+
 def test_the_demo_prints_a_level_1_then_a_level_2_alarm_received_by_the_platform(
     tmp_path: Path,
 ) -> None:
     out = io.StringIO()
+    watcher = _BoardWatcher(out)
     result = run_demo(
         DemoOptions(workdir=tmp_path / "demo", duration_s=25, time_scale=4, leak_start_s=24),
         out=out,
     )
+    watcher.stop()
     text = out.getvalue()
+    assert watcher.saw_leak, text  # the console's board showed the leak
+    assert re.search(r"\[demo\] t=\d+s received: .*telemetry \d+.*active alarms: ", text), text
+    assert "DATA " not in text  # telemetry lines only with --verbose
     assert result.agent_exit == 0, text
     assert result.gaps == 0
     raise_lines = [line for line in result.alarms if "GT-102 high RAISE level 1 (major)" in line]

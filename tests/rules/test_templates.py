@@ -52,3 +52,18 @@ def test_the_return_airway_template_cuts_power_at_the_alarm_limit() -> None:
     engine = RuleEngine(["CH4"], [RuleConfig(tags=("CH4",), template="coal-ch4-face-return")])
     ev = feed(engine, (0, 0.5), (1, 1.0), (2, 0.99))
     assert short(ev) == [(1, "high", "raise", 2), (2, "high", "clear", 0)]
+
+
+def test_every_template_carries_ceilings_units_and_a_plausible_span_with_their_source() -> None:
+    for tpl in load_templates().values():
+        assert tpl.ceilings is not None, tpl.name
+        assert any(s in tpl.ceilings.source for s in ("GB/T 50493-2019", "煤矿安全规程"))
+        assert tpl.unit in tpl.units, tpl.name
+        assert tpl.plausible is not None and tpl.plausible[0] < tpl.plausible[1]
+        # the shipped limits themselves respect the ceilings they cite
+        for key in ("high", "high_high"):
+            bound, value = getattr(tpl.ceilings, f"{key}_max"), getattr(tpl.rule, key)
+            assert bound is None or value is None or value <= bound, (tpl.name, key)
+        for key in ("low", "low_low"):
+            bound, value = getattr(tpl.ceilings, f"{key}_min"), getattr(tpl.rule, key)
+            assert bound is None or value is None or value >= bound, (tpl.name, key)

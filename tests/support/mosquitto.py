@@ -143,6 +143,27 @@ class _Pki:
         )
         return out
 
+    def sign_csr(self, csr_pem: bytes, out: Path, *, days: float = 1.0) -> Path:
+        """A client certificate for a CSR written by the code under test (its own key)."""
+        csr = x509.load_pem_x509_csr(csr_pem)
+        now = dt.datetime.now(dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(csr.subject)
+            .issuer_name(self._cert.subject)
+            .public_key(csr.public_key())  # type: ignore[arg-type]
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+            )
+            .sign(self._key, hashes.SHA256())
+        )
+        out.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return out
+
 
 class Broker:
     """One Mosquitto process with its own directory, config and port (see module docstring)."""
@@ -220,6 +241,11 @@ class Broker:
     def ca_file(self) -> Path:
         assert self.pki is not None, "only a tls broker has a CA"
         return self.pki.ca_file
+
+    def sign_csr(self, csr_pem: bytes, out: Path, *, days: float = 1.0) -> Path:
+        """Sign a CSR with this broker's CA (the gateway's own key, as in the field)."""
+        assert self.pki is not None, "only a tls broker signs certificates"
+        return self.pki.sign_csr(csr_pem, out, days=days)
 
     def client_cert(self, cn: str) -> ClientCert:
         """A client certificate signed by this broker's CA; ``cn`` becomes the ACL user name."""

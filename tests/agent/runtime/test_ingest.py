@@ -3,6 +3,7 @@ device health events, report-by-exception shaping only telemetry."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -88,4 +89,39 @@ def test_lingering_telemetry_is_held_and_flushed(tmp_path: Path) -> None:
     ingest.flush()
     [body] = bodies(sink.store, Stream.TELEMETRY)
     assert points_of(body) == [["T2", NOW, 1.0], ["T2", NOW + 1, 2.0]]
+    sink.store.close()
+
+
+def test_device_lost_carries_the_drivers_reason_and_restored_the_outage(tmp_path: Path) -> None:
+    c = make_components(tmp_path)
+    ingest, sink = _ingest(c, RuntimeStats())
+    device = c.devices[0]  # a real ModbusDevice (never polled here): its health fields
+    ingest.track_device(device.name, True, batch([(0, NOW, 1.0, 0)]), device=device)
+    device.lost_reason, device.last_error = "refused", "connect 127.0.0.1:1: refused"  # type: ignore[misc]
+    ingest.track_device(device.name, False, batch([]), device=device)
+    device.lost_reason, device.last_error, device.last_outage_ms = "", "", 33_000  # type: ignore[misc]
+    ingest.track_device(device.name, True, batch([(0, NOW + 9, 1.0, 0)]), device=device)
+    events = bodies(sink.store, Stream.EVENT)
+    assert [(e["kind"], e.get("reason"), e.get("error"), e.get("outage_ms")) for e in events] == [
+        ("device_lost", "refused", "connect 127.0.0.1:1: refused", None),
+        ("device_restored", None, None, 33_000),
+    ]
+    sink.store.close()
+
+
+def test_an_exact_64_bit_integer_reaches_the_telemetry_record_digit_for_digit(
+    tmp_path: Path,
+) -> None:
+    rbe = "\n[uplink.report_by_exception]\ndeadband = 0.5\nintegrity_s = 3600\n"
+    c = make_components(tmp_path, uplink_extra=rbe)
+    ingest, sink = _ingest(c, RuntimeStats())
+    big = -9007199254740993  # float64 would make it ...992
+    first = batch([(0, NOW, 5.0, 0), (1, NOW, float(big), 0)])
+    ingest.append_telemetry(dataclasses.replace(first, exact={1: big}))
+    second = batch([(0, NOW + 1, 5.0, 0), (1, NOW + 1, float(big + 2), 0)])  # T1 unchanged
+    ingest.append_telemetry(dataclasses.replace(second, exact={1: big + 2}))
+    raw = [r.payload for r in sink.store.resend(Stream.TELEMETRY, 1, 2)]
+    assert b'["T2",1700000000000,-9007199254740993]' in raw[0]
+    assert raw[1].count(b'"T') == 1  # T1 dropped by report-by-exception: the position moved
+    assert b'["T2",1700000000001,-9007199254740991]' in raw[1]
     sink.store.close()

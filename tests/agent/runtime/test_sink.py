@@ -1,5 +1,6 @@
 """The sink on a real Store whose telemetry is refused (a reserve larger than any disk):
-failures are counted every time but logged once a minute; alarms and events still land."""
+failures are counted every time but logged once a minute; the first refusal is reported at
+once as a ``telemetry_refused`` event; alarms and events still land."""
 
 from __future__ import annotations
 
@@ -30,9 +31,94 @@ def test_refused_appends_are_counted_and_logged_once(
         for _ in range(3):
             sink.append(Stream.TELEMETRY, [b'{"points":[]}', b'{"points":[]}'])
     assert stats.append_failures == 6
-    assert not wake.is_set()  # nothing new to forward
+    assert wake.is_set()  # the refusal itself is news for the platform
     assert [r.getMessage().split()[0] for r in caplog.records] == ["append_failed"]
     sink.event("started", agent="x")
-    assert wake.is_set()
-    assert [e["kind"] for e in bodies(store, Stream.EVENT)] == ["started"]
+    kinds = [e["kind"] for e in bodies(store, Stream.EVENT)]
+    assert kinds == ["telemetry_refused", "started"]
+    store.close()
+
+
+def event_errors(body: object) -> list[str]:
+    import jsonschema  # type: ignore[import-untyped]
+
+    from agent.schemas import load_schemas
+
+    validator = jsonschema.Draft202012Validator(load_schemas()["event"])
+    return [e.message for e in validator.iter_errors(body)]
+
+
+def test_a_damaged_buffer_becomes_buffer_corrupt_and_seq_gap_events_before_anything_else(
+    tmp_path: Path,
+) -> None:
+    c = make_components(tmp_path)
+    c.paths.data_dir.mkdir(parents=True)
+    store = open_store(c)
+    store.append(Stream.TELEMETRY, [b'{"points":[]}'] * 500)
+    store.close()
+    db = c.paths.buffer_path
+    db.write_bytes(db.read_bytes()[: db.stat().st_size // 2])
+    store = open_store(c)
+    sink = RecordSink(store=store, stats=RuntimeStats(), clock_ms=c.clock_ms, wake=lambda: None)
+    sink.flush_reports()
+    events = bodies(store, Stream.EVENT)
+    kinds = [e["kind"] for e in events]
+    assert kinds[0] == "buffer_corrupt" and "seq_gap" in kinds
+    corrupt = events[0]
+    assert corrupt["salvaged"] + corrupt["undelivered_lost"] == 500
+    assert corrupt["moved_to"].startswith(str(db) + ".corrupt-")
+    gap = next(e for e in events if e["kind"] == "seq_gap")
+    assert gap["stream"] == "telemetry" and gap["reason"] == "buffer_corrupt"
+    assert all(event_errors(e) == [] for e in events), [event_errors(e) for e in events]
+    sink.flush_reports()
+    assert len(bodies(store, Stream.EVENT)) == len(events)  # each report once
+    store.close()
+
+
+def test_refused_telemetry_becomes_one_telemetry_refused_event(tmp_path: Path) -> None:
+    c = make_components(tmp_path, buffer_extra="reserve_mb = 1e12\n")
+    c.paths.data_dir.mkdir(parents=True)
+    store = open_store(c)
+    sink = RecordSink(store=store, stats=RuntimeStats(), clock_ms=c.clock_ms, wake=lambda: None)
+    for _ in range(3):
+        sink.append(Stream.TELEMETRY, [b'{"points":[]}', b'{"points":[]}'])
+    sink.flush_reports()
+    first, summary = bodies(store, Stream.EVENT)  # the first refusal at once, then the rest
+    assert (first["kind"], first["count"], first["reason"]) == ("telemetry_refused", 2, "disk_full")
+    assert (summary["kind"], summary["count"]) == ("telemetry_refused", 4)
+    assert event_errors(first) == event_errors(summary) == []
+    assert store.stats().streams[Stream.TELEMETRY].refused == 6
+    store.close()
+
+
+def test_maintenance_finds_corruption_while_running_and_recovers_without_ending(
+    tmp_path: Path,
+) -> None:
+    c = make_components(tmp_path)
+    c.paths.data_dir.mkdir(parents=True)
+    store = open_store(c)
+    store.append(Stream.TELEMETRY, [b'{"points":[1,2,3,4,5,6,7,8,9]}' * 20] * 800)
+    store.close()
+    store = open_store(c)
+    sink = RecordSink(store=store, stats=RuntimeStats(), clock_ms=c.clock_ms, wake=lambda: None)
+
+    async def main() -> None:
+        task = asyncio.create_task(sink.maintain(every_s=0.05, check_every_s=0.05))
+        await asyncio.sleep(0.2)
+        db = c.paths.buffer_path
+        with db.open("r+b") as f:  # the disk goes bad under the running agent
+            for page in range(3, db.stat().st_size // 4096, 4):
+                f.seek(page * 4096)
+                f.write(b"\xee" * 64)
+        for _ in range(100):
+            if any(e["kind"] == "buffer_corrupt" for e in bodies(store, Stream.EVENT)):
+                break
+            await asyncio.sleep(0.05)
+        assert not task.done()
+        task.cancel()
+
+    asyncio.run(main())
+    corrupt = next(e for e in bodies(store, Stream.EVENT) if e["kind"] == "buffer_corrupt")
+    assert corrupt["detected"] == "running" and corrupt["salvaged"] > 0
+    assert store.append(Stream.TELEMETRY, [b"{}"])[0] > 800
     store.close()

@@ -139,7 +139,7 @@ def test_the_exact_integer_hook_reaches_body_v2_through_policy_and_deadband(
 ) -> None:
     c = make_components(tmp_path, uplink_extra=POLICY)
     tag = np.array([T1, T2, L3], dtype=np.int32)
-    exact = (np.array([True, True, False]), np.array([2**62 + 1, 7, 0], dtype=np.int64))
+    exact = {0: 2**62 + 1, 1: 7}  # positions of T1 and T2
     (body,) = c.shaper.add(
         tag, np.full(3, NOW, np.int64), np.array([4.6e18, 7.0, 1.0]), np.zeros(3, np.uint8),
         NOW, exact,

@@ -1,4 +1,8 @@
-"""The Modbus links: the only code that touches pymodbus, sockets and serial ports for Modbus.
+"""The installer's scan links: pymodbus clients for ``safeedge scan`` and nothing else.
+
+The running agent reads devices through its own client (drivers/mblink.py, drivers/mbchannel.py:
+its own framing, every reply checked against its request). Scanning an unknown bus is an
+installer's tool, so it keeps pymodbus' clients here, behind one exception translation.
 
 A :class:`Link` is one connection: a TCP endpoint ``host:port`` (every unit id behind a
 gateway shares it) or a serial port path (every RTU unit on the line shares it). Its lock makes
@@ -26,6 +30,7 @@ __all__ = [
     "Link",
     "connect",
     "execute",
+    "identify",
     "serial_link",
     "tcp_link",
     "translated",
@@ -95,6 +100,24 @@ async def execute(
     if len(data) < req.count:
         raise ProtocolError(device, f"{what}: short reply ({len(data)} items)")
     return data[: req.count]
+
+
+async def identify(client: Any, unit_id: int, device: str, timeout_s: float) -> dict[int, bytes]:
+    """FC 43/14 (read device identification, basic objects: vendor, product code, revision).
+
+    Returns object id → raw bytes. An exception response (e.g. 1: not supported) raises
+    :class:`ProtocolError`; no answer raises :class:`DeviceUnavailable`. Read-only."""
+    what = "read device identification (FC 43/14)"
+    with translated(device, what, timeout_s):
+        async with asyncio.timeout(timeout_s):
+            rr = await client.read_device_information(read_code=1, object_id=0, device_id=unit_id)
+    if rr.isError():
+        code = int(getattr(rr, "exception_code", 0) or 0)
+        name = EXCEPTION_NAMES.get(code, "unknown")
+        raise ProtocolError(
+            device, f"{what}: exception response {code} ({name})", exception_code=code
+        )
+    return {int(k): bytes(v) for k, v in dict(rr.information).items()}
 
 
 # -- connections ------------------------------------------------------------------------------

@@ -1,0 +1,254 @@
+"""Fault targets of the driver benchmark (tables 4-6 of bench_drivers.py).
+
+4. Refused addresses: for the field report's three hole maps and random hole maps (pymodbus
+   servers with unmapped registers), the polls that learned something (a hole is found when a
+   planned request first covers it), then requests per cycle against an independent optimum
+   over the readable registers and against one request per tag (what the old isolation fell
+   back to).
+5. A transient refusal (exception 2 on holding 0-19 for ``refusal_s`` wall seconds, a raw TCP
+   peer): polls from the first poll in which every tag reads fine again to the plan being back
+   at one request. Target: <= 2.
+6. Recovery: a device silent for ``outage_s`` then answering again just after a failed probe
+   (the worst case): wall seconds from the server answering to the first GOOD sample, against
+   the bound max(2 x period, probe interval + period).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import socket
+import struct
+import time
+from collections.abc import AsyncIterator, Sequence
+
+from pymodbus.server import ModbusTcpServer
+from pymodbus.simulator import DataType as SimType
+from pymodbus.simulator import SimData, SimDevice
+
+from drivers import ModbusDevice, Quality, build_device
+from drivers.config import ModbusTcpDeviceConfig, Table, TagConfig
+
+__all__ = ["bench_recovery", "bench_refusals", "bench_transient"]
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _device(port: int, tags: Sequence[TagConfig], **kw: object) -> ModbusDevice:
+    kw = {"timeout_s": 0.5, **kw}
+    cfg = ModbusTcpDeviceConfig(name="plc", host="127.0.0.1", port=port, tags=tuple(tags),
+                                **kw)  # type: ignore[arg-type]  # fmt: skip
+    device = build_device(cfg, tag_index={t.name: i for i, t in enumerate(tags)},
+                          serial_ports={})  # fmt: skip
+    assert isinstance(device, ModbusDevice)
+    return device
+
+
+def _blocks(size: int, holes: set[int]) -> list[SimData]:
+    out, start = [], None
+    for a in range(size + 1):
+        mapped = a < size and a not in holes
+        if mapped and start is None:
+            start = a
+        if not mapped and start is not None:
+            out.append(SimData(address=start, values=[1] * (a - start),
+                               datatype=SimType.REGISTERS))  # fmt: skip
+            start = None
+    return out
+
+
+def _sim(table: Table, size: int, holes: set[int]) -> SimDevice:
+    bits = [SimData(address=0, values=[False] * 16, datatype=SimType.BITS)]
+    regs = _blocks(size, holes)
+    one = [SimData(address=0, values=[1], datatype=SimType.REGISTERS)]
+    tables = (regs, one) if table == "holding" else (one, regs)
+    return SimDevice(id=1, simdata=(bits, bits, *tables))
+
+
+def optimum(tags: Sequence[TagConfig], holes: set[int], limit: int = 125, gap: int = 10) -> int:
+    """Fewest requests (single-register tags): a tag on a hole alone, the rest by a DP over
+    contiguous groups that cross no hole."""
+    addrs = sorted(t.address for t in tags)
+    bad = [a for a in addrs if a in holes]
+    good = [a for a in addrs if a not in holes]
+    best = [0] + [10**9] * len(good)
+    for j in range(1, len(good) + 1):
+        for i in range(j - 1, -1, -1):
+            start, end = good[i], good[j - 1] + 1
+            if end - start > limit or any(h in holes for h in range(start, end)):
+                break
+            if i < j - 1 and good[i + 1] - good[i] - 1 > gap:
+                break
+            best[j] = min(best[j], best[i] + 1)
+    return best[-1] + len(bad)
+
+
+def _maps(count: int, seed: int) -> list[tuple[str, Table, int, list[int], set[int]]]:
+    maps: list[tuple[str, Table, int, list[int], set[int]]] = [
+        ("field: holding 51 unmapped", "holding", 100, list(range(0, 100, 2)), {51}),
+        ("field: input 10-19 unmapped", "input", 30, [0, 1, 2, 4, 9, 20, 25], set(range(10, 20))),
+        ("field: a tag on a hole", "holding", 12, [0, 2, 4, 6, 8, 10], {6}),
+    ]
+    rng = random.Random(seed)
+    for k in range(count):
+        size = rng.randint(40, 240)
+        tags = sorted(rng.sample(range(size), rng.randint(5, min(40, size))))
+        holes = set(rng.sample(range(size), rng.randint(1, 6)))
+        for _ in range(rng.randint(0, 2)):
+            s = rng.randrange(size)
+            holes |= set(range(s, min(size, s + rng.randint(2, 15))))
+        maps.append((f"random #{k + 1}", "holding", size, tags, holes))
+    return maps
+
+
+def bench_refusals(random_maps: int, seed: int = 7) -> list[str]:
+    rows = []
+
+    async def one(table: Table, size: int, addrs: list[int], holes: set[int]) -> tuple[int, int]:
+        tags = [TagConfig(name=f"t{a}", table=table, address=a) for a in addrs]
+        port = _port()
+        server = ModbusTcpServer([_sim(table, size, holes)], address=("127.0.0.1", port))
+        await server.serve_forever(background=True)
+        try:
+            async with _device(port, tags) as device:
+                for polls in range(1, 7):  # until a poll changes nothing
+                    before = device.replans
+                    await device.poll()
+                    if device.replans == before:
+                        return len(device.requests), polls
+                raise RuntimeError(f"the plan is not stable: {device.health()}")
+        finally:
+            await server.shutdown()  # type: ignore[no-untyped-call]
+
+    for name, table, size, addrs, holes in _maps(random_maps, seed):
+        steady, polls = asyncio.run(one(table, size, addrs, holes))
+        tags = [TagConfig(name=f"t{a}", table=table, address=a) for a in addrs]
+        best = optimum(tags, holes)
+        n = len(addrs)
+        rows.append(f"| {name} | {n} | {len(holes)} | {polls - 1} | {steady} | {best} | "
+                    f"{steady / best:.2f} | {n} | {n / steady:.1f} |")  # fmt: skip
+    return rows
+
+
+@contextlib.asynccontextmanager
+async def _refusing_peer(port: int, until: list[float]) -> AsyncIterator[None]:
+    """FC03 over 30 registers; exception 2 for reads touching 0..19 while now < until[0]."""
+
+    writers: list[asyncio.StreamWriter] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                head = await reader.readexactly(7)
+                tid, _, length, unit = struct.unpack(">HHHB", head)
+                pdu = await reader.readexactly(length - 1)
+                fc, address, count = struct.unpack(">BHH", pdu[:5])
+                if time.monotonic() < until[0] and address < 20:
+                    body = bytes([fc | 0x80, 2])
+                else:
+                    body = bytes([3, 2 * count]) + b"\x00\x07" * count
+                writer.write(struct.pack(">HHHB", tid, 0, len(body) + 1, unit) + body)
+                await writer.drain()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    try:
+        yield
+    finally:
+        server.close()
+        for w in writers:
+            w.close()
+            with contextlib.suppress(ConnectionError):
+                await w.wait_closed()
+        await asyncio.sleep(0.01)  # let the handlers see EOF and end
+        await server.wait_closed()
+
+
+def bench_transient(refusal_s: float, period_s: float) -> list[str]:
+    async def main() -> tuple[int, int, int]:
+        port, until = _port(), [0.0]
+        tags = [TagConfig(name=f"h{a}", address=a) for a in range(20)]
+        async with _refusing_peer(port, until), _device(port, tags) as device:
+            await device.poll()
+            before = len(device.requests)
+            until[0] = time.monotonic() + refusal_s
+            worst, fine_at, polls = 0, None, 0
+            while True:
+                batch = await device.poll()
+                polls += 1
+                worst = max(worst, len(device.requests))
+                good = bool((batch.quality == Quality.GOOD).all())
+                if good and fine_at is None and time.monotonic() > until[0]:
+                    fine_at = polls
+                if fine_at is not None and len(device.requests) == before:
+                    return before, worst, polls - fine_at + 1
+                await asyncio.sleep(period_s)
+
+    before, worst, polls = asyncio.run(main())
+    return [
+        f"| {refusal_s:g} s | {before} | {worst} | {polls} | 2 | {'yes' if polls <= 2 else 'NO'} |"
+    ]
+
+
+async def _silent(port: int, writers: list[asyncio.StreamWriter]) -> asyncio.Server:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(1024):
+                pass
+
+    return await asyncio.start_server(handle, "127.0.0.1", port)
+
+
+def bench_recovery(periods: Sequence[float], probe_s: float, outage_s: float) -> list[str]:
+    rows = []
+
+    async def one(period: float) -> float:
+        port = _port()
+        tags = [TagConfig(name="a", address=0)]
+        sim = SimDevice(id=1, simdata=([SimData(address=0, values=[False] * 16,
+                                                datatype=SimType.BITS)],) * 2 + (
+            [SimData(address=0, values=[1], datatype=SimType.REGISTERS)],) * 2)  # fmt: skip
+        device = _device(port, tags, poll_interval_s=period, probe_interval_s=probe_s,
+                         timeout_s=min(0.3, period))  # fmt: skip
+        async with device:
+            writers: list[asyncio.StreamWriter] = []
+            silent = await _silent(port, writers)
+            loop = asyncio.get_running_loop()
+            due = loop.time()
+            end = due + outage_s
+            while True:  # scheduled like the pipeline: one slot per period
+                before = device.recovery.probes
+                await device.poll()
+                due += period
+                if loop.time() >= end and device.recovery.probes > before:
+                    break  # the worst case: the device is back right after a failed probe
+                await asyncio.sleep(max(0.0, due - loop.time()))
+            silent.close()  # the device restarts: its connections close, then it answers
+            for w in writers:
+                w.close()
+            await silent.wait_closed()
+            server = ModbusTcpServer([sim], address=("127.0.0.1", port))
+            await server.serve_forever(background=True)
+            back = loop.time()
+            try:
+                while True:
+                    await asyncio.sleep(max(0.0, due - loop.time()))
+                    batch = await device.poll()
+                    if batch.quality[0] == Quality.GOOD:
+                        return loop.time() - back
+                    due += period
+            finally:
+                await server.shutdown()  # type: ignore[no-untyped-call]
+
+    for period in periods:
+        took = asyncio.run(one(period))
+        bound = max(2 * period, probe_s + period)
+        rows.append(f"| {period:g} s | {probe_s:g} s | {outage_s:g} s | {took:.2f} | "
+                    f"{bound:.2f} | {took / bound:.2f} |")  # fmt: skip
+    return rows

@@ -1,0 +1,220 @@
+"""The state every part of the store shares: the connection, the keys, the seq ledger, the
+byte accounting, the leases, and the few operations all parts need.
+
+Invariants:
+1. ``last_seq[s]`` is the last seq committed for stream ``s`` (never lowered); ``durable[s]``
+   <= ``last_seq[s]`` is the last seq known to be on disk. :meth:`Core.sync` makes everything
+   committed durable with one fsync of the WAL; a commit at ``synchronous=FULL`` (alarms) does
+   the same for every stream, because the WAL is one sequential file.
+2. ``bytes`` and ``stream_bytes`` equal the sum of ``records.size`` (updated only after a
+   commit); ``leased`` names only records still in ``records``.
+3. Every SQLite or OS error leaving this module is translated into the buffer's tree
+   (:mod:`buffer.errors`); a failed transaction is rolled back whole.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from buffer import crypto
+from buffer.errors import BufferClosedError, RecordAuthError, from_os_error, from_sqlite
+from buffer.keyring import KeyRing
+from buffer.ledger import Ledger
+from buffer.record import Record, Stream
+from buffer.space import Ballast, Room, measure_room
+from buffer.stats import EvictionReason
+
+__all__ = ["PENDING", "ROW_OVERHEAD", "SELECT_ROW", "Candidate", "Core", "Row"]
+
+PENDING, DELIVERED, DEAD = 0, 1, 2
+ROW_OVERHEAD = 64
+SELECT_ROW = "SELECT id, stream, seq, created_ms, key_id, nonce, sealed FROM records"
+Row = tuple[int, int, int, int, int, bytes, bytes]
+Candidate = tuple[int, int, int, int, int, int]  # id, stream, seq, created_ms, size, state
+
+
+@dataclass(eq=False)
+class Core:
+    """Shared mutable state of one open store (one thread)."""
+
+    conn: sqlite3.Connection | None
+    keys: KeyRing
+    gateway: str
+    path: Path
+    clock_ms: Callable[[], int]
+    ledger: Ledger
+    ballast: Ballast
+    retention_ms: dict[Stream, int]
+    stream_capacity: dict[Stream, int | None]
+    capacity: int
+    reserve: int
+    leased: set[tuple[Stream, int]] = field(default_factory=set)
+    evictions: dict[tuple[Stream, EvictionReason], tuple[int, int, int]] = field(
+        default_factory=dict
+    )
+    last_seq: dict[Stream, int] = field(default_factory=dict)
+    durable: dict[Stream, int] = field(default_factory=dict)
+    stream_bytes: dict[Stream, int] = field(default_factory=dict)
+    bytes: int = 0
+    syncs: int = 0
+    unsaved_refusals: dict[Stream, tuple[int, int, int, str]] = field(default_factory=dict)
+    _wal_fd: int | None = None
+
+    def load_counters(self) -> None:
+        """Read ``last_seq`` and the byte accounting from the database."""
+        conn = self.live()
+        self.last_seq = {
+            Stream(s): n for s, n in conn.execute("SELECT stream, last_seq FROM streams")
+        }
+        self.durable = dict.fromkeys(Stream, 0)
+        self.stream_bytes = dict.fromkeys(Stream, 0)
+        for s, size in conn.execute("SELECT stream, SUM(size) FROM records GROUP BY stream"):
+            self.stream_bytes[Stream(s)] = size
+        self.bytes = sum(self.stream_bytes.values())
+
+    def live(self) -> sqlite3.Connection:
+        if self.conn is None:
+            raise BufferClosedError("the store is closed")
+        return self.conn
+
+    @contextmanager
+    def transaction(self, doing: str, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE .. COMMIT; rolls back on any error; translates SQLite errors. With
+        ``durable`` the commit syncs the WAL (invariant 1)."""
+        conn = self.live()
+        try:
+            if durable:
+                conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise from_sqlite(exc, doing) from exc
+        finally:
+            if durable:
+                conn.execute("PRAGMA synchronous = NORMAL")
+
+    def committed_durably(self) -> None:
+        """After a ``synchronous=FULL`` commit: everything committed is on disk."""
+        self.durable = dict(self.last_seq)
+
+    def needs_sync(self) -> bool:
+        return any(self.durable[s] < self.last_seq[s] for s in Stream)
+
+    def sync(self) -> None:
+        """One fsync of the WAL (and, the first time, of its directory): every commit so far
+        becomes durable. Raises :class:`BufferIOError` / :class:`BufferFullError`."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        try:
+            if self._wal_fd is None:
+                try:
+                    self._wal_fd = os.open(wal, os.O_RDONLY)
+                except FileNotFoundError:  # nothing committed in WAL mode yet: sync the file
+                    fd = os.open(self.path, os.O_RDONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                    self.committed_durably()
+                    return
+                dir_fd = os.open(self.path.parent, os.O_RDONLY)
+                try:
+                    os.fsync(dir_fd)
+                finally:
+                    os.close(dir_fd)
+            os.fsync(self._wal_fd)
+        except OSError as exc:
+            raise from_os_error(exc, f"{wal}: syncing the WAL") from exc
+        self.syncs += 1
+        self.committed_durably()
+
+    def close_files(self) -> None:
+        if self._wal_fd is not None:
+            os.close(self._wal_fd)
+            self._wal_fd = None
+
+    def unseal(self, row: Row) -> Record:
+        _, stream, seq, created, key_id, nonce, sealed = row
+        key = self.keys.get(key_id)
+        aad = crypto.associated_data(self.gateway, stream, seq, created, key_id)
+        payload = crypto.unpack(key.open(nonce, sealed, aad))
+        return Record(stream=Stream(stream), seq=seq, created_ms=created, payload=payload)
+
+    def room(self) -> Room:
+        try:
+            return measure_room(self.live(), self.path)
+        except sqlite3.Error as exc:
+            raise from_sqlite(exc, "measuring free space") from exc
+        except OSError as exc:
+            raise from_os_error(exc, "measuring free space") from exc
+
+    def quarantine(self, bad: list[tuple[Row, str]]) -> None:
+        """Move records that failed authentication out of ``records`` (counted per stream)."""
+        if not bad:
+            return
+        now = self.clock_ms()
+        moved: list[tuple[Stream, int, int]] = []
+        with self.transaction("quarantine") as conn:
+            for row, reason in bad:
+                rid, stream, seq = row[0], Stream(row[1]), row[2]
+                size = conn.execute("SELECT size FROM records WHERE id = ?", (rid,)).fetchone()
+                if size is None:
+                    continue
+                conn.execute(
+                    "INSERT INTO quarantine(stream, seq, created_ms, key_id, nonce, sealed,"
+                    " reason, at_ms) SELECT stream, seq, created_ms, key_id, nonce, sealed, ?, ?"
+                    " FROM records WHERE id = ?",
+                    (reason, now, rid),
+                )
+                conn.execute("DELETE FROM records WHERE id = ?", (rid,))
+                conn.execute(
+                    "UPDATE streams SET quarantined = quarantined + 1 WHERE stream = ?", (stream,)
+                )
+                moved.append((stream, seq, size[0]))
+        for stream, seq, size in moved:
+            self.bytes -= size
+            self.stream_bytes[stream] -= size
+            self.leased.discard((stream, seq))
+
+    def unseal_all(self, rows: list[Row]) -> tuple[list[Record], list[tuple[Row, str]]]:
+        out: list[Record] = []
+        bad: list[tuple[Row, str]] = []
+        for row in rows:
+            try:
+                out.append(self.unseal(row))
+            except RecordAuthError as exc:
+                bad.append((row, str(exc)))
+        return out, bad
+
+    @staticmethod
+    def delete(conn: sqlite3.Connection, victims: list[Candidate]) -> None:
+        """Inside a transaction: delete ``victims``, counting undelivered ones per stream."""
+        conn.executemany("DELETE FROM records WHERE id = ?", [(v[0],) for v in victims])
+        dropped: dict[int, int] = {}
+        for v in victims:
+            if v[5] == PENDING:
+                dropped[v[1]] = dropped.get(v[1], 0) + 1
+        for s, n in dropped.items():
+            conn.execute("UPDATE streams SET evicted = evicted + ? WHERE stream = ?", (n, s))
+
+    def forget(self, victims: list[Candidate], reason: EvictionReason | None) -> None:
+        """After commit: account freed bytes, drop leases, record evictions of pending rows."""
+        for _, s, seq, created, size, state in victims:
+            stream = Stream(s)
+            self.bytes -= size
+            self.stream_bytes[stream] -= size
+            self.leased.discard((stream, seq))
+            if state != PENDING or reason is None:
+                continue
+            count, first, last = self.evictions.get((stream, reason), (0, created, created))
+            self.evictions[(stream, reason)] = (count + 1, min(first, created), max(last, created))

@@ -1,0 +1,190 @@
+"""Writing records: one append is one transaction holding its evictions, its rows and the
+stream's new last seq; and the accounting of telemetry that was refused.
+
+Invariants:
+1. Covered, then written: the seqs of an append are reserved in the seq ledger (fsynced)
+   before the transaction that writes them, so no seq is ever written that the ledger does
+   not cover (see :mod:`buffer.ledger`).
+2. All or nothing: evictions made for room, the inserted rows, ``streams.last_seq`` and the
+   key's seal count commit together. A failed append stored nothing and moved ``last_seq``
+   not at all (its reserved seqs are used by the next append: none of them was ever written).
+3. Eviction order: delivered and dead records first (oldest first), then undelivered telemetry
+   by seq; undelivered alarms and events are never evicted (the store may then exceed its
+   capacity). Every undelivered drop is counted and reported.
+4. Refusal is a record of its own: a telemetry append refused for the reserve (or by a genuine
+   SQLITE_FULL) stores nothing and spends no seq, but is summed per stream in the database
+   (``refused`` total, and a pending summary that becomes one ``telemetry_refused`` report);
+   while even that small write fails it is kept in memory and written with the next one.
+5. Alarms and events get the reserve: their appends (and every other write but a telemetry
+   append) meet a full disk by releasing the ballast once and retrying (:func:`with_room`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from buffer import crypto
+from buffer.core import ROW_OVERHEAD, Candidate, Core
+from buffer.errors import BufferFullError, StoreError, from_os_error
+from buffer.record import Stream
+
+__all__ = ["append", "evict", "with_room"]
+
+_T = TypeVar("_T")
+_CHUNK = 512
+
+
+def with_room(core: Core, doing: Callable[[], _T]) -> _T:
+    """Run ``doing``; on a full disk release the ballast once and run it again."""
+    try:
+        return doing()
+    except BufferFullError:
+        if not core.ballast.release():
+            raise
+        return doing()
+
+
+def append(
+    core: Core,
+    stream: Stream,
+    payloads: Sequence[bytes],
+    created_ms: int | None,
+    also: Callable[[sqlite3.Connection], None] | None = None,
+) -> list[int]:
+    """Seal and store ``payloads`` (see the module invariants); ``also`` runs inside the same
+    transaction (used to clear the reports these payloads describe)."""
+    conn = core.live()
+    if not payloads:
+        return []
+    created = core.clock_ms() if created_ms is None else created_ms
+    key = core.keys.active
+    first = core.last_seq[stream] + 1
+    last = first + len(payloads) - 1
+    rows = []
+    incoming = 0
+    for seq, payload in enumerate(payloads, start=first):
+        aad = crypto.associated_data(core.gateway, stream, seq, created, key.id)
+        nonce, sealed = key.seal(crypto.pack(payload), aad)
+        size = len(nonce) + len(sealed) + ROW_OVERHEAD
+        rows.append((stream, seq, created, key.id, nonce, sealed, size))
+        incoming += size
+    if stream is Stream.TELEMETRY:
+        try:
+            _check_room(core, incoming)
+            return _commit(core, conn, stream, rows, incoming, last, also)
+        except BufferFullError:
+            _note_refusal(core, stream, len(payloads), created, "disk_full")
+            raise
+    return with_room(core, lambda: _commit(core, conn, stream, rows, incoming, last, also))
+
+
+def _commit(
+    core: Core,
+    conn: sqlite3.Connection,
+    stream: Stream,
+    rows: list[tuple[Stream, int, int, int, bytes, bytes, int]],
+    incoming: int,
+    last: int,
+    also: Callable[[sqlite3.Connection], None] | None,
+) -> list[int]:
+    try:
+        core.ledger.reserve(stream, last)
+    except OSError as exc:
+        raise from_os_error(exc, f"{core.ledger.path}: reserving seqs") from exc
+    evicted: list[Candidate] = []
+    durable = stream is Stream.ALARM
+    with core.transaction("append", durable=durable):
+        cap = core.stream_capacity[stream]
+        if cap is not None and core.stream_bytes[stream] + incoming > cap:
+            evicted = evict(core, conn, core.stream_bytes[stream] + incoming - cap, stream)
+        overflow = core.bytes - sum(v[4] for v in evicted) + incoming - core.capacity
+        if overflow > 0:
+            evicted += evict(core, conn, overflow, None)
+        conn.executemany(
+            "INSERT INTO records(stream, seq, created_ms, key_id, nonce, sealed, size)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        conn.execute("UPDATE streams SET last_seq = ? WHERE stream = ?", (last, stream))
+        core.keys.count_seals(conn, rows[0][3], len(rows))
+        if also is not None:
+            also(conn)
+    core.last_seq[stream] = last
+    if durable:
+        core.committed_durably()
+    core.bytes += incoming
+    core.stream_bytes[stream] += incoming
+    core.forget(evicted, "capacity")
+    core.keys.after_commit(rows[0][3], len(rows))
+    return [r[1] for r in rows]
+
+
+def _check_room(core: Core, incoming: int) -> None:
+    """Refuse a telemetry append that would eat into the reserve (see :mod:`buffer.space`)."""
+    room = core.room()
+    held = core.ballast.held if room.disk_bound else 0
+    keep = max(core.reserve - held, core.reserve // 4)
+    if room.total - 2 * incoming < keep:
+        raise BufferFullError(
+            f"telemetry refused: {room.total} bytes of room left and the last {keep} "
+            "are kept for alarms and events; free disk space or lower the buffer's capacity"
+        )
+
+
+def _note_refusal(core: Core, stream: Stream, count: int, created: int, reason: str) -> None:
+    n, first, last, _ = core.unsaved_refusals.get(stream, (0, created, created, reason))
+    pending = (n + count, min(first, created), max(last, created), reason)
+    try:
+        with core.transaction("counting a refusal") as conn:
+            conn.execute(
+                "UPDATE streams SET refused = refused + ?1, refused_pending = refused_pending + ?1,"
+                " refused_first_ms = min(coalesce(refused_first_ms, ?2), ?2),"
+                " refused_last_ms = max(coalesce(refused_last_ms, ?3), ?3), refused_reason = ?4"
+                " WHERE stream = ?5",
+                (*pending, stream),
+            )
+    except StoreError:  # the disk is too full even for this: keep it for the next attempt
+        core.unsaved_refusals[stream] = pending
+        return
+    core.unsaved_refusals.pop(stream, None)
+
+
+def evict(
+    core: Core,
+    conn: sqlite3.Connection,
+    need: int,
+    stream: Stream | None,
+    *,
+    delivered_only: bool = False,
+) -> list[Candidate]:
+    """Inside a transaction: delete delivered/dead records oldest first, then undelivered
+    telemetry by seq (invariant 3), until ``need`` bytes are freed or nothing evictable is
+    left; only records of ``stream`` unless it is None."""
+    which = None if stream is None else int(stream)
+    queries = [
+        "SELECT id, stream, seq, created_ms, size, state FROM records"
+        " WHERE state <> 0 AND (?1 IS NULL OR stream = ?1) ORDER BY created_ms, id LIMIT ?2"
+    ]
+    if not delivered_only and stream in (None, Stream.TELEMETRY):
+        queries.append(
+            "SELECT id, stream, seq, created_ms, size, state FROM records"
+            " WHERE stream = 2 AND state = 0 ORDER BY seq LIMIT ?2"  # ?1 unused
+        )
+    evicted: list[Candidate] = []
+    freed = 0
+    for query in queries:
+        while freed < need:
+            batch = conn.execute(query, (which, _CHUNK)).fetchall()
+            if not batch:
+                break
+            take = []
+            for cand in batch:
+                take.append(cand)
+                freed += cand[4]
+                if freed >= need:
+                    break
+            core.delete(conn, take)
+            evicted.extend(take)
+    return evicted
