@@ -10,6 +10,7 @@ import pytest
 from agent.codec import encode_envelope, event_body
 from central.schema import SchemaValidator
 
+# fmt: off
 GOOD: dict[str, dict[str, object]] = {
     "seq_gap": {"stream": "telemetry", "from_seq": 10, "to_seq": 12, "reason": "power_loss"},
     "telemetry_refused": {"count": 3, "first_ts": 1, "last_ts": 2, "reason": "disk_full"},
@@ -21,15 +22,13 @@ GOOD: dict[str, dict[str, object]] = {
     },
     "health": {"interval_s": 60, "counters": {"polls": 10}, "gauges": {"backlog": 0.0}},
     "commands_dropped": {"count": 5, "reason": "queue_full"},
-    "output_written": {"output": "siren", "device": "plc", "address": 3, "value": True},
-    "output_failed": {
-        "output": "siren",
-        "device": "plc",
-        "address": 3,
-        "value": 1,
-        "reason": "exception 2",
-    },  # fmt: skip
-    "commissioned": {"digest": "sha256:00", "result": "pass"},
+    "output_written": {"output": "siren", "device": "plc", "table": "coil", "address": 3,
+                       "value": 1, "alarm": True, "heartbeat": False, "ok": True, "reason": ""},
+    "output_failed": {"output": "siren", "device": "plc", "table": "coil", "address": 3,
+                      "value": 1, "alarm": True, "heartbeat": False, "ok": False,
+                      "reason": "exception:2"},
+    "commissioned": {"digest": "0" * 64, "result": "go", "config_hash": "ab", "installer": "x",
+                     "counts": {"PASS": 3}, "failed": []},
     "device_lost": {"device": "plc", "at_ms": 5, "reason": "timeout"},
     "device_restored": {"device": "plc", "at_ms": 9, "outage_ms": 4},
     "buffer_corrupt": {
@@ -37,8 +36,9 @@ GOOD: dict[str, dict[str, object]] = {
         "salvaged": 9,
         "undelivered_lost": 1,
         "delivered_lost": 0,
-    },  # fmt: skip
+    },
 }
+# fmt: on
 
 BAD: list[tuple[str, dict[str, object], str]] = [
     ("seq_gap", {**GOOD["seq_gap"], "reason": "gremlins"}, "body/reason"),

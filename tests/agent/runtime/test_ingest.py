@@ -121,7 +121,16 @@ def test_an_exact_64_bit_integer_reaches_the_telemetry_record_digit_for_digit(
     second = batch([(0, NOW + 1, 5.0, 0), (1, NOW + 1, float(big + 2), 0)])  # T1 unchanged
     ingest.append_telemetry(dataclasses.replace(second, exact={1: big + 2}))
     raw = [r.payload for r in sink.store.resend(Stream.TELEMETRY, 1, 2)]
-    assert b'["T2",1700000000000,-9007199254740993]' in raw[0]
+    assert b'"T2":-9007199254740993}' in raw[0]  # body v2 (the default)
     assert raw[1].count(b'"T') == 1  # T1 dropped by report-by-exception: the position moved
-    assert b'["T2",1700000000001,-9007199254740991]' in raw[1]
+    assert raw[1] == b'{"t0":1700000000001,"at":[[0,{"T2":-9007199254740991}]]}'
     sink.store.close()
+
+
+def test_an_exact_64_bit_integer_reaches_a_body_v1_record_too(tmp_path: Path) -> None:
+    c = make_components(tmp_path, uplink_extra="telemetry_body = 1\n")
+    ingest, sink = _ingest(c, RuntimeStats())
+    big = 2**64 - 1  # uint64 maximum
+    ingest.append_telemetry(dataclasses.replace(batch([(1, NOW, float(big), 0)]), exact={0: big}))
+    (raw,) = [r.payload for r in sink.store.resend(Stream.TELEMETRY, 1, 1)]
+    assert raw == b'{"points":[["T2",1700000000000,18446744073709551615]]}'
