@@ -15,7 +15,7 @@ import signal
 import sys
 from pathlib import Path
 
-from agent.logs import kv, setup_logging
+from agent.logs import LOG_FORMATS, LogFormat, kv, setup_logging
 
 __all__ = ["EX_CONFIG", "register", "run_agent"]
 
@@ -27,16 +27,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="run the agent (poll, evaluate, buffer, forward)")
     p.add_argument("--config", "-c", required=True, type=Path, help="agent config file (TOML)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument(
+        "--log-format",
+        default=None,
+        choices=LOG_FORMATS,
+        help="text lines or one JSON object per line (default: [logging].format, else text)",
+    )
     p.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
-    setup_logging(args.log_level)
-    return run_agent(args.config)
+    setup_logging(args.log_level, args.log_format or "text")
+    return run_agent(args.config, log_level=args.log_level, log_format=args.log_format)
 
 
-def run_agent(config_path: Path) -> int:
-    """Load, build and run the agent until SIGTERM/SIGINT; returns the process exit code."""
+def run_agent(
+    config_path: Path, *, log_level: str | None = None, log_format: LogFormat | None = None
+) -> int:
+    """Load, build and run the agent until SIGTERM/SIGINT; returns the process exit code.
+
+    ``log_level`` given and ``log_format`` None: logging is set up again in the config's
+    ``[logging].format`` once the config is loaded."""
     from agent.config import ConfigError, load_config, resolved_paths
 
     try:
@@ -45,6 +56,8 @@ def run_agent(config_path: Path) -> int:
         print(str(exc), file=sys.stderr)
         print(f"safeedge: {config_path}: invalid config, not starting", file=sys.stderr)
         return EX_CONFIG
+    if log_level is not None and log_format is None and cfg.logging.format != "text":
+        setup_logging(log_level, cfg.logging.format)
     paths = resolved_paths(cfg, config_path)  # cfg's paths are absolute: a typed view of them
     # numba reads NUMBA_CACHE_DIR when first imported: set it before the rules kernels load
     # (loading the config does not import them; agent.pipeline does).

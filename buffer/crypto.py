@@ -210,7 +210,12 @@ def read_key_file(path: Path) -> list[Key]:
 
 
 def write_key_file(path: Path, keys: Iterable[Key]) -> None:
-    """Atomically replace ``path`` with ``keys`` (mode 0600); raises :class:`BufferKeyError`."""
+    """Atomically replace ``path`` with ``keys`` (mode 0600); raises :class:`BufferKeyError`.
+
+    A symlink is written through: its final target is replaced (temporary file beside the
+    target, then rename), so the link keeps pointing at the one key file that holds every key.
+    """
+    path = Path(os.path.realpath(path))
     doc = _KeyFileDoc(
         format=_FORMAT,
         version=1,

@@ -60,7 +60,11 @@ def open_core(
     ledger_path = path.with_name(path.name + ".ledger")
     previous = Ledger.load(ledger_path, cfg.gateway_id, cfg.monotonic)
     keep_wal = not (isinstance(previous, Ledger) and previous.clean)
-    opened = open_database(path, now_ms=cfg.clock_ms(), keep_wal=keep_wal, force_aside=force_aside)
+    # a ledger of this gateway beside the file says the buffer lived there, header or not
+    ours = isinstance(previous, Ledger)
+    opened = open_database(
+        path, now_ms=cfg.clock_ms(), keep_wal=keep_wal, force_aside=force_aside, ours=ours
+    )
     conn = opened.conn
     try:
         if opened.moved_to is not None and cfg.key_file.exists():

@@ -4,7 +4,9 @@ watermarks, key pruning, and the integrity check that finds corruption while run
 Invariants:
 1. Retention is per stream: delivered and dead records older than it are deleted (not a
    drop); undelivered telemetry older than it is evicted (counted, reported); undelivered
-   alarms and events are kept until delivered, whatever their age.
+   alarms and events are kept until delivered, whatever their age. A stream the uplink never
+   carries (``incident``) is a local record only: its records go when they are older than the
+   retention, like delivered ones.
 2. Capacities are enforced as the writer does (:func:`buffer.writer.evict`).
 3. While room is short of twice the reserve, delivered records are deleted oldest first (not
    a drop) and their pages returned to the file system; then the ballast is allocated again
@@ -34,6 +36,10 @@ _CHUNK = 512
 _SETTLED_OLD = (
     "SELECT id, stream, seq, created_ms, size, state FROM records"
     " WHERE state <> 0 AND stream = ? AND created_ms < ? ORDER BY created_ms LIMIT ?"
+)
+_LOCAL_OLD = (  # a stream the uplink never carries (incidents): its records are never delivered
+    "SELECT id, stream, seq, created_ms, size, state FROM records"
+    " WHERE state = 0 AND stream = ? AND created_ms < ? ORDER BY created_ms LIMIT ?"
 )
 _PENDING_OLD = (
     "SELECT id, stream, seq, created_ms, size, state FROM records"
@@ -96,6 +102,8 @@ def maintain(core: Core) -> None:
         _delete_in_chunks(core, _SETTLED_OLD, stream, cutoff, None)
         if stream is Stream.TELEMETRY:
             _delete_in_chunks(core, _PENDING_OLD, stream, cutoff, "retention")
+        if not stream.forwarded:  # the local record has served its retention: not a drop
+            _delete_in_chunks(core, _LOCAL_OLD, stream, cutoff, None)
 
         def old_quarantine(s: Stream = stream, c: int = cutoff) -> None:
             with core.transaction("retention") as tx:

@@ -4,10 +4,16 @@ Invariants:
 - The file is SQLite in WAL mode with ``auto_vacuum=INCREMENTAL``; ``PRAGMA application_id`` is
   :data:`APPLICATION_ID` and ``PRAGMA user_version`` the schema version. ``synchronous`` is set
   on every open (NORMAL; the store raises it to FULL around alarm commits).
-- A file that SQLite calls corrupt (or "not a database"), that fails ``PRAGMA quick_check``, or
-  that is another application's database is never written to: it is renamed, with its ``-wal``
-  and ``-shm`` companions, to ``<name>.corrupt-<UTC yyyymmddThhmmssZ>`` and a fresh database is
-  created. A database from a newer schema version is refused (needs a human), not moved.
+- A file that SQLite calls corrupt (or "not a database"), that fails ``PRAGMA quick_check`` or
+  misses tables is never written to. When it is one of the buffer's own databases
+  (:func:`is_own_database`: the SQLite header and :data:`APPLICATION_ID` in it, or — a header
+  too damaged to tell — the caller knows the buffer lived there, because its seq ledger is
+  beside it: ``ours``) it is renamed, with its ``-wal`` and ``-shm`` companions, to
+  ``<name>.corrupt-<UTC yyyymmddThhmmssZ>`` and a fresh database is created. Any other file
+  (another application's database, a text file) is neither moved nor overwritten:
+  :class:`BufferMismatchError` names it (needs a human). An empty file, or an SQLite database
+  with no table and no application id, is a fresh database. A database from a newer schema
+  version is refused (needs a human), not moved.
 - The database file is created mode 0600 before SQLite opens it (SQLite gives ``-wal`` and
   ``-shm`` the database's mode), so no buffer file is ever readable by group/others.
 - Before SQLite sees a WAL left by a store that was not closed, its bytes are kept
@@ -69,6 +75,7 @@ __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "Opened",
+    "is_own_database",
     "open_database",
 ]
 
@@ -163,20 +170,28 @@ def _enter_wal(conn: sqlite3.Connection, path: Path) -> None:
         raise BufferIOError(f"{path}: cannot enter WAL mode (got {mode!r})")
 
 
-def open_database(path: Path, *, now_ms: int, keep_wal: bool, force_aside: bool = False) -> Opened:
+def open_database(
+    path: Path, *, now_ms: int, keep_wal: bool, force_aside: bool = False, ours: bool = False
+) -> Opened:
     """Open (creating or migrating) the database. ``keep_wal``: snapshot a leftover WAL first
     (the store was not closed); ``force_aside``: move the file aside even if it checks out
-    (corruption was seen while it was open).
+    (corruption was seen while it was open); ``ours``: the buffer's seq ledger is beside the file,
+    so it is the buffer's own even when its header is too damaged to say so.
 
-    Raises :class:`BufferMismatchError` for a newer schema and transient errors for I/O
-    failures; a corrupt or foreign file is moved aside instead of raising.
+    Raises :class:`BufferMismatchError` for a newer schema or a file that is not the buffer's
+    (left untouched), and transient errors for I/O failures; a corrupt database of the buffer's
+    own is moved aside instead of raising.
     """
     snapshot = _wal_snapshot(path) if keep_wal else None
     if not force_aside:
         try:
             conn, version, frames, era = _open_checked(path)
-        except _UnusableError:
-            pass
+        except _UnusableError as exc:
+            if not (ours or is_own_database(path)):
+                raise BufferMismatchError(
+                    f"{path}: not a SafeEdge buffer database ({exc}); it is left untouched: "
+                    "point buffer.path at another file, or move this one away yourself"
+                ) from exc
         else:
             return Opened(conn, None, version, snapshot, frames, era)
     moved = _move_aside(path, now_ms)
@@ -185,6 +200,24 @@ def open_database(path: Path, *, now_ms: int, keep_wal: bool, force_aside: bool 
     except _UnusableError as exc:
         raise BufferCorruptError(f"{path}: a freshly created database is unusable") from exc
     return Opened(conn, moved, 0, None, None)
+
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_APP_ID_OFFSET = 68  # big-endian 32-bit application_id in the 100-byte SQLite header
+
+
+def is_own_database(path: Path) -> bool:
+    """True when ``path`` starts with an SQLite header carrying :data:`APPLICATION_ID`, i.e. it
+    is one of the buffer's databases (possibly damaged further on). Reads 100 bytes; False
+    when it cannot be read, is shorter than the header or is anything else. Never writes."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(100)
+    except OSError:
+        return False
+    if len(head) < 100 or not head.startswith(_SQLITE_MAGIC):
+        return False
+    return int.from_bytes(head[_APP_ID_OFFSET : _APP_ID_OFFSET + 4], "big") == APPLICATION_ID
 
 
 def _wal_snapshot(path: Path) -> bytes | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,9 +26,12 @@ def make_broker(tmp_path: Path) -> Iterator[BrokerFactory]:
         mode: Mode = "anonymous",
         users: Mapping[str, str] | None = None,
         acl: Sequence[str] | None = None,
+        **options: Any,
     ) -> Broker:
         try:
-            broker = Broker(tmp_path / f"broker{len(brokers)}", mode=mode, users=users, acl=acl)
+            broker = Broker(
+                tmp_path / f"broker{len(brokers)}", mode=mode, users=users, acl=acl, **options
+            )
             brokers.append(broker)
             broker.start()
         except BrokerError as exc:

@@ -22,6 +22,7 @@ reason               meaning
 ``bad_args``         ``args`` do not fit the command (unknown tag, bad seq range ...)
 ``replayed``         this ``id`` was seen before (or may have been: see :class:`ReplayStore`)
 ``replay_store_full`` too many distinct ids inside the window (transient: retry later)
+``rate_limited``     more signed commands than ``verify_per_s``: not verified (retry later)
 ===================  ======================================================================
 
 ``id`` in a result is the payload's id when it could be read (even if unverified: it is for
@@ -32,9 +33,15 @@ correlation only), else ``null``. A command that passed every check is recorded 
 Verification and dispatch are sans-I/O; :class:`ReplayStore` owns one small JSON file.
 Threading: a :class:`CommandProcessor` is used from one thread (the agent's event loop).
 
+Hostile input: JSON nested deeper than :data:`~agent.commands.limits.MAX_DEPTH` is refused
+before decoding, integers and strings are bounded by the wire shapes, echoed fields are short
+prefixes (:mod:`agent.commands.limits`); received bytes wait in a bounded queue drained by one
+worker with bounded work per loop iteration (:mod:`agent.commands.inbox`).
+
 Layout: :mod:`agent.commands.wire` (shapes, reasons, keys, signing),
 :mod:`agent.commands.replay` (the replay store), :mod:`agent.commands.processor`
-(verification and dispatch); everything is importable from ``agent.commands``.
+(verification and dispatch), :mod:`agent.commands.limits` and :mod:`agent.commands.inbox`;
+everything but the last two is importable from ``agent.commands``.
 """
 
 from agent.commands.processor import CommandProcessor

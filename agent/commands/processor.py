@@ -7,11 +7,13 @@ import binascii
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
+from typing import Any, Final
 
 import msgspec
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from agent.commands.limits import ECHO_MAX, ID_ECHO_MAX, MAX_DEPTH, check_nesting, echo
 from agent.commands.replay import ReplayStore
 from agent.commands.wire import (
     COMMANDS,
@@ -27,11 +29,14 @@ from agent.commands.wire import (
     ResendArgs,
     Signed,
 )
-from agent.logs import kv
+from agent.logs import RateLimiter, kv
 
 __all__ = ["CommandProcessor"]
 
 log = logging.getLogger("agent.commands")  # the name operators' log filters already use
+
+DETAIL_MAX: Final = 200  # characters of a result's detail (it may quote parser messages)
+REJECT_LOG_INTERVAL_S: Final = 10.0  # one command_rejected line per reason per interval
 
 
 def _b64(text: str, what: str, reason: str, command_id: str | None = None) -> bytes:
@@ -41,17 +46,30 @@ def _b64(text: str, what: str, reason: str, command_id: str | None = None) -> by
         raise CommandRejectedError(reason, f"{what} is not base64", command_id) from exc
 
 
-def _outer(raw: bytes) -> Signed:
+def _decode_any(raw: bytes, what: str, command_id: str | None = None) -> Any:
+    """Untyped JSON, refused before decoding when it nests deeper than :data:`MAX_DEPTH`."""
+    if not check_nesting(raw):
+        raise CommandRejectedError(
+            "malformed", f"{what}: nested deeper than {MAX_DEPTH} or unbalanced", command_id
+        )
     try:
-        doc = msgspec.json.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise CommandRejectedError("malformed", f"not JSON: {exc}") from exc
+        return msgspec.json.decode(raw)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise CommandRejectedError("malformed", f"{what}: not JSON: {exc}", command_id) from exc
+
+
+def _id_of(doc: object) -> str | None:
+    found = doc.get("id") if isinstance(doc, dict) else None
+    return echo(found, ID_ECHO_MAX) if isinstance(found, str) and found else None
+
+
+def _outer(raw: bytes) -> Signed:
+    doc = _decode_any(raw, "command")
     if not isinstance(doc, dict):
         raise CommandRejectedError("malformed", "a command is a JSON object")
     if not doc.get("sig") or not doc.get("kid"):
-        command_id = doc.get("id") if isinstance(doc.get("id"), str) else None
         raise CommandRejectedError(
-            "unsigned", "no kid and sig: commands must be signed", command_id
+            "unsigned", "no kid and sig: commands must be signed", _id_of(doc)
         )
     try:
         return msgspec.convert(doc, Signed)
@@ -60,11 +78,8 @@ def _outer(raw: bytes) -> Signed:
 
 
 def _peek_id(payload: bytes) -> str | None:
-    with contextlib.suppress(msgspec.DecodeError):
-        doc = msgspec.json.decode(payload)
-        found = doc.get("id") if isinstance(doc, dict) else None
-        if isinstance(found, str):
-            return found[:128]
+    with contextlib.suppress(CommandRejectedError):
+        return _id_of(_decode_any(payload, "payload"))
     return None
 
 
@@ -80,7 +95,13 @@ class CommandProcessor:
         replay: ReplayStore,
         handlers: CommandHandlers,
         clock_ms: Callable[[], int],
+        verify_allowed: Callable[[], bool] | None = None,
+        log_interval_s: float = REJECT_LOG_INTERVAL_S,
     ) -> None:
+        """``verify_allowed()`` is asked before each signature check (the per-second budget of
+        :mod:`agent.commands.inbox`): False rejects the command ``rate_limited`` unverified."""
+        self._verify_allowed = verify_allowed
+        self._log_limiter = RateLimiter(log_interval_s)
         self._gateway = gateway
         self._keys = dict(trusted_keys)
         self._replay = replay
@@ -98,21 +119,27 @@ class CommandProcessor:
         key = self._keys.get(outer.kid)
         if key is None:
             raise CommandRejectedError(
-                "unknown_key", f"key id {outer.kid!r} is not trusted", command_id
+                "unknown_key", f"key id {echo(outer.kid)!r} is not trusted", command_id
             )
         sig = _b64(outer.sig, "sig", "bad_signature", command_id)
+        if self._verify_allowed is not None and not self._verify_allowed():
+            raise CommandRejectedError(
+                "rate_limited", "too many signed commands per second; retry later", command_id
+            )
         try:
             key.verify(sig, payload)
         except InvalidSignature as exc:
             raise CommandRejectedError(
                 "bad_signature", "signature does not verify", command_id
             ) from exc
+        if not check_nesting(payload):
+            raise CommandRejectedError("malformed", f"payload: nested deeper than {MAX_DEPTH}")
         try:
             body = msgspec.json.decode(payload, type=Payload)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
             raise CommandRejectedError("malformed", f"payload: {exc}", command_id) from exc
         if body.gw != self._gateway:
-            raise CommandRejectedError("foreign_gateway", f"for gateway {body.gw!r}", body.id)
+            raise CommandRejectedError("foreign_gateway", f"for gateway {echo(body.gw)!r}", body.id)
         skew = body.ts - self._clock_ms()
         if abs(skew) > WINDOW_MS:
             raise CommandRejectedError(
@@ -123,7 +150,9 @@ class CommandProcessor:
         spec = COMMANDS.get(body.cmd)
         if spec is None:
             known = ", ".join(COMMANDS)
-            raise CommandRejectedError("unknown_command", f"{body.cmd!r} (known: {known})", body.id)
+            raise CommandRejectedError(
+                "unknown_command", f"{echo(body.cmd)!r} (known: {known})", body.id
+            )
         try:
             args = msgspec.convert(body.args, spec)
         except msgspec.ValidationError as exc:
@@ -141,22 +170,37 @@ class CommandProcessor:
             self._replay.check(cmd.id, cmd.ts)
             detail = self._act(cmd)
         except CommandRejectedError as exc:
-            self.rejected[exc.reason] = self.rejected.get(exc.reason, 0) + 1
-            log.warning(
-                kv("command_rejected", reason=exc.reason, id=exc.command_id, detail=exc.detail)
-            )
             command_id = exc.command_id if cmd is None else cmd.id
+            detail = echo(exc.detail, DETAIL_MAX)
+            self._log_rejection(exc.reason, command_id, detail)
             return CommandResult(
-                command_id, "rejected", f"{exc.reason}: {exc.detail}", now, None, exc.reason
+                command_id, "rejected", f"{exc.reason}: {detail}", now, None, exc.reason
             )
         except (CommandFailedError, OSError) as exc:
             self.failed += 1
             assert cmd is not None
             log.error(kv("command_failed", cmd=cmd.cmd, id=cmd.id, error=exc))  # noqa: TRY400
-            return CommandResult(cmd.id, "error", str(exc), now, cmd.cmd)
+            return CommandResult(cmd.id, "error", echo(str(exc), DETAIL_MAX), now, cmd.cmd)
         self.accepted += 1
         log.info(kv("command_done", cmd=cmd.cmd, id=cmd.id, kid=cmd.kid, detail=detail))
         return CommandResult(cmd.id, "ok", detail, now, cmd.cmd)
+
+    def _log_rejection(self, reason: str, command_id: str | None, detail: str) -> None:
+        """Counted always; logged once per reason per interval, with every reason's count."""
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        ok, suppressed = self._log_limiter.allow(reason)
+        if ok:
+            counts = ",".join(f"{r}:{n}" for r, n in self.rejected.items() if n)
+            log.warning(
+                kv(
+                    "command_rejected",
+                    reason=reason,
+                    id=command_id,
+                    detail=echo(detail, ECHO_MAX * 2),
+                    suppressed=suppressed,
+                    totals=counts,
+                )
+            )
 
     def _act(self, cmd: Command) -> str:
         # The id is recorded before acting: a crash mid-action never lets a replay act twice.

@@ -15,6 +15,7 @@ import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from agent.codec import cmd_result_payload
+from agent.commands.limits import SEQ_MAX, TS_MAX
 
 __all__ = [
     "COMMANDS",
@@ -46,6 +47,7 @@ REJECT_REASONS: Final = (
     "bad_args",
     "replayed",
     "replay_store_full",
+    "rate_limited",
 )
 Status = Literal["ok", "rejected", "error"]
 
@@ -68,23 +70,23 @@ class CommandFailedError(Exception):
 
 
 class Signed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    kid: str
+    kid: Annotated[str, msgspec.Meta(max_length=64)]
     payload: str
-    sig: str
+    sig: Annotated[str, msgspec.Meta(max_length=128)]  # 64 bytes in base64 are 88
 
 
 class Payload(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-    ts: int
-    gw: str
-    cmd: str
+    ts: Annotated[int, msgspec.Meta(ge=0, le=TS_MAX)]
+    gw: Annotated[str, msgspec.Meta(max_length=64)]
+    cmd: Annotated[str, msgspec.Meta(max_length=64)]
     args: dict[str, Any] = {}
 
 
 class AckAlarmArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """``ack_alarm``: acknowledge ``high`` and/or ``low`` (``alarm`` None: both) of ``tag``."""
 
-    tag: str
+    tag: Annotated[str, msgspec.Meta(max_length=256)]
     alarm: Literal["high", "low"] | None = None
     user: Annotated[str, msgspec.Meta(max_length=128)] | None = None
     comment: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
@@ -94,8 +96,8 @@ class ResendArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """``resend``: republish still-retained records ``from_seq..to_seq`` (inclusive)."""
 
     stream: Literal["alarm", "event", "telemetry"]
-    from_seq: Annotated[int, msgspec.Meta(ge=1)]
-    to_seq: Annotated[int, msgspec.Meta(ge=1)]
+    from_seq: Annotated[int, msgspec.Meta(ge=1, le=SEQ_MAX)]
+    to_seq: Annotated[int, msgspec.Meta(ge=1, le=SEQ_MAX)]
 
 
 class NoArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

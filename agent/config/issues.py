@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
+from agent.logs import escape
+
 __all__ = ["ConfigError", "ConfigIssue", "IssueShape", "adapt"]
 
 IssueShape = tuple[str, str, str]
@@ -38,7 +40,8 @@ class ConfigError(Exception):
     """The config needs a human to fix it (never transient; the agent exits 78, EX_CONFIG).
 
     Carries ``source`` (the file name, or ``<string>``) and ``issues`` (never empty).
-    ``str()`` gives one line per issue: ``FILE: PATH: MESSAGE (hint: HINT)``.
+    ``str()`` gives one line per issue: ``FILE: PATH: MESSAGE (hint: HINT)``, escaped like a
+    log value (:func:`agent.logs.escape`).
     """
 
     def __init__(self, source: str, issues: Sequence[ConfigIssue]) -> None:
@@ -53,12 +56,14 @@ class ConfigError(Exception):
 
 
 def _format_issue(source: str, issue: ConfigIssue) -> str:
+    # Paths, messages and hints quote the file's own text: escaped, so one issue is one line
+    # and no control character or ANSI escape from the file reaches the terminal.
     parts = [source]
     if issue.path:
         parts.append(issue.path)
     parts.append(issue.message)
-    line = ": ".join(parts)
-    return f"{line} (hint: {issue.hint})" if issue.hint else line
+    line = escape(": ".join(parts))
+    return f"{line} (hint: {escape(issue.hint)})" if issue.hint else line
 
 
 def adapt(prefix: str, issues: Iterable[IssueShape]) -> list[ConfigIssue]:

@@ -7,10 +7,13 @@ and returns a config whose path strings are all absolute, so every consumer (the
 uplink's TLS context, the password reader, the command store) reads the same resolved values and
 none of them depends on the working directory. :class:`ResolvedPaths` is a typed view of them.
 
-:func:`file_issues` is the only I/O of the config check: one ``stat`` per configured file, no
-file is opened. A missing TLS or password file, or a directory where a file belongs (``buffer.path
-= "."``), is an issue; whether a file is *readable* is left to ``safeedge run`` (check-config may
-run as another user than the agent), which exits 78 naming the file when it is not.
+:func:`file_issues` is the only I/O of the config check: one ``stat`` per configured file, and
+the first 100 bytes of an existing ``buffer.path``. A missing TLS or password file, a directory
+where a file belongs (``buffer.path = "."``), a file at ``buffer.path`` that is not one of the
+buffer's databases (the agent never moves nor overwrites it), or a password file or TLS key
+with group/other permission bits is an issue; whether a file is *readable* is left to
+``safeedge run`` (check-config may run as another user than the agent), which exits 78 naming
+the file when it is not.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import msgspec
 
 from agent.config.issues import ConfigIssue
 from agent.config.schema import AgentConfig
+from buffer.schema import is_own_database
 
 __all__ = ["ResolvedPaths", "file_issues", "resolve", "resolved_paths"]
 
@@ -149,4 +153,58 @@ def file_issues(cfg: AgentConfig) -> list[ConfigIssue]:
             what = "not a directory" if is_dir else "is a directory"
             hint = "name a directory" if is_dir else "name a file, e.g. buffer.db"
             issues.append(ConfigIssue(key, f"{what}: {name}", hint))
+    issues += _foreign_buffer(cfg.buffer.path)
+    issues += _secret_modes(cfg)
+    return issues
+
+
+def _foreign_buffer(name: str) -> list[ConfigIssue]:
+    """A non-empty file at ``buffer.path`` that is not one of the buffer's databases: the agent
+    would refuse it at start (it never moves nor overwrites a foreign file). Reads 100 bytes;
+    a file this user cannot read is left to ``safeedge run``."""
+    path = Path(name)
+    try:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+            return []
+        with path.open("rb"):
+            pass
+    except (OSError, ValueError):
+        return []
+    if is_own_database(path):
+        return []
+    return [
+        ConfigIssue(
+            "buffer.path",
+            f"not a SafeEdge buffer database: {name}",
+            "point buffer.path at a new file or at this agent's buffer; "
+            "the agent never moves nor overwrites another file",
+        )
+    ]
+
+
+def _secret_modes(cfg: AgentConfig) -> list[ConfigIssue]:
+    """The password file and TLS private key must not be readable or writable by group or
+    others, like the buffer key (buffer/crypto.py): refused, naming the file and the fix."""
+    tls = cfg.uplink.tls
+    secrets = [("uplink.password_file", cfg.uplink.password_file)]
+    if tls is not None and cfg.uplink.enabled:
+        secrets.append(("uplink.tls.key_file", tls.key_file))
+    issues = []
+    for key, name in secrets:
+        if name is None:
+            continue
+        try:
+            mode = os.stat(name).st_mode
+        except (OSError, ValueError):
+            continue  # reported above as missing or unreadable
+        if stat.S_ISREG(mode) and mode & 0o077:
+            issues.append(
+                ConfigIssue(
+                    key,
+                    f"readable or writable by group/others (mode {stat.S_IMODE(mode):04o}): "
+                    f"{name}",
+                    f"run: chmod 600 {name}",
+                )
+            )
     return issues

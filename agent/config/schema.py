@@ -46,6 +46,7 @@ __all__ = [
     "CommandsConfig",
     "DeviceConfig",
     "GatewayConfig",
+    "LoggingConfig",
     "OutputWhen",
     "ReportByExceptionConfig",
     "TlsConfig",
@@ -103,13 +104,15 @@ class UplinkConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     report_by_exception: ReportByExceptionConfig | None = None
     reconnect_min_s: Annotated[float, msgspec.Meta(gt=0)] = 0.5
     # 5 s: after an outage a gateway retries within U(0.5, 5) s (back within ~2 s median)
-    # while a fleet's reconnects still spread over ~4.5 s (benchmarks/bench_uplink.py --fleet)
+    # while a fleet's reconnects still spread over ~4.5 s (benchmarks/bench_fleet.py)
     reconnect_max_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     # Body v2 and compression: design/UPLINK.md; policy and tags: agent/config/governance.py
     telemetry_body: Literal[1, 2] = 2
     compression: Literal["none", "zlib"] = "none"
     policy: PolicyConfig = PolicyConfig()
     tags: tuple[TagGovernanceConfig, ...] = ()
+    # MQTT 5 Maximum Packet Size sent in CONNECT: the broker never delivers a larger packet.
+    max_packet_bytes: Annotated[int, msgspec.Meta(ge=1024, le=268_435_455)] = 65536
 
 
 class CommandsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -119,12 +122,27 @@ class CommandsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     Ed25519 public key (``safeedge sign-command keygen`` prints it). With no key every command
     is rejected (``unknown_key``). ``seen_ids_max`` bounds the persisted replay store;
     ``max_resend`` bounds the records one ``resend`` command may republish.
+
+    Hostile input (agent/commands/inbox.py): a message above ``max_bytes`` is dropped unparsed;
+    at most ``queue_max`` wait (newer ones are dropped and counted); at most ``max_per_s`` are
+    handled and ``verify_per_s`` signatures checked per second (beyond: ``rate_limited``).
     """
 
     enabled: bool = True
     trusted_keys: dict[Id, str] = {}
     seen_ids_max: Annotated[int, msgspec.Meta(ge=100, le=1_000_000)] = 10_000
     max_resend: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 10_000
+    max_bytes: Annotated[int, msgspec.Meta(ge=512, le=1_048_576)] = 16384
+    queue_max: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 256
+    max_per_s: Annotated[float, msgspec.Meta(gt=0, le=100_000)] = 200.0
+    verify_per_s: Annotated[float, msgspec.Meta(gt=0, le=100_000)] = 100.0
+
+
+class LoggingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``[logging]``: ``format`` text lines or one JSON object per line (``--log-format``
+    overrides it)."""
+
+    format: Literal["text", "json"] = "text"
 
 
 class OutputWhen(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -151,6 +169,7 @@ class AgentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     gateway: GatewayConfig
     uplink: UplinkConfig = UplinkConfig()
     commands: CommandsConfig = CommandsConfig()
+    logging: LoggingConfig = LoggingConfig()
     buffer: BufferConfig = BufferConfig()
     serial_ports: tuple[SerialPortConfig, ...] = ()
     devices: tuple[DeviceConfig, ...] = ()

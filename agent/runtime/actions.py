@@ -8,8 +8,11 @@ thread only (the store and engine live there).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Final
 
 from agent.commands import AckAlarmArgs, CommandProcessor, CommandRejectedError, ResendArgs
+from agent.commands.inbox import CommandInbox
+from agent.config import CommandsConfig
 from agent.forwarder import Forwarder
 from agent.runtime.alarms import AlarmRecorder
 from agent.runtime.incidents import IncidentTap
@@ -18,7 +21,9 @@ from buffer import Store
 from buffer.record import Stream
 from rules import RuleEngine
 
-__all__ = ["AlarmAcknowledger", "CommandActions", "CommandEndpoint"]
+__all__ = ["RESULTS_PENDING_MAX", "AlarmAcknowledger", "CommandActions", "CommandEndpoint"]
+
+RESULTS_PENDING_MAX: Final = 100  # cmd/result publishes awaiting PUBACK; beyond: dropped
 
 
 class AlarmAcknowledger:
@@ -104,12 +109,39 @@ class CommandActions:
 
 
 class CommandEndpoint:
-    """Verifies one command and publishes its result on ``cmd/result``."""
+    """Received commands → the bounded inbox → the processor → ``cmd/result``.
 
-    def __init__(self, *, processor: CommandProcessor, uplink: Uplink) -> None:
+    :meth:`offer` is what the uplink calls per message (O(1)); :meth:`run` is the worker task
+    (agent/commands/inbox.py has the bounds). ``report(reason, count)`` gets the rate-limited
+    drop counts (the run turns them into ``commands_dropped`` events).
+    """
+
+    def __init__(
+        self,
+        *,
+        processor: CommandProcessor,
+        uplink: Uplink,
+        limits: CommandsConfig,
+        report: Callable[[str, int], None] | None = None,
+    ) -> None:
         self.processor = processor
         self._uplink = uplink
+        self.inbox = CommandInbox(
+            processor=processor,
+            publish=self._publish,
+            report=report,
+            max_bytes=limits.max_bytes,
+            queue_max=limits.queue_max,
+            max_per_s=limits.max_per_s,
+        )
 
-    def handle(self, raw: bytes) -> None:
-        result = self.processor.handle(raw)
-        self._uplink.publish_untracked("cmd/result", result.payload())
+    def offer(self, raw: bytes) -> None:
+        self.inbox.offer(raw)
+
+    async def run(self) -> None:
+        await self.inbox.run()
+
+    def _publish(self, payload: bytes) -> bool:
+        return self._uplink.publish_untracked(
+            "cmd/result", payload, max_pending=RESULTS_PENDING_MAX
+        )

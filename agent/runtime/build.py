@@ -8,6 +8,7 @@ Everything they return is complete: no attribute is filled in later.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ from agent import __version__
 from agent.alarm_ids import AlarmIds
 from agent.alarm_outputs import OutputPolicy
 from agent.commands import CommandHandlers, CommandProcessor, ReplayStore, load_public_keys
+from agent.commands.limits import TokenBucket
 from agent.config import AgentConfig, ResolvedPaths
 from agent.config.governance import TagPolicy, resolve_policies
 from agent.forwarder import Forwarder
@@ -170,10 +172,15 @@ def command_processor(c: Components, handlers: CommandHandlers) -> CommandProces
         max_ids=c.cfg.commands.seen_ids_max,
         clock_ms=c.clock_ms,
     )
+    limits = c.cfg.commands
+    budget = TokenBucket(
+        rate=limits.verify_per_s, burst=max(1.0, limits.verify_per_s), now=time.monotonic()
+    )
     return CommandProcessor(
         gateway=c.cfg.gateway.id,
-        trusted_keys=load_public_keys(c.cfg.commands.trusted_keys),
+        trusted_keys=load_public_keys(limits.trusted_keys),
         replay=replay,
         handlers=handlers,
         clock_ms=c.clock_ms,
+        verify_allowed=lambda: budget.take(time.monotonic()),
     )

@@ -31,8 +31,10 @@ class LoopBridge:
     The uplink is built (no I/O) before the loop runs, so the forwarder and the command handler
     are attached when the run starts; until then, and after :meth:`detach`, callbacks are
     dropped (a command arriving then is lost exactly as before: the platform retries or times
-    out). Callbacks come on the loop thread, from inside paho's read; a command is handled in
-    its own loop callback, outside paho's.
+    out). Callbacks come on the loop thread, from inside paho's read; a command is handed to
+    ``on_command`` right there, which must be O(1) (the bounded inbox of
+    :mod:`agent.commands.inbox`: its worker task handles it later, outside paho's read). No
+    loop callback is scheduled per message: a flood cannot grow the loop's ready queue.
     """
 
     def __init__(self) -> None:
@@ -62,13 +64,8 @@ class LoopBridge:
         self.wake()
 
     def on_command(self, raw: bytes) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon(self._dispatch, raw)
-
-    def _dispatch(self, raw: bytes) -> None:
         handler = self._on_command
-        if handler is not None:  # None: before the processor exists or after shutdown began
+        if handler is not None:  # None: before the inbox exists or after shutdown began
             handler(raw)
 
 
@@ -96,10 +93,12 @@ class Forwarding:
         self.forwarder.wake()
         await self.forwarder.run()
 
-    async def flush(self, forward: asyncio.Task[None]) -> None:
-        """Give in-flight and pending records a bounded chance to be delivered, then stop
-        ``forward`` (the task running :meth:`run`)."""
-        deadline = time.monotonic() + self._flush_timeout_s
+    async def flush(self, forward: asyncio.Task[None], *, deadline: float | None = None) -> None:
+        """Give in-flight and pending records a bounded chance to be delivered (until the
+        flush timeout, or the monotonic ``deadline`` if earlier), then stop ``forward`` (the
+        task running :meth:`run`)."""
+        until = time.monotonic() + self._flush_timeout_s
+        deadline = until if deadline is None else min(deadline, until)
         while time.monotonic() < deadline and self._uplink.connected:
             if self.forwarder.idle and not self.has_undelivered():
                 break
@@ -117,8 +116,10 @@ class Forwarding:
         self.forwarder.settle_results()
 
 
-async def stop_uplink(uplink: Uplink, forwarding: Forwarding | None) -> None:
-    """Stop the uplink (disconnect within its budget), then settle late PUBACKs."""
-    await uplink.stop()
+async def stop_uplink(
+    uplink: Uplink, forwarding: Forwarding | None, *, timeout_s: float = 5.0
+) -> None:
+    """Stop the uplink (disconnect within ``timeout_s``), then settle late PUBACKs."""
+    await uplink.stop(timeout_s=timeout_s)
     if forwarding is not None:
         forwarding.settle_late_results()

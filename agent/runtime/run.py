@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Coroutine
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from agent import __version__
 from agent.alarm_outputs import AlarmOutputs, AlarmStates
@@ -42,7 +42,11 @@ from drivers import WriteResult
 if TYPE_CHECKING:
     from agent.console.server import Console
 
-__all__ = ["Runtime"]
+__all__ = ["STOP_BUDGET_S", "Runtime"]
+
+STOP_BUDGET_S: Final = 3.0  # from the stop signal to a closed store (exit follows)
+UPLINK_STOP_S: Final = 1.0  # of which reserved for the uplink's orderly disconnect
+UPLINK_STOP_MIN_S: Final = 0.5
 
 log = logging.getLogger("safeedge.pipeline")
 
@@ -63,9 +67,11 @@ class Runtime:
         self.forwarder: Forwarder | None = None
         self.commands: CommandProcessor | None = None
         self.outputs: AlarmOutputs | None = None
+        self.endpoint: CommandEndpoint | None = None
         self._flush_timeout_s = flush_timeout_s
         self._stopping = False
         self._failure: tuple[str, BaseException | None] | None = None
+        self._stop_deadline = float("inf")  # set when the stop begins
         self.console: Console | None = None  # [console].enabled: the local web console
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -122,7 +128,7 @@ class Runtime:
                 for writer, _policy in c.outputs:
                     await stack.enter_async_context(writer)
                 if c.uplink is not None:
-                    forwarding = self._connect(c, c.uplink, store, alarms, incidents, loop)
+                    forwarding = self._connect(c, c.uplink, store, alarms, incidents, sink, loop)
                 else:
                     log.warning(kv("uplink_disabled", note="records are kept in the buffer"))
                 sink.event("started", agent=__version__, config_hash=c.config_hash)
@@ -130,7 +136,9 @@ class Runtime:
         finally:
             c.bridge.detach()
             if c.uplink is not None:
-                await stop_uplink(c.uplink, forwarding)
+                left = self._stop_deadline - time.monotonic()
+                budget = min(5.0, max(UPLINK_STOP_MIN_S, left))  # 5 s: as before the budget
+                await stop_uplink(c.uplink, forwarding, timeout_s=budget)
             store.close()
             log.info(kv("stopped", **self._summary()))
         if self._failure is not None:
@@ -144,6 +152,7 @@ class Runtime:
         store: Store,
         alarms: AlarmRecorder,
         incidents: IncidentTap | None,
+        sink: RecordSink,
         loop: asyncio.AbstractEventLoop,
     ) -> Forwarding:
         fwd = forwarder(c, store=store, uplink=uplink)
@@ -179,9 +188,17 @@ class Runtime:
                 clock_ms=c.clock_ms,
                 incidents=incidents,
             )
-            endpoint = CommandEndpoint(processor=command_processor(c, actions), uplink=uplink)
+            endpoint = CommandEndpoint(
+                processor=command_processor(c, actions),
+                uplink=uplink,
+                limits=c.cfg.commands,
+                report=lambda reason, count: sink.event(
+                    "commands_dropped", reason=reason, count=count
+                ),
+            )
             self.commands = endpoint.processor
-            on_command = endpoint.handle
+            self.endpoint = endpoint
+            on_command = endpoint.offer
         c.bridge.attach(loop, on_command, fwd)
         forwarding.start()
         return forwarding
@@ -219,6 +236,8 @@ class Runtime:
                 helpers.append(spawn("outputs", _drive_outputs(outputs, outputs_changed)))
             if self.console is not None:
                 helpers.append(spawn("console", self.console.serve()))
+            if self.endpoint is not None:  # the command worker: bounded work per iteration
+                helpers.append(spawn("commands", self.endpoint.run()))
             if ingest.lingers:
                 helpers.append(spawn("linger", ingest.linger()))
             interval = watchdog_interval_s()
@@ -236,9 +255,17 @@ class Runtime:
             notify("READY=1")
             log.info(kv("ready", devices=len(c.devices), tags=len(c.tags)))
             await ending.wait()
+            # One budget for the whole stop (SIGTERM is honoured within ~STOP_BUDGET_S even
+            # when a flood keeps the broker from answering): the flush leaves the uplink its
+            # share, whatever the flush timeout.
+            self._stop_deadline = time.monotonic() + STOP_BUDGET_S
             notify("STOPPING=1")
+            log.info(kv("stopping", budget_s=STOP_BUDGET_S))
             self._stopping = True
             stopper.cancel()
+            c.bridge.detach()  # no command is taken once stopping began
+            if self.endpoint is not None:
+                self.endpoint.inbox.close()
             await cancel_and_wait([*polls, *helpers])
             ingest.flush()
             if forward is not None:
@@ -246,7 +273,7 @@ class Runtime:
                 if self._failure is not None:
                     task.cancel()
                 else:
-                    await forwarding.flush(task)
+                    await forwarding.flush(task, deadline=self._stop_deadline - UPLINK_STOP_S)
 
     async def _guard(
         self, name: str, coro: Coroutine[Any, Any, None], ending: asyncio.Event
@@ -275,6 +302,14 @@ class Runtime:
         }
         if self.forwarder is not None:
             out["delivered"] = self.forwarder.stats.delivered
+        if self.endpoint is not None:  # every command received: answered or dropped (counted)
+            inbox = self.endpoint.inbox
+            out.update(
+                cmd_received=inbox.received,
+                cmd_answered=inbox.answered,
+                cmd_published=inbox.published,
+                **{f"cmd_dropped_{k}": v for k, v in inbox.dropped.items()},
+            )
         return out
 
 

@@ -44,6 +44,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -59,9 +60,9 @@ from agent.uplink.session import (
     UplinkStats,
     mqtt_keepalive,
 )
-from agent.uplink.tls import tls_context
+from agent.uplink.tls import certificate_identity, tls_context, tls_failure
 
-__all__ = ["Uplink"]
+__all__ = ["Uplink", "client_id"]
 
 log = logging.getLogger("agent.uplink")  # the name log filters used before the split
 
@@ -73,6 +74,19 @@ def _wall_ms() -> int:
 def _check_suffix(suffix: str) -> None:
     if not suffix or any(c in suffix for c in "+#\0") or suffix.startswith("/"):
         raise ValueError(f"invalid topic suffix {suffix!r}")
+
+
+def client_id(config: UplinkConfig, site: str, gateway: str) -> str:
+    """``uplink.client_id``; else the client certificate's CN (the identity the broker ties
+    the client id to with ``use_username_as_clientid``, docs/uplink.md); else
+    ``safeedge-{site}-{gateway}``."""
+    if config.client_id:
+        return config.client_id
+    if config.tls is not None and config.tls.cert_file is not None:
+        cn = certificate_identity(config.tls.cert_file)
+        if cn is not None:
+            return cn
+    return f"safeedge-{site}-{gateway}"
 
 
 class Uplink:
@@ -124,6 +138,7 @@ class Uplink:
         self._stop = asyncio.Event()
         self._stopping = False
         self._waiting: dict[int, asyncio.Future[None]] = {}  # mids stop() waits for
+        self._untracked: set[int] = set()  # mids of publish_untracked awaiting PUBACK
 
         v5 = config.protocol == "mqtt5"
         self._v5 = v5
@@ -132,7 +147,7 @@ class Uplink:
             self._props = publish_properties(self._encoding)
         c = self._client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=config.client_id or f"safeedge-{site}-{gateway}",
+            client_id=client_id(config, site, gateway),
             clean_session=None if v5 else True,
             protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
             reconnect_on_failure=False,  # the session's backoff decides, not paho
@@ -147,6 +162,7 @@ class Uplink:
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
         c.on_message = self._on_message
+        self._read_error: str | None = None  # paho's last socket error of this attempt
 
     # -- caller side ---------------------------------------------------------------------------
 
@@ -246,11 +262,23 @@ class Uplink:
         if self.connected:
             self._send(self._meta_topic, payload, True)
 
-    def publish_untracked(self, suffix: str, payload: bytes) -> bool:
+    def publish_untracked(
+        self, suffix: str, payload: bytes, *, max_pending: int | None = None
+    ) -> bool:
         """QoS 1 to ``{root}/{suffix}`` with no result reported (``cmd/result``: not buffered,
-        a platform that misses an answer asks again). False when not connected."""
+        a platform that misses an answer asks again). False when not connected, or when
+        ``max_pending`` untracked publishes still wait for their PUBACK (bounds what a flood
+        of answers can queue in paho)."""
         _check_suffix(suffix)
-        return self.connected and self._send(f"{self.root}/{suffix}", payload, False) is not None
+        if not self.connected:
+            return False
+        if max_pending is not None and len(self._untracked) >= max_pending:
+            return False
+        mid = self._send(f"{self.root}/{suffix}", payload, False)
+        if mid is None:
+            return False
+        self._untracked.add(mid)
+        return True
 
     def rebirth(self) -> bool:
         """Republish the retained ``R/state`` (online, same session) and ``R/meta`` now.
@@ -276,23 +304,24 @@ class Uplink:
         loop = asyncio.get_running_loop()
         self._io = LoopSocket(self._client, accept=lambda: not self._stopping)
         keepalive = mqtt_keepalive(self._cfg.keepalive_s)
-        kwargs: dict[str, Any] = {"clean_start": True} if self._v5 else {}
+        kwargs: dict[str, Any] = {}
+        if self._v5:
+            # Maximum Packet Size: the broker drops (never delivers) anything larger for us.
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.MaximumPacketSize = self._cfg.max_packet_bytes
+            kwargs = {"clean_start": True, "properties": props}
         while not self._stopping:
             self._client.will_set(self._state_topic, self._session.attempt(), qos=1, retain=True)
+            self._read_error = None
+            # Only until CONNACK: paho formats a log line per packet once on_log is set.
+            self._client.on_log = self._on_log
             connect = functools.partial(
                 self._client.connect, self._cfg.host, self._cfg.port, keepalive, **kwargs
             )
             try:
                 await loop.run_in_executor(None, connect)
             except Exception as exc:  # refused, unreachable, timeout, TLS: retried
-                self._log_limited(
-                    "connect_fail",
-                    logging.WARNING,
-                    "uplink_connect_failed",
-                    host=self._cfg.host,
-                    port=self._cfg.port,
-                    error=exc,
-                )
+                self._log_failure(str(exc))
             else:
                 if self._stopping:  # stop() came during the connect: end it without a session
                     self._client.disconnect()
@@ -319,10 +348,12 @@ class Uplink:
                 logging.ERROR,
                 "uplink_refused",
                 reason=str(reason),
+                code=f"{reason.value:#04x}",
                 remedy="check credentials, certificate and broker ACL",
             )
             return
         client.drop_out_messages()  # never let paho resend: the store decides
+        client.on_log = None
         session = self._session.accepted()
         if self._stopping:
             client.disconnect()
@@ -343,6 +374,10 @@ class Uplink:
         properties: object,
     ) -> None:
         was_connected = self._session.ended()
+        self._untracked.clear()
+        error, self._read_error = self._read_error, None
+        if not was_connected and error is not None and not self._stopping:
+            self._log_failure(error)  # e.g. the broker's TLS alert about our certificate
         for fut in self._waiting.values():
             if not fut.done():
                 fut.set_result(None)
@@ -358,17 +393,35 @@ class Uplink:
         first = not self._session.has_results
         if self._session.acked(mid, reason.value, str(reason)) and first:
             self._notify()
+        self._untracked.discard(mid)
         fut = self._waiting.pop(mid, None)
         if fut is not None and not fut.done():
             fut.set_result(None)
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        if self._io is not None:
+            self._io.incoming += 1  # charged to the read budget (loopio)
         if msg.topic != self._cmd_topic or self._on_command is None:
             return
         try:
             self._on_command(bytes(msg.payload))
         except Exception as exc:  # a bad command handler must not break paho's read
             self._log_limited("cmd", logging.ERROR, "uplink_command_handler_failed", error=exc)
+
+    def _on_log(self, client: mqtt.Client, userdata: object, level: int, buf: str) -> None:
+        # paho reports a failed read (a TLS alert after the handshake) only through its log.
+        if level == mqtt.MQTT_LOG_ERR:
+            self._read_error = buf
+
+    def _log_failure(self, error: str) -> None:
+        """One failed attempt: the TLS cause named when there is one (rate-limited per cause)."""
+        fields: dict[str, object] = {"host": self._cfg.host, "port": self._cfg.port}
+        named = tls_failure(error) if self._cfg.tls is not None else None
+        key = "connect_fail"
+        if named is not None:
+            key = f"tls:{named[0]}"
+            fields.update(tls_error=named[0], remedy=named[1])
+        self._log_limited(key, logging.WARNING, "uplink_connect_failed", **fields, error=error)
 
     def _notify(self) -> None:
         if self._on_results is None:

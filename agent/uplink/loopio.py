@@ -7,6 +7,13 @@ socket (EOF, error, keepalive timeout, DISCONNECT written) everything is unregis
 :attr:`LoopSocket.closed` is set. paho makes socket callbacks on the thread that runs
 ``connect`` (an executor during the TCP and TLS handshake): those are handed to the loop in
 order, so the socket is registered before the awaited connect returns.
+
+Reads that bring incoming PUBLISH packets (counted by the owner in :attr:`LoopSocket.incoming`)
+take at most :data:`READ_SHARE` of the loop's wall time on average (bursts of
+:data:`READ_BURST_S`): beyond it the descriptor is unregistered for the time that restores the
+share, so a flood on the broker side (paho parses every packet on this thread) cannot starve
+the poll tasks; TCP flow control holds the rest back at the broker. Keepalive is unaffected
+(a pause is far shorter than a keepalive).
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ __all__ = ["LoopSocket"]
 log = logging.getLogger("agent.uplink")  # the name log filters used before the split
 
 _MISC_MIN_S: Final = 0.05  # never spin on paho's keepalive deadline
+READ_SHARE: Final = 0.15  # at most this fraction of wall time in paho's reads, on average
+READ_BURST_S: Final = 0.01  # ... with bursts of at most this long
 
 
 class LoopSocket:
@@ -41,6 +50,10 @@ class LoopSocket:
         self._sock: Any = None
         self._fd: int | None = None
         self._misc: asyncio.Task[None] | None = None
+        self.incoming = 0  # PUBLISH packets received (the owner counts them in on_message)
+        self._read_debt = 0.0  # seconds spent reading beyond the allowed share
+        self._read_at = time.perf_counter()
+        self._paused: asyncio.TimerHandle | None = None
         self.closed = asyncio.Event()  # no socket registered (set until the first one opens)
         self.closed.set()
         client.on_socket_open = self._on_open
@@ -93,6 +106,9 @@ class LoopSocket:
         self._misc = self._loop.create_task(self._misc_loop(), name="uplink keepalive")
 
     def _unregister(self) -> None:
+        if self._paused is not None:
+            self._paused.cancel()
+            self._paused = None
         if self._fd is not None:
             self._loop.remove_reader(self._fd)
             self._loop.remove_writer(self._fd)
@@ -112,11 +128,34 @@ class LoopSocket:
             self._loop.remove_writer(self._fd)
 
     def _readable(self) -> None:
+        t0 = time.perf_counter()
+        before = self.incoming
         self._client.loop_read()
+        now = time.perf_counter()
+        # Reading is bounded to a share of the loop's time: a flood of incoming packets (every
+        # one parsed by paho on this thread) must not starve the poll tasks. Over budget, the
+        # socket is left unread for a moment; TCP holds the rest back at the broker. Reads that
+        # brought no incoming PUBLISH (PUBACKs of our own publishes) are not charged: a drain
+        # after an outage keeps its full speed.
+        self._read_debt = max(0.0, self._read_debt - (t0 - self._read_at) * READ_SHARE)
+        if self.incoming != before:
+            self._read_debt += now - t0
+        self._read_at = now
+        if self._read_debt > READ_BURST_S and self._fd is not None:
+            pause = (self._read_debt - READ_BURST_S) / READ_SHARE
+            self._loop.remove_reader(self._fd)
+            self._paused = self._loop.call_later(pause, self._resume, self._fd)
+            return
         # TLS may hold decrypted bytes the descriptor no longer signals: read them too.
         pending = getattr(self._sock, "pending", None)
         if self._fd is not None and pending is not None and pending() > 0:
             self._loop.call_soon(self._readable)
+
+    def _resume(self, fd: int) -> None:
+        self._paused = None
+        if self._fd == fd:
+            self._loop.add_reader(fd, self._readable)
+            self._readable()  # TLS may hold bytes already read from the socket
 
     async def _misc_loop(self) -> None:
         """paho's keepalive: PINGREQ when due, drop the connection when PINGRESP is late."""

@@ -279,3 +279,26 @@ def test_export_reads_a_moved_aside_file_with_its_key_copy(
     assert moved is not None
     code, out, _ = run(capsys, "export", "--config", str(config), "--file", str(moved))
     assert [json.loads(line)["body"] for line in out.splitlines()] == [{"a": 1}, {"a": 2}]
+
+
+def test_rotate_key_writes_through_a_symlinked_key_file_to_its_target(
+    config: Path, running: Store, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    key = resolved_paths(load_config(config), config).buffer_key_file
+    running.close()
+    vault = tmp_path / "vault"
+    vault.mkdir(mode=0o700)
+    target = vault / "buffer.key"
+    key.rename(target)
+    key.symlink_to(target)
+    code, out, err = run(capsys, "rotate-key", "--config", str(config))
+    assert code == 0, err
+    assert key.is_symlink() and key.resolve() == target  # the link is kept
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert sorted(p.name for p in vault.iterdir()) == ["buffer.key"]  # no temporary left
+    assert json.loads(target.read_text())["keys"][-1]["id"] == 2  # the target has both keys
+    store = open_store(config)
+    assert store.stats().key_ids == (1, 2)
+    store.close()
+    code, out, _ = run(capsys, "verify", "--config", str(config))
+    assert code == 0, out

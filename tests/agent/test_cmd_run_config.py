@@ -75,6 +75,7 @@ def test_run_exits_78_naming_a_tls_file_that_is_no_certificate(tmp_path: Path) -
 def test_run_exits_78_naming_an_unreadable_password_file(tmp_path: Path) -> None:
     path = _config(tmp_path, 'username = "u"\npassword_file = "pw"\n')
     (tmp_path / "site" / "pw").write_bytes(b"\xff\xfe not utf-8")
+    (tmp_path / "site" / "pw").chmod(0o600)
     done = _run(path, cwd=tmp_path)
     assert done.returncode == 78, done.stderr
     assert f"uplink.password_file {tmp_path}/site/pw" in done.stderr
@@ -114,3 +115,30 @@ def test_the_numba_cache_goes_to_the_data_dir_not_beside_the_rules_package(
     cached = _numba_files(tmp_path / "site" / "data" / "numba-cache")
     assert any(p.suffix == ".nbi" for p in cached), sorted(cached)
     assert _numba_files(package) == before
+
+
+def test_run_exits_78_naming_a_password_file_readable_by_others(tmp_path: Path) -> None:
+    path = _config(tmp_path, 'username = "u"\npassword_file = "pw"\n')
+    (tmp_path / "site" / "pw").write_text("secret\n")
+    (tmp_path / "site" / "pw").chmod(0o640)
+    done = _run(path, cwd=tmp_path)
+    assert done.returncode == 78, done.stderr
+    assert (
+        f"uplink.password_file: readable or writable by group/others (mode 0640): "
+        f"{tmp_path}/site/pw (hint: run: chmod 600 {tmp_path}/site/pw)"
+    ) in done.stderr
+
+
+def test_run_exits_78_and_leaves_a_foreign_file_at_the_buffer_path_untouched(
+    tmp_path: Path,
+) -> None:
+    path = _config(tmp_path, "")
+    data = tmp_path / "site" / "data"
+    data.mkdir()
+    passwd = Path("/etc/passwd").read_bytes()
+    (data / "buffer.db").write_bytes(passwd)
+    done = _run(path, cwd=tmp_path)
+    assert done.returncode == 78, done.stderr
+    assert f"buffer.path: not a SafeEdge buffer database: {data}/buffer.db" in done.stderr
+    assert (data / "buffer.db").read_bytes() == passwd
+    assert sorted(p.name for p in data.iterdir()) == ["buffer.db"]

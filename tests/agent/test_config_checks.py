@@ -151,6 +151,7 @@ def test_missing_tls_and_password_files_are_named_resolved_against_the_config(
     (site / "certs").mkdir()
     (site / "certs" / "ca.pem").write_text("x")
     (site / "pw").write_text("secret\n")
+    (site / "pw").chmod(0o600)
     cfg = load_config(path, check_files=True)
     assert cfg.uplink.tls is not None
     assert cfg.uplink.tls.ca_file == str(site / "certs" / "ca.pem")  # what Uplink reads
@@ -167,3 +168,49 @@ def test_check_config_stats_the_files_with_files_as_run_does(
     assert main(["check-config", "--files", str(path)]) == 78
     err = capsys.readouterr().err
     assert f"{path}: uplink.tls.ca_file: file not found: {tmp_path}/site/ca.pem" in err
+
+
+def test_check_config_files_names_a_foreign_file_at_the_buffer_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agent.cli import main
+
+    (tmp_path / "data").mkdir()
+    foreign = tmp_path / "data" / "passwd.copy"
+    foreign.write_bytes(Path("/etc/passwd").read_bytes())
+    path = _write(tmp_path, config(top=f'[buffer]\npath = "{foreign}"'))
+    assert main(["check-config", "--files", str(path)]) == 78
+    err = capsys.readouterr().err
+    assert f"{path}: buffer.path: not a SafeEdge buffer database: {foreign}" in err
+    foreign.write_bytes(b"")  # an empty file is a fresh database
+    assert main(["check-config", "--files", str(path)]) == 0
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o604, 0o620])
+def test_a_password_file_or_tls_key_with_group_or_other_bits_is_refused(
+    tmp_path: Path, mode: int
+) -> None:
+    top = (
+        '[uplink]\nusername = "u"\npassword_file = "pw"\n'
+        '[uplink.tls]\nca_file = "ca.pem"\ncert_file = "gw.pem"\nkey_file = "gw.key"'
+    )
+    path = _write(tmp_path, config(top=top))
+    site = tmp_path / "site"
+    for name in ("pw", "ca.pem", "gw.pem", "gw.key"):
+        (site / name).write_text("x")
+        (site / name).chmod(mode)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, check_files=True)
+    assert [(i.path, i.message) for i in info.value.issues] == [
+        (
+            "uplink.password_file",
+            f"readable or writable by group/others (mode {mode:04o}): {site}/pw",
+        ),
+        (
+            "uplink.tls.key_file",
+            f"readable or writable by group/others (mode {mode:04o}): {site}/gw.key",
+        ),
+    ]
+    for name in ("pw", "gw.key"):
+        (site / name).chmod(0o600)
+    assert load_config(path, check_files=True).uplink.tls is not None

@@ -57,6 +57,7 @@ _PKI = _Pki(_PKI_DIR)
 _CLIENT = _PKI.issue("gateway")
 _PASSWORD = _PKI_DIR / "password"
 _PASSWORD.write_text("secret\n")
+_PASSWORD.chmod(0o600)  # the agent refuses a password file readable by others
 
 
 def _base(name: str) -> dict[str, Any]:

@@ -1,4 +1,6 @@
-"""Damaged databases and WALs: moved aside, salvaged record by record, and never a seq reused.
+"""Damaged databases and WALs: moved aside, salvaged record by record, and never a seq reused;
+a file that is not one of the buffer's databases (no buffer header, no ledger beside it) is
+never moved nor overwritten.
 
 Every test checks the three promises: the next seq is above every seq used before; every seq
 used before is either back (with its exact payload) or inside a reported gap; the counts in
@@ -161,19 +163,50 @@ def test_a_missing_database_beside_a_ledger_continues_above_it(
     assert gaps_of(store.pending_reports())[0].reason == "buffer_corrupt"
 
 
-def test_a_garbage_file_without_history_is_moved_aside_and_seqs_start_above_a_margin(
+def assert_refused_untouched(open_store: OpenStore, tmp_path: Path, original: bytes) -> None:
+    with pytest.raises(BufferMismatchError, match="not a SafeEdge buffer database"):
+        open_store()
+    assert db_path(tmp_path).read_bytes() == original
+    assert list(db_path(tmp_path).parent.glob("*.corrupt-*")) == []
+
+
+def test_a_garbage_file_without_history_is_refused_and_left_untouched(
     open_store: OpenStore, tmp_path: Path
 ) -> None:
     garbage = os.urandom(64 * 1024)
     write_private(db_path(tmp_path), garbage)
+    assert_refused_untouched(open_store, tmp_path, garbage)
+
+
+def test_a_text_file_at_the_buffer_path_is_refused_and_left_untouched(
+    open_store: OpenStore, tmp_path: Path
+) -> None:
+    text = b"root:x:0:0:root:/root:/bin/bash\n" * 40
+    write_private(db_path(tmp_path), text)
+    assert_refused_untouched(open_store, tmp_path, text)
+
+
+def test_garbage_over_our_database_beside_its_ledger_is_moved_aside_and_seqs_go_on(
+    open_store: OpenStore, tmp_path: Path
+) -> None:
+    fill(open_store, 10)  # the ledger beside the file says the buffer lived here
+    garbage = os.urandom(64 * 1024)
+    write_private(db_path(tmp_path), garbage)
     store = open_store()
     assert store.recovered_from is not None and store.recovered_from.read_bytes() == garbage
-    gaps = gaps_of(store.pending_reports())
-    assert {g.reason for g in gaps} == {"ledger_rebuilt"}
-    top = max(g.to_seq for g in gaps if g.stream is Stream.ALARM)
-    assert store.append(Stream.ALARM, [b"after recovery"]) == [top + 1]
+    assert store.append(Stream.TELEMETRY, [b"after recovery"])[0] > 10
     store.close()
     assert open_store().recovered_from is None
+
+
+def test_a_header_truncated_file_without_a_ledger_is_refused_it_cannot_be_told_apart(
+    open_store: OpenStore, tmp_path: Path
+) -> None:
+    fill(open_store, 10)
+    db_path(tmp_path).with_name("buffer.db.ledger").unlink()
+    truncated = db_path(tmp_path).read_bytes()[:50]  # the application id is at byte 68
+    write_private(db_path(tmp_path), truncated)
+    assert_refused_untouched(open_store, tmp_path, truncated)
 
 
 def test_a_flipped_byte_in_the_wal_drops_no_record_silently(
@@ -227,7 +260,7 @@ def test_corruption_found_while_running_is_recovered_in_place(
     check_accounted(store, 2000)
 
 
-def test_another_applications_database_is_moved_aside_untouched(
+def test_another_applications_database_is_refused_and_left_untouched(
     open_store: OpenStore, tmp_path: Path
 ) -> None:
     path = db_path(tmp_path)
@@ -237,9 +270,18 @@ def test_another_applications_database_is_moved_aside_untouched(
     conn.execute("INSERT INTO invoices(total) VALUES (12.5)")
     conn.commit()
     conn.close()
-    original = path.read_bytes()
-    store = open_store()
-    assert store.recovered_from is not None and store.recovered_from.read_bytes() == original
+    assert_refused_untouched(open_store, tmp_path, path.read_bytes())
+
+
+def test_is_own_database_reads_only_the_header(tmp_path: Path, open_store: OpenStore) -> None:
+    from buffer.schema import is_own_database
+
+    assert not is_own_database(tmp_path / "missing.db")
+    fill(open_store, 1)
+    assert is_own_database(db_path(tmp_path))
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
+    assert not is_own_database(other)
 
 
 def test_the_key_file_is_copied_beside_the_moved_database(

@@ -163,3 +163,19 @@ def test_retention_works_through_many_chunks(open_store: OpenStore, clock: Clock
     store.maintain()
     assert [r.payload for r in store.lease(max_count=10, max_bytes=1000)] == [b"new"]
     assert [e.count for e in store.take_evictions()] == [1300]
+
+
+def test_local_incident_records_go_after_their_retention_and_undelivered_alarms_stay(
+    open_store: OpenStore, clock: Clock
+) -> None:
+    store = open_store(retention_days=30.0)
+    store.append(Stream.INCIDENT, [b"window-1"])
+    store.append(Stream.ALARM, [b"a"])
+    clock.advance(29 * DAY_MS)
+    store.maintain()
+    assert store.stats().streams[Stream.INCIDENT].undelivered == 1  # still the local record
+    clock.advance(2 * DAY_MS)
+    store.maintain()
+    assert store.stats().streams[Stream.INCIDENT].undelivered == 0
+    assert store.take_evictions() == []  # the end of its retention, not a drop
+    assert [r.payload for r in store.lease(max_count=10, max_bytes=1000)] == [b"a"]

@@ -70,11 +70,18 @@ class ClientCert:
 class _Pki:
     """A throw-away CA that signs a server certificate and client certificates."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        server_hosts: Sequence[str] = ("localhost", "127.0.0.1"),
+        server_expired: bool = False,
+        ca_name: str = "SafeEdge test CA",
+    ) -> None:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self._key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "SafeEdge test CA")])
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca_name)])
         now = dt.datetime.now(dt.UTC)
         self._cert = (
             x509.CertificateBuilder()
@@ -103,11 +110,19 @@ class _Pki:
         )
         self.ca_file = self.dir / "ca.pem"
         self.ca_file.write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
-        self.server = self.issue("server", server=True)
+        self.server = self.issue("server", server=True, hosts=server_hosts, expired=server_expired)
 
-    def issue(self, cn: str, *, server: bool = False) -> ClientCert:
+    def issue(
+        self,
+        cn: str,
+        *,
+        server: bool = False,
+        hosts: Sequence[str] = ("localhost", "127.0.0.1"),
+        expired: bool = False,
+    ) -> ClientCert:
+        """A certificate signed by this CA (``expired``: its validity ended a day ago)."""
         key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.UTC)
+        now = dt.datetime.now(dt.UTC) - (dt.timedelta(days=2) if expired else dt.timedelta())
         builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
@@ -125,12 +140,13 @@ class _Pki:
         )
         builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         if server:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-                ),
-                critical=False,
-            )
+            names: list[x509.GeneralName] = []
+            for host in hosts:
+                try:
+                    names.append(x509.IPAddress(ipaddress.ip_address(host)))
+                except ValueError:
+                    names.append(x509.DNSName(host))
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         cert = builder.sign(self._key, hashes.SHA256())
         out = ClientCert(self.dir / f"{cn}.pem", self.dir / f"{cn}.key")
         out.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -141,6 +157,7 @@ class _Pki:
                 serialization.NoEncryption(),
             )
         )
+        out.key_file.chmod(0o600)  # the agent refuses a private key readable by others
         return out
 
     def sign_csr(self, csr_pem: bytes, out: Path, *, days: float = 1.0) -> Path:
@@ -178,7 +195,11 @@ class Broker:
         users: Mapping[str, str] | None = None,
         acl: Sequence[str] | None = None,
         extra_config: Sequence[str] = (),
+        server_hosts: Sequence[str] = ("localhost", "127.0.0.1"),
+        server_expired: bool = False,
     ) -> None:
+        """``server_hosts``/``server_expired`` shape the TLS server certificate (tls mode), to
+        test how clients fail on a wrong host name or an expired certificate."""
         if not os.access(MOSQUITTO, os.X_OK):
             raise BrokerError(
                 f"{MOSQUITTO} is missing: install Debian's mosquitto (`make test` does) to run "
@@ -190,7 +211,11 @@ class Broker:
         self.port = free_port()
         self._proc: subprocess.Popen[bytes] | None = None
         self.log_file = self.dir / "mosquitto.log"
-        self.pki = _Pki(self.dir / "pki") if mode == "tls" else None
+        self.pki = (
+            _Pki(self.dir / "pki", server_hosts=server_hosts, server_expired=server_expired)
+            if mode == "tls"
+            else None
+        )
         lines = [
             f"listener {self.port} {self.host}",
             "persistence false",
@@ -247,10 +272,15 @@ class Broker:
         assert self.pki is not None, "only a tls broker signs certificates"
         return self.pki.sign_csr(csr_pem, out, days=days)
 
-    def client_cert(self, cn: str) -> ClientCert:
+    def client_cert(self, cn: str, *, expired: bool = False) -> ClientCert:
         """A client certificate signed by this broker's CA; ``cn`` becomes the ACL user name."""
         assert self.pki is not None, "only a tls broker issues client certificates"
-        return self.pki.issue(cn)
+        return self.pki.issue(cn, expired=expired)
+
+    @staticmethod
+    def foreign_pki(directory: Path) -> _Pki:
+        """Another CA (``.ca_file``, ``.issue(cn)``): what this broker does not trust."""
+        return _Pki(directory, ca_name="Another CA")
 
     @property
     def running(self) -> bool:
