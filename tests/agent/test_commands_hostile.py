@@ -53,6 +53,7 @@ class RunningAgent:
         text = tank_farm_config(
             modbus_host="127.0.0.1", modbus_port=modbus_port, mqtt_host=broker.host,
             mqtt_port=broker.port, data_dir=str(tmp / "data"), site="S1", gateway="G1",
+            governance=False,  # plain JSON envelopes: the checks decode payloads directly
         )  # fmt: skip
         text += f'\n[commands]\ntrusted_keys = {{ "{KID}" = "{public_key}" }}\n'
         text += "queue_max = 4096\nmax_per_s = 1000\n"  # paced: nothing is dropped here
