@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 SYSTEM_PACKAGES := mosquitto mosquitto-clients socat chromium chromium-driver fonts-wqy-microhei
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
 
-.PHONY: demo test check system-deps venv clean lint format bundle
+.PHONY: demo test soak check system-deps venv clean lint format bundle
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "SafeEdge needs Python >= 3.11"' \
@@ -41,8 +41,13 @@ demo: $(STAMP)
 	  || echo "note: no Mosquitto; the demo runs without a broker and the agent buffers"
 	$(BIN)/safeedge demo $(DEMO_ARGS)
 
+# The default run leaves out the long soaks (marker soak); each has a bounded version in it.
+PYTEST_ARGS ?= -m "not soak"
 test: system-deps $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+soak: system-deps $(STAMP)
+	$(BIN)/python -m pytest -q -m soak
 
 check: $(STAMP)
 	$(BIN)/ruff format --check .

@@ -36,6 +36,7 @@ import msgspec
 from agent.codec_columns import TelemetryEncoder, telemetry_body_from_rows
 
 __all__ = [
+    "ENVELOPE_VERSIONS",
     "PROFILE_VERSION",
     "SEVERITY_BY_LEVEL",
     "Alarm",
@@ -63,6 +64,7 @@ __all__ = [
 ]
 
 PROFILE_VERSION: Final = 1
+ENVELOPE_VERSIONS: Final = (1, 2)  # 2: telemetry body v2 (agent/codec_v2.py)
 SEVERITY_BY_LEVEL: Final[Mapping[int, str]] = {0: "normal", 1: "major", 2: "critical"}
 STREAMS: Final = ("telemetry", "alarm", "event")
 
@@ -127,15 +129,24 @@ _envelope_decoder: Final = msgspec.json.Decoder(Envelope)
 
 
 def encode_envelope(
-    *, site: str, gateway: str, stream: str, seq: int, ts_ms: int, backfill: bool, body: bytes
+    *,
+    site: str,
+    gateway: str,
+    stream: str,
+    seq: int,
+    ts_ms: int,
+    backfill: bool,
+    body: bytes,
+    v: int = PROFILE_VERSION,
 ) -> bytes:
     """Wrap an already-encoded JSON ``body`` (inserted verbatim, not re-parsed).
 
-    ``id`` is ``{gateway}/{stream}/{seq}``: the same record always gets the same id.
+    ``id`` is ``{gateway}/{stream}/{seq}``: the same record always gets the same id. ``v`` is
+    2 for a telemetry body v2 (:func:`agent.codec_v2.body_version` tells it from the body).
     """
     return _encoder.encode(
         Envelope(
-            v=PROFILE_VERSION,
+            v=v,
             site=site,
             gw=gateway,
             stream=stream,
@@ -159,8 +170,10 @@ def decode_envelope(data: BytesLike) -> Envelope:
             msgspec.json.decode(env.body)
     except msgspec.DecodeError as exc:
         raise CodecError(f"malformed envelope: {exc}") from exc
-    if env.v != PROFILE_VERSION:
-        raise CodecError(f"unsupported envelope version {env.v} (this decoder reads 1)")
+    if env.v not in ENVELOPE_VERSIONS:
+        raise CodecError(f"unsupported envelope version {env.v} (this decoder reads 1 and 2)")
+    if env.v == 2 and env.stream != "telemetry":
+        raise CodecError(f"envelope version 2 is for telemetry, not {env.stream!r}")
     if env.stream not in STREAMS:
         raise CodecError(f"unknown stream {env.stream!r} (expected one of {', '.join(STREAMS)})")
     if env.seq < 1:
@@ -323,19 +336,29 @@ def decode_event(body: BytesLike) -> dict[str, Any]:
 # -- state -----------------------------------------------------------------------------------
 
 
-class State(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class State(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+):
+    """``encoding`` is ``json`` or ``json+zlib`` (design/UPLINK.md "Compression"); None
+    (omitted) from an agent that predates compression: plain JSON."""
+
     online: bool
     ts: int
     session: int
     agent: str
+    encoding: str | None = None
 
 
 _state_decoder: Final = msgspec.json.Decoder(State)
 
 
-def state_payload(*, online: bool, ts_ms: int, session: int, agent_version: str) -> bytes:
+def state_payload(
+    *, online: bool, ts_ms: int, session: int, agent_version: str, encoding: str | None = None
+) -> bytes:
     """The retained ``R/state`` payload (and, with ``online=False``, the last will)."""
-    return _encoder.encode(State(online=online, ts=ts_ms, session=session, agent=agent_version))
+    return _encoder.encode(
+        State(online=online, ts=ts_ms, session=session, agent=agent_version, encoding=encoding)
+    )
 
 
 def decode_state(data: BytesLike) -> State:

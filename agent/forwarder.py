@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from agent.codec import encode_envelope, event_body
+from agent.codec_v2 import body_version
 from agent.logs import RateLimiter, kv
 from agent.uplink import Outcome, PublishResult
 from buffer import Store, StoreError
@@ -275,7 +276,9 @@ class Forwarder:
         return sent
 
     def _envelope(self, record: Record, backfill: bool) -> bytes:
+        stream = record.stream.wire_name
         return encode_envelope(
+            v=body_version(stream, record.payload),  # per record: bodies outlive a config
             site=self._site,
             gateway=self._gateway,
             stream=record.stream.wire_name,

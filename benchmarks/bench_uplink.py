@@ -12,12 +12,17 @@ against it, plus:
   subscriber (the drain after an outage);
 - the time to drain one hour of backlog of ``--tags`` tags sampled every second, extrapolated
   from the measured drain rate when ``--drain-fraction`` < 1 (said so in the table);
-- MQTT bytes on the wire per reading (PUBLISH packets as MQTT 5 encodes them, computed from the
-  real payloads; TCP/IP and TLS framing excluded), and what deflate would make of the same body
-  (NOT in the version-1 contract: a figure for the discussion of a compact profile).
+- MQTT bytes on the wire per reading at ``--tags`` tags × 1 s with 8-character names, body v1
+  and body v2 side by side, plain and zlib (PUBLISH packets as MQTT 5 encodes them, with the
+  content-type property, from the agent's own shaping and encoding: benchmarks/uplink_sizes.py);
+- the demo site (provisioning.simulator) for ``--demo-seconds``: bytes per hour with its shipped
+  data policy against body v1 sending every reading raw.
 
-Usage: ``python benchmarks/bench_uplink.py [--tags 1000] [--points 200] [--messages 3000]
-[--rounds 3]``.
+The drain carries body ``--body`` (default 2) under ``--compression`` (default zlib): the
+forwarder compresses every envelope, the bare paho baseline publishes the plain ones.
+
+Usage: ``python benchmarks/bench_uplink.py [--tags 1000] [--points 1000] [--messages 2000]
+[--rounds 3] [--demo-seconds 3600]``.
 """
 
 from __future__ import annotations
@@ -27,65 +32,55 @@ import asyncio
 import multiprocessing
 import os
 import platform
-import random
 import sys
 import tempfile
 import threading
 import time
-import zlib
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from agent.codec import encode_envelope, telemetry_body
+from agent.codec import encode_envelope
+from agent.codec_v2 import body_version
 from agent.config import UplinkConfig
 from agent.forwarder import Forwarder
 from agent.uplink import Uplink
 from buffer import Store
 from buffer.record import Stream
 from provisioning.localbroker import LocalBroker, find_mosquitto
+from provisioning.simulator import tank_farm_config
+
+sys.path.insert(0, str(Path(__file__).parent))  # run as a script: its sibling module
+from uplink_sizes import (
+    demo_site_bytes,
+    fleet_bodies,
+    fleet_site_bytes,
+)
 
 SITE, GW = "CN-JS-0042", "tank-farm-gw1"
 TOPIC = f"safeedge/v1/{SITE}/{GW}/telemetry"
 T0 = 1_764_300_000_000
 
 
-def bodies(n_messages: int, points: int, tags: int, seed: int = 1) -> list[bytes]:
-    """Realistic telemetry bodies: ``points`` readings each, tags cycling, 1 s apart per tag,
-    values with two decimals (as a scaled 4-20 mA reading rounds)."""
-    rng = random.Random(seed)
-    out = []
-    k = 0
-    for _ in range(n_messages):
-        pts = []
-        for _ in range(points):
-            tag = k % tags
-            pts.append(
-                (
-                    f"GT-{tag:04d}",
-                    T0 + (k // tags) * 1000 + tag % 50,
-                    round(rng.uniform(0, 100), 2),
-                    None,
-                )
-            )
-            k += 1
-        out.append(telemetry_body(pts))
-    return out
+def bodies(n_messages: int, points: int, tags: int, body: int) -> list[bytes]:
+    """Telemetry bodies as the agent makes them: ``tags`` tags polled every second (one
+    timestamp per poll), ``points`` readings per record at most (uplink_sizes.fleet_bodies)."""
+    out: list[bytes] = []
+    polls = -(-n_messages * points // tags) + 1
+    for records in fleet_bodies(tags=tags, polls=polls, body=body, batch=points):
+        out += records
+        if len(out) >= n_messages:
+            break
+    return out[:n_messages]
 
 
 def envelope(seq: int, body: bytes) -> bytes:
     return encode_envelope(
-        site=SITE, gateway=GW, stream="telemetry", seq=seq, ts_ms=T0, backfill=True, body=body
-    )
-
-
-def publish_packet_bytes(topic: str, payload: int) -> int:
-    """Size of an MQTT 5 QoS 1 PUBLISH without properties: header, topic, packet id, props len."""
-    remaining = 2 + len(topic.encode()) + 2 + 1 + payload
-    varint = 1 if remaining < 128 else 2 if remaining < 16384 else 3 if remaining < 2097152 else 4
-    return 1 + varint + remaining
+        site=SITE, gateway=GW, stream="telemetry", seq=seq, ts_ms=T0, backfill=True, body=body,
+        v=body_version("telemetry", body),
+    )  # fmt: skip
 
 
 def _count_messages(port: int, commands: Connection, results: Connection) -> None:
@@ -181,7 +176,12 @@ def bare_paho(port: int, payloads: list[bytes], inflight: int, sub: Counter) -> 
 
 
 def forwarder_drain(
-    port: int, data_dir: Path, raw_bodies: list[bytes], inflight: int, sub: Counter
+    port: int,
+    data_dir: Path,
+    raw_bodies: list[bytes],
+    inflight: int,
+    sub: Counter,
+    compression: str,
 ) -> tuple[float, float]:
     """(append seconds, drain seconds) of the backlog through the real store and forwarder."""
     store = Store.open(path=data_dir / "buffer.db", key_file=data_dir / "buffer.key", gateway_id=GW)
@@ -189,12 +189,16 @@ def forwarder_drain(
     for i in range(0, len(raw_bodies), 500):
         store.append(Stream.TELEMETRY, raw_bodies[i : i + 500], created_ms=T0)
     appended = time.perf_counter() - t0
-    elapsed = asyncio.run(_drain_on_the_loop(port, store, len(raw_bodies), inflight, sub))
+    elapsed = asyncio.run(
+        _drain_on_the_loop(port, store, len(raw_bodies), inflight, sub, compression)
+    )
     store.close()
     return appended, elapsed
 
 
-async def _drain_on_the_loop(port: int, store: Store, n: int, inflight: int, sub: Counter) -> float:
+async def _drain_on_the_loop(
+    port: int, store: Store, n: int, inflight: int, sub: Counter, compression: str
+) -> float:
     """As the agent runs it: uplink and forwarder on one event loop, PUBACKs wake the forwarder."""
     fwd: Forwarder | None = None
 
@@ -203,7 +207,12 @@ async def _drain_on_the_loop(port: int, store: Store, n: int, inflight: int, sub
             fwd.wake()
 
     up = Uplink(
-        config=UplinkConfig(host="127.0.0.1", port=port, max_inflight=inflight),
+        config=UplinkConfig(
+            host="127.0.0.1",
+            port=port,
+            max_inflight=inflight,
+            compression=compression,  # type: ignore[arg-type]
+        ),
         site=SITE,
         gateway=GW,
         agent_version="bench",
@@ -231,25 +240,69 @@ async def _drain_on_the_loop(port: int, store: Store, n: int, inflight: int, sub
     return elapsed
 
 
+def _demo_config(*, body: int, governance: bool) -> str:
+    text = tank_farm_config(
+        modbus_host="127.0.0.1", modbus_port=5020, mqtt_host="127.0.0.1", mqtt_port=1883,
+        data_dir="/nonexistent", governance=governance,
+    )  # fmt: skip
+    return text.replace("[uplink]\n", f"[uplink]\ntelemetry_body = {body}\n", 1)
+
+
+def size_rows(tags: int, demo_seconds: int) -> list[tuple[str, str, str, str]]:
+    """Bytes per reading (v1 / v2 / v2 + zlib) and the demo site's bytes per hour."""
+    polls = 5
+    v1 = fleet_site_bytes(tags=tags, polls=polls, body=1, compression="none", batch=tags)
+    v2 = fleet_site_bytes(tags=tags, polls=polls, body=2, compression="none", batch=tags)
+    vz = fleet_site_bytes(tags=tags, polls=polls, body=2, compression="zlib", batch=tags)
+    v1z = fleet_site_bytes(tags=tags, polls=polls, body=1, compression="zlib", batch=tags)
+    raw = demo_site_bytes(_demo_config(body=1, governance=False), seconds=demo_seconds,
+                          compression="none")  # fmt: skip
+    shipped = demo_site_bytes(_demo_config(body=2, governance=True), seconds=demo_seconds,
+                              compression="zlib")  # fmt: skip
+    per_h = 3600 / demo_seconds
+
+    def smaller(x: float, target: str = "") -> str:
+        return f"{v1.per_reading / x:.2f}× smaller" + (f"  (target {target})" if target else "")
+
+    kb_h = [b.wire_bytes * per_h / 1e3 for b in (raw, shipped)]
+    return [
+        ("bytes on the wire per reading: body v1", f"{v1.per_reading:.1f} B",
+         f"{tags:,} tags × 1 s, 8-char names, 1 msg/poll", "1.00"),
+        ("  body v1 + zlib", f"{v1z.per_reading:.1f} B", "", smaller(v1z.per_reading)),
+        ("  body v2", f"{v2.per_reading:.1f} B", "", smaller(v2.per_reading, "≤ 16 B")),
+        ("  body v2 + zlib", f"{vz.per_reading:.1f} B", "", smaller(vz.per_reading, "≤ 6 B")),
+        ("demo site, body v1, every reading raw", f"{kb_h[0]:,.0f} kB/h",
+         f"{raw.messages * per_h:,.0f} msg/h", "1.00"),
+        ("demo site, shipped policy (v2, stats, zlib)", f"{kb_h[1]:,.0f} kB/h",
+         f"{shipped.messages * per_h:,.0f} msg/h",
+         f"{raw.wire_bytes / shipped.wire_bytes:.1f}× less  (target ≥ 5×)"),
+    ]  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tags", type=int, default=1000, help="tags sampled every second")
     ap.add_argument(
-        "--points", type=int, default=200, help="readings per message (telemetry_batch)"
+        "--points", type=int, default=1000, help="readings per message (telemetry_batch)"
     )
     ap.add_argument(
-        "--messages", type=int, default=3000, help="messages measured (a fraction of the hour)"
+        "--messages", type=int, default=2000, help="messages measured (a fraction of the hour)"
     )
     ap.add_argument("--inflight", type=int, default=100)
     ap.add_argument(
         "--rounds", type=int, default=3, help="interleaved baseline/forwarder rounds (best of)"
+    )
+    ap.add_argument("--body", type=int, choices=(1, 2), default=2, help="telemetry body drained")
+    ap.add_argument("--compression", choices=("none", "zlib"), default="zlib")
+    ap.add_argument(
+        "--demo-seconds", type=int, default=3600, help="demo site seconds simulated (bytes/h)"
     )
     args = ap.parse_args(argv)
     binary = find_mosquitto()
     if binary is None:
         print("mosquitto not found (apt install mosquitto)", file=sys.stderr)
         return 1
-    raw = bodies(args.messages, args.points, args.tags)
+    raw = bodies(args.messages, args.points, args.tags, args.body)
     payloads = [envelope(i + 1, b) for i, b in enumerate(raw)]
     readings = args.messages * args.points
     hour_readings = args.tags * 3600
@@ -266,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             for r in range(args.rounds):  # interleaved: both see the same machine load
                 base_runs.append(bare_paho(broker.port, payloads, args.inflight, sub))
                 append_s, drain_s = forwarder_drain(
-                    broker.port, Path(tmp) / f"data{r}", raw, args.inflight, sub
+                    broker.port, Path(tmp) / f"data{r}", raw, args.inflight, sub, args.compression
                 )
                 append_runs.append(append_s)
                 drain_runs.append(drain_s)
@@ -274,23 +327,19 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             broker.stop()
     base_s, drain_s, append_s = min(base_runs), min(drain_runs), min(append_runs)
-    wire = sum(publish_packet_bytes(TOPIC, len(p)) for p in payloads)
-    deflated = sum(
-        publish_packet_bytes(TOPIC, len(p) - len(b) + len(zlib.compress(b, 6)))
-        for p, b in zip(payloads, raw, strict=True)
-    )
     fraction = readings / hour_readings
     hour_s = drain_s / fraction
     base_rate, fwd_rate = args.messages / base_s, args.messages / drain_s
+    enc = f"body v{args.body}" + (", zlib" if args.compression == "zlib" else "")
     rows = [
         (
             "bare paho QoS 1 publisher (baseline)",
             f"{base_rate:,.0f} msg/s",
             f"{base_rate * args.points:,.0f} readings/s",
-            "1.00",
+            "1.00  (plain envelopes)",
         ),
         (
-            "buffer → forwarder → subscriber",
+            f"buffer → forwarder → subscriber ({enc})",
             f"{fwd_rate:,.0f} msg/s",
             f"{fwd_rate * args.points:,.0f} readings/s",
             f"{fwd_rate / base_rate:.2f}  (target ≥ 0.70)",
@@ -313,26 +362,17 @@ def main(argv: list[str] | None = None) -> int:
             "measured" if fraction >= 1 else f"extrapolated from {fraction:.0%}",
             "target ≤ 300 s",
         ),
-        (
-            "MQTT bytes on the wire per reading (v1 JSON)",
-            f"{wire / readings:.1f} B",
-            f"{len(payloads[0])} B payload/msg",
-            "target ≤ 20 B",
-        ),
-        (
-            "  same, body deflated (NOT in contract v1)",
-            f"{deflated / readings:.1f} B",
-            "zlib level 6",
-            "proposal only",
-        ),
+        *size_rows(args.tags, args.demo_seconds),
     ]
     print(
         f"bench_uplink: {platform.node()} · {platform.machine()} · {os.cpu_count()} CPUs · "
         f"Python {platform.python_version()} · {platform.platform()}"
     )
     print(
-        f"{args.messages:,} messages × {args.points} readings, in-flight window "
-        f"{args.inflight}, Mosquitto on loopback; best of {args.rounds} interleaved rounds"
+        f"{args.messages:,} messages × {args.points} readings ({enc}), in-flight window "
+        f"{args.inflight}, Mosquitto on loopback; best of {args.rounds} interleaved rounds; "
+        f"readings: ¼ digital 0/1, ¾ analog 0–100 at one decimal; demo site over "
+        f"{args.demo_seconds} s"
     )
     widths = [max(len(str(r[i])) for r in rows) for i in range(4)]
     header = ("what", "rate / size", "", "ratio vs baseline")

@@ -267,6 +267,7 @@ def main() -> int:
     text = tank_farm_config(
         modbus_host="127.0.0.1", modbus_port=modbus_port, mqtt_host=broker.host,
         mqtt_port=broker.port, data_dir=str(tmp / "data"), site=SITE, gateway=GW,
+        governance=False,  # plain JSON envelopes: the platform side here decodes them directly
     ).replace("poll_interval_s = 1.0", f"poll_interval_s = {args.poll_s}")  # fmt: skip
     text += f'\n[commands]\ntrusted_keys = {{ "{KID}" = "{public}" }}\n'
     config = tmp / "agent.toml"

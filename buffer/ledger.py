@@ -55,6 +55,7 @@ __all__ = [
     "LedgerDamaged",
     "Mark",
     "check_private",
+    "ledger_path",
 ]
 
 SLOT = 4096
@@ -89,6 +90,12 @@ class LedgerDamaged:
     """The ledger exists but cannot be trusted (why: ``reason``)."""
 
     reason: str
+
+
+def ledger_path(database: Path) -> Path:
+    """The seq ledger kept beside the database ``database`` (its existence says the buffer lived
+    there, even when the database's own header is gone or not yet written)."""
+    return database.with_name(database.name + ".ledger")
 
 
 def check_private(path: Path, what: str) -> None:

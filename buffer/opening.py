@@ -22,7 +22,7 @@ from typing import Literal
 from buffer.core import Core
 from buffer.errors import BufferMismatchError, from_os_error, from_sqlite
 from buffer.keyring import KeyRing
-from buffer.ledger import Ledger, check_private
+from buffer.ledger import Ledger, check_private, ledger_path
 from buffer.record import Stream
 from buffer.recovery import OpenReport, reconcile
 from buffer.schema import open_database
@@ -57,8 +57,8 @@ def open_core(
     path = cfg.path
     for suffix in ("", "-wal", "-shm"):
         check_private(path.with_name(path.name + suffix), "buffer database file")
-    ledger_path = path.with_name(path.name + ".ledger")
-    previous = Ledger.load(ledger_path, cfg.gateway_id, cfg.monotonic)
+    ledger_file = ledger_path(path)
+    previous = Ledger.load(ledger_file, cfg.gateway_id, cfg.monotonic)
     keep_wal = not (isinstance(previous, Ledger) and previous.clean)
     # a ledger of this gateway beside the file says the buffer lived there, header or not
     ours = isinstance(previous, Ledger)
@@ -82,7 +82,7 @@ def open_core(
             gateway=cfg.gateway_id,
             path=path,
             clock_ms=cfg.clock_ms,
-            ledger=Ledger(path=ledger_path, gateway=cfg.gateway_id, marks={}, clean=False),
+            ledger=Ledger(path=ledger_file, gateway=cfg.gateway_id, marks={}, clean=False),
             ballast=Ballast(path.with_name(path.name + ".reserve"), cfg.reserve_bytes),
             retention_ms={
                 s: int((lim.retention_days or cfg.retention_days) * _MS_PER_DAY)
@@ -95,7 +95,7 @@ def open_core(
         core.load_counters()
         ledger, report = reconcile(core, opened, previous, detected=detected)
         ledger = Ledger(
-            path=ledger_path,
+            path=ledger_file,
             gateway=cfg.gateway_id,
             marks=ledger.marks,
             clean=False,

@@ -24,6 +24,7 @@ from typing import Any, TextIO
 import msgspec
 
 from agent.codec import Alarm, Point, State
+from agent.codec_v2 import StatRow
 from agent.config import TlsConfig
 from central.listen import Listener, ListenerError, Message
 
@@ -44,6 +45,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--validate",
         action="store_true",
         help="check every message against the JSON Schemas (agent/schemas); print violations",
+    )
+    p.add_argument(
+        "--share",
+        default=None,
+        metavar="GROUP",
+        help="join the MQTT 5 shared subscription $share/GROUP/...: listeners of one group "
+        "split the traffic (de-dup and gaps are then per listener; see docs/uplink.md)",
     )
     p.add_argument("--count", type=int, default=0, help="exit after N messages (0: never)")
     p.add_argument("--username", default=None)
@@ -89,6 +97,16 @@ def _points(points: list[Point]) -> str:
     return f"DATA   {len(points)} points: {' '.join(shown)}{more}"
 
 
+def _stats(window_ms: int, rows: list[StatRow]) -> str:
+    shown = [
+        f"{r.tag}[n={r.samples} min={_num(r.min)} max={_num(r.max)} mean={_num(r.mean)}"
+        + (f" bad={r.bad}]" if r.bad else "]")
+        for r in rows[:_MAX_POINTS_SHOWN]
+    ]
+    more = f" +{len(rows) - _MAX_POINTS_SHOWN} more" if len(rows) > _MAX_POINTS_SHOWN else ""
+    return f"STATS  {len(rows)} rows / {window_ms // 1000} s: {' '.join(shown)}{more}"
+
+
 def format_lines(m: Message) -> list[str]:
     """The readable lines for one message (a GAP line precedes the message that revealed it)."""
     out: list[str] = []
@@ -103,6 +121,8 @@ def format_lines(m: Message) -> list[str]:
         line = _alarm(body) + _where(m)
     elif m.kind == "telemetry" and isinstance(body, list):
         line = _points(body) + _where(m)
+    elif m.kind == "telemetry" and isinstance(body, tuple):
+        line = _stats(*body) + _where(m)
     elif m.kind == "event" and isinstance(body, dict):
         fields = " ".join(f"{k}={v}" for k, v in body.items() if k not in ("kind", "ts"))
         line = f"EVENT  {body['kind']} {fields}".rstrip() + _where(m)
@@ -125,7 +145,9 @@ def format_json(m: Message) -> str:
     env = m.envelope
     doc: dict[str, Any] = {"topic": m.topic, "site": m.site, "gw": m.gateway, "kind": m.kind}
     if env is not None:
-        doc |= {"seq": env.seq, "id": env.id, "ts": env.ts, "backfill": env.backfill}
+        doc |= {"v": env.v, "seq": env.seq, "id": env.id, "ts": env.ts, "backfill": env.backfill}
+        if m.encoding != "json":
+            doc["encoding"] = m.encoding
     doc |= {"retained": m.retained, "late": m.late}
     doc["gap"] = [m.gap.first, m.gap.last] if m.gap is not None else None
     if m.schema_errors:
@@ -181,9 +203,15 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             tls=tls,
             on_message=on_message,
             validate=args.validate,
+            share=args.share,
         )
         listener.start()
-    except (ListenerError, OSError, RuntimeError) as exc:  # unreadable TLS files, no schemas
+    except (
+        ListenerError,
+        OSError,
+        RuntimeError,
+        ValueError,
+    ) as exc:  # unreadable TLS files, no schemas
         print(f"safeedge listen: {exc}", file=sys.stderr)
         return 1
     old = signal.signal(signal.SIGTERM, lambda *_: done.set())

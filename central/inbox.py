@@ -34,22 +34,27 @@ from agent.codec import (
     decode_envelope,
     decode_event,
     decode_state,
-    decode_telemetry,
 )
+from agent.codec_v2 import StatRow, decode_telemetry_any
+from agent.uplink.encoding import PayloadError, decode_payload
 from central.schema import SchemaValidator
 from central.seqtrack import Gap, SeqTracker
+from central.shared import SharedSeqTracker
 
 __all__ = ["Body", "Inbox", "ListenerStats", "Message"]
 
 _ENVELOPED: Final = frozenset(("telemetry", "alarm", "event"))
 
-Body = list[Point] | Alarm | dict[str, Any] | State | None
+Body = list[Point] | tuple[int, list[StatRow]] | Alarm | dict[str, Any] | State | None
+"""Telemetry: points (body v1 or v2 groups) or ``(window_ms, rows)`` of a statistics record."""
 
 
 @dataclass(frozen=True, slots=True)
 class Message:
     """One received message. ``kind`` is the topic after the root (``telemetry``, ``alarm``,
-    ``event``, ``state``, ``meta``, ``cmd``, ``cmd/result``)."""
+    ``event``, ``state``, ``meta``, ``cmd``, ``cmd/result``). ``payload`` is the JSON as
+    received or, for a compressed message, as inflated; ``encoding`` says which
+    (``json`` | ``json+zlib``)."""
 
     topic: str
     site: str
@@ -63,6 +68,7 @@ class Message:
     late: bool = False
     error: str | None = None
     schema_errors: tuple[str, ...] = ()
+    encoding: str = "json"
 
 
 @dataclass(slots=True)
@@ -80,10 +86,18 @@ class ListenerStats:
 class Inbox:
     """Decoding, validation and sequence bookkeeping for messages under one topic ``prefix``."""
 
-    def __init__(self, *, prefix: str, validator: SchemaValidator | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        prefix: str,
+        validator: SchemaValidator | None = None,
+        tracker: SharedSeqTracker | None = None,
+    ) -> None:
+        """``tracker``: sequence state shared with other inboxes (consumers of one shared
+        subscription, :mod:`central.shared`); None: this inbox's own."""
         self._prefix = prefix.rstrip("/")
         self._validator = validator
-        self._tracker = SeqTracker()
+        self._tracker: SeqTracker | SharedSeqTracker = tracker or SeqTracker()
         self._lock = threading.Lock()
         self._stats = ListenerStats()
 
@@ -107,7 +121,13 @@ class Inbox:
         if not topic.startswith(self._prefix + "/") or len(parts) < 3:
             return self._malformed(topic, "", "", "", payload, retained, "unexpected topic")
         site, gateway, kind = parts
-        base = Message(topic, site, gateway, kind, payload, retained)
+        encoding = "json"
+        if kind in _ENVELOPED and payload[:1] == b"\x78":  # zlib (design/UPLINK.md)
+            try:
+                payload, encoding = decode_payload(payload), "json+zlib"
+            except PayloadError as exc:
+                return self._malformed(topic, site, gateway, kind, payload, retained, str(exc))
+        base = Message(topic, site, gateway, kind, payload, retained, encoding=encoding)
         if self._validator is not None and payload:
             problems = tuple(self._validator.errors(kind, payload))
             if problems:
@@ -152,7 +172,7 @@ def _decode(m: Message) -> Message:
             raise CodecError(f"envelope {env.site}/{env.gw}/{env.stream} on topic {m.topic}")
         body: Body
         if env.stream == "telemetry":
-            body = decode_telemetry(env.body)
+            body = decode_telemetry_any(env.v, env.body)  # v1 points, v2 groups or stats
         elif env.stream == "alarm":
             body = decode_alarm(env.body)
         else:

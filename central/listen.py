@@ -24,6 +24,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.config import TlsConfig
 from central.inbox import Inbox, ListenerStats, Message
 from central.schema import SchemaValidator
+from central.shared import SharedSeqTracker
 
 __all__ = ["Listener", "ListenerError", "ListenerStats", "Message"]  # the last two: its API types
 
@@ -53,13 +54,22 @@ class Listener:
         client_id: str = "",
         session_expiry_s: int = 0,
         validate: bool = False,
+        share: str | None = None,
+        tracker: SharedSeqTracker | None = None,
     ) -> None:
         """``session_expiry_s`` > 0 (with a fixed ``client_id``) keeps the broker-side session
         across disconnects, so QoS 1 messages published while the listener reconnects are
         queued for it instead of lost (the broker needs persistence to survive its own restart).
         ``validate`` checks every message against the JSON Schemas (see :mod:`central.inbox`;
         raises RuntimeError when ``jsonschema`` is not installed).
+        ``share`` subscribes as member of the MQTT 5 shared subscription group
+        ``$share/{share}/...``: the broker hands each message to one member of the group, so
+        several listeners split a fleet's traffic (see docs/uplink.md "Consumers at scale"
+        for what then has to be kept centrally); ``tracker`` is that central sequence state
+        when the members run in one process.
         """
+        if share is not None and (not share or any(c in share for c in "/+#\0")):
+            raise ValueError(f"share group {share!r} must be non-empty without / + # or NUL")
         validator = SchemaValidator() if validate else None
         if session_expiry_s and not client_id:
             raise ValueError("a persistent session (session_expiry_s > 0) needs a client_id")
@@ -67,8 +77,9 @@ class Listener:
         self._host, self._port = host, port
         self._prefix = prefix.rstrip("/")
         self.topic = f"{self._prefix}/{site or '+'}/{gateway or '+'}/#"
+        self.subscription = f"$share/{share}/{self.topic}" if share else self.topic
         self._on_message_cb = on_message
-        self._inbox = Inbox(prefix=self._prefix, validator=validator)
+        self._inbox = Inbox(prefix=self._prefix, validator=validator, tracker=tracker)
         self._subscribed = threading.Event()
         self._refused: str | None = None
         c = mqtt.Client(
@@ -119,7 +130,7 @@ class Listener:
             self.stop()
             why = f"refused: {self._refused}" if self._refused else "no answer"
             raise ListenerError(
-                f"could not subscribe to {self.topic!r} on {self._host}:{self._port} "
+                f"could not subscribe to {self.subscription!r} on {self._host}:{self._port} "
                 f"within {timeout_s} s ({why})"
             )
 
@@ -147,7 +158,7 @@ class Listener:
         if reason.is_failure:
             self._refused = str(reason)
             return
-        client.subscribe(self.topic, qos=1)
+        client.subscribe(self.subscription, qos=1)
 
     def _on_subscribe(
         self, client: mqtt.Client, userdata: object, mid: int, codes: list[ReasonCode], p: object

@@ -15,6 +15,7 @@ from importlib.resources.abc import Traversable
 from typing import Any, Final
 
 from agent.schemas import SchemaLoadError, load_schemas
+from agent.uplink.encoding import PayloadError, decode_payload
 
 __all__ = ["SchemaValidator"]
 
@@ -44,9 +45,18 @@ class SchemaValidator:
         v = jsonschema.Draft202012Validator
         self._v = {name: v(doc) for name, doc in docs.items()}
         self._cmd_payload = v(docs["cmd"]["$defs"]["payload"])
+        # Telemetry bodies by shape, so a violation is reported at its path, not as "not
+        # valid under any of the given schemas" (the shape follows from v and the keys).
+        self._telemetry = {name: v(d) for name, d in docs["telemetry"]["$defs"].items()}
 
     def errors(self, kind: str, payload: bytes) -> list[str]:
-        """Violations of ``payload`` on topic ``kind`` (``R/{kind}``); [] when valid."""
+        """Violations of ``payload`` on topic ``kind`` (``R/{kind}``); [] when valid. A zlib
+        payload of an enveloped stream is inflated first (design/UPLINK.md "Compression")."""
+        if kind in ("telemetry", "alarm", "event"):
+            try:
+                payload = decode_payload(payload)
+            except PayloadError as exc:
+                return [f"not JSON nor zlib JSON: {exc}"]
         try:
             doc = json.loads(payload)
         except ValueError as exc:
@@ -54,6 +64,10 @@ class SchemaValidator:
         if kind in ("telemetry", "alarm", "event"):
             out = self._check("envelope", doc)
             if not out and isinstance(doc, dict):
+                if kind == "telemetry":
+                    body = doc["body"]
+                    shape = "points" if doc["v"] == 1 else "stats" if "stats" in body else "groups"
+                    return self._check_with(self._telemetry[shape], body, "body")
                 out = self._check(kind, doc["body"], "body")
             return out
         if kind == "cmd":

@@ -47,6 +47,7 @@ from provisioning.simulator_tcp import (
 
 __all__ = [
     "CYCLE_S",
+    "GOVERNANCE",
     "HEARTBEAT_ADDRESS",
     "LEAK_START_S",
     "LEAK_TAG",
@@ -102,8 +103,14 @@ def tank_farm_config(
     rtu_path: str | None = None,
     gas_path: str | None = None,
     outputs: bool = False,
+    governance: bool = True,
 ) -> str:
     """The agent's TOML config for the simulated tank farm (see agent/config.py).
+
+    ``governance`` (default) adds the shipped data policy (:data:`GOVERNANCE`): gas raw at
+    one decimal, sent when it moves by more than 0.5 %LEL or every 60 s; tank temperatures,
+    pressures and levels as 1-minute statistics; zlib compression. Without it every reading
+    of every tag is sent (what tests that count readings per tag want).
 
     One ``modbus_tcp`` device (poll 1 s, timeout 0.5 s; ``modbus_framing = "rtu"`` for a
     simulator serving RTU over TCP) with a tag per :data:`REGISTER_MAP`
@@ -127,6 +134,7 @@ def tank_farm_config(
         f"enabled = {'true' if uplink_enabled else 'false'}",
         f"host = {_toml_str(mqtt_host)}",
         f"port = {int(mqtt_port)}",
+        *(GOVERNANCE if governance else ()),
         "",
         "[buffer]",
         'path = "buffer.db"',
@@ -167,6 +175,29 @@ def tank_farm_config(
     if outputs:
         lines += _outputs()
     return "\n".join(lines) + "\n"
+
+
+GOVERNANCE: tuple[str, ...] = (
+    'compression = "zlib"           # the platform inflates by the first byte (docs/uplink.md)',
+    "",
+    "# Gas is sent when it moves by more than 0.5 %LEL, and at least every 60 s.",
+    "[uplink.report_by_exception]",
+    "deadband = 0.5",
+    "integrity_s = 60.0",
+    "",
+    "# Data policy (docs/uplink.md): alarms of every tag are always sent.",
+    "[[uplink.tags]]",
+    'match = "GT-*"',
+    'class = "public"',
+    "precision = 1",
+    "",
+    "[[uplink.tags]]                 # tank temperatures, pressures, levels: 1-minute statistics",
+    'match = "[TPL]T-*"',
+    'policy = "stats"',
+    "window_s = 60.0",
+    "precision = 1",
+)
+"""The shipped data policy of the demo site (bytes per hour: benchmarks/bench_uplink.py)."""
 
 
 def _outputs() -> list[str]:

@@ -6,6 +6,7 @@ Layout::
     decode.py   TOML and msgspec errors → located issues
     issues.py   ConfigIssue / ConfigError and the one issue shape every check returns
     checks.py   the leaves' checks composed + cross-section checks (no I/O)
+    governance.py  classes, policies, precision, standard codes: structs, resolution, checks
     paths.py    paths resolved once into the config; the one stat-only file check
     load.py     load_config / loads_config: the path both check-config and run take
 

@@ -26,6 +26,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 from agent.codec import root_topic
+from agent.config.governance import governance_issues
 from agent.config.issues import ConfigIssue, adapt
 from agent.config.schema import (
     AgentConfig,
@@ -86,6 +87,7 @@ def check_config(cfg: AgentConfig) -> list[ConfigIssue]:
     issues += _output_issues(cfg, tag_names)
     issues += adapt("review", review_issues(cfg.review, tag_names))
     issues += adapt("console", console_issues(cfg.console))
+    issues += governance_issues(cfg)  # codes, classes, policies, windows (governance.py)
     return issues
 
 

@@ -27,6 +27,7 @@ import msgspec
 
 from agent.config.issues import ConfigIssue
 from agent.config.schema import AgentConfig
+from buffer.ledger import ledger_path
 from buffer.schema import is_own_database
 
 __all__ = ["ResolvedPaths", "file_issues", "resolve", "resolved_paths"]
@@ -159,9 +160,10 @@ def file_issues(cfg: AgentConfig) -> list[ConfigIssue]:
 
 
 def _foreign_buffer(name: str) -> list[ConfigIssue]:
-    """A non-empty file at ``buffer.path`` that is not one of the buffer's databases: the agent
-    would refuse it at start (it never moves nor overwrites a foreign file). Reads 100 bytes;
-    a file this user cannot read is left to ``safeedge run``."""
+    """A non-empty file at ``buffer.path`` that is not one of the buffer's databases (no buffer
+    header and no seq ledger beside it): the agent would refuse it at start (it never moves nor
+    overwrites a foreign file). Reads 100 bytes; a file this user cannot read is left to
+    ``safeedge run``."""
     path = Path(name)
     try:
         st = path.stat()
@@ -171,11 +173,8 @@ def _foreign_buffer(name: str) -> list[ConfigIssue]:
             pass
     except (OSError, ValueError):
         return []
-    # The store's own rule (buffer/opening.py): a seq ledger beside the file says the buffer
-    # lived there, header or not. After a kill -9 before the first checkpoint the header in
-    # the file still has application_id 0 (the real one is in the WAL): not foreign.
-    if is_own_database(path) or path.with_name(path.name + ".ledger").exists():
-        return []
+    if is_own_database(path) or ledger_path(path).exists():
+        return []  # the buffer's own (after a power cut its header may be only in the WAL)
     return [
         ConfigIssue(
             "buffer.path",

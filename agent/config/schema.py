@@ -26,6 +26,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from agent.config.governance import CodesConfig, PolicyConfig, TagGovernanceConfig
 from agent.console.config import ConsoleConfig
 from agent.review.config import ReviewConfig
 from buffer.config import BufferConfig
@@ -65,6 +66,7 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     site: Id
     id: Id
     data_dir: str = "/var/lib/safeedge"  # relative: to the config file's directory
+    codes: CodesConfig = CodesConfig()  # agent/config/governance.py
 
 
 class TlsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -104,7 +106,14 @@ class UplinkConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     drain_rate: Annotated[float, msgspec.Meta(ge=0)] = 0.0  # backfill messages/s; 0: unlimited
     report_by_exception: ReportByExceptionConfig | None = None
     reconnect_min_s: Annotated[float, msgspec.Meta(gt=0)] = 0.5
-    reconnect_max_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    # 5 s: after an outage a gateway retries within U(0.5, 5) s (back within ~2 s median)
+    # while a fleet's reconnects still spread over ~4.5 s (benchmarks/bench_fleet.py)
+    reconnect_max_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    # Body v2 and compression: design/UPLINK.md; policy and tags: agent/config/governance.py
+    telemetry_body: Literal[1, 2] = 2
+    compression: Literal["none", "zlib"] = "none"
+    policy: PolicyConfig = PolicyConfig()
+    tags: tuple[TagGovernanceConfig, ...] = ()
     # MQTT 5 Maximum Packet Size sent in CONNECT: the broker never delivers a larger packet.
     max_packet_bytes: Annotated[int, msgspec.Meta(ge=1024, le=268_435_455)] = 65536
 

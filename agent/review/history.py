@@ -27,6 +27,7 @@ import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
+from agent.codec_v2 import decode_telemetry_v2
 from agent.config import AgentConfig, resolved_paths
 from buffer import BufferNeedsHumanError, StoreReader, Stream
 from buffer import StoreError as _BufferError
@@ -87,6 +88,16 @@ class _TelemetryBody(msgspec.Struct):
 class _IncidentSamples(msgspec.Struct):
     type: str
     points: list[Point] = []
+
+
+def _telemetry_points(raw: bytes) -> list[Point]:
+    """The readings of a telemetry record: body v1 points, body v2 groups (agent/codec_v2.py);
+    a statistics record holds no readings (its rows summarise a window) and gives none."""
+    if raw.startswith(b'{"points"'):
+        return _telemetry_decoder.decode(raw).points
+    if raw.startswith(b'{"t0"') and b',"window_ms":' in raw[:48]:
+        return []
+    return [Point(p.tag, p.ts, p.value, p.quality) for p in decode_telemetry_v2(raw)]
 
 
 _alarm_decoder: Final = msgspec.json.Decoder(_AlarmBody)
@@ -357,7 +368,7 @@ class History:
         for raw in self._payloads(Stream.TELEMETRY, lo, hi):
             if needles is not None and not any(n in raw for n in needles):
                 continue
-            found += _telemetry_decoder.decode(raw).points
+            found += _telemetry_points(raw)
         if with_incidents:
             for raw in self._payloads(Stream.INCIDENT):
                 doc = _samples_decoder.decode(raw)

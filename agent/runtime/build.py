@@ -16,16 +16,17 @@ import numpy as np
 
 from agent import __version__
 from agent.alarm_outputs import OutputPolicy
-from agent.codec import TelemetryEncoder
 from agent.commands import CommandHandlers, CommandProcessor, ReplayStore, load_public_keys
 from agent.commands.limits import TokenBucket
 from agent.config import AgentConfig, ResolvedPaths
+from agent.config.governance import TagPolicy, resolve_policies
 from agent.forwarder import Forwarder
 from agent.review.recorder import IncidentRecorder
 from agent.runtime.forwarding import LoopBridge
 from agent.runtime.incidents import incident_recorder
+from agent.shaping import TelemetryShaper
 from agent.tags import TagTable, config_hash
-from agent.telemetry import ExceptionFilter, TelemetryBatcher
+from agent.telemetry import ExceptionFilter
 from agent.uplink import Uplink
 from buffer import Store
 from drivers import Device, OutputWriter, Quality, build_devices, build_output_writers
@@ -45,9 +46,8 @@ class Components:
     tags: TagTable
     engine: RuleEngine
     buses: Mapping[str, tuple[Device, ...]]  # bus name → its devices (one poll task each)
-    encoder: TelemetryEncoder
-    batcher: TelemetryBatcher
-    rbe: ExceptionFilter | None  # None: [uplink.report_by_exception] not configured
+    policies: tuple[TagPolicy, ...]  # by tag index: class, policy, precision, codes
+    shaper: TelemetryShaper  # policy, precision, report-by-exception, stats, body encoding
     bridge: LoopBridge
     uplink: Uplink | None  # None: uplink.enabled = false (records stay in the buffer)
     commands_enabled: bool
@@ -78,16 +78,22 @@ def build(
         ):
             buses.setdefault(device.bus, []).append(device)
     up = cfg.uplink
-    batcher = TelemetryBatcher(
-        max_points=up.telemetry_batch,
-        max_bytes=up.telemetry_max_bytes,
-        linger_ms=up.telemetry_linger_ms,
-    )
     rbe = None
     if up.report_by_exception is not None:
         r = up.report_by_exception
         bands = np.array([r.deadbands.get(n, r.deadband) for n in tags.names])
         rbe = ExceptionFilter(bands, int(r.integrity_s * 1000))
+    policies = tuple(resolve_policies(cfg, tags.names))
+    shaper = TelemetryShaper(
+        names=tags.names,
+        policies=policies,
+        qualities={int(q): q.wire_name for q in Quality if q},
+        body=up.telemetry_body,
+        max_points=up.telemetry_batch,
+        max_bytes=up.telemetry_max_bytes,
+        linger_ms=up.telemetry_linger_ms,
+        rbe=rbe,
+    )
     device_tags = {d.name: [t.name for t in d.tags] for d in cfg.devices}
     writers = build_output_writers(cfg.outputs, devices=cfg.devices, serial_ports=serial_ports)
     outputs = tuple(
@@ -115,9 +121,8 @@ def build(
         tags=tags,
         engine=engine,
         buses={name: tuple(devs) for name, devs in buses.items()},
-        encoder=TelemetryEncoder(tags.names, {int(q): q.wire_name for q in Quality if q}),
-        batcher=batcher,
-        rbe=rbe,
+        policies=policies,
+        shaper=shaper,
         bridge=bridge,
         uplink=uplink,
         commands_enabled=cfg.commands.enabled,

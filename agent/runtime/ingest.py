@@ -14,15 +14,12 @@ import logging
 import time
 from collections.abc import Callable
 
-import numpy as np
-
-from agent.codec import TelemetryEncoder
 from agent.logs import kv
 from agent.runtime.alarms import AlarmRecorder
 from agent.runtime.incidents import IncidentTap
 from agent.runtime.sink import RecordSink
 from agent.runtime.stats import RuntimeStats
-from agent.telemetry import ExceptionFilter, TelemetryBatcher
+from agent.shaping import TelemetryShaper
 from buffer.record import Stream
 from drivers import Device, SampleBatch
 from rules import RuleEngine
@@ -40,9 +37,7 @@ class Ingest:
         *,
         engine: RuleEngine,
         alarms: AlarmRecorder,
-        encoder: TelemetryEncoder,
-        batcher: TelemetryBatcher,
-        rbe: ExceptionFilter | None,
+        shaper: TelemetryShaper,
         sink: RecordSink,
         stats: RuntimeStats,
         clock_ms: Callable[[], int],
@@ -51,9 +46,7 @@ class Ingest:
         """``incidents``: the incident recorder, fed every batch before report-by-exception."""
         self._engine = engine
         self._alarms = alarms
-        self._encoder = encoder
-        self._batcher = batcher
-        self._rbe = rbe
+        self._shaper = shaper
         self._sink = sink
         self._stats = stats
         self._clock_ms = clock_ms
@@ -104,24 +97,18 @@ class Ingest:
         self._sink.event(kind, device=name, at_ms=ts, **why)
 
     def append_telemetry(self, batch: SampleBatch) -> None:
-        tag, ts, value, quality = batch.tag, batch.ts_ms, batch.value, batch.quality
-        exact = batch.exact  # position -> exact int64/uint64, sent as a JSON integer
-        if self._rbe is not None:
-            keep = self._rbe.select(tag, ts, value, quality)
-            if not keep.all():
-                tag, ts, value, quality = tag[keep], ts[keep], value[keep], quality[keep]
-                if exact:
-                    moved = np.cumsum(keep) - 1
-                    exact = {int(moved[k]): v for k, v in exact.items() if keep[k]}
-        rows = self._encoder.rows(tag, ts, value, quality, exact=exact)
-        bodies = self._batcher.add_rows(rows, self._clock_ms())
+        # Policy, precision, report-by-exception, statistics and encoding: agent/shaping/.
+        # ``exact``: position -> exact int64/uint64 (the drivers), sent as a JSON integer.
+        bodies = self._shaper.add(
+            batch.tag, batch.ts_ms, batch.value, batch.quality, self._clock_ms(), batch.exact
+        )
         if bodies:
             self._sink.append(Stream.TELEMETRY, bodies)
 
     def flush(self) -> None:
-        """Append whatever telemetry the batcher holds and close the open incidents (at
+        """Append whatever telemetry the shaper holds and close the open incidents (at
         shutdown, after polls stopped)."""
-        held = self._batcher.flush()
+        held = self._shaper.flush()
         if held:
             self._sink.append(Stream.TELEMETRY, held)
         if self._incidents is not None:
@@ -129,13 +116,15 @@ class Ingest:
 
     @property
     def lingers(self) -> bool:
-        return self._batcher.linger_ms > 0
+        """Whether :meth:`linger` has work: held records or statistics windows to close."""
+        return self._shaper.timer_s is not None
 
     async def linger(self) -> None:
-        """Close telemetry records that waited ``telemetry_linger_ms`` (only when > 0)."""
-        period = max(self._batcher.linger_ms / 4000, 0.005)
+        """Close records that waited ``telemetry_linger_ms`` and statistics windows that
+        ended while no poll came (only when :attr:`lingers`)."""
+        period = self._shaper.timer_s or 1.0
         while True:
             await asyncio.sleep(period)
-            bodies = self._batcher.due(self._clock_ms())
+            bodies = self._shaper.due(self._clock_ms())
             if bodies:
                 self._sink.append(Stream.TELEMETRY, bodies)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 
+from agent.config.governance import TagPolicy
 from agent.tags import TagTable
 from drivers import Device
 from rules import RuleEngine
@@ -21,18 +22,36 @@ def meta_payload(
     agent_version: str,
     config_hash: str,
     ts_ms: int,
+    policies: Sequence[TagPolicy] = (),
+    codes: Mapping[str, str] | None = None,
 ) -> bytes:
-    """JSON ``{"v": 1, "ts", "agent", "config_hash", "devices": [...], "tags": [...]}``."""
-    tag_docs = [
-        {
+    """JSON ``{"v": 1, "ts", "agent", "config_hash", "codes"?, "devices": [...], "tags": [...]}``.
+
+    With ``policies`` (one per tag, by index) each tag also lists its ``class``, ``policy``
+    (``raw`` | ``stats`` | ``local_only``: what the platform will and will not get),
+    ``window_ms`` for a ``stats`` tag, ``precision`` when set and its effective ``codes``;
+    ``codes`` are the gateway's standard codes (docs/uplink.md "Standard codes").
+    """
+    tag_docs: list[dict[str, object]] = []
+    for tag in tags:
+        doc: dict[str, object] = {
             "name": tag.name,
             "device": tag.device,
             "unit": tag.unit,
             "range": list(tag.range) if tag.range else None,
             "rules": engine.params(tag.index),
         }
-        for tag in tags
-    ]
+        if policies:
+            p = policies[tag.index]
+            doc["class"] = p.data_class
+            doc["policy"] = p.policy
+            if p.policy == "stats":
+                doc["window_ms"] = p.window_ms
+            if p.precision is not None:
+                doc["precision"] = p.precision
+            if p.codes:
+                doc["codes"] = p.codes
+        tag_docs.append(doc)
     device_docs = [
         {"name": d.name, "driver": type(d).__name__, "poll_interval_s": d.poll_interval_s}
         for d in devices
@@ -43,6 +62,7 @@ def meta_payload(
             "ts": ts_ms,
             "agent": agent_version,
             "config_hash": config_hash,
+            **({"codes": dict(codes)} if codes else {}),
             "devices": device_docs,
             "tags": tag_docs,
         }

@@ -22,6 +22,7 @@ from agent import __version__, lastgood
 from agent.alarm_outputs import AlarmOutputs, AlarmStates
 from agent.commands import CommandProcessor
 from agent.config import AgentConfig
+from agent.config.governance import codes_dict
 from agent.forwarder import Forwarder
 from agent.logs import kv
 from agent.notify import notify, watchdog_interval_s
@@ -140,9 +141,7 @@ class Runtime:
         ingest = Ingest(
             engine=c.engine,
             alarms=alarms,
-            encoder=c.encoder,
-            batcher=c.batcher,
-            rbe=c.rbe,
+            shaper=c.shaper,
             sink=sink,
             stats=self.stats,
             clock_ms=c.clock_ms,
@@ -209,6 +208,8 @@ class Runtime:
                 agent_version=__version__,
                 config_hash=c.config_hash,
                 ts_ms=c.clock_ms(),
+                policies=c.policies,
+                codes=codes_dict(c.cfg.gateway.codes),
             )
         )
         on_command = None

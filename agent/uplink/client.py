@@ -51,6 +51,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.codec import root_topic
 from agent.config import UplinkConfig
 from agent.logs import RateLimiter, kv
+from agent.uplink.encoding import encode_payload, encoding_of, publish_properties
 from agent.uplink.loopio import LoopSocket
 from agent.uplink.session import (
     PublishResult,
@@ -131,6 +132,7 @@ class Uplink:
         self._failed_attempts = 0  # since the last session (reset at CONNACK)
         self._down_since = time.monotonic()
         self.last_error: str | None = None  # why the last attempt or session ended (status)
+        self._encoding = encoding_of(config.compression)
         self._session = Session(
             agent_version=agent_version,
             max_inflight=config.max_inflight,
@@ -138,6 +140,7 @@ class Uplink:
             reconnect_max_s=config.reconnect_max_s,
             uniform=random.Random().uniform,
             clock_ms=clock_ms,
+            encoding=self._encoding,
         )
         self._meta: bytes | None = None
         self._task: asyncio.Task[None] | None = None
@@ -149,6 +152,9 @@ class Uplink:
 
         v5 = config.protocol == "mqtt5"
         self._v5 = v5
+        self._props: Properties | None = None  # content type of the enveloped streams
+        if v5:
+            self._props = publish_properties(self._encoding)
         c = self._client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id(config, site, gateway),
@@ -250,11 +256,13 @@ class Uplink:
     ) -> bool:
         """QoS 1 to ``{root}/{suffix}``. False when not connected (nothing to answer for this
         token); True when handed over (one result will follow). Beyond ``max_inflight`` paho
-        queues the message until the window has room: callers that care use :attr:`room`."""
+        queues the message until the window has room: callers that care use :attr:`room`.
+        ``payload`` is the JSON envelope; it goes out under the configured encoding."""
         _check_suffix(suffix)
         if not self.connected:
             return False
-        mid = self._send(f"{self.root}/{suffix}", payload, retain)
+        data = encode_payload(payload, self._encoding)
+        mid = self._send(f"{self.root}/{suffix}", data, retain, self._props)
         if mid is None:
             return False
         self._session.sent(mid, token)
@@ -298,10 +306,12 @@ class Uplink:
             self._send(self._meta_topic, self._meta, True)
         return True
 
-    def _send(self, topic: str, payload: bytes, retain: bool) -> int | None:
+    def _send(
+        self, topic: str, payload: bytes, retain: bool, props: Properties | None = None
+    ) -> int | None:
         # On the loop thread with on_socket_register_write set, paho queues and asks for the
         # writer instead of writing: no PUBACK can arrive before the mid is registered.
-        info = self._client.publish(topic, payload, qos=1, retain=retain)
+        info = self._client.publish(topic, payload, qos=1, retain=retain, properties=props)
         return info.mid if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS else None
 
     # -- the connection task -------------------------------------------------------------------

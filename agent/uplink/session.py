@@ -134,7 +134,8 @@ class Session:
 
     Keyword-only: ``agent_version`` for the state payloads; ``max_inflight`` the window;
     ``reconnect_min_s``/``reconnect_max_s`` the backoff bounds; ``uniform(lo, hi)`` the jitter
-    source (``random.Random().uniform``); ``clock_ms`` wall-clock epoch milliseconds.
+    source (``random.Random().uniform``); ``clock_ms`` wall-clock epoch milliseconds;
+    ``encoding`` the payload encoding the state messages announce (None: not announced).
     """
 
     def __init__(
@@ -146,6 +147,7 @@ class Session:
         reconnect_max_s: float,
         uniform: Callable[[float, float], float],
         clock_ms: Callable[[], int],
+        encoding: str | None = None,
     ) -> None:
         if max_inflight < 1:
             raise ValueError(f"max_inflight must be at least 1, got {max_inflight}")
@@ -155,6 +157,7 @@ class Session:
         self._max_s = reconnect_max_s
         self._uniform = uniform
         self._clock_ms = clock_ms
+        self._encoding = encoding  # announced in R/state (agent/uplink/encoding.py)
         self._connected = False
         self._attempt = 0  # failed attempts since the last successful CONNACK
         self._inflight: dict[int, Hashable] = {}
@@ -215,6 +218,7 @@ class Session:
             ts_ms=self._clock_ms(),
             session=self._n["sessions"] if session is None else session,
             agent_version=self._agent_version,
+            encoding=self._encoding,
         )
 
     # -- the in-flight window ----------------------------------------------------------------

@@ -53,6 +53,7 @@ def write_config(tmp_path: Path, data_dir: Path, broker: Broker, modbus_port: in
         data_dir=str(data_dir),
         site=SITE,
         gateway=GW,
+        governance=False,  # plain JSON, every reading raw: the checks read payloads
     )
     text = text.replace('key_file = "buffer.key"\n', 'key_file = "buffer.key"\nreserve_mb = 1.0\n')
     text = text.replace("[uplink]\n", "[uplink]\nreconnect_min_s = 0.1\nreconnect_max_s = 0.5\n")
@@ -247,6 +248,7 @@ def test_power_cuts_of_the_whole_agent_never_reuse_an_id_and_explain_every_gap(
 
 
 @pytest.mark.slow
+@pytest.mark.soak
 @pytest.mark.timeout(900)
 def test_twenty_power_cuts_of_the_whole_agent(
     tmp_path: Path, broker: Broker, simulator: Simulator, ext4: tuple[Path, Path]

@@ -185,6 +185,7 @@ class Agent:
             data_dir=str(tmp / "data"),
             site="S1",
             gateway="G1",
+            governance=False,  # plain JSON, every tag raw: these tests read payloads directly
         )
         text += f'\n[commands]\ntrusted_keys = {{ "{KID}" = "{public_key}" }}\nmax_resend = 50\n'
         path.write_text(text)

@@ -125,6 +125,13 @@ def test_the_reference_example_loads_with_both_device_kinds_and_its_rules() -> N
     assert len(cfg.rules) == 4
 
 
+from agent.config.governance import (  # noqa: E402 - the governance tables
+    CodesConfig,
+    PolicyConfig,
+    TagGovernanceConfig,
+)
+
+
 def _fields(cls: type[msgspec.Struct]) -> set[str]:
     return {f.encode_name for f in msgspec.structs.fields(cls)}
 
@@ -154,6 +161,11 @@ def test_the_reference_example_shows_every_key_of_every_table() -> None:
         SerialLineDeviceConfig: set().union(*lines),
         SerialLineTagConfig: set().union(*(t for d in lines for t in d["tags"])),
         RuleConfig: set().union(*raw["rules"]),
+        PolicyConfig: set(raw["uplink"]["policy"]),
+        TagGovernanceConfig: set().union(*raw["uplink"]["tags"]),
+        CodesConfig: set(raw["gateway"]["codes"]).union(
+            *(t.get("codes", {}) for t in raw["uplink"]["tags"])
+        ),
         AlarmOutputConfig: set().union(*raw["outputs"]),
         OutputWhen: set().union(*(o["when"] for o in raw["outputs"] if "when" in o)),
         HeartbeatConfig: set().union(*(o["heartbeat"] for o in raw["outputs"] if "heartbeat" in o)),

@@ -95,7 +95,7 @@ def test_outputs_follow_level_2_ack_clear_and_fall_to_fail_safe_when_the_agent_d
     text = tank_farm_config(modbus_host="127.0.0.1", modbus_port=plc.sim.port,
                             mqtt_host=broker.host, mqtt_port=broker.port,
                             data_dir=str(tmp_path / "data"), site="S1", gateway="G1",
-                            outputs=True)  # fmt: skip
+                            outputs=True, governance=False)  # fmt: skip
     config.write_text(text + f'\n[commands]\ntrusted_keys = {{ "{KID}" = "{public}" }}\n')
     env = {**os.environ, "NUMBA_CACHE_DIR": str(REPO / ".cache/numba")}
     log = tmp_path / "agent.log"

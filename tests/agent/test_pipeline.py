@@ -16,6 +16,7 @@ from buffer import Store
 from buffer.record import Stream
 from provisioning.localbroker import free_port
 from provisioning.simulator import TankFarmSimulator, tank_farm_config
+from tests.support.telemetry import points_of
 
 pytestmark = pytest.mark.integration
 
@@ -92,6 +93,7 @@ def _offline_config(tmp_path: Path, modbus_port: int, edit: Callable[[str], str]
             mqtt_port=free_port(),
             data_dir=str(tmp_path / "data"),
             uplink_enabled=False,
+            governance=False,  # these tests count every reading of every tag
         )
     )
     config_path = tmp_path / "agent.toml"
@@ -124,7 +126,7 @@ def _telemetry_counts(paths: ResolvedPaths) -> dict[str, int]:
     with Store.open(path=paths.buffer_path, key_file=paths.buffer_key_file, gateway_id="GW1") as s:
         last = s.stats().streams[Stream.TELEMETRY].last_seq
         for record in s.resend(Stream.TELEMETRY, 1, last):
-            for point in json.loads(record.payload)["points"]:
+            for point in points_of(json.loads(record.payload)):
                 counts[point[0]] = counts.get(point[0], 0) + 1
     return counts
 

@@ -148,7 +148,13 @@ def test_state_is_retained_online_while_connected_and_offline_after_stop(
     up = connected(make_uplink(config(broker), clock_ms=lambda: 1234))
     with Subscriber(broker, f"{ROOT}/state") as sub:
         m = sub.wait_for(lambda m: m.retain)
-        assert state_of(m) == {"online": True, "ts": 1234, "session": 1, "agent": "9.9.9"}
+        assert state_of(m) == {
+            "online": True,
+            "ts": 1234,
+            "session": 1,
+            "agent": "9.9.9",
+            "encoding": "json",
+        }
         up.stop()
         assert not up.connected
         m = sub.wait_for(lambda m: not state_of(m)["online"])

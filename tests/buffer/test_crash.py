@@ -85,6 +85,7 @@ def run_round(root: Path, round_no: int, stop_after: int) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.soak
 @pytest.mark.timeout(900)  # each round fsyncs the ledger and the WAL a few times
 def test_a_writer_killed_at_random_points_loses_no_returned_append_and_repeats_no_seq(
     tmp_path: Path,

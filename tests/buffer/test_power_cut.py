@@ -152,6 +152,7 @@ def test_power_cuts_never_reissue_a_seq_nor_lose_a_published_record(
 
 
 @pytest.mark.slow
+@pytest.mark.soak
 @pytest.mark.integration
 @pytest.mark.timeout(600)
 def test_twenty_power_cuts(ext4: tuple[Path, Path]) -> None:

@@ -18,7 +18,7 @@ def test_build_touches_no_file_and_groups_devices_by_bus(tmp_path: Path) -> None
     assert [len(bus) for bus in c.buses.values()] == [1, 1]
     assert [d.name for d in c.devices] == ["plc-a", "plc-b"]
     assert c.tags.names == ("T1", "T2", "L-3")
-    assert c.uplink is None and c.rbe is None
+    assert c.uplink is None and c.shaper.rbe is None
 
 
 def test_components_are_frozen(components: Components) -> None:
@@ -29,11 +29,12 @@ def test_components_are_frozen(components: Components) -> None:
 def test_report_by_exception_gets_per_tag_deadbands(tmp_path: Path) -> None:
     rbe = '\n[uplink.report_by_exception]\ndeadband = 0.5\ndeadbands = { "T2" = 3.0 }\n'
     c = make_components(tmp_path, uplink_extra=rbe)
-    assert c.rbe is not None
+    rbe = c.shaper.rbe
+    assert rbe is not None
     tag = np.array([0, 1, 2], dtype=np.int32)
     q = np.zeros(3, dtype=np.uint8)
-    c.rbe.select(tag, np.zeros(3, dtype=np.int64), np.zeros(3), q)
-    moved = c.rbe.select(tag, np.ones(3, dtype=np.int64), np.ones(3), q)
+    rbe.select(tag, np.zeros(3, dtype=np.int64), np.zeros(3), q)
+    moved = rbe.select(tag, np.ones(3, dtype=np.int64), np.ones(3), q)
     assert moved.tolist() == [True, False, True]  # 1.0 > 0.5, 1.0 <= 3.0, 1.0 > 0.5
 
 

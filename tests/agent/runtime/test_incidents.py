@@ -20,6 +20,7 @@ from agent.runtime.sink import RecordSink
 from buffer.record import Stream
 from tests.agent.runtime.conftest import NOW, make_components
 from tests.agent.runtime.helpers import batch, bodies
+from tests.support.telemetry import points_of
 
 EXTRA = """high_high = 90.0
 
@@ -32,7 +33,7 @@ RBE = "\n[uplink.report_by_exception]\ndeadband = 1000.0\nintegrity_s = 3600.0\n
 
 def test_ingest_and_acks_feed_the_recorder_and_shutdown_closes_the_incident(tmp_path: Path) -> None:
     c = make_components(tmp_path, uplink=True, uplink_extra=RBE, extra=EXTRA)
-    assert c.incidents is not None and c.rbe is not None
+    assert c.incidents is not None and c.shaper.rbe is not None
     c.paths.data_dir.mkdir(parents=True)
     store = open_store(c)
     stats = RuntimeStats()
@@ -43,9 +44,7 @@ def test_ingest_and_acks_feed_the_recorder_and_shutdown_closes_the_incident(tmp_
     ingest = Ingest(
         engine=c.engine,
         alarms=alarms,
-        encoder=c.encoder,
-        batcher=c.batcher,
-        rbe=c.rbe,
+        shaper=c.shaper,
         sink=sink,
         stats=stats,
         clock_ms=c.clock_ms,
@@ -73,7 +72,7 @@ def test_ingest_and_acks_feed_the_recorder_and_shutdown_closes_the_incident(tmp_
     store.close()
     with open_store(c) as again:
         (inc,) = incidents_from(bodies(again, Stream.INCIDENT))
-        telemetry = [p for b in bodies(again, Stream.TELEMETRY) for p in b["points"]]
+        telemetry = [p for b in bodies(again, Stream.TELEMETRY) for p in points_of(b)]
     assert inc.tags == ["T1", "T2"] and inc.reason == "stopped"
     assert inc.trigger == {
         "tag": "T1",

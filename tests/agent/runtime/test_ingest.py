@@ -15,6 +15,7 @@ from agent.runtime.ingest import Ingest
 from buffer.record import Stream
 from tests.agent.runtime.conftest import NOW, make_components
 from tests.agent.runtime.helpers import OrderedSink, batch, bodies
+from tests.support.telemetry import points_of
 
 
 def _ingest(c: Components, stats: RuntimeStats) -> tuple[Ingest, OrderedSink]:
@@ -30,9 +31,7 @@ def _ingest(c: Components, stats: RuntimeStats) -> tuple[Ingest, OrderedSink]:
     ingest = Ingest(
         engine=c.engine,
         alarms=alarms,
-        encoder=c.encoder,
-        batcher=c.batcher,
-        rbe=c.rbe,
+        shaper=c.shaper,
         sink=sink,
         stats=stats,
         clock_ms=c.clock_ms,
@@ -51,7 +50,7 @@ def test_a_poll_appends_its_alarm_records_before_its_telemetry(tmp_path: Path) -
     assert sink.order[alarm_at + 1] == Stream.TELEMETRY
     [alarm] = bodies(sink.store, Stream.ALARM)
     assert (alarm["tag"], alarm["alarm"], alarm["event"]) == ("T1", "high", "raise")
-    points = [p for b in bodies(sink.store, Stream.TELEMETRY) for p in b["points"]]
+    points = [p for b in bodies(sink.store, Stream.TELEMETRY) for p in points_of(b)]
     assert points[-2:] == [["T1", NOW + 1000, 90.0], ["T2", NOW + 1000, None, "bad_comm"]]
     assert (stats.polls, stats.samples, stats.alarms) == (2, 4, 1)
     sink.store.close()
@@ -80,7 +79,7 @@ def test_report_by_exception_drops_telemetry_but_never_alarms(tmp_path: Path) ->
     ingest, sink = _ingest(c, stats)
     for i, v in enumerate([79.0, 79.5, 81.0]):  # 81 raises "high", within the deadband
         ingest.on_batch(c.devices[0], batch([(0, NOW + i * 1000, v, 0)]))
-    points = [p for b in bodies(sink.store, Stream.TELEMETRY) for p in b["points"]]
+    points = [p for b in bodies(sink.store, Stream.TELEMETRY) for p in points_of(b)]
     assert points == [["T1", NOW, 79.0]]
     assert [a["event"] for a in bodies(sink.store, Stream.ALARM)] == ["raise"]
     sink.store.close()
@@ -95,7 +94,7 @@ def test_lingering_telemetry_is_held_and_flushed(tmp_path: Path) -> None:
     assert bodies(sink.store, Stream.TELEMETRY) == []
     ingest.flush()
     [body] = bodies(sink.store, Stream.TELEMETRY)
-    assert body == {"points": [["T2", NOW, 1.0], ["T2", NOW + 1, 2.0]]}
+    assert points_of(body) == [["T2", NOW, 1.0], ["T2", NOW + 1, 2.0]]
     sink.store.close()
 
 
@@ -128,7 +127,16 @@ def test_an_exact_64_bit_integer_reaches_the_telemetry_record_digit_for_digit(
     second = batch([(0, NOW + 1, 5.0, 0), (1, NOW + 1, float(big + 2), 0)])  # T1 unchanged
     ingest.append_telemetry(dataclasses.replace(second, exact={1: big + 2}))
     raw = [r.payload for r in sink.store.resend(Stream.TELEMETRY, 1, 2)]
-    assert b'["T2",1700000000000,-9007199254740993]' in raw[0]
+    assert b'"T2":-9007199254740993}' in raw[0]  # body v2 (the default)
     assert raw[1].count(b'"T') == 1  # T1 dropped by report-by-exception: the position moved
-    assert b'["T2",1700000000001,-9007199254740991]' in raw[1]
+    assert raw[1] == b'{"t0":1700000000001,"at":[[0,{"T2":-9007199254740991}]]}'
     sink.store.close()
+
+
+def test_an_exact_64_bit_integer_reaches_a_body_v1_record_too(tmp_path: Path) -> None:
+    c = make_components(tmp_path, uplink_extra="telemetry_body = 1\n")
+    ingest, sink = _ingest(c, RuntimeStats())
+    big = 2**64 - 1  # uint64 maximum
+    ingest.append_telemetry(dataclasses.replace(batch([(1, NOW, float(big), 0)]), exact={0: big}))
+    (raw,) = [r.payload for r in sink.store.resend(Stream.TELEMETRY, 1, 1)]
+    assert raw == b'{"points":[["T2",1700000000000,18446744073709551615]]}'

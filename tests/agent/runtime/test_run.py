@@ -17,6 +17,7 @@ from buffer.record import Stream
 from drivers import SampleBatch
 from tests.agent.runtime.conftest import NOW, make_components
 from tests.agent.runtime.helpers import bodies
+from tests.support.telemetry import points_of
 
 
 class CountingDevice:
@@ -66,7 +67,7 @@ def _components(tmp_path: Path, device: CountingDevice) -> Components:
 def _telemetry_values(c: Components) -> list[float]:
     store = open_store(c)
     try:
-        return [p[2] for b in bodies(store, Stream.TELEMETRY) for p in b["points"]]
+        return [p[2] for b in bodies(store, Stream.TELEMETRY) for p in points_of(b)]
     finally:
         store.close()
 

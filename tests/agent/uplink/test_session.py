@@ -38,7 +38,9 @@ def make(*, max_inflight: int = 4, uniform: Any = None, clock: list[int] | None 
 
 
 def state(payload: bytes) -> dict[str, Any]:
-    return msgspec.structs.asdict(decode_state(payload))
+    doc = msgspec.structs.asdict(decode_state(payload))
+    assert doc.pop("encoding") is None  # not announced: make() passes no encoding
+    return doc
 
 
 # -- outcomes ----------------------------------------------------------------------------------
