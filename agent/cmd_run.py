@@ -83,9 +83,8 @@ def run_agent(
         )
         degraded.append(f"config rejected ({len(exc.issues)} issues): running the last good one")
         errors = lastgood.describe(exc)
-        start_events.append(
-            ("config_rejected", {"config_hash": _file_hash(config_path), "errors": errors})
-        )
+        h = _file_hash(config_path)  # "hash" (the v2 schema), "config_hash" (issue 13's name)
+        start_events.append(("config_rejected", {"hash": h, "config_hash": h, "errors": errors}))
     if log_level is not None and log_format is None and cfg.logging.format != "text":
         setup_logging(log_level, cfg.logging.format)
     paths = resolved_paths(cfg, config_path)  # cfg's paths are absolute: a typed view of them

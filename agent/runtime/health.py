@@ -38,8 +38,9 @@ def status_line(s: StatusSnapshot) -> str:
     return " ".join(line.split())[:400]
 
 
-def health_fields(s: StatusSnapshot) -> dict[str, object]:
-    """The ``health`` event's fields (the snapshot, trimmed to what the platform needs)."""
+def health_fields(s: StatusSnapshot, interval_s: float) -> dict[str, object]:
+    """The ``health`` event's fields (the snapshot, trimmed to what the platform needs), with
+    the v2 schema's ``interval_s`` and ``counters`` (totals since start)."""
     buffer: dict[str, object] = {"bytes": 0, "capacity_bytes": 0, "streams": {}}
     if s.buffer is not None:
         buffer = {
@@ -56,6 +57,13 @@ def health_fields(s: StatusSnapshot) -> dict[str, object]:
             },
         }
     return {
+        "interval_s": interval_s,
+        "counters": {
+            "polls": s.polls,
+            "samples": s.samples,
+            "missed_deadlines": s.missed_deadlines,
+            "append_failures": s.append_failures,
+        },
         "uptime_s": s.uptime_s,
         "config_hash": s.config_hash,
         "degraded": s.degraded,
@@ -101,4 +109,4 @@ async def health_loop(
             publish(snap)
         if next_health is not None and time.monotonic() >= next_health:
             next_health += interval_s
-            sink.event("health", **health_fields(snap))
+            sink.event("health", **health_fields(snap, interval_s))

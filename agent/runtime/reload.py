@@ -216,6 +216,7 @@ class Reloader:
         )
         self._sink.event(
             "config_rejected",
+            hash=_file_hash(self._path),  # the v2 event schema's name for it
             config_hash=_file_hash(self._path),
             running_hash=running,
             errors=errors,
