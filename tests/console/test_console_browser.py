@@ -21,6 +21,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
+from agent.uplink.encoding import decode_payload
 from tests.console.site import PASSWORD, Site, WebClient
 from tests.support.mosquitto import Broker, Received, Subscriber
 
@@ -64,7 +65,7 @@ def _row(driver: WebDriver, css: str) -> object:
 
 
 def _body(m: Received) -> dict[str, object]:
-    body = json.loads(m.payload)["body"]
+    body = json.loads(decode_payload(m.payload))["body"]  # the demo site sends zlib
     assert isinstance(body, dict)
     return body
 
