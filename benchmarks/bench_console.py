@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_drivers import start_server
 
 from agent.codec import decode_telemetry
+from agent.codec_v2 import body_version, decode_telemetry_v2
 from agent.console.passwords import hash_password
 from buffer import Store
 from buffer.record import Stream
@@ -142,7 +143,11 @@ def jitter_ms(data: Path, window_ms: tuple[int, int]) -> tuple[float, float, flo
         {
             p.ts
             for r in records
-            for p in decode_telemetry(r.payload)
+            for p in (
+                decode_telemetry_v2(r.payload)
+                if body_version("telemetry", r.payload) == 2
+                else decode_telemetry(r.payload)
+            )
             if p.tag == "t0" and lo <= p.ts <= hi
         }
     )

@@ -47,6 +47,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey 
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion  # noqa: E402
 
 from agent.codec import decode_alarm, decode_envelope, decode_telemetry  # noqa: E402
+from agent.codec_v2 import decode_telemetry_v2  # noqa: E402
 from central.cmd_sign import keygen, load_private_key  # noqa: E402
 from provisioning.localbroker import free_port  # noqa: E402
 from provisioning.simulator import (  # noqa: E402
@@ -121,7 +122,8 @@ class Watch:
         topic = msg.topic[len(ROOT) + 1 :]
         if topic == "telemetry":
             env = decode_envelope(msg.payload)
-            self.telemetry += [(p.tag, p.ts) for p in decode_telemetry(env.body)]
+            decode = decode_telemetry_v2 if env.v == 2 else decode_telemetry  # by envelope v
+            self.telemetry += [(p.tag, p.ts) for p in decode(env.body)]
             self.online.set()
         elif topic == "alarm":
             a = decode_alarm(decode_envelope(msg.payload).body)
