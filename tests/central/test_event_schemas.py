@@ -14,13 +14,19 @@ from central.schema import SchemaValidator
 GOOD: dict[str, dict[str, object]] = {
     "seq_gap": {"stream": "telemetry", "from_seq": 10, "to_seq": 12, "reason": "power_loss"},
     "telemetry_refused": {"count": 3, "first_ts": 1, "last_ts": 2, "reason": "disk_full"},
-    "config_applied": {"old_hash": "ab12", "new_hash": "cd34", "changes": ["devices[0].host"]},
+    # the three below have the shape agent/runtime (reload.py, health.py) emits
+    "config_applied": {"old_hash": "ab12", "new_hash": "cd34", "changed": ["devices.plc"],
+                       "mode": "restart", "changes": ["devices[0].host"]},
     "config_rejected": {
-        "hash": "ef56",
-        "errors": [{"path": "uplink.port", "message": "must be <= 65535", "hint": "fix it"}],
+        "hash": "ef56", "config_hash": "ef56",
+        "errors": ["agent.toml: uplink.port: must be <= 65535 (hint: fix it)"],
         "running_hash": "cd34",
     },
-    "health": {"interval_s": 60, "counters": {"polls": 10}, "gauges": {"backlog": 0.0}},
+    "health": {"interval_s": 60, "counters": {"polls": 10}, "gauges": {"backlog": 0.0},
+               "uptime_s": 120.0, "config_hash": "cd34", "degraded": [],
+               "devices": [{"name": "plc", "state": "online"}], "alarms_active": 0,
+               "buffer": {"streams": {}, "bytes": 0, "capacity_bytes": 1},
+               "uplink": {"state": "connected", "session": 1}},
     "commands_dropped": {"count": 5, "reason": "queue_full"},
     "output_written": {"output": "siren", "device": "plc", "table": "coil", "address": 3,
                        "value": 1, "alarm": True, "heartbeat": False, "ok": True, "reason": ""},
