@@ -31,6 +31,7 @@ from agent.console.render_live import LiveTable
 from agent.logs import kv
 from agent.runtime.actions import AlarmAcknowledger
 from agent.runtime.alarms import AlarmRecorder
+from agent.runtime.build import Components
 from agent.runtime.incidents import IncidentTap
 from agent.runtime.ingest import Ingest
 from agent.runtime.shelving import Shelving
@@ -43,7 +44,7 @@ from buffer.record import Stream
 from drivers import Device
 from rules import RuleEngine
 
-__all__ = ["SESSION", "Console"]
+__all__ = ["SESSION", "Console", "console_for"]
 
 log = logging.getLogger("safeedge.console")
 
@@ -320,3 +321,28 @@ class Console:
         finally:
             self.watchers -= 1
         return resp
+
+
+def console_for(
+    c: Components,
+    alarms: AlarmRecorder,
+    ingest: Ingest,
+    sink: RecordSink,
+    stats: RuntimeStats,
+    incidents: IncidentTap | None,
+) -> Console:
+    """The console for one run's parts (the run imports this module only when enabled)."""
+    return Console(
+        cfg=c.cfg.console,
+        tags=c.tags,
+        engine=c.engine,
+        devices=c.devices,
+        alarms=alarms,
+        ingest=ingest,
+        incidents=incidents,
+        sink=sink,
+        stats=stats,
+        uplink=c.uplink,
+        config_hash=c.config_hash,
+        clock_ms=c.clock_ms,
+    )

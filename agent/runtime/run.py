@@ -10,7 +10,6 @@ same ordered shutdown runs and then ``RuntimeError("pipeline task '…' ended")`
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Coroutine, Sequence
@@ -38,6 +37,7 @@ from agent.runtime.incidents import IncidentTap, incident_limits
 from agent.runtime.ingest import Ingest
 from agent.runtime.meta import meta_payload
 from agent.runtime.ops import OpsServices
+from agent.runtime.outputs import drive_outputs, report_output
 from agent.runtime.reload import Reloader
 from agent.runtime.scheduler import cancel_and_wait, poll_bus
 from agent.runtime.sink import RecordSink
@@ -45,7 +45,7 @@ from agent.runtime.stats import RuntimeStats
 from agent.runtime.watchdog import watchdog
 from agent.uplink import Uplink
 from buffer import Store
-from drivers import Device, WriteResult
+from drivers import Device
 from rules import RuleEngine
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ class Runtime:
                 writers=[w for w, _ in c.outputs],
                 policies=[p for _, p in c.outputs],
                 states=states,
-                report=lambda kind, result: _report_output(sink, kind, result),
+                report=lambda kind, result: report_output(sink, kind, result),
             )
         self.outputs = outputs
         incidents = None
@@ -149,7 +149,9 @@ class Runtime:
         )
         self._ingest = ingest
         if c.cfg.console.enabled:
-            self.console = _console(c, alarms, ingest, sink, self.stats, incidents)
+            from agent.console.server import console_for  # only when enabled: aiohttp
+
+            self.console = console_for(c, alarms, ingest, sink, self.stats, incidents)
         ops = self.ops = OpsServices(run=self, sink=sink, clock_ms=c.clock_ms)
         if self.console is not None:  # its health page shows the status snapshot
             self.console.status = ops.status
@@ -297,7 +299,7 @@ class Runtime:
             buses.start(c.buses, spawn=spawn, poll=poll)
             helpers = [spawn("maintain", sink.maintain())]
             if outputs is not None and outputs_changed is not None:
-                helpers.append(spawn("outputs", _drive_outputs(outputs, outputs_changed)))
+                helpers.append(spawn("outputs", drive_outputs(outputs, outputs_changed)))
             if self.console is not None:
                 helpers.append(spawn("console", self.console.serve()))
             if self.endpoint is not None:  # the command worker: bounded work per iteration
@@ -392,29 +394,6 @@ class Runtime:
         return out
 
 
-OUTPUT_TICK_S = 0.1  # re-assertion and heartbeat granularity; alarm changes wake it at once
-
-
-async def _drive_outputs(outputs: AlarmOutputs, changed: asyncio.Event) -> None:
-    """Write the alarm outputs when an alarm changes, else every tick (re-assertion,
-    heartbeat). A write waits for its link between polls (one request at a time per bus)."""
-    while True:
-        changed.clear()
-        await outputs.step()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(OUTPUT_TICK_S):
-                await changed.wait()
-
-
-def _report_output(sink: RecordSink, kind: str, result: WriteResult) -> None:
-    fields = result.as_dict()
-    if not result.ok:
-        log.warning(kv(kind, **fields))
-    elif result.changed:  # re-assertions every reassert_s are events, not log lines
-        log.info(kv(kind, **fields))
-    sink.event(kind, **fields)
-
-
 def keep_last_good(cfg: AgentConfig) -> None:
     try:
         lastgood.save(cfg)
@@ -425,30 +404,3 @@ def keep_last_good(cfg: AgentConfig) -> None:
 async def _set_when(stop: asyncio.Event, ending: asyncio.Event) -> None:
     await stop.wait()
     ending.set()
-
-
-def _console(
-    c: Components,
-    alarms: AlarmRecorder,
-    ingest: Ingest,
-    sink: RecordSink,
-    stats: RuntimeStats,
-    incidents: IncidentTap | None,
-) -> Console:
-    """The local web console (imported only when enabled: it brings in aiohttp)."""
-    from agent.console.server import Console
-
-    return Console(
-        cfg=c.cfg.console,
-        tags=c.tags,
-        engine=c.engine,
-        devices=c.devices,
-        alarms=alarms,
-        ingest=ingest,
-        incidents=incidents,
-        sink=sink,
-        stats=stats,
-        uplink=c.uplink,
-        config_hash=c.config_hash,
-        clock_ms=c.clock_ms,
-    )

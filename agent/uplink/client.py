@@ -51,6 +51,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.codec import root_topic
 from agent.config import UplinkConfig
 from agent.logs import RateLimiter, kv
+from agent.uplink.attempts import client_id, connect_cause, log_failed_attempt
 from agent.uplink.encoding import encode_payload, encoding_of, publish_properties
 from agent.uplink.loopio import LoopSocket
 from agent.uplink.session import (
@@ -60,7 +61,7 @@ from agent.uplink.session import (
     UplinkStats,
     mqtt_keepalive,
 )
-from agent.uplink.tls import certificate_identity, tls_context, tls_failure
+from agent.uplink.tls import tls_context, tls_failure
 
 __all__ = ["Uplink", "client_id"]
 
@@ -71,28 +72,9 @@ def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _cause(exc: BaseException) -> str:
-    """Why a connect failed, one line (TLS reasons are in the message): ``Type: message``."""
-    text = " ".join(str(exc).split()) or "no detail"
-    return f"{type(exc).__name__}: {text}"[:300]
-
-
 def _check_suffix(suffix: str) -> None:
     if not suffix or any(c in suffix for c in "+#\0") or suffix.startswith("/"):
         raise ValueError(f"invalid topic suffix {suffix!r}")
-
-
-def client_id(config: UplinkConfig, site: str, gateway: str) -> str:
-    """``uplink.client_id``; else the client certificate's CN (the identity the broker ties
-    the client id to with ``use_username_as_clientid``, docs/uplink.md); else
-    ``safeedge-{site}-{gateway}``."""
-    if config.client_id:
-        return config.client_id
-    if config.tls is not None and config.tls.cert_file is not None:
-        cn = certificate_identity(config.tls.cert_file)
-        if cn is not None:
-            return cn
-    return f"safeedge-{site}-{gateway}"
 
 
 class Uplink:
@@ -339,7 +321,7 @@ class Uplink:
             try:
                 await loop.run_in_executor(None, connect)
             except Exception as exc:  # refused, unreachable, timeout, TLS: retried
-                self._note_failure(str(exc), _cause(exc))
+                self._note_failure(str(exc), connect_cause(exc))
             else:
                 if self._stopping:  # stop() came during the connect: end it without a session
                     self._client.disconnect()
@@ -354,24 +336,17 @@ class Uplink:
                 await asyncio.wait_for(self._stop.wait(), delay)
 
     def _log_attempt(self, retry_in_s: float) -> None:
-        """One line per failed attempt, at most one per 10 s; the next line says how many
-        were not logged, and every line says why the attempt failed and when the next one is."""
-        named = self._tls_named
-        ok, suppressed = self._attempt_limiter.allow("attempt" if named is None else named[0])
-        if not ok:
-            return
-        fields: dict[str, object] = {
-            "host": self._cfg.host,
-            "port": self._cfg.port,
-            "attempt": self._failed_attempts,
-            "error": self.last_error or "connection closed before CONNACK",
-            "retry_in_s": f"{retry_in_s:.1f}",
-        }
-        if named is not None:  # the TLS cause by name, and what to do about it
-            fields.update(tls_error=named[0], remedy=named[1])
-        if suppressed:
-            fields["not_logged"] = suppressed
-        log.warning(kv("uplink_connect_failed", **fields))
+        """One line per failed attempt, at most one per 10 s per cause (attempts.py)."""
+        log_failed_attempt(
+            log,
+            self._attempt_limiter,
+            host=self._cfg.host,
+            port=self._cfg.port,
+            attempt=self._failed_attempts,
+            error=self.last_error,
+            tls_named=self._tls_named,
+            retry_in_s=retry_in_s,
+        )
 
     # -- paho protocol callbacks (loop thread) -------------------------------------------------
 
