@@ -109,6 +109,8 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> DemoResult:
                 )
                 if not opts.verbose:
                     return
+            if not opts.verbose and _reassertion(m):
+                return  # an alarm output re-asserted unchanged: upstream, not on this screen
             for line in format_lines(m):
                 _out(out, f"[platform] {line}")
 
@@ -329,3 +331,14 @@ class _Simulator:
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(5)
+
+
+def _reassertion(m: Message) -> bool:
+    """An ``output_written`` event that changed nothing (sent every ``reassert_s``)."""
+    body = m.body
+    return (
+        m.kind == "event"
+        and isinstance(body, dict)
+        and body.get("kind") == "output_written"
+        and body.get("changed") is False
+    )
