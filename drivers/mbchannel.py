@@ -17,12 +17,15 @@ from typing import Protocol
 
 import serial
 
+from drivers.errors import DeviceUnavailable
+
 __all__ = [
     "PARITY",
     "Channel",
     "SerialChannel",
     "SerialSettings",
     "TcpChannel",
+    "open_serial",
     "os_error_kind",
 ]
 
@@ -59,6 +62,29 @@ def os_error_kind(exc: BaseException) -> str:
     if isinstance(exc, termios.error):  # the port refused its line settings (no OSError)
         return "port_settings"
     return "closed"
+
+
+def open_serial(
+    device: str, *, path: str, baudrate: int, bytesize: int, parity: str, stopbits: int
+) -> serial.Serial:
+    """Open a serial port non-blocking and exclusive, its input flushed; raises
+    DeviceUnavailable with the failure's kind. ``termios.error`` is no OSError: a port that
+    refuses its line settings (a pty or USB adapter refusing a parity) raises it on open."""
+    try:
+        ser = serial.Serial(
+            port=path,
+            baudrate=baudrate,
+            bytesize=bytesize,
+            parity=PARITY[parity],
+            stopbits=stopbits,
+            timeout=0,
+            exclusive=True,
+        )
+    except (serial.SerialException, OSError, ValueError, termios.error) as exc:
+        kind = os_error_kind(exc)
+        raise DeviceUnavailable(device, f"cannot open {path}: {exc}", kind=kind) from exc
+    ser.reset_input_buffer()
+    return ser
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,20 +34,17 @@ import collections
 import contextlib
 import logging
 import socket
-import termios
 from collections.abc import AsyncIterator
 from typing import Literal
-
-import serial
 
 from drivers.driverlog import RateLimit, log
 from drivers.errors import BadReply, DeviceUnavailable, DriverConfigError, ProtocolError
 from drivers.mbchannel import (
-    PARITY,
     Channel,
     SerialChannel,
     SerialSettings,
     TcpChannel,
+    open_serial,
     os_error_kind,
 )
 from drivers.mbproto import (
@@ -186,20 +183,10 @@ class Link:
             self._chan = proto
         else:
             s = self._serial
-            try:
-                ser = serial.Serial(
-                    port=s.path,
-                    baudrate=s.baudrate,
-                    bytesize=s.bytesize,
-                    parity=PARITY[s.parity],
-                    stopbits=s.stopbits,
-                    timeout=0,
-                    exclusive=True,
-                )
-            except (serial.SerialException, OSError, ValueError, termios.error) as exc:
-                kind = os_error_kind(exc)
-                raise DeviceUnavailable(device, f"cannot open {s.path}: {exc}", kind=kind) from exc
-            ser.reset_input_buffer()
+            ser = open_serial(
+                device, path=s.path, baudrate=s.baudrate, bytesize=s.bytesize,
+                parity=s.parity, stopbits=s.stopbits,
+            )  # fmt: skip
             self._chan = SerialChannel(self, ser, loop)
         self._decoder = self._new_decoder()
         self.connects += 1

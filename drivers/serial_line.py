@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import math
 import os
-import termios
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -43,12 +42,10 @@ from drivers.breaker import Breaker
 from drivers.config import SerialLineDeviceConfig, SerialPortConfig
 from drivers.errors import DeviceUnavailable, DriverConfigError
 from drivers.lineproto import LineProtocol
-from drivers.mblink import os_error_kind
+from drivers.mbchannel import open_serial
 from drivers.types import Quality, SampleBatch
 
 __all__ = ["LineProbeResult", "SerialLineDevice", "build_serial_line_device"]
-
-_PARITY = {"N": serial.PARITY_NONE, "E": serial.PARITY_EVEN, "O": serial.PARITY_ODD}
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,21 +151,10 @@ class SerialLineDevice:
             return
         assert self._loop is not None, "use the device as an async context manager"
         p = self.port
-        try:
-            ser = serial.Serial(
-                port=p.path,
-                baudrate=p.baudrate,
-                bytesize=p.bytesize,
-                parity=_PARITY[p.parity],
-                stopbits=p.stopbits,
-                timeout=0,
-                exclusive=True,
-            )
-        except (serial.SerialException, OSError, ValueError, termios.error) as exc:
-            # termios.error is no OSError: a port that refuses its settings raises it on open
-            kind = os_error_kind(exc)
-            raise DeviceUnavailable(self.name, f"cannot open {p.path}: {exc}", kind=kind) from exc
-        ser.reset_input_buffer()
+        ser = open_serial(
+            self.name, path=p.path, baudrate=p.baudrate, bytesize=p.bytesize,
+            parity=p.parity, stopbits=p.stopbits,
+        )  # fmt: skip
         self._serial = ser
         self._loop.add_reader(ser.fileno(), self._on_readable)
 
