@@ -48,6 +48,7 @@ __all__ = [
     "State",
     "TelemetryEncoder",
     "alarm_body",
+    "check_topic_suffix",
     "cmd_result_payload",
     "decode_alarm",
     "decode_cmd_result",
@@ -93,6 +94,13 @@ def _finite(value: float | None) -> float | None:
     if value is None or not math.isfinite(value):
         return None
     return value
+
+
+def check_topic_suffix(suffix: str) -> None:
+    """A topic suffix under ``R`` (``telemetry``, ``cmd/result``): no wildcard, NUL or leading
+    slash; raises ValueError."""
+    if not suffix or any(c in suffix for c in "+#\0") or suffix.startswith("/"):
+        raise ValueError(f"invalid topic suffix {suffix!r}")
 
 
 def root_topic(prefix: str, site: str, gateway: str) -> str:

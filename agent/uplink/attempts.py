@@ -1,16 +1,20 @@
-"""Connect attempts: the client id a gateway connects with, why an attempt failed, and the
-rate-limited line that says so (one per 10 s per cause; the next says how many were not
-logged). Pure helpers of :class:`agent.uplink.client.Uplink`: no socket, no paho."""
+"""Connect attempts: the paho client a gateway connects with (built, never connected here),
+its client id, why an attempt failed, and the rate-limited line that says so (one per 10 s
+per cause; the next says how many were not logged). Helpers of
+:class:`agent.uplink.client.Uplink`: no socket is opened here."""
 
 from __future__ import annotations
 
 import logging
 
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
 from agent.config import UplinkConfig
 from agent.logs import RateLimiter, kv
-from agent.uplink.tls import certificate_identity
+from agent.uplink.tls import certificate_identity, tls_context
 
-__all__ = ["client_id", "connect_cause", "log_failed_attempt"]
+__all__ = ["client_id", "connect_cause", "log_failed_attempt", "paho_client"]
 
 
 def client_id(config: UplinkConfig, site: str, gateway: str) -> str:
@@ -60,3 +64,25 @@ def log_failed_attempt(
     if suppressed:
         fields["not_logged"] = suppressed
     log.warning(kv("uplink_connect_failed", **fields))
+
+
+def paho_client(
+    config: UplinkConfig, *, site: str, gateway: str, password: str | None
+) -> mqtt.Client:
+    """paho's client for ``config`` (VERSION2 callbacks, no reconnect of its own: the session's
+    backoff decides; exceptions in callbacks suppressed; TLS context set when configured)."""
+    v5 = config.protocol == "mqtt5"
+    c = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=client_id(config, site, gateway),
+        clean_session=None if v5 else True,
+        protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+        reconnect_on_failure=False,
+    )
+    c.suppress_exceptions = True
+    c.max_inflight_messages_set(config.max_inflight)
+    if config.username is not None:
+        c.username_pw_set(config.username, password)
+    if config.tls is not None:
+        c.tls_set_context(tls_context(config.tls))
+    return c

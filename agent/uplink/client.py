@@ -43,15 +43,15 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.codec import root_topic
+from agent.codec import check_topic_suffix, root_topic
 from agent.config import UplinkConfig
 from agent.logs import RateLimiter, kv
-from agent.uplink.attempts import client_id, connect_cause, log_failed_attempt
+from agent.uplink.attempts import client_id, connect_cause, log_failed_attempt, paho_client
 from agent.uplink.encoding import encode_payload, encoding_of, publish_properties
 from agent.uplink.loopio import LoopSocket
 from agent.uplink.session import (
@@ -61,20 +61,11 @@ from agent.uplink.session import (
     UplinkStats,
     mqtt_keepalive,
 )
-from agent.uplink.tls import tls_context, tls_failure
+from agent.uplink.tls import tls_failure
 
 __all__ = ["Uplink", "client_id"]
 
 log = logging.getLogger("agent.uplink")  # the name log filters used before the split
-
-
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def _check_suffix(suffix: str) -> None:
-    if not suffix or any(c in suffix for c in "+#\0") or suffix.startswith("/"):
-        raise ValueError(f"invalid topic suffix {suffix!r}")
 
 
 class Uplink:
@@ -97,7 +88,7 @@ class Uplink:
         password: str | None = None,
         on_command: Callable[[bytes], None] | None = None,
         on_results: Callable[[], None] | None = None,
-        clock_ms: Callable[[], int] = _wall_ms,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         self._cfg = config
         try:
@@ -137,19 +128,7 @@ class Uplink:
         self._props: Properties | None = None  # content type of the enveloped streams
         if v5:
             self._props = publish_properties(self._encoding)
-        c = self._client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=client_id(config, site, gateway),
-            clean_session=None if v5 else True,
-            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
-            reconnect_on_failure=False,  # the session's backoff decides, not paho
-        )
-        c.suppress_exceptions = True
-        c.max_inflight_messages_set(config.max_inflight)
-        if config.username is not None:
-            c.username_pw_set(config.username, password)
-        if config.tls is not None:
-            c.tls_set_context(tls_context(config.tls))
+        c = self._client = paho_client(config, site=site, gateway=gateway, password=password)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
@@ -240,7 +219,7 @@ class Uplink:
         token); True when handed over (one result will follow). Beyond ``max_inflight`` paho
         queues the message until the window has room: callers that care use :attr:`room`.
         ``payload`` is the JSON envelope; it goes out under the configured encoding."""
-        _check_suffix(suffix)
+        check_topic_suffix(suffix)
         if not self.connected:
             return False
         data = encode_payload(payload, self._encoding)
@@ -267,7 +246,7 @@ class Uplink:
         a platform that misses an answer asks again). False when not connected, or when
         ``max_pending`` untracked publishes still wait for their PUBACK (bounds what a flood
         of answers can queue in paho)."""
-        _check_suffix(suffix)
+        check_topic_suffix(suffix)
         if not self.connected:
             return False
         if max_pending is not None and len(self._untracked) >= max_pending:
