@@ -8,9 +8,12 @@ of irregular timestamps checks it against the twin's exact fit.
 
 from __future__ import annotations
 
+import json
 import os
 import random
-import warnings
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,22 +69,40 @@ def test_trend_in_milliseconds_agrees_with_the_twin_on_irregular_timestamps() ->
     )
 
 
-@pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="needs the compiled kernel")
-def test_the_compiled_kernel_has_no_reference_counting_in_its_loop() -> None:
-    # numba's inlining of array-taking helpers left atomic incref/decref calls on every sample
-    # (~4x slower); the flat kernel only has them at entry and exit, once per argument array
-    from rules import kernels
+_COUNT_INCREFS = """
+import json, warnings
+from rules import kernels
+from tests.rules.harness import one_tag
+one_tag(high=1.0).warm_up()
+sig = kernels.evaluate_batch.signatures[0]
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    llvm = kernels.evaluate_batch.inspect_llvm(sig)
+body = llvm.split("\\ndefine ")[1] if "\\ndefine " in llvm else ""
+print(json.dumps({"has_body": bool(body), "increfs": body.count("@NRT_incref(")}))
+"""
 
-    one_tag(high=1.0).warm_up()
-    sig = kernels.evaluate_batch.signatures[0]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        llvm = kernels.evaluate_batch.inspect_llvm(sig)
-    if "\ndefine " not in llvm:
-        pytest.skip("kernel loaded from the on-disk cache: numba keeps no LLVM IR to inspect")
-    body = llvm.split("\ndefine ")[1]  # the kernel itself (the wrappers follow)
+
+@pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="needs the compiled kernel")
+def test_the_compiled_kernel_has_no_reference_counting_in_its_loop(tmp_path: Path) -> None:
+    # numba's inlining of array-taking helpers left atomic incref/decref calls on every sample
+    # (~4x slower); the flat kernel only has them at entry and exit, once per argument array.
+    # A kernel loaded from the on-disk cache keeps no LLVM IR, so it is compiled afresh in a
+    # child with an empty cache directory: the check always runs.
+    env = os.environ | {"NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}
+    out = subprocess.run(
+        [sys.executable, "-c", _COUNT_INCREFS],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert found["has_body"], "numba returned no LLVM IR for the freshly compiled kernel"
     n_arrays = 10
-    assert body.count("@NRT_incref(") <= n_arrays
+    assert found["increfs"] <= n_arrays
 
 
 def test_events_built_by_slot_setting_equal_constructed_ones() -> None:
