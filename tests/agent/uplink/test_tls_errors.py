@@ -28,8 +28,10 @@ def _failures(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
 
 
 def _run_until_named(
-    broker: Broker, tls: TlsConfig, caplog: pytest.LogCaptureFixture, seconds: float = 1.5
+    broker: Broker, tls: TlsConfig, caplog: pytest.LogCaptureFixture, attempts_wanted: int = 3
 ) -> tuple[list[str], int]:
+    """Runs the uplink until it has made ``attempts_wanted`` connection attempts (bounded at
+    20 s: a loaded machine slows the handshakes, it must not make the test flaky)."""
     cfg = UplinkConfig(
         host=broker.host, port=broker.port, tls=tls, reconnect_min_s=0.05, reconnect_max_s=0.1
     )
@@ -37,7 +39,9 @@ def _run_until_named(
     try:
         with caplog.at_level(logging.INFO, logger="agent.uplink"):
             up.start()
-            time.sleep(seconds)
+            deadline = time.monotonic() + 20
+            while up.stats().connects < attempts_wanted and time.monotonic() < deadline:
+                time.sleep(0.02)
         attempts = up.stats().connects
         assert up.stats().sessions == 0
     finally:
