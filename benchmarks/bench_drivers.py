@@ -11,8 +11,9 @@ Prints one table per question, the machine it ran on, and a baseline measured in
    endpoint (the baseline is "without").
 3. Modbus RTU, 8 unit ids on one line (socat pty pair, pymodbus serial server in another
    process): requests per cycle, planned vs one per tag vs optimum, and the cycle time.
-4-6. Faults (:mod:`bench_faults`): requests per cycle on hole maps vs the optimum, re-plan
-   after a transient refusal, recovery time vs its bound (Modbus TCP and a serial-line device).
+4-6. Faults (:mod:`bench_faults`): requests per cycle on hole maps (overlapping tags too) vs
+   the optimum, re-plan after a transient refusal, recovery time vs its bound (Modbus TCP and a
+   serial-line device).
 
 Usage: ``python benchmarks/bench_drivers.py [--tags 1000 10000] [--cycles 20] [--jitter-s 10]
 [--random-maps 20] [--refusal-s 2] [--outage-s 6] [--recovery-periods 0.5 1]``.

@@ -27,6 +27,8 @@ def test_the_driver_benchmark_prints_its_tables_and_plans_the_optimum_with_tiny_
     maps = [line.split("|") for line in out.splitlines()
             if line.startswith(("| field:", "| random #"))]  # fmt: skip
     assert len(maps) == 6 and all(r[7].strip() == "1.00" for r in maps)  # the optimum, always
+    overlap = [line.split("|") for line in out.splitlines() if line.startswith("| overlap")]
+    assert len(overlap) == 3 and all(r[7].strip() == "1.00" for r in overlap)
     transient = next(line for line in out.splitlines() if line.startswith("| 0.5 s |"))
     assert transient.split("|")[6].strip() == "yes"  # merged within two polls
     recovery = [line.split("|") for line in out.splitlines() if "| 0.2 s | 0.4 s |" in line]
