@@ -9,7 +9,8 @@ on (its URL and a demo operator's login are printed): the leak shows on its alar
 terminal shows alarms, events and a one-line summary every few seconds (telemetry lines only
 with ``verbose``); the agent's own log goes to ``WORKDIR/agent.log`` and its locally raised
 alarms are echoed as ``[agent]`` lines. Ctrl-C (or ``--duration``) stops the agent first (so it
-flushes), then the broker and the simulators.
+flushes), then the broker and the simulators. The script and the duration start when the agent
+logs that its pipeline is ready (a loaded machine may take many seconds to start it).
 
 The script, in scenario time from the leak start (``leak_start_s``, 10 s by default): GT-102
 rises to level 1, then level 2 (beacon, siren and shutdown-request relay follow); at
@@ -47,6 +48,7 @@ __all__ = ["REFUSAL_AFTER_LEAK_S", "REFUSAL_S", "DemoOptions", "DemoResult", "ru
 
 REFUSAL_AFTER_LEAK_S = 23.0  # scenario seconds after the leak starts: GT-102 holds at 60 %LEL
 REFUSAL_S = 3.0  # wall seconds the PLC refuses its holding registers (a program download)
+READY_WAIT_S = 60.0  # the scenario starts at the latest this long after the agent was started
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +154,8 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> DemoResult:
             _out(
                 out,
                 f"[demo] tank-farm simulator on 127.0.0.1:{modbus_port} (seed {opts.seed}); "
-                f"the leak on GT-102 starts at t={opts.leak_start_s / opts.time_scale:.0f} s",
+                f"the leak on GT-102 starts {opts.leak_start_s / opts.time_scale:.0f} s after "
+                "the agent polls",
             )
             if sim_thread.rtu_path is not None:
                 _out(out, f"[demo] RTU analyser (unit 2: AT-201, AT-202) on {sim_thread.rtu_path}")
@@ -212,11 +215,27 @@ def _follow(
     summary: _Summary,
 ) -> None:
     """Echo the agent's alarm lines, and a summary every ``summary_every_s``, until the
-    duration passes, Ctrl-C, or the agent exits."""
+    duration passes, Ctrl-C, or the agent exits. The scenario (and the duration) starts when
+    the agent logs that its pipeline is ready (at the latest after ``READY_WAIT_S``), so a
+    slow start on a loaded machine does not eat the leak."""
     started = time.monotonic()
     next_summary = started + opts.summary_every_s
     offset = 0
+    ready = False
+
+    def begin(why: str) -> None:
+        nonlocal ready, started, next_summary
+        ready = True
+        sim.restart_scenario()
+        leak = opts.leak_start_s / opts.time_scale
+        _out(out, f"[demo] {why} after {time.monotonic() - started:.0f} s: the scenario starts "
+                  f"now (t=0 s); the leak on GT-102 at t={leak:.0f} s")  # fmt: skip
+        started = time.monotonic()
+        next_summary = started + opts.summary_every_s
+
     while not stop.is_set():
+        if not ready and time.monotonic() - started >= READY_WAIT_S:
+            begin("the agent has not said it is ready")
         if time.monotonic() >= next_summary:
             _out(out, summary.line(time.monotonic() - started))
             next_summary += opts.summary_every_s
@@ -235,6 +254,8 @@ def _follow(
         offset += complete
         for raw in chunk[:complete].splitlines():
             line = raw.decode(errors="replace")
+            if not ready and " safeedge.pipeline ready " in line:
+                begin("the agent polls")
             if " alarm " in line or " ERROR " in line or "uplink" in line or " modbus_" in line:
                 _out(out, f"[agent]    {line.split(' ', 3)[-1]}")
             plan = _plan_line(line, summary.result)
@@ -307,6 +328,7 @@ class _Simulator:
         self._started = threading.Event()
         self._stop: asyncio.Event | None = None
         self.error: BaseException | None = None
+        self._sim: TankFarmSimulator | None = None
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -333,6 +355,7 @@ class _Simulator:
         scale = self._opts.time_scale
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(sim)
+            self._sim = sim
             if self._with_rtu:
                 rtu = RtuAnalyserSimulator(seed=self._opts.seed, time_scale=scale)
                 await stack.enter_async_context(rtu)
@@ -342,6 +365,11 @@ class _Simulator:
             self.gas_path = gas.agent_path
             self._started.set()
             await self._stop.wait()
+
+    def restart_scenario(self) -> None:
+        """Scenario time 0 now, on the simulator's thread."""
+        if self._sim is not None:
+            self._loop.call_soon_threadsafe(self._sim.restart_scenario)
 
     def __enter__(self) -> _Simulator:
         self._thread.start()

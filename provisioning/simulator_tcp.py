@@ -121,6 +121,14 @@ class TankFarmSimulator:
             return 0.0
         return (asyncio.get_running_loop().time() - self._t0) * self.time_scale
 
+    def restart_scenario(self) -> None:
+        """Scenario time 0 now (call on the simulator's loop): the demo starts its script when
+        the agent polls, however long the agent took to start."""
+        if self._server is None:
+            raise RuntimeError("simulator not started")
+        self._t0 = asyncio.get_running_loop().time()
+        self._refresh()
+
     def refusing(self) -> bool:
         """Is the scripted refusal on now?"""
         if self.refusal_at_s is None:
