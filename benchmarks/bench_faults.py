@@ -1,7 +1,8 @@
 """Fault targets of the driver benchmark (tables 4-6 of bench_drivers.py).
 
-4. Refused addresses: for the field report's three hole maps and random hole maps (pymodbus
-   servers with unmapped registers), the polls that learned something (a hole is found when a
+4. Refused addresses: for the field report's three hole maps, random hole maps, and maps whose
+   tags overlap (a uint32 over a uint16, bit tags of one register; pymodbus servers with
+   unmapped registers), the polls that learned something (a hole is found when a
    planned request first covers it), then requests per cycle against an independent optimum
    over the readable registers and against one request per tag (what the old isolation fell
    back to).
@@ -10,27 +11,40 @@
    at one request. Target: <= 2.
 6. Recovery: a device silent for ``outage_s`` then answering again just after a failed probe
    (the worst case): wall seconds from the server answering to the first GOOD sample, against
-   the bound max(2 x period, probe interval + period).
+   the bound max(2 x period, probe interval + period). Two devices: a Modbus TCP device (a
+   pymodbus server that comes back) and a serial-line gas controller polled with a request on
+   a pseudo-terminal (the benchmark answers its requests with real bytes once it is back).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import os
 import random
 import socket
 import struct
 import time
+import tty
 from collections.abc import AsyncIterator, Sequence
 
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType as SimType
 from pymodbus.simulator import SimData, SimDevice
 
-from drivers import ModbusDevice, Quality, build_device
-from drivers.config import ModbusTcpDeviceConfig, Table, TagConfig
+from drivers import ModbusDevice, Quality, SerialLineDevice, build_device
+from drivers.codec import word_count
+from drivers.config import (
+    ModbusTcpDeviceConfig,
+    SerialLineDeviceConfig,
+    SerialLineTagConfig,
+    SerialPortConfig,
+    Table,
+    TagConfig,
+)
 
-__all__ = ["bench_recovery", "bench_refusals", "bench_transient"]
+__all__ = ["bench_recovery", "bench_refusals", "bench_serial_recovery", "bench_transient"]
 
 
 def _port() -> int:
@@ -106,11 +120,72 @@ def _maps(count: int, seed: int) -> list[tuple[str, Table, int, list[int], set[i
     return maps
 
 
+def cover_optimum(tags: Sequence[TagConfig], holes: set[int], limit: int = 125,
+                  gap: int = 10) -> int:  # fmt: skip
+    """Fewest requests for tags of any width that may overlap: a tag on a hole alone; the
+    others by an exact set cover over requests [s, e) (s a tag's start, e a tag's end) of at
+    most ``limit`` registers, crossing no hole, with no run over ``gap`` outside the tags they
+    hold (memoised search; small maps only)."""
+    spans = [(t.address, t.address + word_count(t.type)) for t in tags]
+    bad = [x for x in spans if any(a in holes for a in range(*x))]
+    good = sorted({x for x in spans if x not in bad})
+    covers = []
+    for s in {g[0] for g in good}:
+        for e in {g[1] for g in good}:
+            if not 0 < e - s <= limit or any(a in holes for a in range(s, e)):
+                continue
+            inside = [i for i, g in enumerate(good) if s <= g[0] and g[1] <= e]
+            held = {a for i in inside for a in range(*good[i])}
+            run = longest = 0
+            for a in range(s, e):
+                run = 0 if a in held else run + 1
+                longest = max(longest, run)
+            if inside and longest <= gap:
+                covers.append(sum(1 << i for i in inside))
+
+    @functools.cache
+    def fewest(done: int) -> int:
+        if done == (1 << len(good)) - 1:
+            return 0
+        low = next(i for i in range(len(good)) if not done >> i & 1)
+        return 1 + min(fewest(done | c) for c in covers if c >> low & 1)
+
+    return fewest(0) + len(bad)
+
+
+def _overlap_maps(count: int, seed: int) -> list[tuple[str, int, list[TagConfig], set[int]]]:
+    """Maps whose tags overlap (a uint32 over a uint16, bit tags of one register)."""
+    u32, u64 = "uint32", "uint64"
+    fixed = [
+        ("overlap: uint32 on 10-11 over uint16 on 10, 11 unmapped", 20,
+         [(0, u32, None), (10, u32, None), (10, "uint16", None), (12, "bool", 0),
+          (12, "bool", 2), (13, "uint16", None)], {11}),
+        ("overlap: two bits of 4 unmapped", 30,
+         [(4, "bool", 0), (4, "bool", 1), (5, "uint16", None), (20, u64, None)], {4}),
+    ]  # fmt: skip
+    rng = random.Random(seed)
+    for k in range(count):
+        specs, cursor = [], 0
+        for _ in range(rng.randint(4, 12)):
+            cursor = max(0, cursor + rng.randint(-3, 8))
+            kind = rng.choice(["uint16", u32, u64, "bool"])
+            specs.append((cursor, kind, rng.randrange(16) if kind == "bool" else None))
+        size = cursor + 8
+        holes = set(rng.sample(range(size), rng.randint(1, 4)))
+        fixed.append((f"overlap random #{k + 1}", size, specs, holes))
+    return [
+        (name, size, [TagConfig(name=f"t{i}", address=a, type=kind, bit=bit)  # type: ignore[arg-type]
+                      for i, (a, kind, bit) in enumerate(specs)], holes)
+        for name, size, specs, holes in fixed
+    ]  # fmt: skip
+
+
 def bench_refusals(random_maps: int, seed: int = 7) -> list[str]:
     rows = []
 
-    async def one(table: Table, size: int, addrs: list[int], holes: set[int]) -> tuple[int, int]:
-        tags = [TagConfig(name=f"t{a}", table=table, address=a) for a in addrs]
+    async def one(
+        table: Table, size: int, tags: list[TagConfig], holes: set[int]
+    ) -> tuple[int, int]:
         port = _port()
         server = ModbusTcpServer([_sim(table, size, holes)], address=("127.0.0.1", port))
         await server.serve_forever(background=True)
@@ -125,11 +200,25 @@ def bench_refusals(random_maps: int, seed: int = 7) -> list[str]:
         finally:
             await server.shutdown()  # type: ignore[no-untyped-call]
 
-    for name, table, size, addrs, holes in _maps(random_maps, seed):
-        steady, polls = asyncio.run(one(table, size, addrs, holes))
-        tags = [TagConfig(name=f"t{a}", table=table, address=a) for a in addrs]
-        best = optimum(tags, holes)
-        n = len(addrs)
+    cases = [
+        (
+            name,
+            table,
+            size,
+            [TagConfig(name=f"t{a}", table=table, address=a) for a in addrs],
+            holes,
+            optimum,
+        )
+        for name, table, size, addrs, holes in _maps(random_maps, seed)
+    ]
+    cases += [
+        (name, "holding", size, tags, holes, cover_optimum)
+        for name, size, tags, holes in _overlap_maps(max(1, random_maps // 2), seed)
+    ]
+    for name, table, size, tags, holes, best_of in cases:
+        steady, polls = asyncio.run(one(table, size, tags, holes))
+        best = best_of(tags, holes)
+        n = len(tags)
         rows.append(f"| {name} | {n} | {len(holes)} | {polls - 1} | {steady} | {best} | "
                     f"{steady / best:.2f} | {n} | {n / steady:.1f} |")  # fmt: skip
     return rows
@@ -249,6 +338,65 @@ def bench_recovery(periods: Sequence[float], probe_s: float, outage_s: float) ->
     for period in periods:
         took = asyncio.run(one(period))
         bound = max(2 * period, probe_s + period)
-        rows.append(f"| {period:g} s | {probe_s:g} s | {outage_s:g} s | {took:.2f} | "
+        rows.append(f"| modbus tcp | {period:g} s | {probe_s:g} s | {outage_s:g} s | {took:.2f} | "
                     f"{bound:.2f} | {took / bound:.2f} |")  # fmt: skip
+    return rows
+
+
+def bench_serial_recovery(periods: Sequence[float], probe_s: float, outage_s: float) -> list[str]:
+    """Table 6 for a serial-line device with a poll request, on a pty (real bytes)."""
+    request = b"READ\r\n"
+    answer = b"$GAS,1,1.5,LEL\r\n"
+
+    async def one(period: float, master: int, path: str) -> float:
+        cfg = SerialLineDeviceConfig(
+            name="gas", serial_port="p", framing="start_end", start="$", end="\r\n",
+            key_field=1, poll_request=request.decode(), poll_interval_s=period,
+            probe_interval_s=probe_s, timeout_s=min(0.3, period),
+            tags=(SerialLineTagConfig(name="CH1", key="1", field=2),),
+        )  # fmt: skip
+        port = SerialPortConfig(name="p", path=path)
+        device = build_device(cfg, tag_index={"CH1": 0}, serial_ports={"p": port})
+        assert isinstance(device, SerialLineDevice)
+        alive = [False]
+
+        def respond() -> None:
+            if request in os.read(master, 256) and alive[0]:
+                os.write(master, answer)
+
+        loop = asyncio.get_running_loop()
+        loop.add_reader(master, respond)
+        try:
+            async with device:
+                due = loop.time()
+                end = due + outage_s
+                while True:  # scheduled like the pipeline: one slot per period
+                    before = device.recovery.probes
+                    await device.poll()
+                    due += period
+                    if loop.time() >= end and device.recovery.probes > before:
+                        break  # the worst case: the device is back right after a failed probe
+                    await asyncio.sleep(max(0.0, due - loop.time()))
+                alive[0], back = True, loop.time()
+                while True:
+                    await asyncio.sleep(max(0.0, due - loop.time()))
+                    batch = await device.poll()
+                    if len(batch.quality) and batch.quality[0] == Quality.GOOD:
+                        return loop.time() - back
+                    due += period
+        finally:
+            loop.remove_reader(master)
+
+    rows = []
+    for period in periods:
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        try:
+            took = asyncio.run(one(period, master, os.ttyname(slave)))
+        finally:
+            os.close(master)
+            os.close(slave)
+        bound = max(2 * period, probe_s + period)
+        rows.append(f"| serial line | {period:g} s | {probe_s:g} s | {outage_s:g} s | "
+                    f"{took:.2f} | {bound:.2f} | {took / bound:.2f} |")  # fmt: skip
     return rows

@@ -223,6 +223,8 @@ class SerialLineDeviceConfig(
     separator (NMEA: ``start = "$"``, ``checksum = "xor"``, separator ``"*"``). ``poll_request``
     (when not empty) is written at every poll and the first frame after it is the answer.
     A tag that got no frame within a poll period reports STALE (BAD_COMM when nothing came).
+    While a polled device is lost its ``poll_request`` is sent every ``probe_interval_s`` (not
+    every period); reopening a missing or busy port backs off up to ``backoff_max_s``.
     """
 
     name: Name
@@ -242,6 +244,7 @@ class SerialLineDeviceConfig(
     key_field: str | Annotated[int, msgspec.Meta(ge=0, le=255)] | None = None
     poll_request: str = ""
     backoff_max_s: Backoff = 60.0
+    probe_interval_s: ProbeInterval = 2.0
     tags: tuple[SerialLineTagConfig, ...] = ()
 
 

@@ -66,11 +66,12 @@ def build_device(
     monotonic: Callable[[], float] = time.monotonic,
 ) -> ModbusDevice | SerialLineDevice:
     """Build (no I/O) the device for ``cfg`` (raises :class:`DriverConfigError`).
-    ``monotonic`` drives the probe schedule of lost Modbus devices (injected in tests)."""
+    ``monotonic`` drives the probe schedule of lost devices (injected in tests)."""
     if isinstance(cfg, SerialLineDeviceConfig):
         return build_serial_line_device(
-            cfg, tag_index=tag_index, serial_ports=serial_ports, clock_ms=clock_ms
-        )
+            cfg, tag_index=tag_index, serial_ports=serial_ports, clock_ms=clock_ms,
+            monotonic=monotonic,
+        )  # fmt: skip
     return build_modbus_device(
         cfg, tag_index=tag_index, serial_ports=serial_ports, clock_ms=clock_ms, monotonic=monotonic
     )

@@ -50,7 +50,7 @@ from drivers.planner import AddressRange, ReadRequest, plan_reads
 from drivers.pollbuf import ISOLATED, PollBuffer
 from drivers.probe import ProbeRead, ProbeResult
 from drivers.recovery import Recovery
-from drivers.refusals import BisectResult, Refusals, Refused, RefusedSpan, Span, bisect
+from drivers.refusals import BisectResult, Refusals, Refused, RefusedSpan, Span, bisect, merged
 from drivers.types import Quality, SampleBatch
 
 __all__ = ["ModbusDevice", "PlanLimits", "wall_clock_ms"]
@@ -109,6 +109,7 @@ class ModbusDevice:
             shared_line=link.kind != "tcp",
         )
         self.refusals = Refusals(retry_s=refusal_retry_s)
+        self._carved: list[RefusedSpan] = []  # carved out of tag refusals in this poll
         self.replans = 0
         self.bad_replies: dict[str, int] = {}
         self.lost_reason = ""  # kind of the failure that lost the device ("" while online)
@@ -172,8 +173,11 @@ class ModbusDevice:
         )
 
     def _replan(self, why: str) -> None:
-        before = len(self._requests)
-        self.requests = self._plan()
+        """Plan again; counted and logged only when the plan changes."""
+        before, plan = len(self._requests), self._plan()
+        if plan == self._requests:
+            return
+        self.requests = plan
         self.replans += 1
         log(_log, logging.INFO, "modbus_replan", device=self.name, why=why,
             requests_before=before, requests_after=len(self._requests))  # fmt: skip
@@ -219,6 +223,7 @@ class ModbusDevice:
                     for k, req in enumerate(requests):
                         await self._read(k, req, out, why)
                     reached = True
+                    self._forgotten(why)
                     if why:
                         self._replan("; ".join(why))
                 except DeviceUnavailable as exc:
@@ -263,13 +268,12 @@ class ModbusDevice:
             data = await self._read_raw(req)
         except ProtocolError as exc:
             code = exc.exception_code or 0
-            widths = sum(p.width for p in req.points)
-            if code in _ISOLATE_CODES and (len(req.points) > 1 or req.count > widths):
+            end = req.address + req.count
+            # a tag already known refused is only re-read alone, not isolated again
+            if code in _ISOLATE_CODES and not self.refusals.known(req.table, req.address, end):
                 out.status[k] = ISOLATED
                 await self._isolate(req, code, out, why)
                 return
-            if code in _ISOLATE_CODES:
-                self._learn(req.table, [(req.address, req.address + req.count, code, True)], why)
             out.status[k], out.done_ms[k] = Quality.BAD_DEVICE, self._clock_ms()
             return
         except BadReply as exc:
@@ -280,7 +284,7 @@ class ModbusDevice:
         (out.bits if req.is_bits else out.registers)[self._decoder.slice(k)] = data
         out.status[k], out.done_ms[k] = Quality.GOOD, self._clock_ms()
         if self.refusals.spans:
-            self._forget(req.table, req.address, req.address + req.count, why)
+            self._forget(req.table, req.address, req.address + req.count)
 
     def _bad_reply(self, exc: BadReply) -> None:
         self.bad_replies[exc.reason] = self.bad_replies.get(exc.reason, 0) + 1
@@ -290,11 +294,17 @@ class ModbusDevice:
                 reason=exc.reason, detail=exc.detail, suppressed=suppressed,
                 total=self.bad_replies[exc.reason])  # fmt: skip
 
-    def _forget(self, table: Table, start: int, end: int, why: list[str]) -> None:
-        for span in self.refusals.tag_read_fine(table, start, end):
+    def _forget(self, table: Table, start: int, end: int) -> None:
+        """Carve what read fine out of the known tag refusals; logged once per run by
+        :meth:`_forgotten` at the end of the poll (tags read alone carve one at a time)."""
+        self._carved += self.refusals.tag_read_fine(table, start, end)
+
+    def _forgotten(self, why: list[str]) -> None:
+        for table, start, end in merged(self._carved):
             log(_log, logging.INFO, "modbus_refusal_forgotten", device=self.name,
-                table=span.table, span=f"{span.start}+{span.end - span.start}")  # fmt: skip
-            why.append(f"{span.table} {span.start}+{span.end - span.start} reads again")
+                table=table, span=f"{start}+{end - start}")  # fmt: skip
+            why.append(f"{table} {start}+{end - start} reads again")
+        self._carved.clear()
 
     def _learn(self, table: Table, found: Sequence[tuple[int, int, int, bool]],
                why: list[str]) -> None:  # fmt: skip

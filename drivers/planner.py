@@ -3,8 +3,13 @@
 Pure function, no I/O. Per table (holding, input, coil, discrete), tags are sorted by address
 and grouped greedily: a tag joins the current request when the hole before it is at most
 ``max_gap`` addresses and the request still spans at most ``max_registers`` registers
-(``max_bits`` bits for coils / discrete inputs). Among plans that group tags in address order
-this is the minimum number of requests (each request is extended as far as the limits allow).
+(``max_bits`` bits for coils / discrete inputs). This is the minimum number of requests among
+all plans, not only those that group tags in address order, also when tags overlap (a
+``uint32`` on 10..11 and a ``uint16`` on 11, bit tags of one register): a tag that does not fit
+the current request for its length lies past the request's limit, and every later tag that
+would still fit lies inside it, so it is read by that tag's request anyway; a gap too wide or a
+hole stops every later tag too. tests/drivers/test_refusals.py checks it against a brute-force
+set cover over every grouping.
 
 Exclusions: ``excluded`` lists address ranges ``(table, start, end)`` (end exclusive) that no
 request may cover beyond the tags that live there: a request never bridges a gap through an

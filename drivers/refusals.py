@@ -7,11 +7,16 @@ exception 2 or 3 (illegal data address / value). :func:`bisect` finds them insid
 request: it halves the request's tags, reads each half's tight span, and reads the gap between
 the halves on its own; a refused gap is narrowed by binary search to the span from its first to
 its last refused address (2 log2(gap) reads). A request is only ever split at the gaps between
-consecutive tags, so "this gap can be bridged or not" is all the planner needs: with these spans
-excluded its plan is optimal. Two kinds:
+tags, so "this gap can be bridged or not" is all the planner needs there. A tag refused on its
+own is narrowed register by register (at most 4 reads, once per new refusal) to the runs that
+are refused: when tags overlap (a ``uint32`` on 10..11 and a ``uint16`` on 10, bit tags sharing
+a register) a tag whose own registers read fine must not be cut out of its block because a
+wider tag over it is refused. With exactly the refused registers excluded the planner's plan is
+optimal. Two kinds:
 
-- ``holds_tag``: the span overlaps a tag's own registers (the tag is read alone, BAD_DEVICE);
-  it is forgotten as soon as that tag reads fine again (:meth:`Refusals.tag_read_fine`), so the
+- ``holds_tag``: the span lies in a tag's own registers (the tags over it are read alone,
+  BAD_DEVICE); a read that succeeds over part of it carves that part away
+  (:meth:`Refusals.tag_read_fine`), so once the tags read fine alone the span is gone and the
   block merges back on the next poll (a PLC program download refuses for a few seconds);
 - a *hole* between tags: planned around; forgotten after ``retry_s`` (:meth:`Refusals.expire`)
   so a hole that got mapped later is read in one block again.
@@ -24,12 +29,12 @@ against a brute-force optimum).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from drivers.config import Table
 from drivers.planner import AddressRange
 
-__all__ = ["BisectResult", "Refusals", "Refused", "RefusedSpan", "Span", "bisect"]
+__all__ = ["BisectResult", "Refusals", "Refused", "RefusedSpan", "Span", "bisect", "merged"]
 
 
 class Refused(Exception):  # noqa: N818 (a signal, not a failure name)
@@ -111,7 +116,7 @@ async def bisect(read: Read, spans: Sequence[Span], code: int) -> BisectResult:
                 out.data[s.tag] = got[s.start - start : s.end - start]
             return False
         if len(group) == 1:
-            raw.append((start, end, got.code, True))
+            raw.extend(await narrow(start, end, got.code))
             return True
         mid = len(group) // 2
         left, right = group[:mid], group[mid:]
@@ -123,6 +128,22 @@ async def bisect(read: Read, spans: Sequence[Span], code: int) -> BisectResult:
         if not found:  # refused only as a whole (a quantity limit): the caller shortens
             out.explained = False
         return True
+
+    async def narrow(start: int, end: int, code: int) -> list[tuple[int, int, int, bool]]:
+        """The refused runs of one refused tag's registers, read one by one (the whole tag
+        when every register reads fine alone: the device refuses partial reads)."""
+        if end - start == 1:
+            return [(start, end, code, True)]
+        runs: list[tuple[int, int, int, bool]] = []
+        for a in range(start, end):
+            got = await attempt(a, a + 1)
+            if not isinstance(got, Refused):
+                continue
+            if runs and runs[-1][1] == a and runs[-1][2] == got.code:
+                runs[-1] = (runs[-1][0], a + 1, got.code, True)
+            else:
+                runs.append((a, a + 1, got.code, True))
+        return runs or [(start, end, code, True)]
 
     async def readable(start: int, end: int) -> bool:
         return start >= end or not isinstance(await attempt(start, end), Refused)
@@ -172,18 +193,41 @@ class Refusals:
         self.spans.append(span)
         return True
 
+    def known(self, table: Table, start: int, end: int) -> bool:
+        """Is a refused span of ``table`` known inside ``[start, end)``?"""
+        return any(s.table == table and s.start < end and start < s.end for s in self.spans)
+
     def tag_read_fine(self, table: Table, start: int, end: int) -> list[RefusedSpan]:
-        """A tag on ``[start, end)`` read fine: forget the tag spans over it (returned)."""
-        gone = [
-            s
-            for s in self.spans
-            if s.holds_tag and s.table == table and s.start < end and start < s.end
-        ]
-        self.spans = [s for s in self.spans if s not in gone]
-        return gone
+        """``[start, end)`` of ``table`` read fine: carve it out of the tag spans it overlaps
+        and return the carved parts (what reads again; a span left with nothing is gone)."""
+        carved: list[RefusedSpan] = []
+        kept: list[RefusedSpan] = []
+        for s in self.spans:
+            if not (s.holds_tag and s.table == table and s.start < end and start < s.end):
+                kept.append(s)
+                continue
+            carved.append(replace(s, start=max(s.start, start), end=min(s.end, end)))
+            if s.start < start:
+                kept.append(replace(s, end=start))
+            if end < s.end:
+                kept.append(replace(s, start=end))
+        self.spans = kept
+        return carved
 
     def expire(self, now: float) -> list[RefusedSpan]:
         """Forget holes older than ``retry_s`` (returned), so they are tried again."""
         gone = [s for s in self.spans if not s.holds_tag and now - s.since >= self.retry_s]
         self.spans = [s for s in self.spans if s not in gone]
         return gone
+
+
+def merged(spans: Sequence[RefusedSpan]) -> list[tuple[Table, int, int]]:
+    """``(table, start, end)`` of ``spans`` with touching or overlapping ones joined (for one
+    log line per run, however many pieces a poll carved)."""
+    out: list[tuple[Table, int, int]] = []
+    for s in sorted(spans, key=lambda s: (s.table, s.start, s.end)):
+        if out and out[-1][0] == s.table and out[-1][2] >= s.start:
+            out[-1] = (s.table, out[-1][1], max(out[-1][2], s.end))
+        else:
+            out.append((s.table, s.start, s.end))
+    return out

@@ -16,12 +16,17 @@ Contracts of :meth:`SerialLineDevice.poll`:
   interval. A tag sent less than that ago and not read since gives no sample in that poll;
 - ``online`` is True when a frame was accepted since the previous poll;
 - it never raises for communication problems. The port is (re)opened by the poll that needs it;
-  with ``poll_request``, the circuit breaker of :mod:`drivers.breaker` skips polls of a silent
-  device.
+- recovery is the Modbus devices' (:mod:`drivers.recovery`, times from the injected
+  ``monotonic``): while the device is lost (a poll without an accepted frame) the poll request
+  is sent only every ``probe_interval_s`` (the polls in between make no I/O), so a device that
+  answers again reads GOOD within ``max(2 x period, probe interval + period)``; only reopening
+  a port that is missing or busy backs off, up to ``backoff_max_s``. A device without
+  ``poll_request`` is heard whenever it pushes; only reopening its port is scheduled.
 
 :meth:`SerialLineDevice.probe` (commissioning) opens the port, sends the poll request once (if
 there is one) and waits for the first accepted frame; it writes nothing else, and leaves
-``online`` and the breaker alone. Frames it sees are real readings: the next poll reports them.
+``online`` and the recovery schedule alone. Frames it sees are real readings: the next poll
+reports them.
 """
 
 from __future__ import annotations
@@ -38,11 +43,11 @@ from types import TracebackType
 import numpy as np
 import serial
 
-from drivers.breaker import Breaker
 from drivers.config import SerialLineDeviceConfig, SerialPortConfig
 from drivers.errors import DeviceUnavailable, DriverConfigError
 from drivers.lineproto import LineProtocol
 from drivers.mbchannel import open_serial
+from drivers.recovery import Recovery
 from drivers.types import Quality, SampleBatch
 
 __all__ = ["LineProbeResult", "SerialLineDevice", "build_serial_line_device"]
@@ -84,6 +89,7 @@ class SerialLineDevice:
         port: SerialPortConfig,
         tag_ids: list[int],
         clock_ms: Callable[[], int],
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = cfg.name
         self.poll_interval_s = cfg.poll_interval_s
@@ -92,7 +98,14 @@ class SerialLineDevice:
         self.protocol = LineProtocol(cfg)
         self.tags = cfg.tags
         self.online = False
-        self.breaker = Breaker(poll_interval_s=cfg.poll_interval_s, backoff_max_s=cfg.backoff_max_s)
+        # the device owns its line: no neighbour whose period a probe could take
+        self.recovery = Recovery(
+            poll_interval_s=cfg.poll_interval_s,
+            probe_interval_s=cfg.probe_interval_s,
+            backoff_max_s=cfg.backoff_max_s,
+            shared_line=False,
+        )
+        self._monotonic = monotonic
         self._tag_ids = np.asarray(tag_ids, dtype=np.int32)
         self._clock_ms = clock_ms
         self._period_ms = round(cfg.poll_interval_s * 1000)
@@ -201,18 +214,27 @@ class SerialLineDevice:
         """One sample per tag that has news (see the module contract); never raises."""
         request = self.protocol.request
         self._open_error = None
-        if request and self.breaker.allow():
-            answered = await self._ask(request)
-            (self.breaker.succeeded if answered else self.breaker.failed)()
-        elif not request:
-            try:
-                self._open()
-            except DeviceUnavailable as exc:
-                self._open_error = exc
+        started = self._monotonic()
+        tried = self.recovery.allow(started)
+        if tried:
+            if request:
+                if self.recovery.lost:
+                    self.recovery.probes += 1
+                await self._ask(request)
+            else:
+                try:
+                    self._open()
+                except DeviceUnavailable as exc:
+                    self._open_error = exc
         now = self._clock_ms()
         heard = self.protocol.frames > self._frames_at_poll
         self._frames_at_poll = self.protocol.frames
-        self._track(heard, now)
+        self._track(heard, tried, now)
+        if heard:
+            self.recovery.succeeded(self._monotonic())
+        elif tried and (request or self._open_error is not None):
+            # counted from the start of the poll, so probes stay on the poll slots
+            self.recovery.failed(started, self.lost_reason)
         self.online = heard
         fresh = self._fresh.copy()
         lapsed = ~fresh & (now - self._last_sent >= self._stale_ms)
@@ -226,8 +248,9 @@ class SerialLineDevice:
         self._fresh[:] = False
         return SampleBatch(tag=self._tag_ids[pick], ts_ms=ts, value=value, quality=quality)
 
-    def _track(self, heard: bool, now: int) -> None:
-        """Keep the reason of an outage and, when frames come back, its duration."""
+    def _track(self, heard: bool, tried: bool, now: int) -> None:
+        """Keep the reason of an outage and, when frames come back, its duration (a poll
+        that made no I/O while waiting for the next probe keeps the reason it had)."""
         rejected = self.protocol.rejected - self._rejected_at_poll
         self._rejected_at_poll = self.protocol.rejected
         if heard:
@@ -237,6 +260,8 @@ class SerialLineDevice:
             return
         if not self.lost_reason:
             self.lost_at_ms = now
+        elif not tried:
+            return
         if self._open_error is not None:
             self.lost_reason, self.last_error = self._open_error.kind, self._open_error.reason
         elif rejected:
@@ -261,6 +286,8 @@ class SerialLineDevice:
             "garbage": f.garbage,
             "dropped": f.dropped,
             "read_errors": self.read_errors,
+            "probes": self.recovery.probes,
+            "skipped": self.recovery.skipped,
         }
 
     async def _ask(self, request: bytes) -> bool:
@@ -342,10 +369,11 @@ def build_serial_line_device(
     tag_index: Mapping[str, int],
     serial_ports: Mapping[str, SerialPortConfig],
     clock_ms: Callable[[], int],
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> SerialLineDevice:
     """Build (no I/O) the device for ``cfg``; raises :class:`DriverConfigError` for a tag
     missing from ``tag_index``, an unknown serial port, or framing/parsing settings that
-    cannot work."""
+    cannot work. ``monotonic`` drives the recovery schedule (injected in tests)."""
     missing = [t.name for t in cfg.tags if t.name not in tag_index]
     if missing:
         raise DriverConfigError(f"device {cfg.name!r}: tags not in the tag table: {missing}")
@@ -356,5 +384,9 @@ def build_serial_line_device(
             f"[[serial_ports]] (known: {sorted(serial_ports)})"
         )
     return SerialLineDevice(
-        cfg=cfg, port=port, tag_ids=[tag_index[t.name] for t in cfg.tags], clock_ms=clock_ms
+        cfg=cfg,
+        port=port,
+        tag_ids=[tag_index[t.name] for t in cfg.tags],
+        clock_ms=clock_ms,
+        monotonic=monotonic,
     )

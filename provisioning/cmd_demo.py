@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--leak-start-s", type=float, default=10.0, help="scenario time of the leak")
     p.add_argument("--no-broker", action="store_true", help="run without MQTT: the agent buffers")
     p.add_argument("--verbose", action="store_true", help="print every telemetry message too")
+    p.add_argument(
+        "--no-refusal", action="store_true", help="skip the PLC's scripted refusal and re-plan"
+    )
     p.set_defaults(func=_main)
 
 
@@ -35,6 +38,7 @@ def _main(args: argparse.Namespace) -> int:
             leak_start_s=args.leak_start_s,
             broker=not args.no_broker,
             verbose=args.verbose,
+            refusal=not args.no_refusal,
         )
     )
     return 0 if result.agent_exit in (0, None) else 1

@@ -9,13 +9,23 @@ on (its URL and a demo operator's login are printed): the leak shows on its alar
 terminal shows alarms, events and a one-line summary every few seconds (telemetry lines only
 with ``verbose``); the agent's own log goes to ``WORKDIR/agent.log`` and its locally raised
 alarms are echoed as ``[agent]`` lines. Ctrl-C (or ``--duration``) stops the agent first (so it
-flushes), then the broker and the simulators.
+flushes), then the broker and the simulators. The script and the duration start when the agent
+logs that its pipeline is ready (a loaded machine may take many seconds to start it).
+
+The script, in scenario time from the leak start (``leak_start_s``, 10 s by default): GT-102
+rises to level 1, then level 2 (beacon, siren and shutdown-request relay follow); at
+:data:`REFUSAL_AFTER_LEAK_S` (23 s, while GT-102 holds at 60 %LEL) the PLC refuses LT-102's
+registers for :data:`REFUSAL_S` wall seconds (a program download): the agent's one
+``modbus_refused`` line and its re-plans are echoed, each re-plan with a ``[demo] re-plan:``
+line giving the requests per cycle against the optimum (the plan before any refusal); then
+GT-102 de-escalates and clears.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import shutil
 import signal
 import subprocess
@@ -31,10 +41,14 @@ from agent.console.passwords import hash_password
 from central.cmd_listen import format_lines
 from central.listen import Listener, Message
 from provisioning.localbroker import LocalBroker, find_mosquitto, free_port
-from provisioning.simulator import TankFarmSimulator, tank_farm_config
+from provisioning.simulator import CYCLE_S, TankFarmSimulator, tank_farm_config
 from provisioning.simulator_serial import GasControllerSimulator, RtuAnalyserSimulator
 
-__all__ = ["DemoOptions", "DemoResult", "run_demo"]
+__all__ = ["REFUSAL_AFTER_LEAK_S", "REFUSAL_S", "DemoOptions", "DemoResult", "run_demo"]
+
+REFUSAL_AFTER_LEAK_S = 23.0  # scenario seconds after the leak starts: GT-102 holds at 60 %LEL
+REFUSAL_S = 3.0  # wall seconds the PLC refuses its holding registers (a program download)
+READY_WAIT_S = 60.0  # the scenario starts at the latest this long after the agent was started
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +61,9 @@ class DemoOptions:
     broker: bool = True  # False: run without a broker (the agent buffers)
     verbose: bool = False  # True: print every telemetry message too
     summary_every_s: float = 5.0
+    refusal: bool = True  # the PLC refuses its holding registers for a while (see below)
+    refusal_after_leak_s: float = REFUSAL_AFTER_LEAK_S  # scenario time, while GT-102 holds
+    refusal_s: float = REFUSAL_S  # wall seconds
 
 
 @dataclass(slots=True)
@@ -58,6 +75,9 @@ class DemoResult:
     good_tags: set[str] = field(default_factory=set)  # tags with a good telemetry point
     console_url: str | None = None
     active: dict[str, str] = field(default_factory=dict)  # "tag alarm" → severity (platform)
+    refusals: int = 0  # refused spans the agent logged (modbus_refused)
+    replans: list[tuple[str, int, int]] = field(default_factory=list)  # device, before, after
+    optimum: dict[str, int] = field(default_factory=dict)  # requests per cycle before any re-plan
 
 
 def _out(out: TextIO, line: str) -> None:
@@ -134,7 +154,8 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> DemoResult:
             _out(
                 out,
                 f"[demo] tank-farm simulator on 127.0.0.1:{modbus_port} (seed {opts.seed}); "
-                f"the leak on GT-102 starts at t={opts.leak_start_s / opts.time_scale:.0f} s",
+                f"the leak on GT-102 starts {opts.leak_start_s / opts.time_scale:.0f} s after "
+                "the agent polls",
             )
             if sim_thread.rtu_path is not None:
                 _out(out, f"[demo] RTU analyser (unit 2: AT-201, AT-202) on {sim_thread.rtu_path}")
@@ -194,11 +215,27 @@ def _follow(
     summary: _Summary,
 ) -> None:
     """Echo the agent's alarm lines, and a summary every ``summary_every_s``, until the
-    duration passes, Ctrl-C, or the agent exits."""
+    duration passes, Ctrl-C, or the agent exits. The scenario (and the duration) starts when
+    the agent logs that its pipeline is ready (at the latest after ``READY_WAIT_S``), so a
+    slow start on a loaded machine does not eat the leak."""
     started = time.monotonic()
     next_summary = started + opts.summary_every_s
     offset = 0
+    ready = False
+
+    def begin(why: str) -> None:
+        nonlocal ready, started, next_summary
+        ready = True
+        sim.restart_scenario()
+        leak = opts.leak_start_s / opts.time_scale
+        _out(out, f"[demo] {why} after {time.monotonic() - started:.0f} s: the scenario starts "
+                  f"now (t=0 s); the leak on GT-102 at t={leak:.0f} s")  # fmt: skip
+        started = time.monotonic()
+        next_summary = started + opts.summary_every_s
+
     while not stop.is_set():
+        if not ready and time.monotonic() - started >= READY_WAIT_S:
+            begin("the agent has not said it is ready")
         if time.monotonic() >= next_summary:
             _out(out, summary.line(time.monotonic() - started))
             next_summary += opts.summary_every_s
@@ -217,8 +254,13 @@ def _follow(
         offset += complete
         for raw in chunk[:complete].splitlines():
             line = raw.decode(errors="replace")
-            if " alarm " in line or " ERROR " in line or "uplink" in line:
+            if not ready and " safeedge.pipeline ready " in line:
+                begin("the agent polls")
+            if " alarm " in line or " ERROR " in line or "uplink" in line or " modbus_" in line:
                 _out(out, f"[agent]    {line.split(' ', 3)[-1]}")
+            plan = _plan_line(line, summary.result)
+            if plan is not None:
+                _out(out, plan)
         stop.wait(0.2)
 
 
@@ -286,6 +328,7 @@ class _Simulator:
         self._started = threading.Event()
         self._stop: asyncio.Event | None = None
         self.error: BaseException | None = None
+        self._sim: TankFarmSimulator | None = None
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -299,16 +342,20 @@ class _Simulator:
 
     async def _main(self) -> None:
         self._stop = asyncio.Event()
+        refusal_at, refusal_s = _refusal(self._opts)
         sim = TankFarmSimulator(
             host="127.0.0.1",
             port=self._port,
             seed=self._opts.seed,
             time_scale=self._opts.time_scale,
             leak_start_s=self._opts.leak_start_s,
+            refusal_at_s=refusal_at,
+            refusal_s=refusal_s,
         )
         scale = self._opts.time_scale
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(sim)
+            self._sim = sim
             if self._with_rtu:
                 rtu = RtuAnalyserSimulator(seed=self._opts.seed, time_scale=scale)
                 await stack.enter_async_context(rtu)
@@ -318,6 +365,11 @@ class _Simulator:
             self.gas_path = gas.agent_path
             self._started.set()
             await self._stop.wait()
+
+    def restart_scenario(self) -> None:
+        """Scenario time 0 now, on the simulator's thread."""
+        if self._sim is not None:
+            self._loop.call_soon_threadsafe(self._sim.restart_scenario)
 
     def __enter__(self) -> _Simulator:
         self._thread.start()
@@ -331,6 +383,38 @@ class _Simulator:
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(5)
+
+
+_FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+def _plan_line(line: str, result: DemoResult) -> str | None:
+    """Count the agent's refusal lines; for a re-plan line, the ``[demo]`` line saying how
+    many requests per cycle the device now costs against its plan before any refusal (the
+    planner's optimum)."""
+    if " modbus_refused " in line:
+        result.refusals += 1
+        return None
+    if " modbus_replan " not in line:
+        return None
+    fields = dict(_FIELD.findall(line))
+    try:
+        device = fields["device"]
+        before, after = int(fields["requests_before"]), int(fields["requests_after"])
+    except (KeyError, ValueError):
+        return None
+    optimum = result.optimum.setdefault(device, before)
+    result.replans.append((device, before, after))
+    why = "back to the optimum" if after == optimum else f"around the refusal; optimum {optimum}"
+    return f"[demo] re-plan: {device} {before} → {after} requests per cycle ({why})"
+
+
+def _refusal(opts: DemoOptions) -> tuple[float | None, float]:
+    """The simulator's scripted refusal (``refusal_at_s``, ``refusal_s``, scenario time)."""
+    if not opts.refusal:
+        return None, 0.0
+    at = (opts.leak_start_s + opts.refusal_after_leak_s) % CYCLE_S
+    return at, opts.refusal_s * opts.time_scale
 
 
 def _reassertion(m: Message) -> bool:

@@ -16,9 +16,10 @@ expects it to change at least every ``heartbeat_timeout_s``; when it does not (t
 died), the output coils are forced to ``failsafe_coils`` — by the PLC, not by the gateway — and
 stay forced until the heartbeat changes again (then the gateway's next write counts).
 
-Scripted refusal: with ``refusal_at_s`` set, every cycle at that scenario time the holding
-registers 100..107 answer exception 2 (illegal data address) for ``refusal_s`` seconds, as
-during a PLC program download, so a demo shows the gateway isolating and re-planning.
+Scripted refusal: with ``refusal_at_s`` set, every cycle at that scenario time any read that
+touches holding registers 106..107 (LT-102) answers exception 2 (illegal data address) for
+``refusal_s`` scenario seconds, as during a PLC program download, so a demo shows the gateway
+isolating the refused tag inside its block read, re-planning around it, and merging back.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ __all__ = ["HEARTBEAT_ADDRESS", "OUTPUT_COILS", "REFUSED_SPAN", "TankFarmSimulat
 
 OUTPUT_COILS = {"beacon": 0, "siren": 1, "shutdown_request": 2}
 HEARTBEAT_ADDRESS = 120
-REFUSED_SPAN = (100, 108)  # holding registers refused by the scripted refusal
+REFUSED_SPAN = (106, 108)  # holding registers refused by the scripted refusal (LT-102)
 _COILS = 16
 
 
@@ -119,6 +120,14 @@ class TankFarmSimulator:
         if self._server is None:
             return 0.0
         return (asyncio.get_running_loop().time() - self._t0) * self.time_scale
+
+    def restart_scenario(self) -> None:
+        """Scenario time 0 now (call on the simulator's loop): the demo starts its script when
+        the agent polls, however long the agent took to start."""
+        if self._server is None:
+            raise RuntimeError("simulator not started")
+        self._t0 = asyncio.get_running_loop().time()
+        self._refresh()
 
     def refusing(self) -> bool:
         """Is the scripted refusal on now?"""

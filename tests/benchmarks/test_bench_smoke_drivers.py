@@ -27,7 +27,10 @@ def test_the_driver_benchmark_prints_its_tables_and_plans_the_optimum_with_tiny_
     maps = [line.split("|") for line in out.splitlines()
             if line.startswith(("| field:", "| random #"))]  # fmt: skip
     assert len(maps) == 6 and all(r[7].strip() == "1.00" for r in maps)  # the optimum, always
+    overlap = [line.split("|") for line in out.splitlines() if line.startswith("| overlap")]
+    assert len(overlap) == 3 and all(r[7].strip() == "1.00" for r in overlap)
     transient = next(line for line in out.splitlines() if line.startswith("| 0.5 s |"))
     assert transient.split("|")[6].strip() == "yes"  # merged within two polls
-    recovery = next(line for line in out.splitlines() if line.startswith("| 0.2 s | 0.4 s |"))
-    assert float(recovery.split("|")[6]) <= 1.0  # within max(2 x period, probe + period)
+    recovery = [line.split("|") for line in out.splitlines() if "| 0.2 s | 0.4 s |" in line]
+    assert [r[1].strip() for r in recovery] == ["modbus tcp", "serial line"]
+    assert all(float(r[7]) <= 1.0 for r in recovery)  # within max(2 x period, probe + period)

@@ -8,6 +8,7 @@ field report run against real pymodbus servers and a raw TCP peer that refuses f
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import struct
 from collections.abc import Sequence
@@ -19,8 +20,8 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from drivers import ModbusDevice, Quality, build_device
 from drivers.config import ModbusTcpDeviceConfig, TagConfig
-from drivers.planner import AddressRange, plan_reads
-from drivers.refusals import Refused, Span, bisect
+from drivers.planner import plan_reads
+from drivers.refusals import Refusals, Refused, RefusedSpan, Span, bisect
 from tests.drivers.peers import (
     ManualClock,
     Reply,
@@ -37,11 +38,12 @@ def refused_in(holes: set[int], start: int, count: int) -> bool:
     return any(a in holes for a in range(start, start + count))
 
 
-def poll_model(tags: Sequence[TagConfig], holes: set[int], excluded: list[AddressRange],
+def poll_model(tags: Sequence[TagConfig], holes: set[int], refusals: Refusals,
                max_gap: int, limit: int) -> tuple[int, int]:  # fmt: skip
-    """One poll against the model: (requests sent, requests planned); learns into
-    ``excluded``."""
-    plan = plan_reads(tags, max_gap=max_gap, max_registers=limit, excluded=excluded)
+    """One poll against the model, as :class:`ModbusDevice` polls: (requests sent, requests
+    planned). A refused request is bisected unless a refusal inside it is known; what is
+    learned goes into ``refusals``, what reads fine is carved out of them."""
+    plan = plan_reads(tags, max_gap=max_gap, max_registers=limit, excluded=refusals.ranges())
     sent = 0
 
     async def read(start: int, count: int) -> list[int]:
@@ -51,70 +53,106 @@ def poll_model(tags: Sequence[TagConfig], holes: set[int], excluded: list[Addres
 
     for req in plan:
         sent += 1
+        end = req.address + req.count
         if not refused_in(holes, req.address, req.count):
+            refusals.tag_read_fine("holding", req.address, end)
             continue
-        if len(req.points) == 1 and req.count == req.points[0].width:
-            excluded.append(("holding", req.address, req.address + req.count))
+        if refusals.known("holding", req.address, end):
             continue
         spans = [Span(p.tag, req.address + p.offset, req.address + p.offset + p.width)
                  for p in req.points]  # fmt: skip
-        result = asyncio.run(bisect(read, sorted(spans, key=lambda s: s.start), 2))
+        result = asyncio.run(bisect(read, sorted(spans, key=lambda s: (s.start, s.end)), 2))
         sent += result.requests
-        excluded += [("holding", s, e) for s, e, _c, _t in result.refused]
+        for s, e, c, held in result.refused:
+            refusals.add(RefusedSpan("holding", s, e, c, held, 0.0))
     return sent, len(plan)
 
 
 def brute_force_optimum(tags: Sequence[TagConfig], holes: set[int], max_gap: int,
                         limit: int) -> int:  # fmt: skip
-    """Fewest requests: a tag on a refused register alone; the others cut, in address order,
-    into groups that span <= limit, skip <= max_gap between tags and contain no refused
-    address — every way of cutting is tried."""
-    spans = sorted((t.address, t.address + width(t)) for t in tags)
+    """Fewest requests over every way of reading the map, not only cuts in address order: a
+    tag on a refused register costs one request of its own; the others are covered by
+    requests ``[s, e)`` (s a tag's first register, e a tag's end), each at most ``limit``
+    long, holding no refused register and no run longer than ``max_gap`` outside the tags it
+    reads (it reads every tag that lies inside it). Exact set cover by memoised search over
+    the readable tags (the lowest unread tag must be in the next request)."""
+    spans = [(t.address, t.address + width(t)) for t in tags]
     bad = [s for s in spans if refused_in(holes, s[0], s[1] - s[0])]
-    good = [s for s in spans if s not in bad]
-    if not good:
-        return len(bad)
+    good = sorted({s for s in spans if s not in bad})
+    covers: list[int] = []
+    for s in {g[0] for g in good}:
+        for e in {g[1] for g in good}:
+            if not 0 < e - s <= limit or refused_in(holes, s, e - s):
+                continue
+            inside = [i for i, g in enumerate(good) if s <= g[0] and g[1] <= e]
+            read = {a for i in inside for a in range(*good[i])}
+            runs = [len(list(run)) for out, run in itertools.groupby(
+                range(s, e), key=lambda a: a not in read) if out]  # fmt: skip
+            if inside and max(runs, default=0) <= max_gap:
+                covers.append(sum(1 << i for i in inside))
+    full = (1 << len(good)) - 1
 
-    def feasible(group: Sequence[tuple[int, int]]) -> bool:
-        start, end = group[0][0], max(e for _, e in group)
-        gaps_ok = all(b[0] - a[1] <= max_gap for a, b in itertools.pairwise(group))
-        return end - start <= limit and gaps_ok and not refused_in(holes, start, end - start)
+    @functools.cache
+    def fewest(done: int) -> int:
+        if done == full:
+            return 0
+        low = next(i for i in range(len(good)) if not done >> i & 1)
+        return 1 + min(fewest(done | c) for c in covers if c >> low & 1)
 
-    best = len(good)
-    for cuts in itertools.product((False, True), repeat=len(good) - 1):
-        groups, current = [], [good[0]]
-        for cut, span in zip(cuts, good[1:], strict=True):
-            if cut:
-                groups.append(current)
-                current = [span]
-            else:
-                current.append(span)
-        groups.append(current)
-        if all(feasible(g) for g in groups):
-            best = min(best, len(groups))
-    return best + len(bad)
+    return fewest(0) + len(bad)
+
+
+WIDTH = {"uint16": 1, "uint32": 2, "uint64": 4, "bool": 1}
 
 
 def width(tag: TagConfig) -> int:
-    return {"uint16": 1, "uint32": 2, "uint64": 4}[tag.type]
+    return WIDTH[tag.type]
+
+
+def tag_at(i: int, address: int, kind: str, bit: int) -> TagConfig:
+    extra = {"bit": bit} if kind == "bool" else {}
+    return TagConfig(name=f"t{i}", address=address, type=kind, **extra)  # type: ignore[arg-type]
 
 
 @st.composite
-def hole_maps(draw: st.DrawFn) -> tuple[list[TagConfig], set[int], int, int]:
-    """Up to 11 non-overlapping register tags on 0..160 and random refused addresses."""
+def hole_maps(draw: st.DrawFn, overlap: bool = False) -> tuple[list[TagConfig], set[int], int, int]:
+    """Up to 11 register tags on 0..160 and random refused addresses. ``overlap``: a tag may
+    start inside the previous ones (a uint32 on 10..11 and a uint16 on 11, bit tags of one
+    register), several tags may share their first register."""
     n = draw(st.integers(1, 11))
     tags: list[TagConfig] = []
     cursor = 0
+    kinds = ["uint16", "uint16", "uint32", "uint64"] + (["bool", "bool"] if overlap else [])
     for i in range(n):
-        cursor += draw(st.integers(0, 14))
-        kind = draw(st.sampled_from(["uint16", "uint16", "uint32", "uint64"]))
-        tags.append(TagConfig(name=f"t{i}", address=cursor, type=kind))  # type: ignore[arg-type]
-        cursor += width(tags[-1])
-    holes = set(draw(st.lists(st.integers(0, cursor + 2), max_size=8)))
-    runs = draw(st.lists(st.tuples(st.integers(0, cursor), st.integers(1, 12)), max_size=2))
+        step = draw(st.integers(-4 if overlap else 0, 14))
+        cursor = max(0, cursor + step)
+        kind = draw(st.sampled_from(kinds))
+        tags.append(tag_at(i, cursor, kind, draw(st.integers(0, 15))))
+        if not overlap or draw(st.booleans()):
+            cursor += width(tags[-1])
+    top = max(t.address + width(t) for t in tags)
+    holes = set(draw(st.lists(st.integers(0, top + 2), max_size=8)))
+    runs = draw(st.lists(st.tuples(st.integers(0, top), st.integers(1, 12)), max_size=2))
     for start, length in runs:
         holes |= set(range(start, start + length))
     return tags, holes, draw(st.integers(0, 12)), draw(st.integers(4, 60))
+
+
+def learn_then_check(case: tuple[list[TagConfig], set[int], int, int]) -> None:
+    """A hole is learned when a planned request first covers it; a re-plan may bridge a gap
+    that was never read, so learning can take a few polls, then the plan is optimal."""
+    tags, holes, max_gap, limit = case
+    refusals = Refusals(retry_s=600.0)
+    learning = []
+    for _ in range(6):
+        sent, planned = poll_model(tags, holes, refusals, max_gap, limit)
+        learning.append(sent != planned)
+        if not learning[-1]:
+            break
+    assert len(learning) <= 5 and not learning[-1]
+    assert planned == brute_force_optimum(tags, holes, max_gap, limit)
+    sent, again = poll_model(tags, holes, refusals, max_gap, limit)
+    assert sent == again == planned  # stable: no more bisection once learned
 
 
 @settings(max_examples=200, deadline=None)
@@ -122,34 +160,60 @@ def hole_maps(draw: st.DrawFn) -> tuple[list[TagConfig], set[int], int, int]:
 def test_once_the_refusals_are_learned_the_plan_has_the_brute_force_optimal_request_count(
     case: tuple[list[TagConfig], set[int], int, int],
 ) -> None:
-    """A hole is learned when a planned request first covers it; a re-plan may bridge a gap
-    that was never read, so learning can take a few polls, then the plan is optimal."""
-    tags, holes, max_gap, limit = case
-    excluded: list[AddressRange] = []
-    learning = []
-    for _ in range(5):
-        sent, planned = poll_model(tags, holes, excluded, max_gap, limit)
-        learning.append(sent != planned)
-        if not learning[-1]:
-            break
-    assert len(learning) <= 4 and not learning[-1]
-    assert planned == brute_force_optimum(tags, holes, max_gap, limit)
-    sent, again = poll_model(tags, holes, excluded, max_gap, limit)
-    assert sent == again == planned  # stable: no more bisection once learned
+    learn_then_check(case)
+
+
+@settings(max_examples=300, deadline=None)
+@given(hole_maps(overlap=True))
+def test_with_overlapping_tags_the_learned_plan_is_optimal_too(
+    case: tuple[list[TagConfig], set[int], int, int],
+) -> None:
+    learn_then_check(case)
+
+
+@pytest.mark.parametrize(
+    ("tags", "holes", "want"),
+    [  # (address, type) ... ; refused addresses; optimal request count
+        ([(10, "uint32"), (11, "uint16"), (13, "uint16")], set(), 1),
+        ([(10, "uint32"), (10, "uint16"), (12, "uint16")], {11}, 3),  # uint32 alone, 10|12 cut
+        ([(10, "uint32"), (10, "uint16"), (9, "uint16")], {11}, 2),  # 9..10 one block
+        ([(4, "bool"), (4, "bool"), (5, "uint16"), (20, "uint64")], {4}, 4),
+        ([(0, "uint64"), (1, "bool"), (2, "uint16"), (6, "uint16")], {3}, 3),
+    ],
+)
+def test_overlapping_maps_of_the_brief_have_their_optimum(
+    tags: list[tuple[int, str]], holes: set[int], want: int
+) -> None:
+    case = ([tag_at(i, a, k, i) for i, (a, k) in enumerate(tags)], holes, 10, 125)
+    assert brute_force_optimum(*case) == want
+    learn_then_check(case)
 
 
 @settings(max_examples=200, deadline=None)
-@given(hole_maps())
-def test_a_refused_gap_is_narrowed_to_its_first_and_last_refused_address(
+@given(hole_maps(overlap=True))
+def test_a_refused_span_is_narrowed_to_its_first_and_last_refused_address(
     case: tuple[list[TagConfig], set[int], int, int],
 ) -> None:
+    """Holes between tags by binary search, a refused tag's registers one by one: every
+    learned span starts and ends on a refused address."""
     tags, holes, max_gap, limit = case
-    excluded: list[AddressRange] = []
-    poll_model(tags, holes, excluded, max_gap, limit)
-    covered = {t.address + k for t in tags for k in range(width(t))}
-    for _table, start, end in excluded:
-        if not any(start <= a < end for a in covered):  # a hole between tags
-            assert start in holes and end - 1 in holes
+    refusals = Refusals(retry_s=600.0)
+    poll_model(tags, holes, refusals, max_gap, limit)
+    for span in refusals.spans:
+        assert span.start in holes and span.end - 1 in holes
+
+
+def test_a_read_that_succeeds_carves_itself_out_of_a_tag_refusal() -> None:
+    refusals = Refusals(retry_s=600.0)
+    refusals.add(RefusedSpan("holding", 0, 20, 2, True, 0.0))
+    refusals.add(RefusedSpan("holding", 30, 31, 2, False, 0.0))
+    carved = refusals.tag_read_fine("holding", 5, 7)
+    assert [(s.start, s.end) for s in carved] == [(5, 7)]
+    assert sorted(refusals.ranges()) == [("holding", 0, 5), ("holding", 7, 20),
+                                         ("holding", 30, 31)]  # fmt: skip
+    for a in [*range(5), *range(7, 20)]:
+        refusals.tag_read_fine("holding", a, a + 1)
+    assert refusals.ranges() == [("holding", 30, 31)]  # holes only expire
 
 
 # -- the field report's hole maps, against pymodbus -------------------------------------------

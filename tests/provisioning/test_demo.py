@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioning.demo import DemoOptions, run_demo
+from provisioning.demo import DemoOptions, DemoResult, run_demo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -73,6 +73,24 @@ def test_the_demo_prints_a_level_1_then_a_level_2_alarm_received_by_the_platform
     assert text.index(raise_lines[0]) < text.index(escalate_lines[0])
     assert "[agent]    safeedge.pipeline alarm tag=GT-102 alarm=high event=raise level=1" in text
     assert result.received.get("telemetry", 0) >= 10
+    escalated = "[agent]    safeedge.pipeline alarm tag=GT-102 alarm=high event=escalate level=2"
+    assert_refusal_and_replan_shown(text, result, after=escalated)
+
+
+def assert_refusal_and_replan_shown(text: str, result: DemoResult, *, after: str) -> None:
+    """The scripted refusal (LT-102's registers, while GT-102 holds at level 2): logged once,
+    a re-plan around it, and a re-plan back to the optimum, all on screen after ``after``."""
+    refused = [line for line in text.splitlines() if " modbus_refused " in line]
+    assert len(refused) == 1 and result.refusals == 1, text
+    assert "device=tank-farm-plc table=holding span=106+2 exception=2 kind=tag" in refused[0]
+    assert text.index(after) < text.index(refused[0])
+    optimum = result.optimum["tank-farm-plc"]
+    plans = [(b, a) for d, b, a in result.replans if d == "tank-farm-plc"]
+    assert plans and plans[0][0] == optimum and plans[0][1] > optimum, text
+    assert plans[-1][1] == optimum, text  # back to the optimum
+    back = f"[demo] re-plan: tank-farm-plc {plans[-1][0]} → {optimum} requests per cycle " \
+        "(back to the optimum)"  # fmt: skip
+    assert back in text and text.index(refused[0]) < text.index(back), text
 
 
 def test_the_demo_agent_polls_all_three_drivers_and_the_platform_gets_good_telemetry_from_each(
@@ -106,3 +124,4 @@ def test_the_demo_without_a_broker_keeps_alarming_and_says_it_buffers(tmp_path: 
     assert "buffers everything until a broker is reachable" in text
     assert "alarm tag=GT-102 alarm=high event=raise level=1" in text
     assert result.received == {}
+    assert_refusal_and_replan_shown(text, result, after="alarm=high event=raise level=1")

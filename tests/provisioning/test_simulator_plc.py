@@ -102,3 +102,18 @@ def test_the_scripted_refusal_is_isolated_and_forgotten_by_the_gateway() -> None
     assert out[0] == (2, True)
     assert any(n > 2 and not good for n, good in out)  # isolated while refused
     assert out[-3:] == [(2, True)] * 3  # merged back once it reads fine
+
+
+def test_restarting_the_scenario_puts_its_clock_back_at_zero() -> None:
+    """The demo restarts the script when the agent polls: the leak is not missed."""
+
+    async def main() -> tuple[float, float]:
+        sim = TankFarmSimulator(port=free_port(), time_scale=100.0)
+        async with sim:
+            await asyncio.sleep(0.2)
+            before = sim.scenario_time()
+            sim.restart_scenario()
+            return before, sim.scenario_time()
+
+    before, after = asyncio.run(main())
+    assert before >= 20.0 and 0.0 <= after < 5.0
