@@ -169,10 +169,9 @@ class LiveValues:
             if len(bad):
                 counts = np.bincount(bad, minlength=len(Quality)).tolist()
                 why = ", ".join(f"{Quality(q).wire_name} ×{n}" for q, n in enumerate(counts) if n)
-            breaker = getattr(device, "breaker", None)  # the Modbus drivers' circuit breaker
-            failures = int(getattr(breaker, "failures", 0) or 0)
-            if failures:
-                why += f"{', ' if why else ''}{failures} failed polls in a row"
+            lost = str(getattr(device, "lost_reason", "") or "")  # the drivers' kind of failure
+            if lost:
+                why += f"{', ' if why else ''}lost: {lost}"
             self.problems[device.name] = why
             self.value[batch.tag] = np.where(batch.quality == 0, batch.value, np.nan)
             self.quality[batch.tag] = batch.quality

@@ -202,6 +202,22 @@ def test_health_names_a_silent_device_with_its_bad_samples_and_the_uplink_state(
     assert health_fragment(h, lang="zh").count("已断开") == 1
 
 
+def test_a_lost_device_shows_the_drivers_reason_beside_its_bad_samples() -> None:
+    cfg = loads_config(BASE)
+    tags = TagTable(cfg)
+    (device,) = build_devices(cfg.devices[0], tag_index=tags.index, serial_ports={})
+    live = LiveValues(tags=tags, span_s=60)
+    idx = np.array([tags.index["GT-101"]], dtype=np.int32)
+    batch = SampleBatch(idx, np.array([1], dtype=np.int64), np.array([np.nan]),
+                        np.array([Quality.BAD_COMM], dtype=np.uint8))  # fmt: skip
+    device.lost_reason = "timeout"  # what the driver sets when it loses the device
+    live.on_batch(device, batch)
+    assert live.problems["tank-farm-plc"] == "bad_comm ×1, lost: timeout"
+    device.lost_reason = ""
+    live.on_batch(device, batch)
+    assert live.problems["tank-farm-plc"] == "bad_comm ×1"
+
+
 def test_health_from_the_status_snapshot_names_the_drivers_reason_and_the_run_degraded() -> None:
     snap = StatusSnapshot(
         ts_ms=1, agent="x", site="S1", gateway="G1", config_hash="abc", uptime_s=5.0,
