@@ -6,10 +6,11 @@ re-assertion and the heartbeat; every write result is an ``output_written`` /
 :class:`OutputSet` holds the writers open for the run and replaces them at a reload
 (agent/runtime/reload.py). Invariants: a writer is exited exactly once (at a reload that drops
 it, else when the run ends); a replacement waits for the step in progress (never two writes at
-once, never a write through a writer being closed); a writer whose ``[[outputs]]`` entry and
-device (and its serial port) are unchanged is kept with its state (no rewrite, no heartbeat
-restart); a dropped writer whose target (link, unit, table, address) no longer has a writer is
-written once to its normal state before it is closed (a removed siren does not keep sounding).
+once, never a write through a writer being closed); a writer whose ``[[outputs]]`` entry (but
+for ``when``, which only the policy reads) and device link, unit and timeout are unchanged is
+kept with its state (no rewrite, no heartbeat restart); a dropped writer whose target (link,
+unit, table, address) no longer has a writer is written once to its normal state before it is
+closed (a removed siren does not keep sounding).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from agent.alarm_outputs import AlarmOutputs, AlarmStates, OutputPolicy
 from agent.logs import kv
 from agent.runtime.sink import RecordSink
 from drivers import OutputWriter, WriteResult
+from drivers.outputs import OutputConfig
 
 __all__ = ["OUTPUT_TICK_S", "OutputSet", "drive_outputs", "report_output"]
 
@@ -63,9 +65,15 @@ def _target(w: OutputWriter) -> tuple[object, ...]:
     return (w.link.key, w.unit_id, w.cfg.table, w.cfg.address)
 
 
+def _how(w: OutputWriter) -> tuple[object, ...]:
+    """Where and how ``w`` writes (its ``[[outputs]]`` entry without ``when``: the policy's)."""
+    fields = tuple(getattr(w.cfg, f) for f in OutputConfig.__struct_fields__)
+    return (*fields, w.link, w.unit_id, w.timeout_s)
+
+
 def _same(a: OutputWriter, b: OutputWriter) -> bool:
-    """Same entry, on the same link with the same unit and timeout: the old writer can go on."""
-    return (a.cfg, a.link, a.unit_id, a.timeout_s) == (b.cfg, b.link, b.unit_id, b.timeout_s)
+    """Same target and write settings on the same link: the old writer can go on."""
+    return _how(a) == _how(b)
 
 
 class OutputSet:

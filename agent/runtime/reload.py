@@ -7,18 +7,26 @@ Invariants:
   :func:`agent.runtime.build.build`); on any error the old config keeps running, the error is
   logged and a ``config_rejected`` event (the file's hash, every issue) is recorded.
 - Applied atomically: nothing of the running agent changes before the new config has built.
-  When only ``[[rules]]`` and device settings changed (the tag table is the same), the change
-  is applied in place on the event loop: the rule engine is swapped between two polls, and
-  only the buses of changed devices (with the other devices on those lines) are stopped,
-  closed, rebuilt and polled again (:func:`bus_plan`); every other device keeps its connection
-  and poll phase. Tags with unchanged parameters keep their alarm state (levels,
-  acknowledgements, alarm ids; timers and windows start empty as after a restart), tags whose
-  parameters changed end their open alarms with ``clear(reason=config_changed)`` at their
-  next sample, and ``meta`` is republished. Any other change (tags added, removed or moved;
-  uplink, buffer, operations) ends the run in order and the agent runs again in-process with
-  the new config (alarm state survives that as it survives a restart: see
-  :mod:`agent.runtime.alarmstate`).
-- ``config_applied`` (old and new hash, what changed, how) is recorded before either path
+  When the tag table is the same and only what :data:`IN_PLACE` names changed (``[[rules]]``;
+  the telemetry shaping: ``[uplink.policy]``, ``[[uplink.tags]]``,
+  ``[uplink.report_by_exception]``, the telemetry record limits; ``[[outputs]]``;
+  ``gateway.codes``) and device settings (``devices.<name>``), the change is applied in place
+  on the event loop: the rule engine (and, for a shaping change, the telemetry shaper: what the
+  old one held is appended first, its open statistics windows close early) is swapped between
+  two polls; only the buses of changed devices (with the other devices on those lines) are
+  stopped, closed, rebuilt and polled again (:func:`bus_plan`); the alarm-output writers are
+  replaced between two output steps when ``[[outputs]]`` or a rebuilt device changed (a
+  writer whose entry and device are unchanged goes on; see
+  :class:`agent.runtime.outputs.OutputSet`). Every other device keeps its connection and poll
+  phase. Tags with unchanged parameters keep their alarm state (levels, acknowledgements,
+  alarm ids; timers and windows start empty as after a restart), tags whose parameters
+  changed end their open alarms with ``clear(reason=config_changed)`` at their next sample,
+  and ``meta`` (limits, policies, codes) is republished. Any other change (tags added,
+  removed or moved; the broker, buffer, operations) ends the run in order and the agent runs
+  again in-process with the new config (alarm state survives that as it survives a restart:
+  see :mod:`agent.runtime.alarmstate`).
+- ``config_applied`` (old and new hash, what changed by section or key, how, and one line
+  per tag policy or output changed: :mod:`agent.runtime.reloaddiff`) is recorded before either path
   takes effect, and the new config becomes the last good one (:mod:`agent.lastgood`).
 """
 

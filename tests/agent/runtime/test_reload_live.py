@@ -123,9 +123,13 @@ def test_reload_applies_policy_precision_stats_and_outputs_in_place(
     try:
         with Subscriber(broker, f"{ROOT}/#") as sub:
             agent.wait_log("event=raise")
-            until("raw TT-101 and GT-301 at 30.4 on the wire", lambda: {
-                ("TT-101", None), ("GT-301", 30.4)} <= {
-                (p[0], None if p[0] == "TT-101" else p[2]) for p in _telemetry(sub.messages)[0]})
+            until(
+                "raw TT-101 and GT-301 at 30.4 on the wire",
+                lambda: {("TT-101", None), ("GT-301", 30.4)}
+                <= {
+                    (p[0], None if p[0] == "TT-101" else p[2]) for p in _telemetry(sub.messages)[0]
+                },
+            )
             time.sleep(1.5)  # the output task has seen the level-1 alarm
             assert coils(plc.sim.port)[SIREN] is False  # level 1: not the siren's business
 
@@ -137,10 +141,14 @@ def test_reload_applies_policy_precision_stats_and_outputs_in_place(
             until("the siren sounds for the level-1 alarm", lambda: coils(plc.sim.port)[SIREN],
                   5)  # fmt: skip
             mark = len(sub.messages)
-            until("TT-101 as statistics", lambda: any(
-                r[0] == "TT-101" for r in _telemetry(sub.messages[mark:])[1]))
-            until("GT-301 rounded", lambda: any(
-                p[0] == "GT-301" for p in _telemetry(sub.messages[mark + 5:])[0]))
+            until(
+                "TT-101 as statistics",
+                lambda: any(r[0] == "TT-101" for r in _telemetry(sub.messages[mark:])[1]),
+            )
+            until(
+                "GT-301 rounded",
+                lambda: any(p[0] == "GT-301" for p in _telemetry(sub.messages[mark + 5 :])[0]),
+            )
             later = sub.messages[mark + 5 :]  # past what the old shaper still held
             raw, stats = _telemetry(later)
             assert not [p for p in raw if p[0].startswith("TT-")], "TT-* still sent raw"
@@ -181,10 +189,18 @@ def test_reload_applies_policy_precision_stats_and_outputs_in_place(
         line.close()
         plc.close()
     assert code == 0
+    outs = [ln.split("reload_outputs ", 1)[1] for ln in log3.splitlines() if "reload_outputs" in ln]
+    assert outs == [
+        'outputs=1 detail="built= dropped="',  # `when` only: the same writer, a new policy
+        'outputs=1 detail="built=siren dropped=siren"',  # its device's timeout changed
+        'outputs=0 detail="built= dropped=siren"',
+    ]
     reloads = [ln for ln in log2.splitlines() if "reload_buses" in ln]
     assert len(reloads) == 1 and f"127.0.0.1:{plc.sim.port}" in reloads[0], reloads
     assert "serial:" not in reloads[0]  # the gas controller was not reconnected
-    assert "device_lost" not in log3 and log3.count(" ready devices") == 1
+    # (a PLC read may time out on a loaded machine: the simulator shares this process)
+    assert "device_lost device=gas-controller" not in log3
+    assert log3.count(" ready devices") == 1
     assert "restarting" not in log3 and "Traceback" not in log3, log3[-3000:]
     high = [r for r in records(data, Stream.ALARM) if r["tag"] == "GT-301"]
     assert [r["event"] for r in high] == ["raise"]  # one occurrence through three reloads
