@@ -10,6 +10,7 @@ same ordered shutdown runs and then ``RuntimeError("pipeline task '…' ended")`
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -276,6 +277,10 @@ class Runtime:
         if self._output_set is None:  # pragma: no cover - the run set it before serving
             return ""
         built, dropped = await self._output_set.replace(pairs)
+        used = self._output_set.outputs  # the writers kept or built: what the run holds
+        self.components = dataclasses.replace(
+            self.components, outputs=tuple(zip(used.writers, used.policies, strict=True))
+        )
         if pairs:
             out, lock = self._output_set, self._output_set.lock
             self._helper("outputs", lambda: drive_outputs(out.outputs, self._outputs_changed, lock))
