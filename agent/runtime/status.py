@@ -195,8 +195,8 @@ def snapshot(
 
 def _device(d: Device, stats: RuntimeStats) -> DeviceStatus:
     """From the driver's own account (``health()``, ``lost_reason``, ``last_error``: why it is
-    offline) and the runtime's per-poll figures (round trips, last good read, the worst bad
-    quality of a poll while the device stayed online)."""
+    offline) and the runtime's per-poll figures (round trips, last good read; once it is back,
+    the driver's account of its last failure, unless a later poll had a bad quality)."""
     p = stats.devices.by_name.get(d.name)
     health = d.health()
     requests = health.get("requests")  # Modbus: reads per cycle; serial lines have none
@@ -206,6 +206,12 @@ def _device(d: Device, stats: RuntimeStats) -> DeviceStatus:
         error, reason = d.last_error or d.lost_reason, d.lost_reason
         lost_at = health.get("lost_at_ms")
         error_ms = lost_at if isinstance(lost_at, int) and lost_at > 0 else None
+    elif (
+        p is not None
+        and p.last_failure is not None
+        and (p.last_error_ms is None or p.last_failure[2] >= p.last_error_ms)
+    ):  # back online: why it went down (the bad quality of that poll says less)
+        reason, error, error_ms = p.last_failure
     elif p is not None and p.last_error is not None:
         error, reason, error_ms = p.last_error, p.last_error, p.last_error_ms
     return DeviceStatus(

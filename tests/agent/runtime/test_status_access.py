@@ -1,7 +1,7 @@
 """Who may read ``safeedge status``: the control socket of a real agent is mode 0660 in the
 configured ``status_group``; a user of that group reads it, a user outside it is refused (the
 kernel checks the socket file's write bit on connect), ``--watch`` keeps printing, and the
-metrics endpoint stays off unless enabled."""
+metrics endpoint stays off unless enabled; a device back online still shows why it was down."""
 
 from __future__ import annotations
 
@@ -82,6 +82,15 @@ def test_the_status_socket_is_for_its_group_only_and_watch_keeps_printing(
             if watch.stdout is not None:
                 watch.stdout.close()
         assert [d["gateway"] for d in docs] == ["GW1"] * 3
+        # the controller goes quiet and comes back: the status still says why it was down
+        line.paused = True
+        agent.wait_log("device_lost")
+        line.paused = False
+        agent.wait_log("device_restored")
+        member = _status_as("nobody", GROUP, "--socket", str(sock), "--json")
+        (dev,) = json.loads(member.stdout)["devices"]
+        assert dev["state"] == "online" and dev["last_error_reason"] == "timeout"
+        assert dev["last_error"].startswith("no valid frame within"), dev
         log = agent.log()
     finally:
         assert agent.stop() == 0
