@@ -172,7 +172,7 @@ def snapshot(
         config_hash=c.config_hash,
         uptime_s=round(mono - stats.started_monotonic, 1),
         degraded=list(degraded),
-        devices=[_device(d, stats) for d in c.devices],
+        devices=[_device(d, stats, _driver(c, d.name)) for d in c.devices],
         alarms=[
             AlarmStatus(
                 tag=a.tag,
@@ -193,7 +193,18 @@ def snapshot(
     )
 
 
-def _device(d: Device, stats: RuntimeStats) -> DeviceStatus:
+def _driver(c: Components, name: str) -> str:
+    """The config's ``driver`` of a device, or of the device a poll group ``{device}.{group}``
+    belongs to (the longest configured name that ``name`` is or starts with)."""
+    best = ""
+    driver = "unknown"
+    for cfg in c.cfg.devices:
+        if (name == cfg.name or name.startswith(cfg.name + ".")) and len(cfg.name) > len(best):
+            best, driver = cfg.name, str(type(cfg).__struct_config__.tag)
+    return driver
+
+
+def _device(d: Device, stats: RuntimeStats, driver: str) -> DeviceStatus:
     """From the driver's own account (``health()``, ``lost_reason``, ``last_error``: why it is
     offline) and the runtime's per-poll figures (round trips, last good read; once it is back,
     the driver's account of its last failure, unless a later poll had a bad quality)."""
@@ -216,7 +227,7 @@ def _device(d: Device, stats: RuntimeStats) -> DeviceStatus:
         error, reason, error_ms = p.last_error, p.last_error, p.last_error_ms
     return DeviceStatus(
         name=d.name,
-        driver=type(d).__name__,
+        driver=driver,  # modbus_tcp, modbus_rtu, serial_line (the config's word for it)
         state=state,
         polls=0 if p is None else p.polls,
         last_error=error,
