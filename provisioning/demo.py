@@ -167,6 +167,7 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> DemoResult:
                     start_new_session=True,  # Ctrl-C reaches us; we stop the agent in order
                 )
             _out(out, f"[demo] agent started (pid {agent.pid}); its log: {agent_log}")
+            _out(out, f"[demo] its status: safeedge status --config {config_path} [--json]")
             _follow(agent, agent_log, opts, stop, out, sim_thread, _Summary(result, lock))
     except KeyboardInterrupt:
         pass
