@@ -98,6 +98,15 @@ def _events(messages: list[Received], kind: str) -> list[dict[str, Any]]:
     return out
 
 
+def _meta_tag(messages: list[Received], tag: str) -> dict[str, Any]:
+    """The tag's entry in the last ``meta`` received (retained JSON, no envelope)."""
+    metas = [m for m in messages if m.topic.endswith("/meta") and m.payload]
+    if not metas:
+        return {}
+    doc = json.loads(metas[-1].payload)
+    return next((t for t in doc["tags"] if t["name"] == tag), {})
+
+
 def until(what: str, check: Callable[[], bool], timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():
@@ -162,6 +171,11 @@ def test_reload_applies_policy_precision_stats_and_outputs_in_place(
             assert "outputs.siren: changed" in a["changes"]
             assert "TT-101: policy raw -> stats, window_s 60.0 -> 1.0" in a["changes"]
             assert "GT-301: precision None -> 0" in a["changes"]
+            until("meta with the new policies", lambda: _meta_tag(sub.messages, "TT-101").get(
+                "policy") == "stats")  # fmt: skip
+            assert _meta_tag(sub.messages, "TT-101")["window_ms"] == 1000
+            assert _meta_tag(sub.messages, "GT-301")["precision"] == 0
+            assert _meta_tag(sub.messages, "GT-302")["policy"] == "raw"  # unchanged, still told
             log1 = agent.wait_log("reload_outputs")
             assert "reload_buses" not in log1  # no device was touched by this edit
 
