@@ -244,8 +244,7 @@ class Reloader:
             buses=new.buses,
             policies=new.policies,
             shaper=new.shaper if shaping else old.shaper,
-            outputs=new.outputs,
-        )
+        )  # outputs: the writers held stay until replace_outputs says which go on
         self._target.swap_engine(new.engine)
         if shaping:
             self._target.swap_shaper(new.shaper)
