@@ -210,6 +210,7 @@ class Reloader:
         await loop.run_in_executor(None, lastgood.save, cfg)
         if plan is not None:
             await loop.run_in_executor(None, new.engine.warm_up)
+            await loop.run_in_executor(None, new.shaper.warm_up)
             stop, start = plan
             merged = {b: d for b, d in old.buses.items() if b not in stop}
             merged.update(start)  # the running devices, except those being rebuilt

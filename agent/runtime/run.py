@@ -109,6 +109,7 @@ class Runtime:
         loop = asyncio.get_running_loop()
         t0 = time.monotonic()
         await loop.run_in_executor(None, c.engine.warm_up)
+        await loop.run_in_executor(None, c.shaper.warm_up)  # not at the first poll, on the loop
         log.info(kv("rules_ready", tags=len(c.tags), seconds=f"{time.monotonic() - t0:.2f}"))
         store = open_store(c)
         self.store = store
