@@ -7,8 +7,9 @@ Mosquitto broker (when installed), the agent as its own process (``safeedge run`
 three drivers, and a listener playing the central platform. The agent's local web console is
 on (its URL and a demo operator's login are printed): the leak shows on its alarm board. The
 terminal shows alarms, events and a one-line summary every few seconds (telemetry lines only
-with ``verbose``); the agent's own log goes to ``WORKDIR/agent.log`` and its locally raised
-alarms are echoed as ``[agent]`` lines. Ctrl-C (or ``--duration``) stops the agent first (so it
+with ``verbose``); the agent's own log goes to ``WORKDIR/agent.log`` (numba's cache to
+``~/.cache/safeedge/numba`` unless ``NUMBA_CACHE_DIR`` says) and its locally raised alarms are
+echoed as ``[agent]`` lines. Ctrl-C (or ``--duration``) stops the agent first (so it
 flushes), then the broker and the simulators.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import signal
 import subprocess
@@ -58,6 +60,15 @@ class DemoResult:
     good_tags: set[str] = field(default_factory=set)  # tags with a good telemetry point
     console_url: str | None = None
     active: dict[str, str] = field(default_factory=dict)  # "tag alarm" → severity (platform)
+
+
+def _agent_env() -> dict[str, str]:
+    """The agent's environment: numba's cache outside the (wiped) work directory, so a second
+    demo loads the kernels instead of compiling them for seconds before the first poll
+    (``NUMBA_CACHE_DIR`` if set, else ``~/.cache/safeedge/numba``)."""
+    env = dict(os.environ)
+    env.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "safeedge" / "numba"))
+    return env
 
 
 def _out(out: TextIO, line: str) -> None:
@@ -165,6 +176,7 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> DemoResult:
                     stdout=log_file,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,  # Ctrl-C reaches us; we stop the agent in order
+                    env=_agent_env(),
                 )
             _out(out, f"[demo] agent started (pid {agent.pid}); its log: {agent_log}")
             _out(out, f"[demo] its status: safeedge status --config {config_path} [--json]")
