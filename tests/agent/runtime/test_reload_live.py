@@ -70,6 +70,10 @@ window_s = 1.0
 [[uplink.tags]]
 tags = ["GT-301"]
 precision = 0
+
+[[uplink.tags]]
+match = "PT-*"
+class = "confidential"
 """
 
 
@@ -142,8 +146,9 @@ def test_reload_applies_policy_precision_stats_and_outputs_in_place(
             time.sleep(1.5)  # the output task has seen the level-1 alarm
             assert coils(plc.sim.port)[SIREN] is False  # level 1: not the siren's business
 
-            # 1. data policy (TT-* to 1 s statistics), precision (GT-301 to 0 decimals) and
-            # the siren's level (1): SIGHUP, all three at once, no device touched
+            # 1. data policy (TT-* to 1 s statistics), class (PT-* confidential: statistics by
+            # class), precision (GT-301 to 0 decimals) and the siren's level (1): SIGHUP, all
+            # at once, no device touched
             config.write_text(_config(base, siren_level=1, tags=STATS_TT))
             agent.signal(signal.SIGHUP)
             agent.wait_log("config_applied")
@@ -160,7 +165,7 @@ def test_reload_applies_policy_precision_stats_and_outputs_in_place(
             )
             later = sub.messages[mark + 5 :]  # past what the old shaper still held
             raw, stats = _telemetry(later)
-            assert not [p for p in raw if p[0].startswith("TT-")], "TT-* still sent raw"
+            assert not [p for p in raw if p[0][:3] in ("TT-", "PT-")], "TT-*/PT-* still raw"
             assert {p[2] for p in raw if p[0] == "GT-301"} == {30.0}
             row = next(r for r in stats if r[0] == "TT-101")
             assert row[2] >= 1  # samples in the 1 s window
@@ -171,11 +176,14 @@ def test_reload_applies_policy_precision_stats_and_outputs_in_place(
             assert "outputs.siren: changed" in a["changes"]
             assert "TT-101: policy raw -> stats, window_s 60.0 -> 1.0" in a["changes"]
             assert "GT-301: precision None -> 0" in a["changes"]
+            assert "PT-101: class internal -> confidential, policy raw -> stats" in a["changes"]
             until("meta with the new policies", lambda: _meta_tag(sub.messages, "TT-101").get(
                 "policy") == "stats")  # fmt: skip
             assert _meta_tag(sub.messages, "TT-101")["window_ms"] == 1000
             assert _meta_tag(sub.messages, "GT-301")["precision"] == 0
             assert _meta_tag(sub.messages, "GT-302")["policy"] == "raw"  # unchanged, still told
+            pt = _meta_tag(sub.messages, "PT-101")  # confidential: [uplink.policy]'s stats
+            assert (pt["class"], pt["policy"], pt["window_ms"]) == ("confidential", "stats", 60000)
             log1 = agent.wait_log("reload_outputs")
             assert "reload_buses" not in log1  # no device was touched by this edit
 
