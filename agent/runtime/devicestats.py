@@ -34,6 +34,7 @@ class DevicePoll:
     bad_polls: int = 0
     # the driver's last failure, kept after recovery: (reason, text, when)
     last_failure: tuple[str, str, int] | None = None
+    seen: bool = False  # online at some poll
 
     def percentile_ms(self, q: float) -> float | None:
         if not self.durations_s:
@@ -51,7 +52,10 @@ class DevicePolls:
             d = self.by_name[device.name] = DevicePoll()
         d.polls += 1
         d.durations_s.append(seconds)
-        if device.lost_reason:
+        d.seen = d.seen or device.online
+        # as for device_lost (agent/runtime/ingest.py): a push device before its first frame
+        # (nothing known yet, nothing read) has not failed
+        if device.lost_reason and (d.seen or len(batch)):
             d.last_failure = (device.lost_reason, device.last_error or device.lost_reason, now_ms)
         if not len(batch):
             return
