@@ -127,17 +127,31 @@ class AlarmOutputs:
         report: Callable[[str, WriteResult], None],
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        if len(writers) != len(policies):
-            raise ValueError("one policy per writer")
-        self.writers = tuple(writers)
-        self.policies = tuple(policies)
         self.states = states
         self._report = report
         self.written = 0
         self.failed = 0
-        self._beating = [True] * len(self.writers)  # heartbeat failures reported on change
         self._monotonic = monotonic
+        self.writers: tuple[OutputWriter, ...] = ()
+        self.policies: tuple[OutputPolicy, ...] = ()
+        self._beating: list[bool] = []  # heartbeat failures reported on change
         self._failing: dict[int, float] = {}  # writer -> when its failure was last reported
+        self.use(writers, policies)
+
+    def use(self, writers: Sequence[OutputWriter], policies: Sequence[OutputPolicy]) -> None:
+        """Write these from the next :meth:`step` on (a reload; not during a step). A writer
+        that was already used keeps its reporting state."""
+        if len(writers) != len(policies):
+            raise ValueError("one policy per writer")
+        was = {id(w): k for k, w in enumerate(self.writers)}
+        beating = [self._beating[was[id(w)]] if id(w) in was else True for w in writers]
+        failing = {
+            k: self._failing[was[id(w)]]
+            for k, w in enumerate(writers)
+            if id(w) in was and was[id(w)] in self._failing
+        }
+        self.writers, self.policies = tuple(writers), tuple(policies)
+        self._beating, self._failing = beating, failing
 
     async def step(self) -> None:
         """Write what is due; heartbeats are reported only when they start or stop failing."""

@@ -7,10 +7,11 @@ Mosquitto broker (when installed), the agent as its own process (``safeedge run`
 three drivers, and a listener playing the central platform. The agent's local web console is
 on (its URL and a demo operator's login are printed): the leak shows on its alarm board. The
 terminal shows alarms, events and a one-line summary every few seconds (telemetry lines only
-with ``verbose``); the agent's own log goes to ``WORKDIR/agent.log`` and its locally raised
-alarms are echoed as ``[agent]`` lines. Ctrl-C (or ``--duration``) stops the agent first (so it
-flushes), then the broker and the simulators. The script and the duration start when the agent
-logs that its pipeline is ready (a loaded machine may take many seconds to start it).
+with ``verbose``); the agent's own log goes to ``WORKDIR/agent.log`` (numba's cache to
+``~/.cache/safeedge/numba`` unless ``NUMBA_CACHE_DIR`` says) and its locally raised alarms are
+echoed as ``[agent]`` lines. Ctrl-C (or ``--duration``) stops the agent first (so it flushes),
+then the broker and the simulators. The script and the duration start when the agent logs that
+its pipeline is ready (a loaded machine may take many seconds to start it).
 
 The script, in scenario time from the leak start (``leak_start_s``, 10 s by default): GT-102
 rises to level 1, then level 2 (beacon, siren and shutdown-request relay follow); at
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import shutil
 import signal
@@ -78,6 +80,15 @@ class DemoResult:
     refusals: int = 0  # refused spans the agent logged (modbus_refused)
     replans: list[tuple[str, int, int]] = field(default_factory=list)  # device, before, after
     optimum: dict[str, int] = field(default_factory=dict)  # requests per cycle before any re-plan
+
+
+def _agent_env() -> dict[str, str]:
+    """The agent's environment: numba's cache outside the (wiped) work directory, so a second
+    demo loads the kernels instead of compiling them for seconds before the first poll
+    (``NUMBA_CACHE_DIR`` if set, else ``~/.cache/safeedge/numba``)."""
+    env = dict(os.environ)
+    env.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "safeedge" / "numba"))
+    return env
 
 
 def _out(out: TextIO, line: str) -> None:
@@ -186,8 +197,10 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> DemoResult:
                     stdout=log_file,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,  # Ctrl-C reaches us; we stop the agent in order
+                    env=_agent_env(),
                 )
             _out(out, f"[demo] agent started (pid {agent.pid}); its log: {agent_log}")
+            _out(out, f"[demo] its status: safeedge status --config {config_path} [--json]")
             _follow(agent, agent_log, opts, stop, out, sim_thread, _Summary(result, lock))
     except KeyboardInterrupt:
         pass

@@ -2,7 +2,9 @@
 
 Per poll (never per sample): the poll's duration (a round trip for a polled device: every
 request of the cycle, answered or timed out), whether any sample was good (the last good read),
-and the worst bad quality of the batch as the last error's reason. Durations are kept in a
+and the worst bad quality of the batch as the last error's reason; the driver's own account of
+its last failure (``lost_reason``, ``last_error`` while it is not online) is kept after the
+device is back, so the status still says why it went down. Durations are kept in a
 ring of the last :data:`WINDOW` polls; percentiles are computed when asked for.
 """
 
@@ -30,6 +32,9 @@ class DevicePoll:
     last_error: str | None = None  # quality name of the last poll that had a bad sample
     last_error_ms: int | None = None
     bad_polls: int = 0
+    # the driver's last failure, kept after recovery: (reason, text, when)
+    last_failure: tuple[str, str, int] | None = None
+    seen: bool = False  # online at some poll
 
     def percentile_ms(self, q: float) -> float | None:
         if not self.durations_s:
@@ -47,6 +52,11 @@ class DevicePolls:
             d = self.by_name[device.name] = DevicePoll()
         d.polls += 1
         d.durations_s.append(seconds)
+        d.seen = d.seen or device.online
+        # as for device_lost (agent/runtime/ingest.py): a push device before its first frame
+        # (nothing known yet, nothing read) has not failed
+        if device.lost_reason and (d.seen or len(batch)):
+            d.last_failure = (device.lost_reason, device.last_error or device.lost_reason, now_ms)
         if not len(batch):
             return
         counts = np.bincount(batch.quality, minlength=_N_Q)

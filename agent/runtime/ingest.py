@@ -59,6 +59,15 @@ class Ingest:
         """A reload swapped the rule engine (same tag table; between two batches)."""
         self._engine = engine
 
+    def use_shaper(self, shaper: TelemetryShaper) -> None:
+        """A reload changed the telemetry shaping (same tag table; between two batches): what
+        the old shaper holds is appended first (its open statistics windows close early, as
+        at a stop), then every later sample goes through ``shaper``."""
+        held = self._shaper.flush()
+        if held:
+            self._sink.append(Stream.TELEMETRY, held)
+        self._shaper = shaper
+
     def on_batch(self, device: Device, batch: SampleBatch) -> None:
         self._stats.polls += 1
         self._stats.samples += len(batch)
@@ -121,10 +130,9 @@ class Ingest:
 
     async def linger(self) -> None:
         """Close records that waited ``telemetry_linger_ms`` and statistics windows that
-        ended while no poll came (only when :attr:`lingers`)."""
-        period = self._shaper.timer_s or 1.0
-        while True:
-            await asyncio.sleep(period)
+        ended while no poll came (needed only when :attr:`lingers`)."""
+        while True:  # the period is read again each time: a reload may swap the shaper
+            await asyncio.sleep(self._shaper.timer_s or 1.0)
             bodies = self._shaper.due(self._clock_ms())
             if bodies:
                 self._sink.append(Stream.TELEMETRY, bodies)

@@ -7,18 +7,26 @@ Invariants:
   :func:`agent.runtime.build.build`); on any error the old config keeps running, the error is
   logged and a ``config_rejected`` event (the file's hash, every issue) is recorded.
 - Applied atomically: nothing of the running agent changes before the new config has built.
-  When only ``[[rules]]`` and device settings changed (the tag table is the same), the change
-  is applied in place on the event loop: the rule engine is swapped between two polls, and
-  only the buses of changed devices (with the other devices on those lines) are stopped,
-  closed, rebuilt and polled again (:func:`bus_plan`); every other device keeps its connection
-  and poll phase. Tags with unchanged parameters keep their alarm state (levels,
-  acknowledgements, alarm ids; timers and windows start empty as after a restart), tags whose
-  parameters changed end their open alarms with ``clear(reason=config_changed)`` at their
-  next sample, and ``meta`` is republished. Any other change (tags added, removed or moved;
-  uplink, buffer, operations) ends the run in order and the agent runs again in-process with
-  the new config (alarm state survives that as it survives a restart: see
-  :mod:`agent.runtime.alarmstate`).
-- ``config_applied`` (old and new hash, what changed, how) is recorded before either path
+  When the tag table is the same and only what :data:`IN_PLACE` names changed (``[[rules]]``;
+  the telemetry shaping: ``[uplink.policy]``, ``[[uplink.tags]]``,
+  ``[uplink.report_by_exception]``, the telemetry record limits; ``[[outputs]]``;
+  ``gateway.codes``) and device settings (``devices.<name>``), the change is applied in place
+  on the event loop: the rule engine (and, for a shaping change, the telemetry shaper: what the
+  old one held is appended first, its open statistics windows close early) is swapped between
+  two polls; only the buses of changed devices (with the other devices on those lines) are
+  stopped, closed, rebuilt and polled again (:func:`bus_plan`); the alarm-output writers are
+  replaced between two output steps when ``[[outputs]]`` or a rebuilt device changed (a
+  writer whose entry and device are unchanged goes on; see
+  :class:`agent.runtime.outputs.OutputSet`). Every other device keeps its connection and poll
+  phase. Tags with unchanged parameters keep their alarm state (levels, acknowledgements,
+  alarm ids; timers and windows start empty as after a restart), tags whose parameters
+  changed end their open alarms with ``clear(reason=config_changed)`` at their next sample,
+  and ``meta`` (limits, policies, codes) is republished. Any other change (tags added,
+  removed or moved; the broker, buffer, operations) ends the run in order and the agent runs
+  again in-process with the new config (alarm state survives that as it survives a restart:
+  see :mod:`agent.runtime.alarmstate`).
+- ``config_applied`` (old and new hash, what changed by section or key, how, and one line
+  per tag policy or output changed: :mod:`agent.runtime.reloaddiff`) is recorded before either path
   takes effect, and the new config becomes the last good one (:mod:`agent.lastgood`).
 """
 
@@ -28,26 +36,30 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
 import msgspec
 
 from agent import __version__, lastgood
+from agent.alarm_outputs import OutputPolicy
 from agent.config import AgentConfig, ConfigError, load_config, resolved_paths
+from agent.config.governance import codes_dict
 from agent.credentials import broker_password, with_credentials
 from agent.logs import kv
 from agent.runtime.alarms import AlarmRecorder
 from agent.runtime.build import Components, build
 from agent.runtime.buses import BusSet
 from agent.runtime.meta import meta_payload
+from agent.runtime.reloaddiff import output_changes, policy_changes
 from agent.runtime.sink import RecordSink
+from agent.shaping import TelemetryShaper
 from agent.uplink import UplinkConfigError
-from drivers import Device, DriverConfigError
+from drivers import Device, DriverConfigError, OutputWriter
 from rules import RuleConfigError, RuleEngine
 
-__all__ = ["ReloadTarget", "Reloader", "bus_plan", "changes"]
+__all__ = ["IN_PLACE", "SHAPING", "ReloadTarget", "Reloader", "bus_plan", "changes"]
 
 log = logging.getLogger("safeedge.reload")
 
@@ -60,6 +72,10 @@ class ReloadTarget(Protocol):
 
     def swap_engine(self, engine: RuleEngine) -> None: ...
 
+    def swap_shaper(self, shaper: TelemetryShaper) -> None: ...
+
+    async def replace_outputs(self, pairs: Sequence[tuple[OutputWriter, OutputPolicy]]) -> str: ...
+
     def end_run(self) -> None: ...
 
 
@@ -70,10 +86,38 @@ def _file_hash(path: Path) -> str:
         return ""
 
 
+# Sections listed by key (``uplink.tags``, ``gateway.codes``): some of their keys apply in place
+_BY_KEY = ("gateway", "uplink")
+# What the telemetry shaper is built from (agent/runtime/build.py): applied in place by a new
+# shaper; tag classes, policies, windows, precision, report-by-exception, record limits
+SHAPING = frozenset(
+    {
+        "uplink.policy",
+        "uplink.tags",
+        "uplink.report_by_exception",
+        "uplink.telemetry_body",
+        "uplink.telemetry_batch",
+        "uplink.telemetry_max_bytes",
+        "uplink.telemetry_linger_ms",
+    }
+)
+IN_PLACE = SHAPING | {"rules", "outputs", "gateway.codes"}  # and devices.<name>
+
+
 def changes(old: AgentConfig, new: AgentConfig) -> list[str]:
-    """What differs, by section: ``rules``, ``devices``, ``devices.<name>``, ``uplink`` ..."""
+    """What differs: by section (``rules``, ``outputs``, ``buffer`` ...), by key for
+    ``gateway`` and ``uplink`` (``uplink.tags``, ``uplink.host`` ...), by device
+    (``devices.<name>``), and ``devices`` when the devices' order or set changed."""
     a, b = msgspec.to_builtins(old), msgspec.to_builtins(new)
-    out = [key for key in sorted(set(a) | set(b)) if key != "devices" and a.get(key) != b.get(key)]
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if key == "devices" or a.get(key) == b.get(key):
+            continue
+        if key not in _BY_KEY:
+            out.append(key)
+            continue
+        sa, sb = a.get(key) or {}, b.get(key) or {}
+        out += [f"{key}.{k}" for k in sorted(set(sa) | set(sb)) if sa.get(k) != sb.get(k)]
     old_dev = {d["name"]: d for d in a.get("devices", [])}
     new_dev = {d["name"]: d for d in b.get("devices", [])}
     for name in sorted(set(old_dev) | set(new_dev)):
@@ -152,6 +196,7 @@ class Reloader:
             changed=changed,
             tags_changed=detail,
             mode="in_place" if in_place else "restart",
+            changes=policy_changes(old, new) + output_changes(old.cfg, new.cfg),
         )
         log.info(
             kv(
@@ -165,31 +210,45 @@ class Reloader:
         await loop.run_in_executor(None, lastgood.save, cfg)
         if plan is not None:
             await loop.run_in_executor(None, new.engine.warm_up)
+            await loop.run_in_executor(None, new.shaper.warm_up)
             stop, start = plan
             merged = {b: d for b, d in old.buses.items() if b not in stop}
             merged.update(start)  # the running devices, except those being rebuilt
             new = dataclasses.replace(new, buses=merged)
             if stop or start:
                 log.info(kv("reload_buses", stopped=",".join(stop), started=",".join(start)))
-            self._swap_rules(old, new)
+            self._swap_rules(old, new, shaping=bool(SHAPING & set(changed)))
             if (stop or start) and self._target.buses is not None:
                 await self._target.buses.replace(stop=stop, start=start)
+            # a writer is on its device's link: a rebuilt device rebuilds its writers too
+            if (old.outputs or new.outputs) and ("outputs" in changed or stop or start):
+                note = await self._target.replace_outputs(new.outputs)
+                log.info(kv("reload_outputs", outputs=len(new.outputs), detail=note))
         else:
             self._target.restart_with = new
             self._target.end_run()
         self._done(True, new.config_hash)
         return True
 
-    def _swap_rules(self, old: Components, new: Components) -> None:
+    def _swap_rules(self, old: Components, new: Components, *, shaping: bool) -> None:
         """Between two polls (no await here): same tag table, new engine with the state of
-        every tag carried over by the persisted-state rules (design/RULES.md 1.1)."""
+        every tag carried over by the persisted-state rules (design/RULES.md 1.1); with
+        ``shaping``, the new telemetry shaper (policies, precision, windows, exceptions)."""
         book = self._alarms.book
         for k in range(len(old.tags)):
             new.engine.restore_state(k, book.state_of(k))
         self._target.components = dataclasses.replace(
-            old, cfg=new.cfg, engine=new.engine, config_hash=new.config_hash, buses=new.buses
-        )
+            old,
+            cfg=new.cfg,
+            engine=new.engine,
+            config_hash=new.config_hash,
+            buses=new.buses,
+            policies=new.policies,
+            shaper=new.shaper if shaping else old.shaper,
+        )  # outputs: the writers held stay until replace_outputs says which go on
         self._target.swap_engine(new.engine)
+        if shaping:
+            self._target.swap_shaper(new.shaper)
         uplink = old.uplink
         if uplink is not None:
             uplink.set_meta(
@@ -200,6 +259,8 @@ class Reloader:
                     agent_version=__version__,
                     config_hash=new.config_hash,
                     ts_ms=old.clock_ms(),
+                    policies=new.policies,
+                    codes=codes_dict(new.cfg.gateway.codes),
                 )
             )
 
@@ -241,7 +302,7 @@ def bus_plan(old: Components, new: Components, changed: list[str]) -> tuple[Buse
     device, and every device sharing a line with one, is rebuilt while the other buses poll on;
     None when the change cannot be applied in place (another section, or the tag table moved:
     tag indices are baked into the built devices)."""
-    if not all(ch == "rules" or ch.startswith("devices.") for ch in changed):
+    if not all(ch in IN_PLACE or ch.startswith("devices.") for ch in changed):
         return None
     if old.tags.names != new.tags.names or [t.device for t in old.tags] != [
         t.device for t in new.tags

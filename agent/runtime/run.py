@@ -10,15 +10,16 @@ same ordered shutdown runs and then ``RuntimeError("pipeline task '…' ended")`
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from agent import __version__, lastgood
-from agent.alarm_outputs import AlarmOutputs, AlarmStates
+from agent.alarm_outputs import AlarmOutputs, AlarmStates, OutputPolicy
 from agent.commands import CommandProcessor
 from agent.config import AgentConfig
 from agent.config.governance import codes_dict
@@ -37,15 +38,16 @@ from agent.runtime.incidents import IncidentTap, incident_limits
 from agent.runtime.ingest import Ingest
 from agent.runtime.meta import meta_payload
 from agent.runtime.ops import OpsServices
-from agent.runtime.outputs import drive_outputs, report_output
+from agent.runtime.outputs import OutputSet, drive_outputs, report_output
 from agent.runtime.reload import Reloader
 from agent.runtime.scheduler import cancel_and_wait, poll_bus
 from agent.runtime.sink import RecordSink
 from agent.runtime.stats import RuntimeStats
 from agent.runtime.watchdog import watchdog
+from agent.shaping import TelemetryShaper
 from agent.uplink import Uplink
 from buffer import Store
-from drivers import Device
+from drivers import Device, OutputWriter
 from rules import RuleEngine
 
 if TYPE_CHECKING:
@@ -58,6 +60,8 @@ UPLINK_STOP_S: Final = 1.0  # of which reserved for the uplink's orderly disconn
 UPLINK_STOP_MIN_S: Final = 0.5
 
 log = logging.getLogger("safeedge.pipeline")
+
+Spawn = Callable[[str, Coroutine[Any, Any, None]], "asyncio.Task[None]"]
 
 
 class Runtime:
@@ -95,12 +99,17 @@ class Runtime:
         self._stop_deadline = float("inf")  # set when the stop begins
         self.console: Console | None = None  # [console].enabled: the local web console
         self._incidents: IncidentTap | None = None
+        self._output_set: OutputSet | None = None
+        self._outputs_changed = asyncio.Event()
+        self._spawn: Spawn | None = None  # while serving: starts a helper a reload needs
+        self._helpers: dict[str, asyncio.Task[None]] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         c = self.components
         loop = asyncio.get_running_loop()
         t0 = time.monotonic()
         await loop.run_in_executor(None, c.engine.warm_up)
+        await loop.run_in_executor(None, c.shaper.warm_up)  # not at the first poll, on the loop
         log.info(kv("rules_ready", tags=len(c.tags), seconds=f"{time.monotonic() - t0:.2f}"))
         store = open_store(c)
         self.store = store
@@ -111,29 +120,23 @@ class Runtime:
         sink.flush_reports()  # seq_gap / buffer_corrupt from the open, before "started"
         book = AlarmBook(gateway=c.cfg.gateway.id, tags=c.tags, engine=c.engine)
         restored = book.restore(store.states(prefix=STATE_PREFIX))
-        states = AlarmStates()
-        outputs_changed = asyncio.Event()
+        states = AlarmStates()  # kept with no outputs too: a reload may add some
         alarms = AlarmRecorder(
             tags=c.tags,
             book=book,
             sink=sink,
             stats=self.stats,
-            states=states if c.outputs else None,
-            changed=outputs_changed.set,
+            states=states,
+            changed=self._outputs_changed.set,
         )
         alarms.close_removed(c.clock_ms())
         alarms.seed_outputs()  # outputs in alarm before a restart are in alarm again at once
         self.alarms = alarms
         log.info(kv("alarm_state_restored", tags=restored, open=len(book.open_alarms())))
-        outputs = None
-        if c.outputs:
-            outputs = AlarmOutputs(
-                writers=[w for w, _ in c.outputs],
-                policies=[p for _, p in c.outputs],
-                states=states,
-                report=lambda kind, result: report_output(sink, kind, result),
-            )
-        self.outputs = outputs
+        output_set = OutputSet(
+            states=states, report=lambda kind, result: report_output(sink, kind, result)
+        )
+        self._output_set, self.outputs = output_set, output_set.outputs
         incidents = None
         if c.incidents is not None:
             incidents = IncidentTap(recorder=c.incidents, sink=sink)
@@ -160,8 +163,8 @@ class Runtime:
             async with AsyncExitStack() as stack:
                 self.buses = BusSet(stack=stack)
                 await self.buses.open(c.devices)
-                for writer, _policy in c.outputs:
-                    await stack.enter_async_context(writer)
+                stack.push_async_callback(output_set.aclose)  # before the devices close
+                await output_set.open(c.outputs)
                 if c.uplink is not None:
                     forwarding = self._connect(c, c.uplink, store, alarms, incidents, sink, loop)
                 else:
@@ -170,7 +173,7 @@ class Runtime:
                 for kind, fields in self.start_events:
                     sink.event(kind, **fields)
                 await ops.start()
-                await self._serve(stop, ingest, sink, forwarding, alarms, outputs, outputs_changed)
+                await self._serve(stop, ingest, sink, forwarding, alarms)
         finally:
             await ops.stop()
             c.bridge.detach()
@@ -262,6 +265,33 @@ class Runtime:
         if recorder is not None:  # the limits an incident report shows
             recorder.use_limits(incident_limits(self.components.tags, engine))
 
+    def swap_shaper(self, shaper: TelemetryShaper) -> None:
+        """A reload changed the telemetry shaping in place (between two polls)."""
+        if self._ingest is not None:
+            self._ingest.use_shaper(shaper)
+            if shaper.timer_s is not None:
+                self._helper("linger", self._ingest.linger)
+
+    async def replace_outputs(self, pairs: Sequence[tuple[OutputWriter, OutputPolicy]]) -> str:
+        """A reload changed ``[[outputs]]`` or their devices: the writers are replaced between
+        two steps (see :class:`OutputSet`); returns what changed, for the log."""
+        if self._output_set is None:  # pragma: no cover - the run set it before serving
+            return ""
+        built, dropped = await self._output_set.replace(pairs)
+        used = self._output_set.outputs  # the writers kept or built: what the run holds
+        self.components = dataclasses.replace(
+            self.components, outputs=tuple(zip(used.writers, used.policies, strict=True))
+        )
+        if pairs:
+            out, lock = self._output_set, self._output_set.lock
+            self._helper("outputs", lambda: drive_outputs(out.outputs, self._outputs_changed, lock))
+        self._outputs_changed.set()  # a changed `when` applies now, not at the next alarm
+        return f"built={','.join(built)} dropped={','.join(dropped)}"
+
+    def _helper(self, name: str, make: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        if name not in self._helpers and self._spawn is not None and not self._stopping:
+            self._helpers[name] = self._spawn(name, make())
+
     def end_run(self) -> None:
         """End the run in order (as a stop does); a reload set ``restart_with`` first."""
         if self._ending is not None:
@@ -274,8 +304,6 @@ class Runtime:
         sink: RecordSink,
         fwd: Forwarding | None,
         alarms: AlarmRecorder,
-        outputs: AlarmOutputs | None = None,
-        outputs_changed: asyncio.Event | None = None,
     ) -> None:
         c = self.components
         ending = asyncio.Event()
@@ -298,14 +326,18 @@ class Runtime:
                 raise RuntimeError("_serve before the devices were opened")
             buses.start(c.buses, spawn=spawn, poll=poll)
             helpers = [spawn("maintain", sink.maintain())]
-            if outputs is not None and outputs_changed is not None:
-                helpers.append(spawn("outputs", drive_outputs(outputs, outputs_changed)))
+            self._spawn, self._helpers = spawn, {}
+            out = self._output_set
+            if c.outputs and out is not None:
+                self._helper(
+                    "outputs", lambda: drive_outputs(out.outputs, self._outputs_changed, out.lock)
+                )
             if self.console is not None:
                 helpers.append(spawn("console", self.console.serve()))
             if self.endpoint is not None:  # the command worker: bounded work per iteration
                 helpers.append(spawn("commands", self.endpoint.run()))
             if ingest.lingers:
-                helpers.append(spawn("linger", ingest.linger()))
+                self._helper("linger", ingest.linger)
             interval = watchdog_interval_s()
             if interval is not None:
                 slowest = max((d.poll_interval_s for d in c.devices), default=1.0)
@@ -347,7 +379,7 @@ class Runtime:
             c.bridge.detach()  # no command is taken once stopping began
             if self.endpoint is not None:
                 self.endpoint.inbox.close()
-            await cancel_and_wait([*buses.tasks, *helpers])
+            await cancel_and_wait([*buses.tasks, *helpers, *self._helpers.values()])
             ingest.flush()
             if forward is not None:
                 forwarding, task = forward

@@ -172,7 +172,7 @@ def snapshot(
         config_hash=c.config_hash,
         uptime_s=round(mono - stats.started_monotonic, 1),
         degraded=list(degraded),
-        devices=[_device(d, stats) for d in c.devices],
+        devices=[_device(d, stats, _driver(c, d.name)) for d in c.devices],
         alarms=[
             AlarmStatus(
                 tag=a.tag,
@@ -193,10 +193,21 @@ def snapshot(
     )
 
 
-def _device(d: Device, stats: RuntimeStats) -> DeviceStatus:
+def _driver(c: Components, name: str) -> str:
+    """The config's ``driver`` of a device, or of the device a poll group ``{device}.{group}``
+    belongs to (the longest configured name that ``name`` is or starts with)."""
+    best = ""
+    driver = "unknown"
+    for cfg in c.cfg.devices:
+        if (name == cfg.name or name.startswith(cfg.name + ".")) and len(cfg.name) > len(best):
+            best, driver = cfg.name, str(type(cfg).__struct_config__.tag)
+    return driver
+
+
+def _device(d: Device, stats: RuntimeStats, driver: str) -> DeviceStatus:
     """From the driver's own account (``health()``, ``lost_reason``, ``last_error``: why it is
-    offline) and the runtime's per-poll figures (round trips, last good read, the worst bad
-    quality of a poll while the device stayed online)."""
+    offline) and the runtime's per-poll figures (round trips, last good read; once it is back,
+    the driver's account of its last failure, unless a later poll had a bad quality)."""
     p = stats.devices.by_name.get(d.name)
     health = d.health()
     requests = health.get("requests")  # Modbus: reads per cycle; serial lines have none
@@ -206,11 +217,17 @@ def _device(d: Device, stats: RuntimeStats) -> DeviceStatus:
         error, reason = d.last_error or d.lost_reason, d.lost_reason
         lost_at = health.get("lost_at_ms")
         error_ms = lost_at if isinstance(lost_at, int) and lost_at > 0 else None
+    elif (
+        p is not None
+        and p.last_failure is not None
+        and (p.last_error_ms is None or p.last_failure[2] >= p.last_error_ms)
+    ):  # back online: why it went down (the bad quality of that poll says less)
+        reason, error, error_ms = p.last_failure
     elif p is not None and p.last_error is not None:
         error, reason, error_ms = p.last_error, p.last_error, p.last_error_ms
     return DeviceStatus(
         name=d.name,
-        driver=type(d).__name__,
+        driver=driver,  # modbus_tcp, modbus_rtu, serial_line (the config's word for it)
         state=state,
         polls=0 if p is None else p.polls,
         last_error=error,

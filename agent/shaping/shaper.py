@@ -28,6 +28,7 @@ from agent.codec import TelemetryEncoder
 from agent.codec_v2 import StatRow, stats_body
 from agent.config.governance import TagPolicy
 from agent.shaping.stats import StatsWindows
+from agent.shaping.stats import warm_up as warm_stats
 from agent.telemetry import ExceptionFilter, TelemetryBatcher
 from agent.telemetry_v2 import GroupBatcher, GroupEncoder
 
@@ -80,6 +81,12 @@ class TelemetryShaper:
             b2 = GroupBatcher(max_points=max_points, max_bytes=max_bytes, linger_ms=linger_ms)
             self._v2 = (GroupEncoder(names, qualities), b2)
         self.linger_ms = linger_ms
+
+    def warm_up(self) -> None:
+        """Compile (or load) the statistics kernels when this shaper has statistics windows
+        (see :func:`agent.shaping.stats.warm_up`); a worker thread may call it."""
+        if self._stats is not None:
+            warm_stats()
 
     @property
     def rbe(self) -> ExceptionFilter | None:

@@ -6,25 +6,23 @@ the agent."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from pymodbus.client import ModbusTcpClient
 
 from agent.codec import decode_envelope, decode_event
 from agent.commands import sign_command
 from central.cmd_sign import build_payload, keygen, load_private_key, publish_command
 from provisioning.localbroker import free_port
-from provisioning.simulator import OUTPUT_COILS, TankFarmSimulator, tank_farm_config
+from provisioning.simulator import OUTPUT_COILS, tank_farm_config
 from tests.support.mosquitto import Broker, Subscriber
+from tests.support.plc import PlcThread, coils
 
 pytestmark = pytest.mark.integration
 
@@ -33,47 +31,12 @@ ROOT = "safeedge/v1/S1/G1"
 REPO = Path(__file__).resolve().parents[2]
 
 
-class PlcThread:
-    """The simulator on its own event loop thread (the agent is another process)."""
-
-    def __init__(self, port: int) -> None:
-        self.sim = TankFarmSimulator(port=port, time_scale=3.0, leak_start_s=12.0, seed=5,
-                                     heartbeat_timeout_s=1.5)  # fmt: skip
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._up = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
-        self._thread.start()
-        assert self._up.wait(10), "simulator did not start"
-
-    async def _main(self) -> None:
-        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-        async with self.sim:
-            self._up.set()
-            await self._stop.wait()
-
-    def close(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-
-
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:
     b = Broker(tmp_path / "broker")
     b.start()
     yield b
     b.kill()
-
-
-def coils(port: int) -> list[bool]:
-    client = ModbusTcpClient("127.0.0.1", port=port)
-    client.connect()
-    try:
-        rr = client.read_coils(0, count=3, device_id=1)
-        return [bool(b) for b in rr.bits[:3]]
-    finally:
-        client.close()
 
 
 def until(what: str, check: Callable[[], bool], timeout_s: float) -> float:
@@ -90,7 +53,8 @@ def test_outputs_follow_level_2_ack_clear_and_fall_to_fail_safe_when_the_agent_d
 ) -> None:
     beacon, siren, relay = (OUTPUT_COILS[n] for n in ("beacon", "siren", "shutdown_request"))
     key_path, public = keygen(KID, tmp_path / "keys")
-    plc = PlcThread(free_port())
+    plc = PlcThread(free_port(), time_scale=3.0, leak_start_s=12.0, seed=5,
+                    heartbeat_timeout_s=1.5)  # fmt: skip
     config = tmp_path / "agent.toml"
     text = tank_farm_config(modbus_host="127.0.0.1", modbus_port=plc.sim.port,
                             mqtt_host=broker.host, mqtt_port=broker.port,

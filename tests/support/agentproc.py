@@ -27,10 +27,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class GasLine:
-    """Channel 1 of an ASCII gas controller: pushes ``value`` every 0.2 s while started."""
+    """Channel 1 of an ASCII gas controller: pushes ``value`` every 0.2 s while started and
+    not ``paused`` (a controller that went quiet)."""
 
     def __init__(self) -> None:
         self.value = 5.0
+        self.paused = False
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)
         os.set_blocking(self._master, False)
@@ -42,8 +44,9 @@ class GasLine:
     def _push(self) -> None:
         while not self._stop.wait(0.2):
             # nobody reading: the line overflows, as a real one would
-            with contextlib.suppress(BlockingIOError, OSError):
-                os.write(self._master, gas_sentence(1, self.value))
+            if not self.paused:
+                with contextlib.suppress(BlockingIOError, OSError):
+                    os.write(self._master, gas_sentence(1, self.value))
             with contextlib.suppress(BlockingIOError, OSError):
                 os.read(self._master, 4096)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -173,15 +174,22 @@ def test_a_broken_config_at_start_runs_the_last_good_one_degraded(
     finally:
         assert agent.stop() == 0
     config.write_text(agent_config(data_dir=data, line=line.path) + "\n[nonsense]\n")
-    again = AgentProc(config)
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # what systemd reads STATUS= from
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.settimeout(30)
+    again = AgentProc(config, extra_env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock")})
     try:
         out = again.wait_log(" ready devices")
         assert "running the last good config" in out
         wait_for(lambda: len(_events(data, "config_rejected")) == 1, note="config_rejected")
         doc = query(data / "status.sock")
         assert doc["degraded"] and doc["degraded"][0].startswith("config rejected")
+        sent = [notify.recv(4096).decode() for _ in range(2)]  # READY=1, then the status line
+        assert sent[0] == "READY=1"
+        assert sent[1].startswith("STATUS=DEGRADED: config rejected"), sent
     finally:
         assert again.stop() == 0
+        notify.close()
     assert any("nonsense" in e for e in _events(data, "config_rejected")[0]["errors"])
 
 

@@ -21,6 +21,8 @@ class TimedDevice:
         self.bus = "bus"
         self.poll_interval_s = period_s
         self.online = True
+        self.lost_reason = ""  # never lost (drivers.Device: "" while online)
+        self.last_error = ""
         self._takes = takes_s
 
     async def poll(self) -> SampleBatch:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -121,4 +122,36 @@ def test_maintenance_finds_corruption_while_running_and_recovers_without_ending(
     corrupt = next(e for e in bodies(store, Stream.EVENT) if e["kind"] == "buffer_corrupt")
     assert corrupt["detected"] == "running" and corrupt["salvaged"] > 0
     assert store.append(Stream.TELEMETRY, [b"{}"])[0] > 800
+    store.close()
+
+
+def test_delivered_records_evicted_before_their_retention_become_buffer_evicted_events(
+    tmp_path: Path,
+) -> None:
+    """Issue 13 item 6: a capacity below the retention shortens the local record; maintenance
+    says so with ``buffer_evicted`` (``delivered: true``), valid against the event schema."""
+    c = make_components(tmp_path, buffer_extra="capacity_mb = 1\n")  # the least allowed
+    c.paths.data_dir.mkdir(parents=True)
+    store = open_store(c)
+    woke: list[asyncio.Event] = []  # made on the test's loop; set by the sink's appends
+    sink = RecordSink(
+        store=store, stats=RuntimeStats(), clock_ms=c.clock_ms, wake=lambda: woke[0].set()
+    )
+    woke.append(asyncio.Event())  # the appends below set it: not awaited
+    for _ in range(30):  # 3 MB, delivered at once: pushed out long before their 30 days
+        payloads = [b'{"pad":"%s"}' % os.urandom(500).hex().encode() for _ in range(100)]
+        seqs = store.append(Stream.TELEMETRY, payloads)
+        store.settle(accepted=[(Stream.TELEMETRY, s) for s in seqs])
+
+    async def one_pass() -> None:
+        woke[0] = asyncio.Event()
+        task = asyncio.create_task(sink.maintain(every_s=0.0, check_every_s=1e9))
+        await woke[0].wait()  # the first event appended by maintenance
+        task.cancel()
+
+    asyncio.run(asyncio.wait_for(one_pass(), 30))
+    evicted = [e for e in bodies(store, Stream.EVENT) if e["kind"] == "buffer_evicted"]
+    assert evicted[0]["stream"] == "telemetry" and evicted[0]["delivered"] is True
+    assert evicted[0]["count"] > 0 and evicted[0]["first_ts"] <= evicted[0]["last_ts"]
+    assert event_errors(evicted[0]) == []
     store.close()

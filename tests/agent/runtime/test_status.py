@@ -71,6 +71,7 @@ def test_status_socket_metrics_health_and_systemd_status_of_a_running_agent(
         assert doc["gateway"] == "GW1" and doc["degraded"] == []
         (dev,) = doc["devices"]
         assert dev["name"] == "gas-controller" and dev["state"] == "online"
+        assert dev["driver"] == "serial_line"  # the config's word, not a class name
         assert dev["rtt_p50_ms"] is not None and dev["last_good_ms"] is not None
         (alarm,) = doc["alarms"]
         assert (alarm["tag"], alarm["alarm"], alarm["level"], alarm["acked"]) == (
