@@ -112,7 +112,12 @@ class Watch:
         self.results = 0
         self.online = threading.Event()
         c = _client()
-        c.on_connect = lambda cl, *a: cl.subscribe(f"{ROOT}/#", qos=1)
+        # Only what it reads, never R/cmd: the flood is not the platform subscriber's traffic
+        # (in the field it is on another host); receiving it here (paho parsing thousands of
+        # messages a second on a thread of this process) starved the simulated PLC and took a
+        # core from the agent, which the poll period then showed as the agent's jitter.
+        topics = [(f"{ROOT}/{t}", 1) for t in ("telemetry", "alarm", "cmd/result", "state")]
+        c.on_connect = lambda cl, *a: cl.subscribe(topics)
         c.on_message = self._on_message
         c.connect(broker.host, broker.port)
         c.loop_start()
