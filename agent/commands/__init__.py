@@ -31,7 +31,9 @@ correlation only), else ``null``. A command that passed every check is recorded 
 ``error`` when acting failed (:class:`CommandFailedError`).
 
 Verification and dispatch are sans-I/O; :class:`ReplayStore` owns one small JSON file.
-Threading: a :class:`CommandProcessor` is used from one thread (the agent's event loop).
+Threading: a :class:`CommandProcessor` is used from one thread (the agent's event loop); only
+the replay store's file write (:meth:`ReplayStore.write`, bytes snapshotted on the loop) runs
+in a worker thread, started by the inbox (:meth:`CommandProcessor.record_job`).
 
 Hostile input: JSON nested deeper than :data:`~agent.commands.limits.MAX_DEPTH` is refused
 before decoding, integers and strings are bounded by the wire shapes, echoed fields are short

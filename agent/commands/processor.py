@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Final
@@ -162,28 +163,71 @@ class CommandProcessor:
         return Command(body.id, body.ts, body.gw, body.cmd, outer.kid, args)
 
     def handle(self, raw: bytes) -> CommandResult:
-        """Verify, record, act and answer; never raises for anything in ``raw``."""
+        """Verify, record, act and answer; never raises for anything in ``raw``. The replay
+        store's fsync runs on the calling thread: the inbox uses :meth:`admit`, a write in a
+        worker thread and :meth:`act` instead."""
+        admitted = self.admit(raw)
+        if isinstance(admitted, CommandResult):
+            return admitted
+        try:
+            self.record_job()()
+        except OSError as exc:
+            return self.not_recorded(admitted, exc)
+        return self.act(admitted)
+
+    def admit(self, raw: bytes) -> Command | CommandResult:
+        """Every check, then the command's id reserved in the replay store: the
+        :class:`Command` to :meth:`act` on once the store is written (a duplicate meanwhile
+        is ``replayed``), or the rejection. Never raises for anything in ``raw``."""
         now = self._clock_ms()
-        cmd: Command | None = None
         try:
             cmd = self.verify(raw)
             self._replay.check(cmd.id, cmd.ts)
+        except CommandRejectedError as exc:
+            detail = echo(exc.detail, DETAIL_MAX)
+            self._log_rejection(exc.reason, exc.command_id, detail)
+            return CommandResult(
+                exc.command_id, "rejected", f"{exc.reason}: {detail}", now, None, exc.reason
+            )
+        # The id is recorded before acting: a crash mid-action never lets a replay act twice.
+        self._replay.reserve(cmd.id, cmd.ts)
+        return cmd
+
+    def record_job(self) -> Callable[[], None]:
+        """The blocking write that makes every id reserved so far durable (a snapshot taken
+        now): run it in a worker thread, then :meth:`act` (or :meth:`not_recorded` if it
+        raised OSError). Jobs must not run concurrently with each other."""
+        data = self._replay.snapshot()
+        return functools.partial(self._replay.write, data)
+
+    def not_recorded(self, cmd: Command, exc: OSError) -> CommandResult:
+        """The answer to an admitted command whose id could not be written (not acted on)."""
+        self._replay.forget(cmd.id)
+        return self._failed(cmd, exc)
+
+    def act(self, cmd: Command) -> CommandResult:
+        """Act on an admitted command whose id is durably recorded, and answer."""
+        now = self._clock_ms()
+        try:
             detail = self._act(cmd)
         except CommandRejectedError as exc:
-            command_id = exc.command_id if cmd is None else cmd.id
+            # A handler's own bad_args rejection (unknown tag, range too long) did nothing,
+            # and the platform sends a corrected command under a new id.
             detail = echo(exc.detail, DETAIL_MAX)
-            self._log_rejection(exc.reason, command_id, detail)
+            self._log_rejection(exc.reason, cmd.id, detail)
             return CommandResult(
-                command_id, "rejected", f"{exc.reason}: {detail}", now, None, exc.reason
+                cmd.id, "rejected", f"{exc.reason}: {detail}", now, None, exc.reason
             )
         except (CommandFailedError, OSError) as exc:
-            self.failed += 1
-            assert cmd is not None
-            log.error(kv("command_failed", cmd=cmd.cmd, id=cmd.id, error=exc))  # noqa: TRY400
-            return CommandResult(cmd.id, "error", echo(str(exc), DETAIL_MAX), now, cmd.cmd)
+            return self._failed(cmd, exc)
         self.accepted += 1
         log.info(kv("command_done", cmd=cmd.cmd, id=cmd.id, kid=cmd.kid, detail=detail))
         return CommandResult(cmd.id, "ok", detail, now, cmd.cmd)
+
+    def _failed(self, cmd: Command, exc: Exception) -> CommandResult:
+        self.failed += 1
+        log.error(kv("command_failed", cmd=cmd.cmd, id=cmd.id, error=exc))
+        return CommandResult(cmd.id, "error", echo(str(exc), DETAIL_MAX), self._clock_ms(), cmd.cmd)
 
     def _log_rejection(self, reason: str, command_id: str | None, detail: str) -> None:
         """Counted always; logged once per reason per interval, with every reason's count."""
@@ -203,10 +247,6 @@ class CommandProcessor:
             )
 
     def _act(self, cmd: Command) -> str:
-        # The id is recorded before acting: a crash mid-action never lets a replay act twice.
-        # A handler's own bad_args rejection (unknown tag, range too long) comes after that:
-        # it did nothing, and the platform sends a corrected command under a new id.
-        self._replay.add(cmd.id, cmd.ts)
         args = cmd.args
         if isinstance(args, AckAlarmArgs):
             return self._handlers.ack_alarm(args)

@@ -91,17 +91,36 @@ class ReplayStore:
 
     def add(self, command_id: str, ts_ms: int) -> None:
         """Record ``command_id`` durably (raises OSError when it cannot be written)."""
-        self._seen[command_id] = ts_ms
+        self.reserve(command_id, ts_ms)
         try:
-            self._write()
+            self.write(self.snapshot())
         except OSError:
-            del self._seen[command_id]
+            self.forget(command_id)
             raise
 
-    def _write(self) -> None:
+    # The same in two steps, so that the fsync (tens to hundreds of ms on a busy disk) can run
+    # off the event loop: reserve() and snapshot() on the loop (a reserved id is "seen" at once,
+    # a duplicate arriving meanwhile is ``replayed``), write() in a worker thread (it touches
+    # nothing but the bytes and the files), then act, or forget() the ids when write() failed.
+
+    def reserve(self, command_id: str, ts_ms: int) -> None:
+        """Mark ``command_id`` seen in memory; durable only once a later :meth:`write` of a
+        :meth:`snapshot` taken after this returned."""
+        self._seen[command_id] = ts_ms
+
+    def forget(self, command_id: str) -> None:
+        """Undo :meth:`reserve` (its write failed: the command is answered ``error``)."""
+        self._seen.pop(command_id, None)
+
+    def snapshot(self) -> bytes:
+        """The file's content now (for :meth:`write`)."""
+        return msgspec.json.encode(_ReplayFile(seen=self._seen, floor_ts=self.floor_ts))
+
+    def write(self, data: bytes) -> None:
+        """Replace the file with ``data`` atomically and durably (fsync). Thread-safe with
+        respect to the other methods; calls must not overlap each other."""
         self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = self._path.with_name(self._path.name + ".tmp")
-        data = msgspec.json.encode(_ReplayFile(seen=self._seen, floor_ts=self.floor_ts))
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(fd, data)

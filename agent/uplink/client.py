@@ -53,6 +53,7 @@ from agent.config import UplinkConfig
 from agent.logs import RateLimiter, kv
 from agent.uplink.attempts import client_id, connect_cause, log_failed_attempt, paho_client
 from agent.uplink.encoding import encode_payload, encoding_of, publish_properties
+from agent.uplink.farewell import end_connection
 from agent.uplink.loopio import LoopSocket
 from agent.uplink.session import (
     PublishResult,
@@ -148,32 +149,37 @@ class Uplink:
         log.info(kv("uplink_starting", host=self._cfg.host, port=self._cfg.port, root=self.root))
 
     async def stop(self, *, timeout_s: float = 5.0) -> None:
-        """Publish ``online: false`` (retained), disconnect cleanly and end the tasks.
-
-        In-flight tokens are reported ``lost``; call :meth:`take_results` afterwards.
-        Idempotent; returns within about ``timeout_s`` unless a TCP connect is in progress.
-        """
+        """Publish ``online: false`` (retained; PUBACK awaited ≤ 70 % of ``timeout_s``, else
+        the broker publishes the will: farewell.py), disconnect, end the tasks. In-flight tokens
+        are reported ``lost`` (see :meth:`take_results`). Idempotent; returns within about
+        ``timeout_s`` unless a TCP connect is in progress."""
         if self._task is None or self._stopping:
             return
         self._stopping = True
         self._stop.set()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        ack_by = loop.time() + 0.7 * timeout_s  # the rest for the DISCONNECT
 
-        async def within(aw: Awaitable[object]) -> None:
-            # One budget for the whole stop, not one per step.
+        async def within(aw: Awaitable[object]) -> None:  # one budget for the whole stop
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(aw, max(0.0, deadline - loop.time()))
 
+        offline = "not_connected"
         if self._session.connected:
             death = self._session.state(online=False)
             info = self._client.publish(self._state_topic, death, 1, True)
+            offline = "not_sent"
+            self._client.unsubscribe(self._cmd_topic)  # a flood's PUBLISHes come before PUBACK
+            if self._io is not None:
+                self._io.unthrottle()  # nothing is polled any more: read them at full speed
             if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
                 done = self._waiting[info.mid] = loop.create_future()
-                # If the connection goes away meanwhile, the broker sends the will instead.
-                await within(done)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(done, max(0.0, ack_by - loop.time()))
+                offline = "acked" if info.is_published() else "not_acked"
         if self._io is not None and self._io.open:
-            self._client.disconnect()  # paho closes the socket once DISCONNECT is written
+            end_connection(self._client, v5=self._v5, offline_acked=offline == "acked")
             await within(self._io.closed.wait())
         await within(asyncio.shield(self._task))
         self._task.cancel()
@@ -182,7 +188,7 @@ class Uplink:
         if self._io is not None:
             self._io.close()
         self._session.ended()
-        log.info(kv("uplink_stopped", **self._stats_fields()))
+        log.info(kv("uplink_stopped", offline_state=offline, **self._stats_fields()))
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:  # a bug: say so loudly

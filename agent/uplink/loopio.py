@@ -13,7 +13,8 @@ take at most :data:`READ_SHARE` of the loop's wall time on average (bursts of
 :data:`READ_BURST_S`): beyond it the descriptor is unregistered for the time that restores the
 share, so a flood on the broker side (paho parses every packet on this thread) cannot starve
 the poll tasks; TCP flow control holds the rest back at the broker. Keepalive is unaffected
-(a pause is far shorter than a keepalive).
+(a pause is far shorter than a keepalive). One read callback parses packets for at most
+:data:`READ_SLICE_S` (paho's ``loop_read`` would take as many as there are messages in flight).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ log = logging.getLogger("agent.uplink")  # the name log filters used before the 
 _MISC_MIN_S: Final = 0.05  # never spin on paho's keepalive deadline
 READ_SHARE: Final = 0.15  # at most this fraction of wall time in paho's reads, on average
 READ_BURST_S: Final = 0.01  # ... with bursts of at most this long
+READ_SLICE_S: Final = 0.003  # one read callback parses packets for at most about this long
 
 
 class LoopSocket:
@@ -54,6 +56,7 @@ class LoopSocket:
         self._read_debt = 0.0  # seconds spent reading beyond the allowed share
         self._read_at = time.perf_counter()
         self._paused: asyncio.TimerHandle | None = None
+        self._throttled = True  # the read share applies (until unthrottle())
         self.closed = asyncio.Event()  # no socket registered (set until the first one opens)
         self.closed.set()
         client.on_socket_open = self._on_open
@@ -68,6 +71,16 @@ class LoopSocket:
     def close(self) -> None:
         """Unregister whatever is registered (paho's socket itself is paho's to close)."""
         self._unregister()
+
+    def unthrottle(self) -> None:
+        """Read at full speed from now on (the owner is stopping: nothing is polled any more,
+        and the PUBACK of the offline state waits behind whatever a flood queued)."""
+        self._throttled = False
+        if self._paused is not None:
+            self._paused.cancel()
+            self._paused = None
+            if self._fd is not None:
+                self._resume(self._fd)
 
     # -- thread hand-over ------------------------------------------------------------------
 
@@ -127,10 +140,31 @@ class LoopSocket:
         else:
             self._loop.remove_writer(self._fd)
 
+    def _read(self) -> None:
+        """paho's ``loop_read``, but ending after :data:`READ_SLICE_S`. paho's own reads as many
+        packets as there are messages in flight (it ignores ``max_packets``): hundreds under a
+        flood with results unacknowledged, 15-90 ms in one call on this loop. Reading one packet
+        at a time and stopping at the slice leaves the rest in the socket (the descriptor stays
+        readable: the next loop iteration reads on)."""
+        c = self._client
+        packet_read = getattr(c, "_packet_read", None)  # private in paho 2.2
+        rc_handle = getattr(c, "_loop_rc_handle", None)
+        if packet_read is None or rc_handle is None:  # another paho: its own loop_read
+            c.loop_read()
+            return
+        end = time.perf_counter() + READ_SLICE_S
+        while c.socket() is not None:
+            rc = packet_read()
+            if rc > 0:
+                rc_handle(rc)
+                return
+            if rc == MQTTErrorCode.MQTT_ERR_AGAIN or time.perf_counter() >= end:
+                return
+
     def _readable(self) -> None:
         t0 = time.perf_counter()
         before = self.incoming
-        self._client.loop_read()
+        self._read()
         now = time.perf_counter()
         # Reading is bounded to a share of the loop's time: a flood of incoming packets (every
         # one parsed by paho on this thread) must not starve the poll tasks. Over budget, the
@@ -141,7 +175,7 @@ class LoopSocket:
         if self.incoming != before:
             self._read_debt += now - t0
         self._read_at = now
-        if self._read_debt > READ_BURST_S and self._fd is not None:
+        if self._throttled and self._read_debt > READ_BURST_S and self._fd is not None:
             pause = (self._read_debt - READ_BURST_S) / READ_SHARE
             self._loop.remove_reader(self._fd)
             self._paused = self._loop.call_later(pause, self._resume, self._fd)
