@@ -108,6 +108,7 @@ def _count_messages(port: int, commands: Connection, results: Connection) -> Non
     while (target := commands.recv()) is not None:
         with lock:
             state["n"], state["target"] = 0, target
+        results.send("armed")  # the publisher starts only now: no message counted before
     c.disconnect()
     c.loop_stop()
 
@@ -131,8 +132,13 @@ class Counter:
         self.target = 0
 
     def expect(self, n: int) -> None:
+        """Count from zero up to ``n``; returns once the subscriber has reset its count (a
+        message published before that would be counted in the previous round's total, and the
+        round would wait for one that never comes)."""
         self.target = n
         self._commands.send(n)
+        if not self._results.poll(30) or self._results.recv() != "armed":
+            raise RuntimeError("subscriber did not arm its counter")
 
     def wait(self, timeout_s: float) -> bool:
         if not self._results.poll(timeout_s):
