@@ -98,11 +98,11 @@ def lease(core: Core, max_count: int, max_bytes: int, live_since_ms: int | None)
                 except RecordAuthError as exc:
                     bad.append((row, str(exc)))
                     continue
-                if out and total + len(record.payload) > max_bytes:
+                if out and total + record.size > max_bytes:
                     core.quarantine(bad)
                     return _take(core, out)
                 out.append(record)
-                total += len(record.payload)
+                total += record.size
                 if len(out) >= max_count:
                     break
     core.quarantine(bad)
