@@ -57,6 +57,7 @@ __all__ = [
     "decode_state",
     "decode_telemetry",
     "encode_envelope",
+    "envelope_head",
     "event_body",
     "root_topic",
     "state_payload",
@@ -165,6 +166,19 @@ def encode_envelope(
             body=msgspec.Raw(body),
         )
     )
+
+
+def envelope_head(
+    *, site: str, gateway: str, stream: str, seq: int, ts_ms: int, backfill: bool, v: int
+) -> bytes:
+    """The bytes of :func:`encode_envelope` before the body: the envelope is
+    ``envelope_head(...) + body + b"}"`` (``body`` is its last field), so a body kept in
+    another form (compressed) can be framed without being decoded."""
+    whole = encode_envelope(
+        site=site, gateway=gateway, stream=stream, seq=seq, ts_ms=ts_ms, backfill=backfill,
+        body=b"0", v=v,
+    )  # fmt: skip
+    return whole[:-2]  # "...,"body":0}" without the placeholder and the closing brace
 
 
 def decode_envelope(data: BytesLike) -> Envelope:

@@ -28,6 +28,7 @@ from agent.codec import BytesLike, CodecError, Point
 
 __all__ = [
     "STAT_FIELDS",
+    "VERSION_PEEK_BYTES",
     "StatRow",
     "body_version",
     "decode_stats",
@@ -39,6 +40,7 @@ __all__ = [
 
 _encoder: Final = msgspec.json.Encoder()
 _V1_START: Final = b'{"points"'
+VERSION_PEEK_BYTES: Final = len(_V1_START)
 STAT_FIELDS: Final = ("tag", "dt_ms", "count", "min", "max", "mean", "last", "bad")
 
 
@@ -56,7 +58,8 @@ class StatRow(NamedTuple):
 
 
 def body_version(stream: str, body: bytes) -> int:
-    """The envelope version a stored body needs: 2 for a telemetry body that is not v1."""
+    """The envelope version a stored body needs: 2 for a telemetry body that is not v1.
+    Reads only the body's first :data:`VERSION_PEEK_BYTES` (a prefix is enough)."""
     return 2 if stream == "telemetry" and not body.startswith(_V1_START) else 1
 
 

@@ -39,10 +39,11 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from agent.codec import encode_envelope, event_body
-from agent.codec_v2 import body_version
+from agent.codec import encode_envelope, envelope_head, event_body
+from agent.codec_v2 import VERSION_PEEK_BYTES, body_version
 from agent.logs import RateLimiter, kv
 from agent.uplink import Outcome, PublishResult
+from agent.uplink.encoding import EnvelopeParts
 from buffer import Store, StoreError
 from buffer.record import Record, Stream
 
@@ -64,7 +65,7 @@ class Link(Protocol):
     def inflight(self) -> int: ...
 
     def publish(
-        self, suffix: str, payload: bytes, *, token: Hashable, retain: bool = False
+        self, suffix: str, payload: bytes | EnvelopeParts, *, token: Hashable, retain: bool = False
     ) -> bool: ...
 
     def take_results(self) -> list[PublishResult]: ...
@@ -275,18 +276,23 @@ class Forwarder:
         self.stats.published += sent
         return sent
 
-    def _envelope(self, record: Record, backfill: bool) -> bytes:
+    def _envelope(self, record: Record, backfill: bool) -> bytes | EnvelopeParts:
+        """The record's envelope; with its body still deflated when the store kept it so (the
+        uplink then splices it into its zlib stream instead of compressing it again)."""
         stream = record.stream.wire_name
-        return encode_envelope(
-            v=body_version(stream, record.payload),  # per record: bodies outlive a config
-            site=self._site,
-            gateway=self._gateway,
-            stream=record.stream.wire_name,
-            seq=record.seq,
-            ts_ms=record.created_ms,
-            backfill=backfill,
-            body=record.payload,
-        )
+        deflated = record.deflated
+        if deflated is None:
+            return encode_envelope(
+                v=body_version(stream, record.payload),  # per record: bodies outlive a config
+                site=self._site, gateway=self._gateway, stream=stream, seq=record.seq,
+                ts_ms=record.created_ms, backfill=backfill, body=record.payload,
+            )  # fmt: skip
+        head = envelope_head(
+            v=body_version(stream, deflated.peek(VERSION_PEEK_BYTES)),
+            site=self._site, gateway=self._gateway, stream=stream, seq=record.seq,
+            ts_ms=record.created_ms, backfill=backfill,
+        )  # fmt: skip
+        return EnvelopeParts(head, deflated, b"}")
 
     def _report_rejected(self, rejected: list[tuple[Stream, int, str]]) -> None:
         now = self._clock_ms()

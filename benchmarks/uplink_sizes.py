@@ -2,9 +2,11 @@
 
 Used by bench_uplink.py. Every figure comes from the agent's own code path: columns →
 :class:`agent.shaping.TelemetryShaper` (policy, precision, report-by-exception, statistics,
-body v1 or v2) → :func:`agent.codec.encode_envelope` (``v`` from the body) → the uplink's payload
-encoding (zlib when configured) → the size of the MQTT 5 QoS 1 PUBLISH packet that carries it
-(with the content-type property the uplink sends on MQTT 5; TCP/IP and TLS framing excluded).
+body v1 or v2) → the buffer's stored form (:func:`buffer.crypto.pack`: a deflated body is
+handed out as it is) → :func:`agent.codec.encode_envelope` (``v`` from the body) → the uplink's
+payload encoding (zlib when configured: a stored deflated body is spliced in) → the size of
+the MQTT 5 QoS 1 PUBLISH packet that carries it (with the content-type property the uplink
+sends on MQTT 5; TCP/IP and TLS framing excluded).
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.codec import encode_envelope
+from agent.codec import encode_envelope, envelope_head
 from agent.codec_v2 import body_version
 from agent.config import loads_config, resolved_paths
 from agent.config.governance import TagPolicy
 from agent.runtime import build
 from agent.shaping import TelemetryShaper
-from agent.uplink.encoding import CONTENT_TYPES, encode_payload
+from agent.uplink.encoding import CONTENT_TYPES, EnvelopeParts, encode_payload
+from buffer.crypto import pack, unpack_lazy
 from drivers import Quality
 
 __all__ = [
@@ -63,10 +66,14 @@ def _wire(bodies: list[bytes], compression: str, seq0: int) -> tuple[int, int]:
     topic = f"safeedge/v1/{SITE}/{GW}/telemetry"
     total = 0
     for i, body in enumerate(bodies):
-        env = encode_envelope(
-            site=SITE, gateway=GW, stream="telemetry", seq=seq0 + i, ts_ms=T0, backfill=False,
-            body=body, v=body_version("telemetry", body),
-        )  # fmt: skip
+        fields = {"site": SITE, "gateway": GW, "stream": "telemetry", "seq": seq0 + i,
+                  "ts_ms": T0, "backfill": False, "v": body_version("telemetry", body)}  # fmt: skip
+        stored = unpack_lazy(pack(body))  # as the forwarder gets it from the buffer
+        env: bytes | EnvelopeParts = (
+            encode_envelope(**fields, body=body)  # type: ignore[arg-type]
+            if isinstance(stored, bytes)
+            else EnvelopeParts(envelope_head(**fields), stored, b"}")  # type: ignore[arg-type]
+        )
         data = encode_payload(env, encoding)  # type: ignore[arg-type]
         total += publish_packet_bytes(topic, len(data), CONTENT_TYPES[encoding])
     return len(bodies), total

@@ -9,8 +9,10 @@ Invariants:
    live in memory only, so after a restart every unsettled record is leased again
    (at-least-once, same id).
 3. Nothing deleted when acknowledged: ``settle`` marks records delivered (or dead with the
-   broker's reason); they stay until retention or capacity removes them. Only undelivered
-   records change state. One transaction: on failure nothing changed and the leases are kept.
+   broker's reason); they stay until retention or capacity removes them. The time a run of
+   records was delivered is one ``settled`` row (buffer/schema.py), not a column of each.
+   Only undelivered records change state. One transaction: on failure nothing changed and the
+   leases are kept.
 4. Settling works on a full disk: the write releases the ballast once and retries
    (:func:`buffer.writer.with_room`); releasing is memory only.
 5. Lease order: alarms, events, then telemetry, each by seq; with ``live_since_ms`` live
@@ -98,11 +100,11 @@ def lease(core: Core, max_count: int, max_bytes: int, live_since_ms: int | None)
                 except RecordAuthError as exc:
                     bad.append((row, str(exc)))
                     continue
-                if out and total + len(record.payload) > max_bytes:
+                if out and total + record.size > max_bytes:
                     core.quarantine(bad)
                     return _take(core, out)
                 out.append(record)
-                total += len(record.payload)
+                total += record.size
                 if len(out) >= max_count:
                     break
     core.quarantine(bad)
@@ -133,14 +135,30 @@ def settle(
         return
     now = core.clock_ms()
 
+    runs = seq_runs(ok)
+
     def write() -> None:
         with core.transaction("settle") as conn:
             # PUBACKs come back mostly in seq order: one statement per run of consecutive seqs.
+            # Only ``state`` changes: a row of the same size is rewritten in place, the sealed
+            # payload's overflow pages untouched (a settled_ms in the row would grow it, and
+            # SQLite would write the whole record again); the time goes to ``settled``.
             conn.executemany(
-                "UPDATE records SET state = ?, settled_ms = ?"
+                "UPDATE records SET state = ?"
                 " WHERE stream = ? AND seq BETWEEN ? AND ? AND state = ?",
-                [(DELIVERED, now, s, lo, hi, PENDING) for s, lo, hi in seq_runs(ok)],
+                [(DELIVERED, s, lo, hi, PENDING) for s, lo, hi in runs],
             )
+            conn.executemany(
+                "INSERT OR REPLACE INTO settled(stream, first_seq, last_seq, settled_ms)"
+                " VALUES (?, ?, ?, ?)",
+                [(s, lo, hi, now) for s, lo, hi in runs],
+            )
+            for s in {s for s, _, _ in runs}:  # ranges of records retention already removed
+                conn.execute(
+                    "DELETE FROM settled WHERE stream = ?1 AND last_seq <"
+                    " (SELECT min(seq) FROM records WHERE stream = ?1)",
+                    (s,),
+                )
             for s, q, reason in bad:
                 cur = conn.execute(
                     "UPDATE records SET state = ?, reason = ?, settled_ms = ?"

@@ -149,8 +149,10 @@ class Core:
         _, stream, seq, created, key_id, nonce, sealed = row
         key = self.keys.get(key_id)
         aad = crypto.associated_data(self.gateway, stream, seq, created, key_id)
-        payload = crypto.unpack(key.open(nonce, sealed, aad))
-        return Record(stream=Stream(stream), seq=seq, created_ms=created, payload=payload)
+        body = crypto.unpack_lazy(key.open(nonce, sealed, aad))
+        if isinstance(body, bytes):
+            return Record(Stream(stream), seq, created, body)
+        return Record(Stream(stream), seq, created, deflated=body)  # inflated when read
 
     def room(self) -> Room:
         try:

@@ -19,7 +19,8 @@ Key ids are positive, unique and never reused; AES-256-GCM keys are 32 bytes, SM
 
 Sealed form of one payload: ``nonce`` (12 bytes, stored in its own column) and
 ``ciphertext || tag`` (16-byte GCM tag). The plaintext inside is one codec byte (0 = raw,
-1 = zlib) followed by the body; zlib is used only when it makes the body smaller.
+1 = zlib) followed by the body; zlib is used only when it makes the body smaller, laid out as
+:func:`pack` says so that the uplink can splice the compressed body into its own zlib stream.
 
 Associated data (big-endian)::
 
@@ -48,6 +49,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from buffer.errors import BufferKeyError, RecordAuthError
+from buffer.record import Deflated
 
 __all__ = [
     "KEY_SIZES",
@@ -60,6 +62,7 @@ __all__ = [
     "read_key_file",
     "state_associated_data",
     "unpack",
+    "unpack_lazy",
     "write_key_file",
 ]
 
@@ -69,6 +72,12 @@ NONCE_SIZE = 12
 _TAG_SIZE = 16
 _FORMAT = "safeedge-buffer-keys"
 _RAW, _ZLIB = 0, 1
+# pack()'s zlib layout: its header (CMF 0x78, FLEVEL 1 "fast"; pack() before it wrote 78 9c),
+# the end of a sync flush, an empty final block, and what surrounds the deflate blocks.
+_SPLICEABLE = b"\x78\x5e"
+_SYNC_FLUSH_END = b"\x00\x00\xff\xff"
+_FINAL_EMPTY = b"\x03\x00"
+_LAYOUT_BYTES = len(_SPLICEABLE) + len(_FINAL_EMPTY) + 8  # + adler32 + size
 _CHECK_PLAINTEXT = b"safeedge buffer key check"
 
 
@@ -161,26 +170,55 @@ def state_associated_data(gateway_id: str, key: str, key_id: int) -> bytes:
 
 
 def pack(payload: bytes) -> bytes:
-    """Codec byte + body: zlib when it helps, raw otherwise."""
-    squeezed = zlib.compress(payload, 6)
-    if len(squeezed) < len(payload):
-        return bytes([_ZLIB]) + squeezed
-    return bytes([_RAW]) + payload
+    """Codec byte + body: zlib when it helps, raw otherwise.
+
+    The zlib body is laid out so that its deflate data can be handed out as it is
+    (:func:`unpack_lazy`, :class:`buffer.record.Deflated`)::
+
+        78 5e | deflate blocks ending with a sync flush (00 00 ff ff) | 03 00 | adler32 | u32 size
+
+    ``03 00`` is an empty final block, ``adler32`` the payload's (the zlib trailer) and
+    ``size`` its length, big-endian, after the end of the zlib stream. Any zlib reader
+    inflates it as before and ignores what follows the stream (``zlib.decompress`` does: an
+    older agent reads it, so a rollback keeps the buffer). The header's FLEVEL bits say "fast"
+    (:data:`_SPLICEABLE`); the plain level-6 streams written before this layout say "default",
+    so they are never taken for it.
+    """
+    c = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    blocks = c.compress(payload) + c.flush(zlib.Z_SYNC_FLUSH)
+    if len(blocks) + _LAYOUT_BYTES >= len(payload):
+        return bytes([_RAW]) + payload
+    tail = struct.pack(">II", zlib.adler32(payload), len(payload))
+    return b"".join((bytes([_ZLIB]), _SPLICEABLE, blocks, _FINAL_EMPTY, tail))
 
 
 def unpack(plaintext: bytes) -> bytes:
     """Inverse of :func:`pack`; raises :class:`RecordAuthError` on an unknown codec."""
+    out = unpack_lazy(plaintext)
+    return out if isinstance(out, bytes) else out.inflate()
+
+
+def unpack_lazy(plaintext: bytes) -> bytes | Deflated:
+    """Like :func:`unpack`, but a zlib body in :func:`pack`'s layout comes back as its
+    :class:`Deflated` form, not inflated (an older zlib body is inflated here)."""
     if not plaintext:
         raise RecordAuthError("empty plaintext")
-    codec, body = plaintext[0], plaintext[1:]
+    codec = plaintext[0]
     if codec == _RAW:
-        return body
-    if codec == _ZLIB:
-        try:
-            return zlib.decompress(body)
-        except zlib.error as exc:
-            raise RecordAuthError("undecodable zlib body") from exc
-    raise RecordAuthError(f"unknown codec {codec}")
+        return plaintext[1:]
+    if codec != _ZLIB:
+        raise RecordAuthError(f"unknown codec {codec}")
+    if (
+        len(plaintext) >= 1 + _LAYOUT_BYTES + len(_SYNC_FLUSH_END)
+        and plaintext[1:3] == _SPLICEABLE
+        and plaintext[-14:-8] == _SYNC_FLUSH_END + _FINAL_EMPTY
+    ):
+        adler, size = struct.unpack_from(">II", plaintext, len(plaintext) - 8)
+        return Deflated(plaintext[3:-10], adler, size)
+    try:
+        return zlib.decompress(plaintext[1:])
+    except zlib.error as exc:
+        raise RecordAuthError("undecodable zlib body") from exc
 
 
 def read_key_file(path: Path) -> list[Key]:

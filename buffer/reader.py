@@ -129,11 +129,8 @@ class StoreReader:
     ) -> Iterator[StoredRecord]:
         """Retained records, decrypted, by stream (alarm, event, telemetry) then seq; bounds
         are inclusive, ``*_ms`` on the creation time. One snapshot for the whole iteration."""
-        sql = (
-            "SELECT stream, seq, created_ms, state, reason, settled_ms, key_id, nonce, sealed"
-            " FROM records WHERE (?1 IS NULL OR stream = ?1) AND seq BETWEEN ?2 AND ?3"
-            " AND created_ms BETWEEN ?4 AND ?5 ORDER BY stream, seq"
-        )
+        has_runs = self._conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'settled'")
+        sql = _RECORDS_WITH_RUNS if has_runs.fetchone() else _RECORDS
         big = 2**63 - 1
         args = (
             None if stream is None else int(stream),
@@ -197,6 +194,22 @@ class StoreReader:
         return StoredRecord(
             Stream(stream), seq, created, _STATES[state], reason, settled, key_id, payload, error
         )
+
+
+_RECORDS = (
+    "SELECT stream, seq, created_ms, state, reason, settled_ms, key_id, nonce, sealed"
+    " FROM records r WHERE (?1 IS NULL OR stream = ?1) AND seq BETWEEN ?2 AND ?3"
+    " AND created_ms BETWEEN ?4 AND ?5 ORDER BY stream, seq"
+)
+# A delivered record's time is its run's in ``settled`` (buffer/schema.py); files from before
+# that table (read-only here) have it in the row.
+_RECORDS_WITH_RUNS = (
+    "SELECT stream, seq, created_ms, state, reason, coalesce(settled_ms, (SELECT s.settled_ms"
+    " FROM settled s WHERE s.stream = r.stream AND s.last_seq >= r.seq AND s.first_seq <= r.seq"
+    " AND r.state = 1 ORDER BY s.last_seq LIMIT 1)), key_id, nonce, sealed"
+    " FROM records r WHERE (?1 IS NULL OR stream = ?1) AND seq BETWEEN ?2 AND ?3"
+    " AND created_ms BETWEEN ?4 AND ?5 ORDER BY stream, seq"
+)
 
 
 def _check(conn: sqlite3.Connection, path: Path, gateway_id: str) -> None:

@@ -49,7 +49,12 @@ ledger (:attr:`Opened.ledger_era` is false): its ledger is started without a gap
 
 Made in place the same way (an older agent ignores it): ``state(key TEXT PRIMARY KEY, key_id,
 nonce, sealed, updated_ms)``, opaque sealed values written in an append's transaction (see
-:mod:`buffer.kvstate`).
+:mod:`buffer.kvstate`); and ``settled(stream, first_seq, last_seq, settled_ms, PRIMARY KEY
+(stream, last_seq))``, when runs of records were delivered: settling a delivered record changes
+only its ``state`` (a row of the same size, which SQLite rewrites in place without touching the
+sealed payload's overflow pages), so its ``settled_ms`` stays NULL and the time is in
+``settled`` (read back by :class:`buffer.StoreReader`; ranges below a stream's oldest record are
+pruned when settling). Dead-lettered records keep ``reason`` and ``settled_ms`` in their row.
 
 Indexes: ``records_pending(stream, seq) WHERE state = 0`` (leasing),
 ``records_pending_age(stream, created_ms) WHERE state = 0`` (retention, oldest undelivered),
@@ -150,6 +155,12 @@ _STATE = """CREATE TABLE IF NOT EXISTS state (
     nonce BLOB NOT NULL,
     sealed BLOB NOT NULL,
     updated_ms INTEGER NOT NULL)"""
+_SETTLED = """CREATE TABLE IF NOT EXISTS settled (
+    stream INTEGER NOT NULL,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    settled_ms INTEGER NOT NULL,
+    PRIMARY KEY (stream, last_seq)) WITHOUT ROWID"""
 
 # MIGRATIONS[v] takes a database from version v to v + 1.
 MIGRATIONS: dict[int, Sequence[str]] = {0: _V1, 1: _V2}
@@ -303,13 +314,14 @@ def _check_and_migrate(conn: sqlite3.Connection, path: Path) -> tuple[int, int |
 
 
 def _add_ledger_era(conn: sqlite3.Connection) -> bool:
-    """Add what the seq-ledger era needs (and the ``state`` table), where missing; True when
-    the seq-ledger era's additions were already there."""
+    """Add what the seq-ledger era needs (and the ``state`` and ``settled`` tables), where
+    missing; True when the seq-ledger era's additions were already there."""
     had = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'reports'").fetchone()
     has_state = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'state'").fetchone()
+    has_settled = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'settled'").fetchone()
     columns = {r[1] for r in conn.execute("PRAGMA table_info(streams)")}
     missing = [(n, decl) for n, decl in _STREAM_COLUMNS if n not in columns]
-    if had and has_state and not missing:
+    if had and has_state and has_settled and not missing:
         return True
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -317,6 +329,7 @@ def _add_ledger_era(conn: sqlite3.Connection) -> bool:
             conn.execute(f"ALTER TABLE streams ADD COLUMN {name} {decl}")
         conn.execute(_REPORTS)
         conn.execute(_STATE)
+        conn.execute(_SETTLED)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

@@ -112,7 +112,8 @@ def format_lines(m: Message) -> list[str]:
     out: list[str] = []
     if m.gap is not None:
         g = m.gap
-        out.append(f"GAP    {g.stream} seq {g.first}..{g.last} missing ({g.count})  "
+        lost = f", {g.accounted} reported lost by the gateway" if g.accounted else ""
+        out.append(f"GAP    {g.stream} seq {g.first}..{g.last} missing ({g.missing}{lost})  "
                    f"[{m.site}/{m.gateway}]")  # fmt: skip
     body: Any = m.body
     if m.error is not None:

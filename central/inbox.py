@@ -2,10 +2,11 @@
 
 :class:`Inbox` turns ``(topic, payload, retained)`` into a :class:`Message`: topic parts, the
 decoded envelope and body, and sequence findings from :class:`central.seqtrack.SeqTracker`
-per (site, gateway, stream). Duplicates are counted and not delivered (``handle`` returns
-None). Malformed messages are delivered with ``error`` set and nothing decoded (permanent: the
-same bytes will never decode). Retained ``state``/``meta`` and the ``cmd`` topics carry no
-envelope, so they take no part in sequence tracking.
+per (site, gateway, stream); a ``seq_gap`` event marks the range it names as accounted for
+(reported lost by the gateway, not missing) in that tracker. Duplicates are counted and not
+delivered (``handle`` returns None). Malformed messages are delivered with ``error`` set and
+nothing decoded (permanent: the same bytes will never decode). Retained ``state``/``meta``
+and the ``cmd`` topics carry no envelope, so they take no part in sequence tracking.
 
 With a :class:`central.schema.SchemaValidator` every message is also checked against the
 published JSON Schemas; violations are delivered in ``schema_errors`` and counted in
@@ -77,7 +78,8 @@ class ListenerStats:
     delivered: int = 0
     duplicates: int = 0
     gaps: int = 0
-    missing: int = 0  # records reported in gaps
+    missing: int = 0  # records reported in gaps (not counting those the gateway reported lost)
+    accounted: int = 0  # records the gateways reported lost in seq_gap events
     late: int = 0  # gap records that arrived afterwards
     malformed: int = 0
     invalid: int = 0  # messages violating the JSON Schemas (validator given)
@@ -147,11 +149,14 @@ class Inbox:
                     return None
                 if gap is not None:
                     self._stats.gaps += 1
-                    self._stats.missing += gap.count
+                    self._stats.missing += gap.missing
                     message = _replace(message, gap=gap)
                 if verdict == "late":
                     self._stats.late += 1
                     message = _replace(message, late=True)
+                lost = _reported_lost(message)
+                if lost is not None:
+                    self._stats.accounted += self._tracker.account(site, gateway, *lost)
             self._stats.delivered += 1
         return message
 
@@ -162,6 +167,20 @@ class Inbox:
             self._stats.malformed += 1
             self._stats.delivered += 1
         return Message(topic, site, gw, kind, payload, retained, error=error)
+
+
+def _reported_lost(m: Message) -> tuple[str, int, int] | None:
+    """``(stream, from_seq, to_seq)`` of a well-formed ``seq_gap`` event, else None (a
+    malformed one is delivered as it is and accounts for nothing; ``--validate`` names it)."""
+    body = m.body
+    if m.kind != "event" or not isinstance(body, dict) or body.get("kind") != "seq_gap":
+        return None
+    stream, lo, hi = body.get("stream"), body.get("from_seq"), body.get("to_seq")
+    if not isinstance(stream, str) or stream not in _ENVELOPED:
+        return None
+    if type(lo) is not int or type(hi) is not int or not 1 <= lo <= hi:  # bool is no seq
+        return None
+    return stream, lo, hi
 
 
 def _decode(m: Message) -> Message:

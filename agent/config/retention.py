@@ -6,7 +6,8 @@ same figure from the rate measured while running.
 
 The telemetry size model was measured with the agent's own encoder, batcher and sealed store
 (15 tags at 1 Hz, one record per poll, noisy 3-decimal values, zlib + AES-GCM + the store's
-64-byte row overhead): ~137 B for a 1-point record, ~241 B for 15 points, ~492 B for 60.
+64-byte row overhead): ~137 B for a 1-point record, ~252 B for 15 points, ~502 B for 60 (the
+stored zlib layout that the uplink splices, buffer/crypto.py, costs ~11 B a record more).
 :data:`RECORD_BYTES` + :data:`POINT_BYTES` per point lies at or above every measurement, so the
 projection errs towards "holds fewer days". Report-by-exception only lowers the real rate.
 """
@@ -28,7 +29,7 @@ __all__ = [
     "retention_warnings",
 ]
 
-RECORD_BYTES: Final = 140
+RECORD_BYTES: Final = 152
 POINT_BYTES: Final = 7
 _MIB: Final = 1024 * 1024
 _DAY_S: Final = 86_400

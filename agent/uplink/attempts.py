@@ -12,6 +12,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from agent.config import UplinkConfig
 from agent.logs import RateLimiter, kv
+from agent.uplink.puback import AckClient
 from agent.uplink.tls import certificate_identity, tls_context
 
 __all__ = ["client_id", "connect_cause", "log_failed_attempt", "paho_client"]
@@ -70,9 +71,10 @@ def paho_client(
     config: UplinkConfig, *, site: str, gateway: str, password: str | None
 ) -> mqtt.Client:
     """paho's client for ``config`` (VERSION2 callbacks, no reconnect of its own: the session's
-    backoff decides; exceptions in callbacks suppressed; TLS context set when configured)."""
+    backoff decides; exceptions in callbacks suppressed; TLS context set when configured; a
+    plain success PUBACK handled without new objects, :mod:`agent.uplink.puback`)."""
     v5 = config.protocol == "mqtt5"
-    c = mqtt.Client(
+    c = AckClient(
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=client_id(config, site, gateway),
         clean_session=None if v5 else True,

@@ -52,7 +52,12 @@ from agent.codec import check_topic_suffix, root_topic
 from agent.config import UplinkConfig
 from agent.logs import RateLimiter, kv
 from agent.uplink.attempts import client_id, connect_cause, log_failed_attempt, paho_client
-from agent.uplink.encoding import encode_payload, encoding_of, publish_properties
+from agent.uplink.encoding import (
+    EnvelopeParts,
+    encode_payload,
+    encoding_of,
+    publish_properties,
+)
 from agent.uplink.farewell import end_connection
 from agent.uplink.loopio import LoopSocket
 from agent.uplink.session import (
@@ -219,12 +224,13 @@ class Uplink:
         return self._session.stats()
 
     def publish(
-        self, suffix: str, payload: bytes, *, token: Hashable, retain: bool = False
+        self, suffix: str, payload: bytes | EnvelopeParts, *, token: Hashable, retain: bool = False
     ) -> bool:
         """QoS 1 to ``{root}/{suffix}``. False when not connected (nothing to answer for this
         token); True when handed over (one result will follow). Beyond ``max_inflight`` paho
         queues the message until the window has room: callers that care use :attr:`room`.
-        ``payload`` is the JSON envelope; it goes out under the configured encoding."""
+        ``payload`` is the JSON envelope, whole or in :class:`EnvelopeParts` with a deflated
+        body; it goes out under the configured encoding (:func:`encode_payload`)."""
         check_topic_suffix(suffix)
         if not self.connected:
             return False
