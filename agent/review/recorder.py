@@ -26,6 +26,14 @@ Invariants:
   opened, whichever comes first; :meth:`close_all` closes what is open at shutdown.
 - Times come from the samples and events (no clock of its own): a replayed history gives the
   same records.
+- Restarts: :meth:`state` is the open incidents (id, trigger, its alarms, the newest time fed),
+  to be stored with every append of their records (the runtime does, in the same transaction).
+  :meth:`restore` at the next start takes it and the alarms active after the engine restored
+  its state: an incident one of whose alarms is still active is **resumed** (same id; its
+  records continue, the downtime is a gap in its samples); any other is closed with reason
+  ``interrupted`` at the newest time fed before the stop. An alarm is active after a restore
+  only as the occurrence it was (design/RULES.md 1.1: same ``alarm_id``), so "still active" is
+  "the same occurrence".
 
 Record bodies (JSON; ``points`` rows as in telemetry: ``[tag, ts, value, quality?]``)::
 
@@ -34,7 +42,8 @@ Record bodies (JSON; ``points`` rows as in telemetry: ``[tag, ts, value, quality
      "active": [[tag, alarm, level, since_ms], ...], "pre_s", "post_s", "max_s"}
     {"type": "samples", "incident", "points": [...]}
     {"type": "alarms", "incident", "events": [{ts_ms, tag, alarm, event, level, value, ...}]}
-    {"type": "close", "incident", "closed_ms", "reason": "all_clear" | "max_duration" | "stopped"}
+    {"type": "close", "incident", "closed_ms",
+     "reason": "all_clear" | "max_duration" | "stopped" | "interrupted"}
 """
 
 from __future__ import annotations
@@ -67,6 +76,7 @@ _encode: Final = msgspec.json.Encoder().encode
 class _Incident:
     id: str
     opened_ms: int
+    trigger: int  # tag index
     tags: NDArray[np.int32]
     tag_set: frozenset[int]
     member: NDArray[np.bool_]  # member[tag]: the tag is one of its tags
@@ -147,6 +157,8 @@ class IncidentRecorder:
         self._ring = PointRing(self.plan.capacity, n)
         self._active: dict[tuple[int, str], tuple[int, int]] = {}  # (tag, kind) → level, since
         self._open: list[_Incident] = []
+        self._index = index
+        self._last_ms: int | None = None  # the newest time fed
 
     def use_limits(self, limits: Mapping[str, Mapping[str, float]]) -> None:
         """A reload changed the rules in place: incidents opened from now on carry these."""
@@ -198,6 +210,8 @@ class IncidentRecorder:
             int(ts_ms.max()) if ts_ms.shape[0] else -(2**62),
             max((e.ts_ms for e in events), default=-(2**62)),
         )
+        if now > -(2**62):
+            self._last_ms = now if self._last_ms is None else max(self._last_ms, now)
         still: list[_Incident] = []
         for inc in self._open:
             if inc.quiet_since is not None and now - inc.quiet_since >= self._post_ms:
@@ -214,6 +228,55 @@ class IncidentRecorder:
         """Close every open incident (at shutdown); the bodies to append."""
         out = [self._close(inc, now_ms, reason) for inc in self._open]
         self._open = []
+        return out
+
+    def state(self) -> bytes:
+        """The open incidents as JSON (for :meth:`restore` after a restart)."""
+        names = self._names
+        return _encode(
+            [
+                {
+                    "incident": inc.id,
+                    "opened_ms": inc.opened_ms,
+                    "trigger": names[inc.trigger],
+                    "alarms": sorted([names[t], kind] for t, kind in inc.alarms),
+                    "last_ms": self._last_ms,
+                }
+                for inc in self._open
+            ]
+        )
+
+    def restore(
+        self, state: bytes | None, active: Sequence[tuple[str, str, int, int]]
+    ) -> list[bytes]:
+        """At start, before any feed: ``state`` as :meth:`state` stored it (None: nothing was
+        open), ``active`` the (tag, kind, level, since_ms) of every alarm active now. Resumes
+        or closes (``interrupted``) each incident; the bodies to append. An unreadable state
+        raises ``ValueError``."""
+        index = self._index
+        for tag, kind, level, since in active:
+            if tag in index and level > 0:
+                self._active[(index[tag], kind)] = (level, since)
+        if not state:
+            return []
+        try:
+            saved = msgspec.json.decode(state, type=list[_Saved])
+        except msgspec.DecodeError as exc:
+            raise ValueError(f"incident recorder state: {exc}") from exc
+        out: list[bytes] = []
+        for doc in saved:
+            alarms = {(index[t], k) for t, k in doc.alarms if t in index}
+            if doc.trigger in index and any(a in self._active for a in alarms):
+                member = self._related(index[doc.trigger])
+                tags = np.flatnonzero(member).astype(np.int32)
+                inc = _Incident(
+                    doc.incident, doc.opened_ms, index[doc.trigger], tags,
+                    frozenset(tags.tolist()), member, alarms,
+                )  # fmt: skip
+                self._open.append(inc)
+            else:
+                at = doc.opened_ms if doc.last_ms is None else doc.last_ms
+                out.append(_encode(_close_doc(doc.incident, at, "interrupted")))
         return out
 
     # -- internals -------------------------------------------------------------------------
@@ -254,7 +317,12 @@ class IncidentRecorder:
         tags = np.flatnonzero(member).astype(np.int32)
         stamp = dt.datetime.fromtimestamp(ev.ts_ms / 1000, tz=dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         inc = _Incident(
-            f"{stamp}-{self._names[ev.tag]}", ev.ts_ms, tags, frozenset(tags.tolist()), member
+            f"{stamp}-{self._names[ev.tag]}",
+            ev.ts_ms,
+            ev.tag,
+            tags,
+            frozenset(tags.tolist()),
+            member,
         )
         names = [self._names[i] for i in tags.tolist()]
         active = sorted(
@@ -319,7 +387,7 @@ class IncidentRecorder:
         ]
 
     def _close(self, inc: _Incident, at_ms: int, reason: str) -> bytes:
-        return _encode({"type": "close", "incident": inc.id, "closed_ms": at_ms, "reason": reason})
+        return _encode(_close_doc(inc.id, at_ms, reason))
 
     def _related(self, i: int) -> NDArray[np.bool_]:
         """member[tag]: the tags recorded with trigger ``i`` (itself, its device's, groups)."""
@@ -331,6 +399,18 @@ class IncidentRecorder:
             if (grp == i).any():
                 member[grp] = True
         return member
+
+
+class _Saved(msgspec.Struct, frozen=True):
+    incident: str
+    opened_ms: int
+    trigger: str
+    alarms: list[tuple[str, str]]
+    last_ms: int | None
+
+
+def _close_doc(incident: str, at_ms: int, reason: str) -> dict[str, object]:
+    return {"type": "close", "incident": incident, "closed_ms": at_ms, "reason": reason}
 
 
 def _finite(x: float | str | None) -> float | str | None:

@@ -14,8 +14,10 @@ from collections.abc import Sequence
 from agent.config import AgentConfig
 from agent.logs import kv
 from agent.review.recorder import IncidentRecorder
+from agent.runtime.alarmstate import OpenAlarm
 from agent.runtime.sink import RecordSink
 from agent.tags import TagTable
+from buffer import StoreError
 from buffer.record import Stream
 from drivers import SampleBatch
 from rules import RuleEngine
@@ -97,12 +99,31 @@ def incident_limits(tags: TagTable, engine: RuleEngine) -> dict[str, dict[str, f
     return limits
 
 
+STATE_KEY = "incident:open"
+"""The buffer state key of the open incidents (IncidentRecorder.state), stored with every
+append of incident records so it never disagrees with them."""
+
+
 class IncidentTap:
-    """Feeds the recorder and appends what it returns."""
+    """Feeds the recorder and appends what it returns, with the recorder's open incidents."""
 
     def __init__(self, *, recorder: IncidentRecorder, sink: RecordSink) -> None:
         self._recorder = recorder
         self._sink = sink
+
+    def restore(self, open_alarms: Sequence[OpenAlarm]) -> None:
+        """At start, after the alarm state was restored: resume the incidents stored as open
+        whose alarms are still active, close the others (reason ``interrupted``)."""
+        active = [(a.tag, a.alarm, a.level, a.since_ms) for a in open_alarms]
+        try:
+            bodies = self._recorder.restore(self._sink.store.state(STATE_KEY), active)
+        except (StoreError, ValueError) as exc:  # unreadable: those incidents stay without a close
+            log.error(kv("incident_state_unreadable", error=exc))  # noqa: TRY400 - one line
+            return
+        resumed = self._recorder.open_incidents
+        if bodies or resumed:
+            log.info(kv("incidents_restored", resumed=len(resumed), interrupted=len(bodies)))
+        self._append(bodies)
 
     def on_poll(self, batch: SampleBatch, events: Sequence[AlarmEvent]) -> None:
         tag, ts, value, quality = batch.tag, batch.ts_ms, batch.value, batch.quality
@@ -120,4 +141,5 @@ class IncidentTap:
 
     def _append(self, bodies: list[bytes]) -> None:
         if bodies:
-            self._sink.append(Stream.INCIDENT, bodies)
+            state = {STATE_KEY: self._recorder.state()}
+            self._sink.append(Stream.INCIDENT, bodies, state=state)
