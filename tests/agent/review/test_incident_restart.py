@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
+from agent.review.history import KINDS, History
 from agent.review.incident import Incident, incidents_from
+from agent.review.kpi import alarm_kpis
 from buffer.record import Stream
 from tests.support.agentproc import AgentProc, GasLine, agent_config, records, wait_for
 
@@ -77,6 +79,12 @@ def test_an_incident_whose_alarm_is_still_active_after_kill_9_is_resumed(
     assert [(e["event"], e["level"]) for e in inc.events] == [("raise", 2), ("clear", 0)]
     ts = sorted({p.ts for p in inc.points})
     assert ts[0] < last_before < ts[-1]  # before and after the kill, one id
+    with History.open(path=data / "buffer.db", key_file=data / "buffer.key", gateway_id="GW1") as h:
+        log = h.alarms()
+    high = log.kind == KINDS.index("high")
+    assert len(set(log.occ[high].tolist())) == 1  # the alarm kept its id across the kill
+    k = alarm_kpis(log, from_ms=ts[0] - 60_000, to_ms=ts[-1] + 60_000, fleeting_ms=1, device_of={})
+    assert (k.alarms, k.cleared, k.standing) == (1, 1, 0)  # one occurrence, not split
 
 
 def test_an_incident_whose_alarm_is_gone_after_kill_9_is_closed_interrupted(
