@@ -12,20 +12,18 @@ Prints, for the machine it runs on:
    Target: read + KPIs + HTML ≤ 30 s.
 2. Tune: one tag at 1 Hz for ``--tune-days`` days (a noisy level crossing high/high_high,
    a chattering spell), telemetry records of 200 points as with ``telemetry_linger_ms``;
-   timed: loading its points (``History.points``) and the replay of the current set + 9
-   candidates (``tune``); baseline: one ``RuleEngine.evaluate`` pass of the same samples
-   (the engine's floor). Target: the 9 candidates ≤ 5 s.
+   timed: loading its points (``History.points`` with the incident windows, as the command
+   does), the replay of the current set + 9 candidates (``tune``), and the whole command
+   ``safeedge review tune`` as a fresh process; baseline: one ``RuleEngine.evaluate`` pass of
+   the same samples (the engine's floor). Target: the whole command ≤ 5 s.
 3. Recorder: the incident recorder's cost per polled batch (1,000 tags, 1 Hz, 10-minute ring)
    idle and with an incident open, beside ``RuleEngine.evaluate`` of the same batch; and the
    one-off cost of opening an incident (sealing the pre-trigger window is the caller's).
-4. Recorder memory: ``--mem-devices`` × ``--mem-tags`` tags at 1 Hz fed for ``--mem-s`` seconds
-   of simulated time (default 10 × 1,000 tags, 15 min, the default 10-minute window), each
-   in a fresh process: peak RSS with the recorder beside the same feed loop without it
-   (baseline), and the ring's arithmetic (points × bytes/point, agent/review/ring.py).
+4. Recorder memory: benchmarks/bench_recorder_memory.py (``--only memory`` runs it).
 
-Run: ``NUMBA_CACHE_DIR=.cache/numba .venv/bin/python benchmarks/bench_review.py`` (a few
-minutes on 2 cores, most of it writing the history). Not a test: the numbers depend on the
-machine.
+Run: ``NUMBA_CACHE_DIR=.cache/numba .venv/bin/python benchmarks/bench_review.py [--only
+alarms|tune|recorder|memory]`` (a few minutes on 2 cores, most of it writing the history).
+Not a test: the numbers depend on the machine.
 """
 
 from __future__ import annotations
@@ -39,7 +37,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -55,6 +52,7 @@ from agent.review.kpi import alarm_kpis  # noqa: E402
 from agent.review.recorder import IncidentRecorder  # noqa: E402
 from agent.review.text import SiteTime  # noqa: E402
 from agent.review.tune import candidate_grid, tune  # noqa: E402
+from benchmarks.bench_recorder_memory import bench_memory  # noqa: E402
 from buffer import Store, StoreReader, Stream  # noqa: E402
 from rules import RuleEngine  # noqa: E402
 from rules.config import RuleConfig  # noqa: E402
@@ -343,69 +341,6 @@ def bench_recorder(*, tags: int, ticks: int) -> None:
     )
 
 
-def _mem_child(devices: int, tags: int, seconds: int, with_recorder: bool) -> None:
-    """Child process of :func:`bench_memory`: prints one JSON line."""
-    n = devices * tags
-    names = [f"D{d:02d}T{i:04d}" for d in range(devices) for i in range(tags)]
-    rec = None
-    if with_recorder:
-        rec = IncidentRecorder(
-            config=RecorderConfig(),
-            tag_names=names,
-            devices=[f"plc{i // tags:02d}" for i in range(n)],
-            poll_s=[1.0] * n,
-        )
-    rng = np.random.default_rng(5)
-    q = np.zeros(tags, np.uint8)
-    t = time.perf_counter()
-    for s in range(seconds):
-        for d in range(devices):
-            tag = np.arange(d * tags, (d + 1) * tags, dtype=np.int32)
-            ts = np.full(tags, T0 + s * 1000 + 7 * d, np.int64)
-            v = rng.normal(50, 5, tags)
-            if rec is not None:
-                rec.feed(tag, ts, v, q, [])
-    feed_s = time.perf_counter() - t
-    with open("/proc/self/status", encoding="ascii") as f:
-        hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
-    doc = {"hwm_mb": hwm, "feed_s": feed_s}
-    if rec is not None:
-        doc |= {
-            "points": rec.ring_points,
-            "capacity": rec.plan.capacity,
-            "bpp": rec.plan.bytes_per_point,
-            "dropped": rec.ring_dropped,
-            "warning": rec.plan.warning,
-        }
-    print(json.dumps(doc))
-
-
-def bench_memory(*, devices: int, tags: int, seconds: int) -> None:
-    import subprocess
-
-    print(f"\n4. Recorder memory: {devices} × {tags} tags at 1 Hz, {seconds} s simulated")
-
-    def child(with_recorder: bool) -> dict[str, Any]:
-        argv = [sys.executable, __file__, "--mem-child", str(int(with_recorder))]
-        argv += ["--mem-devices", str(devices), "--mem-tags", str(tags), "--mem-s", str(seconds)]
-        out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
-        return dict(json.loads(out.splitlines()[-1]))
-
-    base, rec = child(False), child(True)
-    ring_mb = rec["capacity"] * rec["bpp"] / 2**20
-    print(f"{'':<44}{'peak RSS MiB':>14}")
-    print(f"{'baseline: the same feed loop, no recorder':<44}{base['hwm_mb']:>14.1f}")
-    print(f"{'with the recorder (default config)':<44}{rec['hwm_mb']:>14.1f}")
-    print(f"{'recorder cost (difference)':<44}{rec['hwm_mb'] - base['hwm_mb']:>14.1f}")
-    print(
-        f"{'ring arithmetic':<44}{ring_mb:>14.1f}  = {rec['capacity']:,} points × "
-        f"{rec['bpp']} B; held at the end {rec['points']:,}, dropped {rec['dropped']:,}"
-    )
-    print(f"feed: {1000 * rec['feed_s'] / seconds:.2f} ms per simulated second of {devices} polls")
-    if rec["warning"]:
-        print(f"warning: {rec['warning']}")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--tags", type=int, default=1000)
@@ -415,18 +350,11 @@ def main() -> None:
     ap.add_argument("--tune-days", type=float, default=30.0)
     ap.add_argument("--recorder-tags", type=int, default=1000)
     ap.add_argument("--recorder-ticks", type=int, default=200)
-    ap.add_argument("--mem-devices", type=int, default=10)
-    ap.add_argument("--mem-tags", type=int, default=1000)
-    ap.add_argument("--mem-s", type=int, default=900)
     ap.add_argument("--only", choices=("alarms", "tune", "recorder", "memory"))
-    ap.add_argument("--mem-child", type=int, choices=(0, 1), help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.mem_child is not None:
-        _mem_child(args.mem_devices, args.mem_tags, args.mem_s, bool(args.mem_child))
-        return
     print(_machine())
     if args.only == "memory":
-        bench_memory(devices=args.mem_devices, tags=args.mem_tags, seconds=args.mem_s)
+        bench_memory(devices=10, tags=1000, seconds=900)
         return
     if args.only == "recorder":
         bench_recorder(tags=args.recorder_tags, ticks=args.recorder_ticks)
@@ -447,7 +375,7 @@ def main() -> None:
     if args.only is not None:
         return
     bench_recorder(tags=args.recorder_tags, ticks=args.recorder_ticks)
-    bench_memory(devices=args.mem_devices, tags=args.mem_tags, seconds=args.mem_s)
+    bench_memory(devices=10, tags=1000, seconds=900)
 
 
 if __name__ == "__main__":
