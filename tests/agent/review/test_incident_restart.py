@@ -76,15 +76,19 @@ def test_an_incident_whose_alarm_is_still_active_after_kill_9_is_resumed(
     (inc,) = _incidents(data)  # one incident across the restart, not two
     assert inc.reason == "all_clear"
     assert [d["type"] for d in _docs(data)].count("open") == 1
-    assert [(e["event"], e["level"]) for e in inc.events] == [("raise", 2), ("clear", 0)]
+    high = [(e["event"], e["level"]) for e in inc.events if e["alarm"] == "high"]
+    assert high == [("raise", 2), ("clear", 0)]  # (a loaded machine may add a comm fault)
     ts = sorted({p.ts for p in inc.points})
     assert ts[0] < last_before < ts[-1]  # before and after the kill, one id
     with History.open(path=data / "buffer.db", key_file=data / "buffer.key", gateway_id="GW1") as h:
         log = h.alarms()
-    high = log.kind == KINDS.index("high")
-    assert len(set(log.occ[high].tolist())) == 1  # the alarm kept its id across the kill
+    is_high = log.kind == KINDS.index("high")
+    assert len(set(log.occ[is_high].tolist())) == 1  # the alarm kept its id across the kill
     k = alarm_kpis(log, from_ms=ts[0] - 60_000, to_ms=ts[-1] + 60_000, fleeting_ms=1, device_of={})
-    assert (k.alarms, k.cleared, k.standing) == (1, 1, 0)  # one occurrence, not split
+    assert [(a.tag, a.alarm, a.count) for a in k.bad_actors if a.alarm == "high"] == [
+        ("GT-301", "high", 1)
+    ]  # one occurrence, not split in two by the kill
+    assert not [s for s in k.standing_list if s[1] == "high"]
 
 
 def test_an_incident_whose_alarm_is_gone_after_kill_9_is_closed_interrupted(
