@@ -59,6 +59,7 @@ _AFTER_MS: Final = 300_000
 _V1_ROWS: Final = b'{"points":['
 _SAMPLES: Final = b'{"type":"samples",'
 _SAMPLES_ROWS: Final = b',"points":['
+_NOT_SAMPLES: Final = tuple(b'{"type":"%s"' % t for t in (b"open", b"alarms", b"close"))
 
 
 class _AlarmBody(msgspec.Struct):
@@ -395,10 +396,13 @@ class History:
             for raw in self._payloads(Stream.INCIDENT):
                 if rows is not None:
                     at = raw.find(_SAMPLES_ROWS) if raw.startswith(_SAMPLES) else -1
-                    if at >= 0 and rows.needed(raw):
-                        rows.read(raw, at + len(_SAMPLES_ROWS))
-                    continue
-                doc = _samples_decoder.decode(raw)
+                    if at >= 0:
+                        if rows.needed(raw):
+                            rows.read(raw, at + len(_SAMPLES_ROWS))
+                        continue
+                    if raw.startswith(_NOT_SAMPLES):
+                        continue  # open, alarms, close: no readings
+                doc = _samples_decoder.decode(raw)  # another key order: decoded in full
                 if doc.type == "samples":
                     found += doc.points
         chunks = None if rows is None else rows.chunks

@@ -4,6 +4,8 @@ whichever of the three ways a body takes (agent/review/pointcols.py)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from pathlib import Path
 
 import msgspec
 import numpy as np
@@ -11,9 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.codec import telemetry_body
-from agent.review.history import QUALITY_NAMES, Point, point_log
+from agent.codec_v2 import telemetry_body_v2
+from agent.review.config import RecorderConfig
+from agent.review.history import QUALITY_NAMES, History, Point, point_log
 from agent.review.pointcols import TagRows
+from agent.review.recorder import IncidentRecorder
+from buffer import Store, Stream
 from drivers import Quality
+from rules.events import AlarmEvent
+from tests.agent.review.conftest import GW
 
 V1 = len(b'{"points":[')
 CODES = {q.wire_name: int(q) for q in Quality}  # an unknown name reads as bad_device
@@ -106,3 +114,50 @@ def test_point_log_merges_chunks_after_points_and_dedups_the_first() -> None:
     assert log.tags == ("A", "B")
     assert log.ts_ms.tolist() == [3, 5, 4] and log.value.tolist() == [2.0, 9.0, 7.0]
     assert np.array_equal(log.tag, [0, 0, 1])
+
+
+def test_history_points_of_some_tags_equal_all_points_filtered(
+    make_store: Callable[[], Store], store_paths: dict[str, Path]
+) -> None:
+    t0 = 1_780_000_000_000
+    names = ("GT-101", "GT-102", "PT-101")
+    rec = IncidentRecorder(
+        config=RecorderConfig(pre_s=5.0, post_s=1.0),
+        tag_names=names,
+        devices=("a", "a", "b"),
+    )
+    store = make_store()
+    incident: list[bytes] = []
+    for s in range(40):
+        ts = t0 + 1000 * s
+        vals = [float(s), None if s % 7 == 0 else 0.5 * s, 100.0 + s]
+        rows = [
+            (n, ts, v, "bad_comm" if v is None else None) for n, v in zip(names, vals, strict=False)
+        ]
+        body = telemetry_body_v2(rows) if s % 3 == 0 else telemetry_body(rows[1:2] + rows[::2])
+        store.append(Stream.TELEMETRY, [body], created_ms=ts)
+        events = [AlarmEvent(ts, 1, "high", "raise", 2, 1.0)] if s == 20 else []
+        clean = [math.nan if v is None else v for v in vals]
+        incident += rec.feed(
+            np.arange(3, dtype=np.int32),
+            np.full(3, ts, np.int64),
+            np.array(clean),
+            np.array([0, 2 if vals[1] is None else 0, 0], np.uint8),
+            events,
+        )
+    store.append(Stream.INCIDENT, incident + rec.close_all(t0 + 50_000))
+    store.close()
+    with History.open(**store_paths, gateway_id=GW) as h:
+        for wanted in (["GT-102"], ["GT-101", "PT-101"]):
+            for window in ((None, None), (t0 + 10_000, t0 + 30_000)):
+                some = h.points(
+                    tags=wanted, from_ms=window[0], to_ms=window[1], with_incidents=True
+                )
+                every = h.points(from_ms=window[0], to_ms=window[1], with_incidents=True)
+                assert some.tags == tuple(wanted)
+                for name in wanted:
+                    a, b = some.of(name), every.of(name)
+                    assert all(
+                        np.array_equal(x, y, equal_nan=True) for x, y in zip(a, b, strict=True)
+                    )
+                    assert a[0].shape[0] > 0
