@@ -24,6 +24,7 @@ from rules import RuleEngine
 from rules.events import AlarmEvent
 
 __all__ = [
+    "STATE_KEY",
     "IncidentTap",
     "incident_limits",
     "incident_recorder",
@@ -53,7 +54,7 @@ def incident_recorder(
 
 
 def recorder_warnings(cfg: AgentConfig) -> list[str]:
-    """``safeedge config check``: the ring's warning when its budget holds less than
+    """``safeedge check-config``: the ring's warning when its budget holds less than
     ``pre_s`` at the configured poll periods (no I/O; the recorder is cheap to build)."""
     if not cfg.review.recorder.enabled:
         return []
