@@ -19,7 +19,7 @@ Prints, for the machine it runs on:
 3. Recorder: the incident recorder's cost per polled batch (1,000 tags, 1 Hz, 10-minute ring)
    idle and with an incident open, beside ``RuleEngine.evaluate`` of the same batch; and the
    one-off cost of opening an incident (sealing the pre-trigger window is the caller's).
-4. Recorder memory: benchmarks/bench_recorder_memory.py (``--only memory`` runs it).
+4. Recorder memory: benchmarks/bench_recorder_memory.py (``--mem-*`` sizes; ``--only memory``).
 
 Run: ``NUMBA_CACHE_DIR=.cache/numba .venv/bin/python benchmarks/bench_review.py [--only
 alarms|tune|recorder|memory]`` (a few minutes on 2 cores, most of it writing the history).
@@ -350,11 +350,14 @@ def main() -> None:
     ap.add_argument("--tune-days", type=float, default=30.0)
     ap.add_argument("--recorder-tags", type=int, default=1000)
     ap.add_argument("--recorder-ticks", type=int, default=200)
+    ap.add_argument("--mem-devices", type=int, default=10)
+    ap.add_argument("--mem-tags", type=int, default=1000)
+    ap.add_argument("--mem-s", type=int, default=900, help="simulated seconds (section 4)")
     ap.add_argument("--only", choices=("alarms", "tune", "recorder", "memory"))
     args = ap.parse_args()
     print(_machine())
     if args.only == "memory":
-        bench_memory(devices=10, tags=1000, seconds=900)
+        bench_memory(devices=args.mem_devices, tags=args.mem_tags, seconds=args.mem_s)
         return
     if args.only == "recorder":
         bench_recorder(tags=args.recorder_tags, ticks=args.recorder_ticks)
@@ -375,7 +378,7 @@ def main() -> None:
     if args.only is not None:
         return
     bench_recorder(tags=args.recorder_tags, ticks=args.recorder_ticks)
-    bench_memory(devices=10, tags=1000, seconds=900)
+    bench_memory(devices=args.mem_devices, tags=args.mem_tags, seconds=args.mem_s)
 
 
 if __name__ == "__main__":
