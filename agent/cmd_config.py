@@ -87,6 +87,10 @@ def _main(args: argparse.Namespace) -> int:
     )
     for warning in retention_warnings(cfg):
         print(f"{path}: warning: {warning}", file=sys.stderr)
+    from agent.runtime.incidents import recorder_warnings  # numpy: only when the config is ok
+
+    for warning in recorder_warnings(cfg):
+        print(f"{path}: warning: {warning}", file=sys.stderr)
     return 0
 
 

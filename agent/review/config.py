@@ -15,6 +15,11 @@
     pre_s = 600.0                  # pre-trigger window kept in memory
     post_s = 600.0                 # recorded after all the incident's alarms cleared
     max_s = 7200.0                 # an incident is closed this long after it opened, at most
+    ring_mb = 128.0                # memory budget of the pre-trigger ring (19 bytes a point)
+    max_ring_points = 1000000      # optional: a cap on the ring's points below the budget
+
+The ring holds ``pre_s`` of every watched tag (a trigger tag and the tags recorded with it) at
+its poll period; its size and the warning when the budget is too small: agent/review/ring.py.
 
 The time zone is checked when a report is made (it needs the system's zone data).
 """
@@ -38,7 +43,8 @@ class RecorderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     pre_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 600.0
     post_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 600.0
     max_s: Annotated[float, msgspec.Meta(gt=0, le=86400)] = 7200.0
-    max_ring_points: Annotated[int, msgspec.Meta(ge=1000, le=100_000_000)] = 4_000_000
+    ring_mb: Annotated[float, msgspec.Meta(gt=0, le=16384)] = 128.0
+    max_ring_points: Annotated[int, msgspec.Meta(ge=1000, le=1_000_000_000)] | None = None
 
 
 class ReviewConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

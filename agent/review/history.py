@@ -29,6 +29,7 @@ from numpy.typing import NDArray
 
 from agent.codec_v2 import decode_telemetry_v2
 from agent.config import AgentConfig, resolved_paths
+from agent.review.pointcols import ColumnChunks, TagRows
 from buffer import BufferNeedsHumanError, StoreReader, Stream
 from buffer import StoreError as _BufferError
 from drivers import Quality
@@ -55,6 +56,10 @@ _QUALITY: Final = {q.wire_name: int(q) for q in Quality}
 _BAD: Final = int(Quality.BAD_DEVICE)  # a quality name this agent does not know
 _BEFORE_MS: Final = 60_000  # telemetry records are created after their points were taken
 _AFTER_MS: Final = 300_000
+_V1_ROWS: Final = b'{"points":['
+_SAMPLES: Final = b'{"type":"samples",'
+_SAMPLES_ROWS: Final = b',"points":['
+_NOT_SAMPLES: Final = tuple(b'{"type":"%s"' % t for t in (b"open", b"alarms", b"close"))
 
 
 class _AlarmBody(msgspec.Struct):
@@ -197,18 +202,20 @@ def point_log(
     tags: Collection[str] | None = None,
     from_ms: int | None = None,
     to_ms: int | None = None,
+    chunks: ColumnChunks | None = None,
 ) -> PointLog:
-    """Columns from points, sorted by (tag, ts), keeping only ``tags`` (all without) with
-    ``from_ms <= ts < to_ms``; with ``dedup`` a second reading of one tag at one ts is dropped
-    (the same sample seen twice). Selection is done on the columns: a Python step per point
-    is what costs here (millions of points for a month of one tag at 1 Hz)."""
-    seen = sorted({p.tag for p in points})
+    """Columns from points, then ``chunks`` (already columns, agent/review/pointcols.py),
+    sorted by (tag, ts), keeping only ``tags`` (all without) with ``from_ms <= ts < to_ms``;
+    with ``dedup`` a second reading of one tag at one ts is dropped (the same sample seen
+    twice; the first in that order is kept). Selection is done on the columns: a Python step
+    per point is what costs here (millions of points for a month of one tag at 1 Hz)."""
+    seen = sorted({p.tag for p in points} | set(chunks.names if chunks else ()))
     n = len(points)
+    index = {name: i for i, name in enumerate(seen)}
     # list comprehensions then one conversion each: ~2x faster than np.fromiter on generators
     if len(seen) == 1:
         tag = np.zeros(n, np.int32)
     else:
-        index = {name: i for i, name in enumerate(seen)}
         tag = np.array([index[p.tag] for p in points], np.int32)
     ts = np.array([p.ts for p in points], np.int64)
     keep = np.ones(n, bool)
@@ -224,6 +231,17 @@ def point_log(
         quality = np.array([0 if q is None else _QUALITY.get(q, _BAD) for q in qualities], np.uint8)
     else:
         quality = np.zeros(n, np.uint8)
+    if chunks is not None and chunks.names:
+        pairs = zip(chunks.names, chunks.ts, strict=True)
+        tag = np.concatenate([tag, *(np.full(c.shape[0], index[m], np.int32) for m, c in pairs)])
+        ts = np.concatenate([ts, *chunks.ts])
+        value = np.concatenate([value, *chunks.value])
+        quality = np.concatenate([quality, *chunks.quality])
+        keep = np.concatenate([keep, np.ones(ts.shape[0] - n, bool)])
+        if from_ms is not None:
+            keep &= ts >= from_ms
+        if to_ms is not None:
+            keep &= ts < to_ms
     if not keep.all():
         tag, ts, value, quality = tag[keep], ts[keep], value[keep], quality[keep]
     # renumber to the tags kept, in name order
@@ -362,19 +380,35 @@ class History:
         lo = None if from_ms is None else from_ms - _BEFORE_MS
         hi = None if to_ms is None else to_ms + _AFTER_MS
         wanted = None if tags is None else set(tags)
-        # A record without the tag's JSON string cannot hold its points: skip decoding it.
+        # With tags: v1 bodies and incident samples are read straight into columns, and a
+        # record without a tag's JSON string is not decoded at all (agent/review/pointcols.py).
+        rows = None if wanted is None else TagRows(wanted)
         needles = None if wanted is None else [msgspec.json.encode(t) for t in wanted]
         found: list[Point] = []
         for raw in self._payloads(Stream.TELEMETRY, lo, hi):
             if needles is not None and not any(n in raw for n in needles):
                 continue
+            if rows is not None and raw.startswith(_V1_ROWS):
+                rows.read(raw, len(_V1_ROWS))
+                continue
             found += _telemetry_points(raw)
         if with_incidents:
             for raw in self._payloads(Stream.INCIDENT):
-                doc = _samples_decoder.decode(raw)
+                if rows is not None:
+                    at = raw.find(_SAMPLES_ROWS) if raw.startswith(_SAMPLES) else -1
+                    if at >= 0:
+                        if rows.needed(raw):
+                            rows.read(raw, at + len(_SAMPLES_ROWS))
+                        continue
+                    if raw.startswith(_NOT_SAMPLES):
+                        continue  # open, alarms, close: no readings
+                doc = _samples_decoder.decode(raw)  # another key order: decoded in full
                 if doc.type == "samples":
                     found += doc.points
-        return point_log(found, dedup=with_incidents, tags=wanted, from_ms=from_ms, to_ms=to_ms)
+        chunks = None if rows is None else rows.chunks
+        return point_log(
+            found, dedup=with_incidents, tags=wanted, from_ms=from_ms, to_ms=to_ms, chunks=chunks
+        )
 
     def incident_records(self) -> list[dict[str, Any]]:
         """Every retained incident record body (agent/review/recorder.py), in stored order."""

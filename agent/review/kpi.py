@@ -4,11 +4,14 @@ Definitions (docs/review.md says why, and the benchmark each figure is judged ag
 slow, obvious twin in tests/agent/review/naive.py implements this same text):
 
 - An **alarm** is a ``raise`` event (any kind, sensor faults included) with
-  ``from_ms <= ts < to_ms``. An **occurrence** of an alarm (tag, kind) is its ``raise`` and the
-  events of that (tag, kind) after it, in stored order, up to the next ``raise``: one alarm's
-  occurrences never overlap (RULES.md), and pairing by position rather than by ``alarm_id``
-  keeps an occurrence whole when the agent restarted in it and gave its later events another
-  id. Events before a (tag, kind)'s first retained ``raise`` belong to no occurrence.
+  ``from_ms <= ts < to_ms``. An **occurrence** is a retained ``raise``; an event belongs to the
+  occurrence whose ``raise`` has its ``alarm_id`` and was stored before it (ids persist across
+  restarts, RULES.md 1.1, so a restart does not split an occurrence, and an ``ack`` of a
+  returned occurrence stays with it after the alarm was raised again). An event whose
+  ``alarm_id`` has no earlier retained ``raise`` (written before ids persisted: a restart gave
+  the occurrence's later events another id) belongs by position to the last ``raise`` of its
+  (tag, kind) before it, in stored order; before a (tag, kind)'s first retained ``raise``, to
+  none.
 - **Rates**: alarms / (period / 10 min) and / (period / 1 day).
 - **10-minute periods** start at ``from_ms`` (the last may be shorter); a **flood** period
   holds more than 10 alarms; ``peak`` is the largest count and ``peak_ms`` the first period
@@ -118,6 +121,13 @@ def occurrences(log: AlarmLog, valid: NDArray[np.bool_]) -> tuple[NDArray[np.int
     inside = count - before_group > 0  # at or after the group's first raise
     occ = np.full(n, -1, np.int64)
     occ[order] = np.where(inside, count - 1, -1)
+    # by alarm_id where its raise was stored earlier; the position above otherwise
+    raises = np.flatnonzero(valid & (log.event == _RAISE))
+    first = np.full(len(log.occ_ids) + 1, _BIG, np.int64)
+    np.minimum.at(first, log.occ[raises], raises)
+    own = first[log.occ] if n else np.empty(0, np.int64)
+    by_id = valid & (log.event != _RAISE) & (own < np.arange(n))
+    occ[by_id] = occ[own[by_id]]
     return occ, int(r.sum())
 
 

@@ -140,6 +140,7 @@ class Runtime:
         incidents = None
         if c.incidents is not None:
             incidents = IncidentTap(recorder=c.incidents, sink=sink)
+            incidents.restore(book.open_alarms())  # resume or close what a stop left open
         self._incidents = incidents
         ingest = Ingest(
             engine=c.engine,

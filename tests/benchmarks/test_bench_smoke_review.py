@@ -18,7 +18,7 @@ def test_bench_review_runs_with_tiny_sizes() -> None:
     run = subprocess.run(
         [sys.executable, "benchmarks/bench_review.py", "--tags", "20", "--days", "1",
          "--twin-days", "0.5", "--tune-days", "0.2", "--recorder-tags", "50",
-         "--recorder-ticks", "5"],
+         "--recorder-ticks", "5", "--mem-devices", "2", "--mem-tags", "50", "--mem-s", "30"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=110, check=False,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
@@ -29,5 +29,7 @@ def test_bench_review_runs_with_tiny_sizes() -> None:
         "twin figures equal: True",
         "#9",
         "3. Recorder",
+        "Recorder memory",
+        "ring arithmetic",
     ):
         assert heading in run.stdout

@@ -46,9 +46,11 @@ def naive_kpis(
         chattering += bool(marked)
         chatter_raises += len(marked)
 
-    # an occurrence: a raise and the later events of its (tag, alarm) up to the next raise
+    # an occurrence: a raise; an event joins the raise stored before it with its alarm_id,
+    # else the last raise of its (tag, alarm) before it
     occ: list[dict[str, Any]] = []
     current: dict[tuple[str, str], dict[str, Any]] = {}
+    by_id: dict[str, dict[str, Any]] = {}
     for a in rows:
         key = (a["tag"], a["alarm"])
         if a["event"] == "raise":
@@ -62,7 +64,10 @@ def naive_kpis(
                 "alarm": a["alarm"],
             }
             occ.append(current[key])
-        o = current.get(key)
+            by_id.setdefault(a["alarm_id"], current[key])
+            o: dict[str, Any] | None = current[key]
+        else:
+            o = by_id.get(a["alarm_id"], current.get(key))
         if o is None:
             continue  # before the first retained raise of this alarm
         o["max"] = max(o["max"], a["level"])

@@ -52,22 +52,58 @@ def test_exports_piped_into_head_stop_quietly(site: Site, command: list[str]) ->
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
 
 
-def test_parquet_is_written_with_pyarrow_and_refused_clearly_without(
+def test_parquet_round_trips_exactly_against_the_csv_export(
+    site: Site, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import pyarrow.parquet as pq  # a dev dependency (pyproject.toml): the test needs it
+
+    assert parquet_available()
+    args = ["--tags", "GT-102,PT-101", *PERIOD, "--tz", "Asia/Shanghai"]
+    code, out, err = site.run(capsys, "export", *args)
+    assert code == 0, err
+    header, *rows = list(csv.reader(io.StringIO(out)))
+    target = tmp_path / "site.parquet"
+    code, _, err = site.run(capsys, "export", *args, "--format", "parquet", "-o", str(target))
+    assert code == 0, err
+    table = pq.read_table(target)
+    assert table.column_names == header
+    assert str(table.schema.field("time").type) == "timestamp[ms, tz=Asia/Shanghai]"
+    cols = table.to_pydict()
+    got = [
+        [
+            t.isoformat(timespec="milliseconds"),
+            tag,
+            "" if v is None else repr(v),
+            unit,
+            q,
+        ]
+        for t, tag, v, unit, q in zip(
+            cols["time"], cols["tag"], cols["value"], cols["unit"], cols["quality"], strict=True
+        )
+    ]
+    assert len(got) == 2 * SECONDS and any(r[4] == "bad_comm" for r in got)
+    assert got == rows  # same rows, same order, every value to the last bit (repr)
+
+
+def test_parquet_is_refused_clearly_without_pyarrow(
     site: Site, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     target = tmp_path / "gt.parquet"
-    code, _, err = site.run(
-        capsys, "export", "--tags", "GT-102", *PERIOD, "--format", "parquet", "-o", str(target)
+    code = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            # as if uninstalled: find_spec gives None and an import fails
+            "import sys; sys.modules['pyarrow'] = None\n"
+            "from agent.cli import main; sys.exit(main(sys.argv[1:]))",
+            *["review", "export", "--config", str(site.config), "--tags", "GT-102", *PERIOD],
+            *["--format", "parquet", "-o", str(target)],
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    if parquet_available():  # an optional dependency: both outcomes are checked
-        import pyarrow.parquet as pq
-
-        assert code == 0
-        table = pq.read_table(target)
-        assert table.column_names == ["time", "tag", "value", "unit", "quality"]
-        assert table.num_rows == SECONDS
-    else:
-        assert code == 2 and "needs pyarrow" in err and not target.exists()
+    assert code.returncode == 2 and "needs pyarrow" in code.stderr and not target.exists()
 
 
 def test_a_missing_buffer_exits_1_and_another_gateways_buffer_exits_78(

@@ -183,3 +183,44 @@ def test_an_occurrence_stays_whole_when_a_restart_gave_its_later_events_another_
     assert dict(k.clear_ms) == {50: 90_000, 90: 90_000, 95: 90_000}
     assert dict(k.ack_ms)[50] == 50_000
     assert k.standing_list == (("D", "high", 1, T0 + 100 * s),)
+
+
+def test_events_pair_with_the_raise_of_their_alarm_id_and_by_position_without_one(
+    make_store: Callable[[], Store], store_paths: dict[str, Path]
+) -> None:
+    s = 1000
+    rows: list[tuple[int, str, str, str, int, dict[str, object]]] = [
+        (T0, "L", "high", "raise", 1, {"occ": "one"}),  # latched
+        (T0 + 10 * s, "L", "high", "return", 0, {"occ": "one"}),
+        (T0 + 20 * s, "L", "high", "raise", 1, {"occ": "two"}),  # again, before the ack
+        (T0 + 30 * s, "L", "high", "ack", 1, {"occ": "one", "user": "op-li"}),  # of "one"
+        (T0 + 40 * s, "L", "high", "clear", 0, {"occ": "one"}),
+        (T0 + 70 * s, "L", "high", "ack", 1, {"occ": "two", "user": "op-li"}),
+        (T0 + 75 * s, "L", "high", "clear", 0, {"occ": "two"}),
+        # a restart with the id kept (RULES.md 1.1): still one occurrence, cleared
+        (T0 + 100 * s, "R", "high", "raise", 2, {"occ": "r"}),
+        (T0 + 160 * s, "R", "high", "deescalate", 1, {"occ": "r"}),
+        (T0 + 400 * s, "R", "high", "clear", 0, {"occ": "r"}),
+        # an id with no raise (before ids persisted): by position, to the last raise of R
+        (T0 + 500 * s, "R", "high", "ack", 1, {"occ": "old", "user": "op-wang"}),
+    ]
+    store = make_store()
+    _write(store, rows)
+    store.close()
+    with History.open(**store_paths, gateway_id=GW) as h:
+        log = h.alarms()
+    k = alarm_kpis(log, from_ms=T0, to_ms=T0 + 600 * s, fleeting_ms=10_000, device_of={})
+    assert (k.alarms, k.standing, k.acked, k.cleared) == (3, 0, 3, 3)
+    # acks: "one" 30 s after its raise (by position it would have been "two", 10 s), "two"
+    # 50 s, R 400 s (by position); clears: 40 s, 55 s, 300 s
+    assert dict(k.ack_ms) == {50: 50_000, 90: 400_000, 95: 400_000}
+    assert dict(k.clear_ms) == {50: 55_000, 90: 300_000, 95: 300_000}
+    assert dict(k.priority) == {1: 2, 2: 1}
+    want = naive_kpis(
+        _decoded(store_paths, Stream.ALARM),
+        from_ms=T0,
+        to_ms=T0 + 600 * s,
+        fleeting_ms=10_000,
+        device_of={},
+    )
+    _compare(k, want)

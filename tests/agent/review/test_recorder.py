@@ -188,3 +188,31 @@ def test_an_unknown_recorder_tag_is_a_config_error_with_its_path() -> None:
     assert loads_config(text + '\n[review.recorder]\ntags = ["GT-102"]\n').review.recorder.tags == (
         "GT-102",
     )
+
+
+def test_the_open_incidents_state_resumes_an_active_alarm_and_closes_the_others() -> None:
+    rec = _recorder(pre_s=5.0, post_s=2.0, related="none")
+    for s in range(12):
+        events = {5: [_ev(5, 0, "raise", 2)], 8: [_ev(8, 2, "raise", 2)]}.get(s, [])
+        _tick(rec, s, events)
+    state = rec.state()
+    ids = rec.open_incidents
+    assert [d["last_ms"] for d in json.loads(state)] == [T0 + 11_000] * 2
+    again = _recorder(pre_s=5.0, post_s=2.0, related="none")  # after a restart: A1 still active
+    closed = _docs(again.restore(state, [("A1", "high", 2, T0 + 5000)]))
+    assert closed == [
+        {"type": "close", "incident": ids[1], "closed_ms": T0 + 11_000, "reason": "interrupted"}
+    ]
+    assert again.open_incidents == ids[:1]
+    out = _docs(_tick(again, 20) + _tick(again, 21, [_ev(21, 0, "clear", 0)]) + _tick(again, 23))
+    assert [(d["type"], d["incident"]) for d in out] == [
+        ("samples", ids[0]),
+        ("samples", ids[0]),
+        ("alarms", ids[0]),
+        ("samples", ids[0]),
+        ("close", ids[0]),
+    ]
+    assert out[-1]["reason"] == "all_clear" and out[-1]["closed_ms"] == T0 + 23_000
+    assert _recorder().restore(None, []) == [] and _recorder().restore(b"[]", []) == []
+    with pytest.raises(ValueError, match="incident recorder state"):
+        _recorder().restore(b'[{"incident": 1}]', [])
