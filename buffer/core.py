@@ -62,6 +62,7 @@ class Core:
     stream_bytes: dict[Stream, int] = field(default_factory=dict)
     bytes: int = 0
     syncs: int = 0
+    commits: int = 0
     unsaved_refusals: dict[Stream, tuple[int, int, int, str]] = field(default_factory=dict)
     # delivered/dead records capacity evicted before their retention (Store.take_shortened)
     shortened: dict[Stream, tuple[int, int, int]] = field(default_factory=dict)
@@ -96,6 +97,7 @@ class Core:
             try:
                 yield conn
                 conn.execute("COMMIT")
+                self.commits += 1
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
