@@ -37,10 +37,14 @@ from buffer.core import ROW_OVERHEAD, Candidate, Core
 from buffer.errors import BufferFullError, StoreError, from_os_error
 from buffer.record import Stream
 
-__all__ = ["Appended", "append", "append_batch", "evict", "with_room"]
+__all__ = ["ROOM_FRESH_S", "ROOM_SLACK", "Appended", "append", "append_batch", "evict", "with_room"]
 
 _T = TypeVar("_T")
 _CHUNK = 512
+ROOM_FRESH_S = 1.0
+"""How long a room measurement may be reused for telemetry appends (:func:`_check_room`)."""
+ROOM_SLACK = 64 << 20
+"""Room beyond the reserve below which every telemetry append measures again."""
 
 
 def with_room(core: Core, doing: Callable[[], _T]) -> _T:
@@ -177,14 +181,30 @@ def _commit(
     if durable:
         core.committed_durably()
     core.bytes += incoming
+    core.written += incoming
     core.forget(evicted, "capacity")
     core.keys.after_commit(key_id, seals)
     return {stream: [r[1] for r in p.rows] for stream, p in parts.items()}
 
 
 def _check_room(core: Core, incoming: int) -> None:
-    """Refuse a telemetry append that would eat into the reserve (see :mod:`buffer.space`)."""
+    """Refuse a telemetry append that would eat into the reserve (see :mod:`buffer.space`).
+
+    Measuring the room (five PRAGMAs, a stat and a statvfs) costs more than the append, so a
+    measurement is reused, less what was appended since, while it is younger than
+    :data:`ROOM_FRESH_S` and leaves more than :data:`ROOM_SLACK` above the reserve: only space
+    another process takes in that second goes unseen, and never near the reserve (where
+    every append measures), and the ballast keeps the reserve for alarms whatever happens."""
+    now = core.monotonic()
+    seen = core.room_seen
+    if seen is not None and now - seen[0] < ROOM_FRESH_S:
+        room, since = seen[1], core.written - seen[2]
+        held = core.ballast.held if room.disk_bound else 0
+        keep = max(core.reserve - held, core.reserve // 4)
+        if room.total - 2 * (since + incoming) >= keep + ROOM_SLACK:
+            return
     room = core.room()
+    core.room_seen = (now, room, core.written)
     held = core.ballast.held if room.disk_bound else 0
     keep = max(core.reserve - held, core.reserve // 4)
     if room.total - 2 * incoming < keep:
