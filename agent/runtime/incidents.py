@@ -9,15 +9,18 @@ samples. Event loop thread only, like the sink it appends through.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from agent.config import AgentConfig
-from agent.review.recorder import IncidentRecorder
 from agent.runtime.sink import RecordSink
 from agent.tags import TagTable
 from buffer.record import Stream
 from drivers import SampleBatch
 from rules import RuleEngine
 from rules.events import AlarmEvent
+
+if TYPE_CHECKING:  # imported when a recorder is built: a site without one does not load it
+    from agent.review.recorder import IncidentRecorder
 
 __all__ = ["IncidentTap", "incident_limits", "incident_recorder"]
 
@@ -33,6 +36,8 @@ def incident_recorder(
     rc = cfg.review.recorder
     if not rc.enabled:
         return None
+    from agent.review.recorder import IncidentRecorder  # lazy: see the TYPE_CHECKING import
+
     limits = incident_limits(tags, engine)
     return IncidentRecorder(
         config=rc,
