@@ -15,6 +15,7 @@ integers are written instead of the float value.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import Final
 
@@ -117,7 +118,7 @@ class GroupBatcher:
             starts = np.empty(n, dtype=bool)
             starts[0] = True
             np.not_equal(ts[1:], ts[:-1], out=starts[1:])
-            if len(np.unique(tag)) < n and _repeats(ts, tag):
+            if not _distinct(tag) and _repeats(ts, tag):
                 starts[:] = True
             cost += np.where(starts, _GROUP_COST, 0)
             csum = np.cumsum(cost)
@@ -156,12 +157,22 @@ class GroupBatcher:
 
     def _close(self) -> bytes:
         held = self._held
-        ts = np.concatenate([h[0] for h in held])
-        tag = np.concatenate([h[1] for h in held])
-        vp = np.concatenate([h[2] for h in held])
-        qp = np.concatenate([h[3] for h in held])
+        if len(held) == 1:  # the usual case (one poll per record): nothing to join
+            ts, tag, vp, qp = held[0]
+        else:
+            ts = np.concatenate([h[0] for h in held])
+            tag = np.concatenate([h[1] for h in held])
+            vp = np.concatenate([h[2] for h in held])
+            qp = np.concatenate([h[3] for h in held])
         self._held, self._n, self._bytes, self._since = [], 0, _HEAD_COST, None
         return _body(ts, tag, vp, qp)
+
+
+def _distinct(tag: NDArray[np.int32]) -> bool:
+    """Whether no tag occurs twice; a poll's tags ascend, which is checked first (cheaply)."""
+    if len(tag) < 2 or bool((tag[1:] > tag[:-1]).all()):
+        return True
+    return len(np.unique(tag)) == len(tag)
 
 
 def _repeats(ts: NDArray[np.int64], tag: NDArray[np.int32]) -> bool:
@@ -177,12 +188,11 @@ def _body(
     qp: NDArray[np.object_],
 ) -> bytes:
     t0 = int(ts.min())
-    starts = np.flatnonzero(np.r_[True, ts[1:] != ts[:-1]])
-    ends = np.r_[starts[1:], len(ts)]
+    cuts = [0, *(np.flatnonzero(ts[1:] != ts[:-1]) + 1).tolist(), len(ts)]
     groups: list[bytes] = []
-    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+    for s, e in itertools.pairwise(cuts):
         seg = tag[s:e]
-        if len(np.unique(seg)) == e - s:
+        if _distinct(seg):
             groups.append(_group(int(ts[s]) - t0, vp[s:e], qp[s:e]))
             continue
         # A tag twice at one ts (a push device): split where a tag repeats (rare path).

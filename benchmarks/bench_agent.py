@@ -196,12 +196,17 @@ def sample(pid: int) -> Sample:
     return Sample(time.monotonic(), cpu, switches)
 
 
-def vm_hwm_mb(pid: int) -> float:
+def vm_mb(pid: int) -> tuple[float, float]:
+    """(VmHWM, RssAnon) in MB. The high-water mark counts the pages of mapped files too
+    (libllvmlite.so alone is 170 MB), and how many of those are resident depends on the page
+    cache (two copies of one venv differed by 30 MB); RssAnon is the process's own memory."""
+    found = {"VmHWM": math.nan, "RssAnon": math.nan}
     with open(f"/proc/{pid}/status", encoding="ascii") as f:
         for line in f:
-            if line.startswith("VmHWM"):
-                return int(line.split()[1]) / 1024
-    return math.nan
+            key = line.split(":", 1)[0]
+            if key in found:
+                found[key] = int(line.split()[1]) / 1024
+    return found["VmHWM"], found["RssAnon"]
 
 
 class Arrivals:
@@ -253,6 +258,7 @@ def pct(xs: list[float], q: float) -> float:
 class Result:
     cpu_pct: float
     rss_mb: float
+    anon_mb: float
     wakeups_s: float
     lat_p50: float
     lat_p95: float
@@ -274,7 +280,7 @@ def _wait_line(proc: subprocess.Popen[str], text: str, timeout_s: float = 60) ->
 
 def measure(
     proc: subprocess.Popen[str], warmup_s: float, window_s: float, arrivals: Arrivals | None
-) -> tuple[float, float, float]:
+) -> tuple[float, tuple[float, float], float]:
     time.sleep(warmup_s)
     if arrivals is not None:
         arrivals.recording = True
@@ -284,7 +290,7 @@ def measure(
     if arrivals is not None:
         arrivals.recording = False
     dt = b.t - a.t
-    return 100 * (b.cpu_s - a.cpu_s) / dt, vm_hwm_mb(proc.pid), (b.switches - a.switches) / dt
+    return 100 * (b.cpu_s - a.cpu_s) / dt, vm_mb(proc.pid), (b.switches - a.switches) / dt
 
 
 def stop(proc: subprocess.Popen[str]) -> None:
@@ -358,7 +364,7 @@ def run_site(
             f_lat = list(arrivals.latencies_ms)
             stop(floor)
             floor_result = Result(
-                f_cpu, f_rss, f_wake, pct(f_lat, 0.5), pct(f_lat, 0.95), math.nan, math.nan
+                f_cpu, *f_rss, f_wake, pct(f_lat, 0.5), pct(f_lat, 0.95), math.nan, math.nan
             )
     finally:
         if agent.poll() is None:
@@ -380,7 +386,7 @@ def run_site(
     cycles = (hi - lo) / period_s
     result = Result(
         cpu,
-        rss,
+        *rss,
         wake,
         pct(lat, 0.5),
         pct(lat, 0.95),
@@ -401,7 +407,7 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(f"steady window {args.window_s:.0f} s after {args.warmup_s:.0f} s warm-up; 1 Hz polling")
     head = (
-        "| site | agent CPU % | floor CPU % | agent/floor | agent RSS MB | floor RSS MB "
+        "| site | agent CPU % | floor CPU % | agent/floor | agent RSS MB (anon) | floor RSS MB "
         "| wakeups/s (floor) | latency p50/p95 ms (floor) | requests/cycle (optimum) "
         "| jitter p95 % |"
     )
@@ -425,13 +431,15 @@ def main() -> None:
             optimum = devices * math.ceil(tags / MAX_BLOCK)
             if f is None:
                 print(
-                    f"| idle (1×10, due hourly) | {r.cpu_pct:.2f} | – | – | {r.rss_mb:.0f} | – "
+                    f"| idle (1×10, due hourly) | {r.cpu_pct:.2f} | – | – "
+                    f"| {r.rss_mb:.0f} ({r.anon_mb:.0f}) | – "
                     f"| {r.wakeups_s:.1f} | – | – | – |"
                 )
                 continue
             print(
                 f"| {devices}×{tags} | {r.cpu_pct:.2f} | {f.cpu_pct:.2f} "
-                f"| {r.cpu_pct / f.cpu_pct if f.cpu_pct else math.nan:.2f} | {r.rss_mb:.0f} "
+                f"| {r.cpu_pct / f.cpu_pct if f.cpu_pct else math.nan:.2f} "
+                f"| {r.rss_mb:.0f} ({r.anon_mb:.0f}) "
                 f"| {f.rss_mb:.0f} | {r.wakeups_s:.1f} ({f.wakeups_s:.1f}) "
                 f"| {r.lat_p50:.1f}/{r.lat_p95:.1f} ({f.lat_p50:.1f}/{f.lat_p95:.1f}) "
                 f"| {r.requests_per_cycle:.2f} ({optimum}) | {r.jitter_p95_pct:.2f} |",

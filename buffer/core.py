@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -62,6 +63,11 @@ class Core:
     stream_bytes: dict[Stream, int] = field(default_factory=dict)
     bytes: int = 0
     syncs: int = 0
+    commits: int = 0
+    monotonic: Callable[[], float] = time.monotonic
+    written: int = 0  # bytes appended since open (the room estimate's since-measured count)
+    # (monotonic when, room then, ``written`` then): the last room measured for an append
+    room_seen: tuple[float, Room, int] | None = None
     unsaved_refusals: dict[Stream, tuple[int, int, int, str]] = field(default_factory=dict)
     # delivered/dead records capacity evicted before their retention (Store.take_shortened)
     shortened: dict[Stream, tuple[int, int, int]] = field(default_factory=dict)
@@ -96,6 +102,7 @@ class Core:
             try:
                 yield conn
                 conn.execute("COMMIT")
+                self.commits += 1
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")

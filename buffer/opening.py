@@ -91,6 +91,7 @@ def open_core(
             stream_capacity={s: lim.capacity_bytes for s, lim in limits.items()},
             capacity=cfg.capacity_bytes,
             reserve=cfg.reserve_bytes,
+            monotonic=cfg.monotonic,
         )
         core.load_counters()
         ledger, report = reconcile(core, opened, previous, detected=detected)

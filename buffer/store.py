@@ -49,8 +49,9 @@ from buffer.record import Record, Stream
 from buffer.recovery import OpenReport
 from buffer.reports import Refused, Report, decode_report
 from buffer.stats import Eviction, StoreStats, StreamLimit, query_stats
+from buffer.writer import Appended
 
-__all__ = ["Store", "record_id"]
+__all__ = ["Appended", "Store", "record_id"]
 
 
 def _wall_clock_ms() -> int:
@@ -174,6 +175,29 @@ class Store:
         if self._core.keys.needs_rotation():
             self.rotate_key()
         return seqs
+
+    def append_batch(
+        self,
+        parts: Mapping[Stream, Sequence[bytes]],
+        *,
+        created_ms: int | None = None,
+        state: Mapping[str, bytes] | None = None,
+    ) -> Appended:
+        """Seal and store the payloads of several streams (one device poll's alarms, events,
+        telemetry, incident windows) in one transaction: each stream's seqs consecutive, as if
+        appended one after the other in stream order; ``state`` as in :meth:`append`.
+
+        Committed when it returns (durable when it holds alarms). Telemetry that :meth:`append`
+        would refuse with :class:`BufferFullError` is left out, counted, and named in
+        :attr:`Appended.refused` while the rest is committed; raises as :meth:`append` does
+        when nothing was stored (then nothing was, and no seq was spent).
+        """
+        done = writer.append_batch(
+            self._core, {Stream(s): p for s, p in parts.items()}, created_ms, state=state
+        )
+        if self._core.keys.needs_rotation():
+            self.rotate_key()
+        return done
 
     def state(self, key: str) -> bytes | None:
         """The value last stored under ``key`` by an append, or None when never stored.
@@ -330,6 +354,11 @@ class Store:
     def syncs(self) -> int:
         """WAL fsyncs made for durability since open (benchmarks read it)."""
         return self._core.syncs
+
+    @property
+    def commits(self) -> int:
+        """Write transactions committed since open (tests and benchmarks read it)."""
+        return self._core.commits
 
     @property
     def ledger_writes(self) -> int:

@@ -1,5 +1,7 @@
 """Writing records: one append is one transaction holding its evictions, its rows and the
-stream's new last seq; and the accounting of telemetry that was refused.
+stream's new last seq (an append of several streams, e.g. one device poll's alarms, telemetry
+and incident records, is one transaction too); and the accounting of telemetry that was
+refused.
 
 Invariants:
 1. Covered, then written: the seqs of an append are reserved in the seq ledger (fsynced)
@@ -8,6 +10,8 @@ Invariants:
 2. All or nothing: evictions made for room, the inserted rows, ``streams.last_seq`` and the
    key's seal count commit together. A failed append stored nothing and moved ``last_seq``
    not at all (its reserved seqs are used by the next append: none of them was ever written).
+   A batch of several streams commits whole, except that refused telemetry (invariant 4) is
+   left out of it and the rest committed.
 3. Eviction order: delivered and dead records first (oldest first), then undelivered telemetry
    by seq; undelivered alarms and events are never evicted (the store may then exceed its
    capacity). Every undelivered drop is counted and reported.
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 from buffer import crypto, kvstate
@@ -32,10 +37,14 @@ from buffer.core import ROW_OVERHEAD, Candidate, Core
 from buffer.errors import BufferFullError, StoreError, from_os_error
 from buffer.record import Stream
 
-__all__ = ["append", "evict", "with_room"]
+__all__ = ["ROOM_FRESH_S", "ROOM_SLACK", "Appended", "append", "append_batch", "evict", "with_room"]
 
 _T = TypeVar("_T")
 _CHUNK = 512
+ROOM_FRESH_S = 1.0
+"""How long a room measurement may be reused for telemetry appends (:func:`_check_room`)."""
+ROOM_SLACK = 64 << 20
+"""Room beyond the reserve below which every telemetry append measures again."""
 
 
 def with_room(core: Core, doing: Callable[[], _T]) -> _T:
@@ -46,6 +55,22 @@ def with_room(core: Core, doing: Callable[[], _T]) -> _T:
         if not core.ballast.release():
             raise
         return doing()
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """What one :func:`append_batch` stored: each stream's new seqs (consecutive), and
+    ``refused``: the telemetry refused (invariant 4) while the rest of the batch committed."""
+
+    seqs: dict[Stream, list[int]]
+    refused: BufferFullError | None = None
+
+
+@dataclass(slots=True)
+class _Sealed:
+    rows: list[tuple[Stream, int, int, int, bytes, bytes, int]]
+    incoming: int
+    last: int
 
 
 def append(
@@ -59,13 +84,46 @@ def append(
     """Seal and store ``payloads`` (see the module invariants); ``also`` runs inside the same
     transaction (used to clear the reports these payloads describe); ``state`` values are
     stored in it too (invariant 6)."""
+    return append_batch(core, {stream: payloads}, created_ms, also, state).seqs.get(stream, [])
+
+
+def append_batch(
+    core: Core,
+    parts: Mapping[Stream, Sequence[bytes]],
+    created_ms: int | None,
+    also: Callable[[sqlite3.Connection], None] | None = None,
+    state: Mapping[str, bytes] | None = None,
+) -> Appended:
+    """Seal and store the payloads of several streams in one transaction (invariants 1-6 per
+    stream; alarms present make the commit durable). Telemetry refused for the reserve or by
+    a full disk is left out (counted) and the rest committed without it: then ``refused``
+    says so. Raises when nothing was stored (a telemetry-only batch refused included)."""
     conn = core.live()
-    if not payloads:
-        return []
+    wanted = {s: p for s, p in sorted(parts.items()) if p}
+    if not wanted:
+        return Appended({})
     created = core.clock_ms() if created_ms is None else created_ms
+    sealed = {s: _seal(core, s, p, created) for s, p in wanted.items()}
+    state_rows = kvstate.seal(core, state, created) if state else []
+    tele = sealed.get(Stream.TELEMETRY)
+    refused: BufferFullError | None = None
+    if tele is not None:
+        try:
+            _check_room(core, tele.incoming)
+            return Appended(_commit(core, conn, sealed, also, state_rows))
+        except BufferFullError as exc:
+            _note_refusal(core, Stream.TELEMETRY, len(tele.rows), created, "disk_full")
+            if len(sealed) == 1:
+                raise
+            refused = exc
+            del sealed[Stream.TELEMETRY]
+    seqs = with_room(core, lambda: _commit(core, conn, sealed, also, state_rows))
+    return Appended(seqs, refused)
+
+
+def _seal(core: Core, stream: Stream, payloads: Sequence[bytes], created: int) -> _Sealed:
     key = core.keys.active
     first = core.last_seq[stream] + 1
-    last = first + len(payloads) - 1
     rows = []
     incoming = 0
     for seq, payload in enumerate(payloads, start=first):
@@ -74,67 +132,79 @@ def append(
         size = len(nonce) + len(sealed) + ROW_OVERHEAD
         rows.append((stream, seq, created, key.id, nonce, sealed, size))
         incoming += size
-    state_rows = kvstate.seal(core, state, created) if state else []
-    if stream is Stream.TELEMETRY:
-        try:
-            _check_room(core, incoming)
-            return _commit(core, conn, stream, rows, incoming, last, also, state_rows)
-        except BufferFullError:
-            _note_refusal(core, stream, len(payloads), created, "disk_full")
-            raise
-    return with_room(
-        core, lambda: _commit(core, conn, stream, rows, incoming, last, also, state_rows)
-    )
+    return _Sealed(rows, incoming, first + len(payloads) - 1)
 
 
 def _commit(
     core: Core,
     conn: sqlite3.Connection,
-    stream: Stream,
-    rows: list[tuple[Stream, int, int, int, bytes, bytes, int]],
-    incoming: int,
-    last: int,
+    parts: Mapping[Stream, _Sealed],
     also: Callable[[sqlite3.Connection], None] | None,
     state_rows: list[kvstate.StateRow],
-) -> list[int]:
-    seals = len(rows) + len(state_rows)
-    try:
-        core.ledger.reserve(stream, last)
-    except OSError as exc:
-        raise from_os_error(exc, f"{core.ledger.path}: reserving seqs") from exc
+) -> dict[Stream, list[int]]:
+    key_id = next(iter(parts.values())).rows[0][3]
+    seals = sum(len(p.rows) for p in parts.values()) + len(state_rows)
+    for stream, part in parts.items():
+        try:
+            core.ledger.reserve(stream, part.last)
+        except OSError as exc:
+            raise from_os_error(exc, f"{core.ledger.path}: reserving seqs") from exc
     evicted: list[Candidate] = []
-    durable = stream is Stream.ALARM
+    durable = Stream.ALARM in parts
+    incoming = sum(p.incoming for p in parts.values())
     with core.transaction("append", durable=durable):
-        cap = core.stream_capacity[stream]
-        if cap is not None and core.stream_bytes[stream] + incoming > cap:
-            evicted = evict(core, conn, core.stream_bytes[stream] + incoming - cap, stream)
+        for stream, part in parts.items():
+            cap = core.stream_capacity[stream]
+            over = core.stream_bytes[stream] + part.incoming - (cap or 0)
+            if cap is not None and over > 0:
+                evicted += evict(core, conn, over, stream)
         overflow = core.bytes - sum(v[4] for v in evicted) + incoming - core.capacity
         if overflow > 0:
             evicted += evict(core, conn, overflow, None)
         conn.executemany(
             "INSERT INTO records(stream, seq, created_ms, key_id, nonce, sealed, size)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            rows,
+            [row for p in parts.values() for row in p.rows],
         )
-        conn.execute("UPDATE streams SET last_seq = ? WHERE stream = ?", (last, stream))
+        conn.executemany(
+            "UPDATE streams SET last_seq = ? WHERE stream = ?",
+            [(p.last, stream) for stream, p in parts.items()],
+        )
         if state_rows:
             kvstate.write(conn, state_rows)
-        core.keys.count_seals(conn, rows[0][3], seals)
+        core.keys.count_seals(conn, key_id, seals)
         if also is not None:
             also(conn)
-    core.last_seq[stream] = last
+    for stream, part in parts.items():
+        core.last_seq[stream] = part.last
+        core.stream_bytes[stream] += part.incoming
     if durable:
         core.committed_durably()
     core.bytes += incoming
-    core.stream_bytes[stream] += incoming
+    core.written += incoming
     core.forget(evicted, "capacity")
-    core.keys.after_commit(rows[0][3], seals)
-    return [r[1] for r in rows]
+    core.keys.after_commit(key_id, seals)
+    return {stream: [r[1] for r in p.rows] for stream, p in parts.items()}
 
 
 def _check_room(core: Core, incoming: int) -> None:
-    """Refuse a telemetry append that would eat into the reserve (see :mod:`buffer.space`)."""
+    """Refuse a telemetry append that would eat into the reserve (see :mod:`buffer.space`).
+
+    Measuring the room (five PRAGMAs, a stat and a statvfs) costs more than the append, so a
+    measurement is reused, less what was appended since, while it is younger than
+    :data:`ROOM_FRESH_S` and leaves more than :data:`ROOM_SLACK` above the reserve: only space
+    another process takes in that second goes unseen, and never near the reserve (where
+    every append measures), and the ballast keeps the reserve for alarms whatever happens."""
+    now = core.monotonic()
+    seen = core.room_seen
+    if seen is not None and now - seen[0] < ROOM_FRESH_S:
+        room, since = seen[1], core.written - seen[2]
+        held = core.ballast.held if room.disk_bound else 0
+        keep = max(core.reserve - held, core.reserve // 4)
+        if room.total - 2 * (since + incoming) >= keep + ROOM_SLACK:
+            return
     room = core.room()
+    core.room_seen = (now, room, core.written)
     held = core.ballast.held if room.disk_bound else 0
     keep = max(core.reserve - held, core.reserve // 4)
     if room.total - 2 * incoming < keep:

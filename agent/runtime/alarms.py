@@ -73,12 +73,16 @@ class AlarmRecorder:
 
     def record(self, events: Sequence[AlarmEvent]) -> None:
         """Append the events (polls and acknowledgements both come through here), then let
-        the alarm outputs see them: the record is durable before a siren changes."""
+        the alarm outputs see them: the record is durable before a siren changes (inside the
+        sink's one_transaction: after its commit)."""
         if not events:
             return
         self._stats.alarms += len(events)
         bodies = [self.encode(e) for e in events]
         self._sink.append(Stream.ALARM, bodies, state=self.book.changes(events))
+        self._sink.after_commit(lambda: self._recorded(events))
+
+    def _recorded(self, events: Sequence[AlarmEvent]) -> None:
         if self._states is not None:
             self._states.apply(events)
             if self._changed is not None:

@@ -125,14 +125,13 @@ class AlarmBook:
     def open_alarms(self) -> Sequence[OpenAlarm]:
         """Every open occurrence (active, or latched and returned unacknowledged)."""
         out = []
-        for k, name in enumerate(self._tags.names):
+        names = self._tags.names
+        for k in self._engine.open_tags():  # not export_state per tag: it hashes parameters
             exported = self._engine.export_state(k)
-            if not exported.alarms:
-                continue
             for kind, a in self._occ.annotate(k, exported).alarms.items():
                 out.append(
                     OpenAlarm(
-                        tag=name,
+                        tag=names[k],
                         alarm=kind,
                         level=a.level,
                         acked=not a.unacked,

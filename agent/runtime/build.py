@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,13 +22,15 @@ from agent.commands.limits import TokenBucket
 from agent.config import AgentConfig, ResolvedPaths
 from agent.config.governance import TagPolicy, resolve_policies
 from agent.forwarder import Forwarder
-from agent.review.recorder import IncidentRecorder
 from agent.runtime.forwarding import LoopBridge
 from agent.runtime.incidents import incident_recorder
 from agent.shaping import TelemetryShaper
 from agent.tags import TagTable, config_hash
 from agent.telemetry import ExceptionFilter
 from agent.uplink import Uplink
+
+if TYPE_CHECKING:  # loaded only when [review.recorder] is on (agent/runtime/incidents.py)
+    from agent.review.recorder import IncidentRecorder
 from buffer import Store
 from drivers import Device, OutputWriter, Quality, build_devices, build_output_writers
 from rules import RuleEngine

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from agent.config import AgentConfig
 from agent.logs import kv
-from agent.review.recorder import IncidentRecorder
 from agent.runtime.alarmstate import OpenAlarm
 from agent.runtime.sink import RecordSink
 from agent.tags import TagTable
@@ -22,6 +22,9 @@ from buffer.record import Stream
 from drivers import SampleBatch
 from rules import RuleEngine
 from rules.events import AlarmEvent
+
+if TYPE_CHECKING:  # imported when a recorder is built: a site without one does not load it
+    from agent.review.recorder import IncidentRecorder
 
 __all__ = [
     "STATE_KEY",
@@ -65,6 +68,8 @@ def recorder_warnings(cfg: AgentConfig) -> list[str]:
 def _recorder(
     cfg: AgentConfig, tags: TagTable, limits: dict[str, dict[str, float]]
 ) -> IncidentRecorder:
+    from agent.review.recorder import IncidentRecorder  # lazy: see the TYPE_CHECKING import
+
     periods = tag_poll_periods(cfg)
     return IncidentRecorder(
         config=cfg.review.recorder,

@@ -2,7 +2,9 @@
 the incident recorder (which sees the whole batch: report-by-exception does not thin it).
 
 Invariants: alarms are evaluated on every sample (report-by-exception only shapes telemetry);
-a poll's alarm records are appended before its telemetry record; a device becomes "lost" only
+a poll's records (device health event, alarms, telemetry, incident windows) are committed in
+one store transaction, its alarm records appended before its telemetry record; the alarm
+outputs and observers see the poll's alarms after that commit; a device becomes "lost" only
 after it was known (a push device before its first period is not lost); telemetry goes from
 the batch's columns to encoded rows without a Python object per sample.
 """
@@ -72,13 +74,14 @@ class Ingest:
         self._stats.polls += 1
         self._stats.samples += len(batch)
         self._stats.last_poll_monotonic = time.monotonic()
-        self.track_device(device.name, device.online, batch, device=device)
-        if len(batch):  # else e.g. a serial-line device with no new frame this period
-            events = self._engine.evaluate(batch.tag, batch.ts_ms, batch.value, batch.quality)
-            self._alarms.record(events)
-            self.append_telemetry(batch)
-            if self._incidents is not None:
-                self._incidents.on_poll(batch, events)
+        with self._sink.one_transaction():  # the poll's records: one store transaction
+            self.track_device(device.name, device.online, batch, device=device)
+            if len(batch):  # else e.g. a serial-line device with no new frame this period
+                events = self._engine.evaluate(batch.tag, batch.ts_ms, batch.value, batch.quality)
+                self._alarms.record(events)
+                self.append_telemetry(batch)
+                if self._incidents is not None:
+                    self._incidents.on_poll(batch, events)
         for observe in self.observers:
             observe(device, batch)
 

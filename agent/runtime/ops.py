@@ -13,7 +13,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from agent import __version__
 from agent.config.operations import status_socket_path
@@ -22,12 +22,14 @@ from agent.runtime.alarms import AlarmRecorder
 from agent.runtime.build import Components
 from agent.runtime.control import ControlServer
 from agent.runtime.health import health_loop
-from agent.runtime.metrics import Metrics
 from agent.runtime.sink import RecordSink
 from agent.runtime.stats import RuntimeStats
 from agent.runtime.status import RateMeter, StatusSnapshot, snapshot
 from agent.uplink import Uplink
 from buffer import Store, StoreError, StoreStats
+
+if TYPE_CHECKING:  # prometheus_client (4 MB) is imported only when the endpoint is on
+    from agent.runtime.metrics import Metrics
 
 __all__ = ["STORE_STATS_TTL_S", "OpsServices"]
 
@@ -106,6 +108,8 @@ class OpsServices:
             log.error(kv("status_socket_failed", path=self.control.path, error=exc))  # noqa: TRY400
             self.control = None
         if ops.metrics.enabled:
+            from agent.runtime.metrics import Metrics  # lazy: see the TYPE_CHECKING import
+
             self.metrics = Metrics(host=ops.metrics.host, port=ops.metrics.port)
             try:
                 self.metrics.start()

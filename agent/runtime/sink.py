@@ -5,7 +5,10 @@ Invariants: the store is touched only from the event loop thread (the integrity 
 a worker thread on its own read-only connection); a refused append (full disk, I/O error) is
 counted in ``stats.append_failures`` always and logged at most once a minute per stream (a
 full disk fails every poll); every successful append sets ``wake`` so the forwarder does not
-wait for its idle timeout; the store's reports (``seq_gap``, ``telemetry_refused``,
+wait for its idle timeout; inside :meth:`RecordSink.one_transaction` (one device poll) the
+appends are collected and committed in one store transaction when it ends, and the work
+deferred with :meth:`RecordSink.after_commit` (what must follow a durable alarm record) runs
+after that commit; the store's reports (``seq_gap``, ``telemetry_refused``,
 ``buffer_corrupt``) become events at open and after every maintenance pass, and refused
 telemetry is reported at once the first time and then at most once a minute; a store error in
 maintenance is logged and retried at the next pass, never ends the task; corruption found
@@ -18,7 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Final
 
 from agent.codec import event_body
@@ -54,30 +58,81 @@ class RecordSink:
         self._log_limit = RateLimiter(60.0)
         self._refusal_limit = RateLimiter(60.0)
         self._encode = encoder(clock_ms)
+        self._parts: dict[Stream, list[bytes]] | None = None  # collecting (one_transaction)
+        self._state: dict[str, bytes] = {}
+        self._after: list[Callable[[], None]] = []
 
     def append(
         self, stream: Stream, payloads: list[bytes], *, state: Mapping[str, bytes] | None = None
     ) -> None:
-        """Append ``payloads`` (and ``state``, in the same transaction: see Store.append)."""
+        """Append ``payloads`` (and ``state``, in the same transaction: see Store.append);
+        inside :meth:`one_transaction`, collected for its commit."""
+        if self._parts is not None:
+            if payloads:
+                self._parts.setdefault(stream, []).extend(payloads)
+                self._state.update(state or {})
+            return
         try:
             self.store.append(stream, payloads, state=state)
         except StoreError as exc:
-            self._stats.append_failures += len(payloads)
-            allowed, suppressed = self._log_limit.allow(f"append:{stream.wire_name}")
-            if allowed:
-                log.error(  # noqa: TRY400 - one structured line, not a traceback per poll
-                    kv(
-                        "append_failed",
-                        stream=stream.wire_name,
-                        error=exc,
-                        failed_total=self._stats.append_failures,
-                        suppressed=suppressed,
-                    )
-                )
-            if stream is Stream.TELEMETRY and self._refusal_limit.allow("refused")[0]:
-                self.flush_reports()  # the first refusal at once, then a summary a minute
+            self._append_failed(stream, len(payloads), exc)
             return
         self._wake()
+
+    @contextmanager
+    def one_transaction(self) -> Iterator[None]:
+        """Collect every append made inside (one device poll) and commit them together in one
+        store transaction at the end (Store.append_batch); then run the :meth:`after_commit`
+        work, also when the commit failed (the failure counted as for :meth:`append`). Not
+        reentrant: the event loop thread's synchronous work only (nothing awaits inside)."""
+        if self._parts is not None:
+            raise RuntimeError("one_transaction is not reentrant")
+        self._parts = {}
+        try:
+            yield
+        finally:  # what was collected before an error is committed all the same
+            parts, state, after = self._parts, self._state, self._after
+            self._parts, self._state, self._after = None, {}, []
+            self._commit(parts, state)
+            for work in after:
+                work()
+
+    def after_commit(self, work: Callable[[], None]) -> None:
+        """Run ``work`` once what was appended so far is committed (at once outside
+        :meth:`one_transaction`)."""
+        if self._parts is None:
+            work()
+        else:
+            self._after.append(work)
+
+    def _commit(self, parts: dict[Stream, list[bytes]], state: dict[str, bytes]) -> None:
+        if not parts:
+            return
+        try:
+            done = self.store.append_batch(parts, state=state or None)
+        except StoreError as exc:
+            for stream, payloads in parts.items():
+                self._append_failed(stream, len(payloads), exc)
+            return
+        if done.refused is not None:
+            self._append_failed(Stream.TELEMETRY, len(parts[Stream.TELEMETRY]), done.refused)
+        self._wake()
+
+    def _append_failed(self, stream: Stream, count: int, exc: StoreError) -> None:
+        self._stats.append_failures += count
+        allowed, suppressed = self._log_limit.allow(f"append:{stream.wire_name}")
+        if allowed:
+            log.error(  # one structured line, not a traceback per poll
+                kv(
+                    "append_failed",
+                    stream=stream.wire_name,
+                    error=exc,
+                    failed_total=self._stats.append_failures,
+                    suppressed=suppressed,
+                )
+            )
+        if stream is Stream.TELEMETRY and self._refusal_limit.allow("refused")[0]:
+            self.flush_reports()  # the first refusal at once, then a summary a minute
 
     def event(self, kind: str, **fields: object) -> None:
         """Append one event record stamped with the clock now."""

@@ -141,3 +141,14 @@ def test_every_event_level_and_ack_pattern_is_consistent(trace: tuple[list[Any],
         elif e.event == "ack":
             assert e.level == before > 0 and e.value is None
         level[key] = e.level
+
+
+@SETTINGS
+@given(traces())
+def test_open_tags_are_exactly_the_tags_whose_exported_state_holds_alarms(
+    trace: tuple[list[Any], list[Op]],
+) -> None:
+    params, ops = trace
+    engine = build(params)
+    run_engine(engine, ops)
+    assert engine.open_tags() == [k for k in range(len(params)) if engine.export_state(k).alarms]

@@ -140,3 +140,27 @@ def test_an_exact_64_bit_integer_reaches_a_body_v1_record_too(tmp_path: Path) ->
     ingest.append_telemetry(dataclasses.replace(batch([(1, NOW, float(big), 0)]), exact={0: big}))
     (raw,) = [r.payload for r in sink.store.resend(Stream.TELEMETRY, 1, 1)]
     assert raw == b'{"points":[["T2",1700000000000,18446744073709551615]]}'
+
+
+def test_each_poll_is_one_store_transaction_and_alarm_observers_see_it_committed(
+    tmp_path: Path,
+) -> None:
+    c = make_components(tmp_path)
+    ingest, sink = _ingest(c, RuntimeStats())
+    seen: list[int] = []  # the alarm stream's last seq when the observers are told
+    ingest._alarms.observers.append(
+        lambda events: seen.append(sink.store.stats().streams[Stream.ALARM].last_seq)
+    )
+    device = c.devices[0]  # never polled: offline, so the first poll also says device_lost
+    commits = []
+    for i, value in enumerate([50.0, 90.0, 50.0]):  # raise "high", then clear it
+        before = sink.store.commits
+        ingest.on_batch(device, batch([(0, NOW + i * 1000, value, 0), (1, NOW, 1.0, 0)]))
+        commits.append(sink.store.commits - before)
+    assert commits == [1, 1, 1]
+    assert [a["event"] for a in bodies(sink.store, Stream.ALARM)] == ["raise", "clear"]
+    assert len(bodies(sink.store, Stream.TELEMETRY)) == 3
+    assert [e["kind"] for e in bodies(sink.store, Stream.EVENT)] == ["device_lost"]
+    assert sink.order == [Stream.EVENT, Stream.TELEMETRY, *[Stream.ALARM, Stream.TELEMETRY] * 2]
+    assert seen == [1, 2]  # after the poll's commit, never before
+    sink.store.close()

@@ -40,6 +40,29 @@ def test_refused_appends_are_counted_and_logged_once(
     store.close()
 
 
+def test_one_transaction_commits_the_alarms_when_its_telemetry_is_refused(
+    tmp_path: Path,
+) -> None:
+    c = make_components(tmp_path, buffer_extra="reserve_mb = 1e12\n")
+    c.paths.data_dir.mkdir(parents=True)
+    store = open_store(c)
+    stats = RuntimeStats()
+    sink = RecordSink(store=store, stats=stats, clock_ms=c.clock_ms, wake=lambda: None)
+    told: list[int] = []
+    before = store.commits
+    with sink.one_transaction():
+        sink.append(Stream.ALARM, [b'{"alarm":1}'], state={"k": b"v"})
+        sink.after_commit(lambda: told.append(store.stats().streams[Stream.ALARM].last_seq))
+        sink.append(Stream.TELEMETRY, [b'{"points":[]}'] * 3)
+        assert (told, store.commits) == ([], before)  # nothing committed inside
+    assert told == [1]
+    assert store.commits - before == 3  # the records, the refusal counted, its report event
+    assert stats.append_failures == 3
+    assert store.state("k") == b"v"
+    assert [e["kind"] for e in bodies(store, Stream.EVENT)] == ["telemetry_refused"]
+    store.close()
+
+
 def event_errors(body: object) -> list[str]:
     import jsonschema  # type: ignore[import-untyped]
 
