@@ -677,7 +677,9 @@ def test_check_config_prints_a_summary_and_exits_0_for_a_valid_file(
         f"{REFERENCE}: ok: site CN-JS-0042 gateway tank-farm-gw1: "
         "4 devices, 9 tags, 4 rules, 2 serial ports\n"
     )
-    assert f"{REFERENCE}: telemetry ~39.2 MiB/day: the buffer holds about 32.6 days" in out
+    assert (
+        f"{REFERENCE}: telemetry ~42.2 MiB/day: the buffer holds about 30.3 days" in out
+    )  # RECORD_BYTES 152
     assert err == ""
 
 
