@@ -163,7 +163,10 @@ def render(doc: dict[str, Any], *, clear: bool = False) -> None:
         for name, s in buf["streams"].items():
             per_day = s["bytes_per_day"]
             b.add_row(
-                e(name), str(s["undelivered"]), _when(s["oldest_undelivered_ms"]),
+                e(name),
+                str(s["undelivered"]) if s.get("forwarded", True)
+                else f"local ({s.get('local_records', 0)})",
+                _when(s["oldest_undelivered_ms"]),
                 str(s["delivered"]), f"{s['bytes'] / 2**20:.2f}",
                 "-" if per_day is None else f"{per_day / 2**20:.2f}", _num(s["days_held"]),
                 f"{s['retention_days']:g} d",

@@ -125,7 +125,7 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> DemoResult:
         with lock:
             result.received[m.kind] = result.received.get(m.kind, 0) + 1
             if m.gap is not None:
-                result.gaps += m.gap.count
+                result.gaps += m.gap.missing  # what the gateway did not report lost
             if m.kind == "alarm":
                 result.alarms.extend(format_lines(m))
                 if isinstance(m.body, Alarm):

@@ -64,7 +64,7 @@ class AlarmStatus(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class StreamStatus(msgspec.Struct, frozen=True, kw_only=True):
-    undelivered: int
+    undelivered: int  # backlog of a forwarded stream (0 for a local one: nothing to deliver)
     delivered: int
     bytes: int
     oldest_undelivered_ms: int | None
@@ -72,6 +72,8 @@ class StreamStatus(msgspec.Struct, frozen=True, kw_only=True):
     retention_days: float
     bytes_per_day: float | None  # measured this run (None until a minute of data)
     days_held: float | None  # what the stream's capacity holds at that rate
+    forwarded: bool = True  # False: a local record (``incident``), never sent upstream
+    local_records: int = 0  # records of a local stream kept now (they are never "undelivered")
 
 
 class BufferStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -262,11 +264,14 @@ def _buffer(
                 f"{s.wire_name}: capacity {cap / _MIB:.0f} MiB holds {held:.1f} days at "
                 f"{(per_day or 0) / _MIB:.1f} MiB/day, less than retention {retention:g} days"
             )
+        local = not s.forwarded  # its records are never leased: not a backlog to worry about
         streams[s.wire_name] = StreamStatus(
-            undelivered=ss.undelivered,
+            undelivered=0 if local else ss.undelivered,
             delivered=ss.delivered,
             bytes=ss.bytes,
-            oldest_undelivered_ms=ss.oldest_undelivered_ms,
+            oldest_undelivered_ms=None if local else ss.oldest_undelivered_ms,
+            forwarded=not local,
+            local_records=ss.undelivered if local else 0,
             evicted_total=ss.evicted,
             retention_days=retention,
             bytes_per_day=_round(per_day),

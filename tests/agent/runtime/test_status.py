@@ -80,12 +80,21 @@ def test_status_socket_metrics_health_and_systemd_status_of_a_running_agent(
         assert alarm["alarm_id"].startswith("GW1:GT-301:high:")
         assert doc["buffer"]["file_bytes"] > 0 and doc["buffer"]["disk_free_bytes"] > 0
         tele = doc["buffer"]["streams"]["telemetry"]
-        assert tele["undelivered"] >= 0 and tele["days_held"] > 30
+        assert tele["undelivered"] >= 0 and tele["days_held"] > 30 and tele["forwarded"]
+
+        def incident() -> dict[str, object]:  # the level-2 alarm opened one (stats are cached)
+            out = _status("--config", str(config), "--json").stdout
+            return dict(json.loads(out)["buffer"]["streams"]["incident"])
+
+        wait_for(lambda: int(incident()["local_records"]) >= 1, note="the incident's records")
+        inc = incident()
+        assert inc["forwarded"] is False and inc["undelivered"] == 0
+        assert inc["oldest_undelivered_ms"] is None
         assert doc["uplink"]["state"] == "disabled"
         table = _status("--socket", str(sock))
         assert table.returncode == 0, table.stderr
         assert "gas-controller" in table.stdout and "GT-301" in table.stdout
-        assert "not degraded" in table.stdout
+        assert "not degraded" in table.stdout and "local (" in table.stdout
         wait_for(lambda: b"safeedge_device_online" in _scrape(port), note="metrics published")
         body = _scrape(port).decode()
         assert 'safeedge_device_online{device="gas-controller"} 1.0' in body
