@@ -60,6 +60,7 @@ class RecordSink:
         self._encode = encoder(clock_ms)
         self._parts: dict[Stream, list[bytes]] | None = None  # collecting (one_transaction)
         self._state: dict[str, bytes] = {}
+        self._local_state: set[str] = set()  # state keys that came with INCIDENT appends
         self._after: list[Callable[[], None]] = []
 
     def append(
@@ -71,6 +72,8 @@ class RecordSink:
             if payloads:
                 self._parts.setdefault(stream, []).extend(payloads)
                 self._state.update(state or {})
+                if stream is Stream.INCIDENT:
+                    self._local_state.update(state or {})
             return
         try:
             self.store.append(stream, payloads, state=state)
@@ -92,8 +95,9 @@ class RecordSink:
             yield
         finally:  # what was collected before an error is committed all the same
             parts, state, after = self._parts, self._state, self._after
-            self._parts, self._state, self._after = None, {}, []
-            self._commit(parts, state)
+            local = self._local_state
+            self._parts, self._state, self._after, self._local_state = None, {}, [], set()
+            self._commit(parts, state, local)
             for work in after:
                 work()
 
@@ -105,14 +109,27 @@ class RecordSink:
         else:
             self._after.append(work)
 
-    def _commit(self, parts: dict[Stream, list[bytes]], state: dict[str, bytes]) -> None:
+    def _commit(
+        self, parts: dict[Stream, list[bytes]], state: dict[str, bytes], local: set[str]
+    ) -> None:
         if not parts:
             return
         try:
             done = self.store.append_batch(parts, state=state or None)
         except StoreError as exc:
-            for stream, payloads in parts.items():
-                self._append_failed(stream, len(payloads), exc)
+            if Stream.INCIDENT not in parts or len(parts) == 1:
+                for stream, payloads in parts.items():
+                    self._append_failed(stream, len(payloads), exc)
+                return
+            # A full disk (or any failure) must not take the poll's alarms and events down
+            # with the local incident window: they are committed again without it (and
+            # without the incident state that describes it), the window counted as failed.
+            self._append_failed(Stream.INCIDENT, len(parts[Stream.INCIDENT]), exc)
+            rest: dict[Stream, list[bytes]] = {
+                s: p for s, p in parts.items() if s is not Stream.INCIDENT
+            }
+            kept = {k: v for k, v in state.items() if k not in local}
+            self._commit(rest, kept, set())
             return
         if done.refused is not None:
             self._append_failed(Stream.TELEMETRY, len(parts[Stream.TELEMETRY]), done.refused)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -178,3 +179,33 @@ def test_delivered_records_evicted_before_their_retention_become_buffer_evicted_
     assert evicted[0]["count"] > 0 and evicted[0]["first_ts"] <= evicted[0]["last_ts"]
     assert event_errors(evicted[0]) == []
     store.close()
+
+
+def test_a_full_disk_keeps_the_polls_alarm_when_its_incident_window_does_not_fit(
+    tmp_path: Path,
+) -> None:
+    # One transaction per poll must not let the local incident window (large, not protected
+    # by the reserve) take the poll's alarm down with it on a full disk: a real tmpfs.
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mnt)],
+                          capture_output=True, check=False)  # fmt: skip
+    assert done.returncode == 0, f"mount failed (the tests run as root): {done.stderr!r}"
+    try:
+        c = make_components(mnt, buffer_extra="reserve_mb = 1.0\n")
+        c.paths.data_dir.mkdir(parents=True)
+        store = open_store(c)
+        stats = RuntimeStats()
+        sink = RecordSink(store=store, stats=stats, clock_ms=c.clock_ms, wake=lambda: None)
+        window = [os.urandom(2 << 20) for _ in range(12)]  # 24 MiB that cannot compress
+        with sink.one_transaction():
+            sink.append(Stream.ALARM, [b'{"alarm":1}'], state={"alarm:GT-1": b"raised"})
+            sink.append(Stream.INCIDENT, window, state={"incident:open": b"inc-1"})
+        assert store.stats().streams[Stream.ALARM].last_seq == 1
+        assert store.state("alarm:GT-1") == b"raised"
+        assert store.state("incident:open") is None  # not stored without its records
+        assert store.stats().streams[Stream.INCIDENT].last_seq == 0
+        assert stats.append_failures == len(window)
+        store.close()
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
