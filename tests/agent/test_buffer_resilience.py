@@ -137,7 +137,15 @@ def test_a_full_disk_with_the_broker_down_then_back_never_stops_the_agent(
             stored = reader.stats().streams
         assert stored[Stream.ALARM].undelivered >= 1, "no alarm was stored on the full disk"
         assert stored[Stream.TELEMETRY].refused >= 1
-        with Subscriber(broker_started(broker), "safeedge/v1/#") as platform:
+        # The platform must be subscribed before the agent can reconnect: the agent retries
+        # every 0.1-0.5 s and drains its backlog within a second, faster than a subscriber
+        # connects. It is paused (SIGSTOP) while the broker starts and the platform subscribes.
+        agent.proc.send_signal(signal.SIGSTOP)
+        try:
+            platform_cm = Subscriber(broker_started(broker), "safeedge/v1/#")
+        finally:
+            agent.proc.send_signal(signal.SIGCONT)
+        with platform_cm as platform:
             until(lambda: bool(events(platform, "telemetry_refused")), 30, "telemetry_refused",
                   agent)  # fmt: skip
             until(lambda: any(m.topic.endswith("/alarm") for m in platform.messages), 30,
