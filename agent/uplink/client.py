@@ -67,7 +67,7 @@ from agent.uplink.session import (
     UplinkStats,
     mqtt_keepalive,
 )
-from agent.uplink.tls import tls_failure
+from agent.uplink.tls import tls_failure_after
 
 __all__ = ["Uplink", "client_id"]
 
@@ -141,6 +141,7 @@ class Uplink:
         c.on_message = self._on_message
         self._read_error: str | None = None  # paho's last socket error of this attempt
         self._tls_named: tuple[str, str] | None = None  # (name, remedy) of this attempt's TLS cause
+        self._tls_last: tuple[str, str] | None = None  # the last named since the last session
 
     # -- caller side ---------------------------------------------------------------------------
 
@@ -363,6 +364,7 @@ class Uplink:
             return
         client.drop_out_messages()  # never let paho resend: the store decides
         client.on_log = None
+        self._tls_last = None
         session = self._session.accepted()
         if self._stopping:
             client.disconnect()
@@ -438,7 +440,9 @@ class Uplink:
         """Why this attempt failed (``last_error``; the TLS cause named when there is one);
         logged by :meth:`_log_attempt` once the attempt is over (rate-limited per cause)."""
         self.last_error = text
-        self._tls_named = tls_failure(error) if self._cfg.tls is not None else None
+        tls = self._cfg.tls is not None  # a bare EOF after a named cause is that cause again
+        self._tls_named = tls_failure_after(error, self._tls_last) if tls else None
+        self._tls_last = self._tls_named or self._tls_last
 
     def _notify(self) -> None:
         if self._on_results is None:

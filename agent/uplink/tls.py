@@ -14,7 +14,13 @@ from typing import Final
 from agent.config import TlsConfig
 from agent.uplink.session import UplinkConfigError
 
-__all__ = ["TLS_FAILURES", "certificate_identity", "tls_context", "tls_failure"]
+__all__ = [
+    "TLS_FAILURES",
+    "certificate_identity",
+    "tls_context",
+    "tls_failure",
+    "tls_failure_after",
+]
 
 # (substring of OpenSSL's text, name, what a human should do); the first match wins.
 TLS_FAILURES: Final = (
@@ -77,6 +83,19 @@ def tls_failure(text: str) -> tuple[str, str] | None:
     if "SSL" in text or "certificate" in text:
         return "tls_error", "see detail"
     return None
+
+
+_BARE_EOF = "EOF occurred in violation of protocol"  # ssl.SSLEOFError: closed without an alert
+
+
+def tls_failure_after(text: str, previous: tuple[str, str] | None) -> tuple[str, str] | None:
+    """:func:`tls_failure`, except that a TLS session the broker closed without an alert (with
+    TLS 1.3 the alert of a refused client certificate can be lost in the close) counts as the
+    ``previous`` named cause of this run of failed attempts: one cause, one log line."""
+    named = tls_failure(text)
+    if named is None and _BARE_EOF in text:
+        return previous
+    return named
 
 
 class _ClosingSSLSocket(ssl.SSLSocket):

@@ -112,3 +112,22 @@ def test_a_refused_connack_logs_its_reason_code(
     refused = [r.getMessage() for r in caplog.records if "uplink_refused" in r.getMessage()]
     assert len(refused) == 1, refused
     assert "code=0x87" in refused[0] and "Not authorized" in refused[0]  # Mosquitto 2.0, MQTT 5
+
+
+def test_a_bare_tls_eof_after_a_named_refusal_counts_as_that_refusal() -> None:
+    # With TLS 1.3 the broker's alert for a refused client certificate can be lost when it
+    # closes the socket: the next attempt then reads a bare EOF. It is the same cause (one
+    # log line per interval), not an unnamed new one; with no cause named before, it stays
+    # unnamed, and a named cause always wins.
+    from agent.uplink.tls import tls_failure_after
+
+    alert = "failed to receive on socket: [SSL: TLSV1_ALERT_UNKNOWN_CA] tlsv1 alert unknown ca"
+    eof = "failed to receive on socket: EOF occurred in violation of protocol (_ssl.c:2427)"
+    refused = tls_failure_after(alert, None)
+    assert refused is not None and refused[0] == "client_certificate_refused"
+    assert tls_failure_after(eof, refused) == refused
+    assert tls_failure_after(eof, None) is None
+    assert tls_failure_after("[SSL: WRONG_VERSION_NUMBER] wrong version", refused) == (
+        "not_tls", "uplink.port is not a TLS listener",
+    )  # fmt: skip
+    assert tls_failure_after("connection refused", refused) is None
