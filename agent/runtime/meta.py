@@ -3,15 +3,35 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import msgspec
 
-from agent.config.governance import TagPolicy
+from agent import __version__
+from agent.config.governance import TagPolicy, codes_dict
 from agent.tags import TagTable
 from drivers import Device
 from rules import RuleEngine
 
-__all__ = ["meta_payload"]
+if TYPE_CHECKING:
+    from agent.runtime.build import Components
+
+__all__ = ["components_meta", "meta_payload"]
+
+
+def components_meta(c: Components) -> bytes:
+    """The meta of a built pipeline: every field from ``c`` (its tags, rules, devices,
+    policies and codes), so a start and a reload cannot publish different shapes."""
+    return meta_payload(
+        tags=c.tags,
+        engine=c.engine,
+        devices=c.devices,
+        agent_version=__version__,
+        config_hash=c.config_hash,
+        ts_ms=c.clock_ms(),
+        policies=c.policies,
+        codes=codes_dict(c.cfg.gateway.codes),
+    )
 
 
 def meta_payload(

@@ -42,16 +42,15 @@ from typing import Protocol
 
 import msgspec
 
-from agent import __version__, lastgood
+from agent import lastgood
 from agent.alarm_outputs import OutputPolicy
 from agent.config import AgentConfig, ConfigError, load_config, resolved_paths
-from agent.config.governance import codes_dict
 from agent.credentials import broker_password, with_credentials
 from agent.logs import kv
 from agent.runtime.alarms import AlarmRecorder
 from agent.runtime.build import Components, build
 from agent.runtime.buses import BusSet
-from agent.runtime.meta import meta_payload
+from agent.runtime.meta import components_meta
 from agent.runtime.reloaddiff import output_changes, policy_changes
 from agent.runtime.sink import RecordSink
 from agent.shaping import TelemetryShaper
@@ -251,18 +250,7 @@ class Reloader:
             self._target.swap_shaper(new.shaper)
         uplink = old.uplink
         if uplink is not None:
-            uplink.set_meta(
-                meta_payload(
-                    tags=old.tags,
-                    engine=new.engine,
-                    devices=new.devices,
-                    agent_version=__version__,
-                    config_hash=new.config_hash,
-                    ts_ms=old.clock_ms(),
-                    policies=new.policies,
-                    codes=codes_dict(new.cfg.gateway.codes),
-                )
-            )
+            uplink.set_meta(components_meta(new))  # same tag table as ``old``
 
     def _reject(self, errors: list[str]) -> bool:
         running = self._target.components.config_hash

@@ -22,7 +22,6 @@ from agent import __version__, lastgood
 from agent.alarm_outputs import AlarmOutputs, AlarmStates, OutputPolicy
 from agent.commands import CommandProcessor
 from agent.config import AgentConfig
-from agent.config.governance import codes_dict
 from agent.forwarder import Forwarder
 from agent.logs import kv
 from agent.notify import notify, watchdog_interval_s
@@ -36,7 +35,7 @@ from agent.runtime.forwarding import Forwarding, stop_uplink
 from agent.runtime.health import status_line
 from agent.runtime.incidents import IncidentTap, incident_limits
 from agent.runtime.ingest import Ingest
-from agent.runtime.meta import meta_payload
+from agent.runtime.meta import components_meta
 from agent.runtime.ops import OpsServices
 from agent.runtime.outputs import OutputSet, drive_outputs, report_output
 from agent.runtime.reload import Reloader
@@ -206,18 +205,7 @@ class Runtime:
             store=store,
             flush_timeout_s=self._flush_timeout_s,
         )
-        uplink.set_meta(
-            meta_payload(
-                tags=c.tags,
-                engine=c.engine,
-                devices=c.devices,
-                agent_version=__version__,
-                config_hash=c.config_hash,
-                ts_ms=c.clock_ms(),
-                policies=c.policies,
-                codes=codes_dict(c.cfg.gateway.codes),
-            )
-        )
+        uplink.set_meta(components_meta(c))
         on_command = None
         if c.commands_enabled:
             actions = CommandActions(
