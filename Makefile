@@ -5,7 +5,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-SYSTEM_PACKAGES := mosquitto mosquitto-clients socat chromium chromium-driver fonts-wqy-microhei
+# gcc, libc6-dev, python3-dev: safeedge warm-cache compiles the native kernels (rules.native)
+SYSTEM_PACKAGES := mosquitto mosquitto-clients socat chromium chromium-driver fonts-wqy-microhei \
+  gcc libc6-dev python3-dev
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
 
 .PHONY: demo test soak check system-deps venv clean lint format bundle
@@ -39,11 +41,16 @@ system-deps:
 demo: $(STAMP)
 	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || $(MAKE) --no-print-directory system-deps \
 	  || echo "note: no Mosquitto; the demo runs without a broker and the agent buffers"
+	@$(BIN)/safeedge warm-cache --cache-dir "$(NUMBA_CACHE_DIR)" >/dev/null \
+	  || echo "note: kernels not warmed; the demo compiles them at start"
 	$(BIN)/safeedge demo $(DEMO_ARGS)
 
 # The default run leaves out the long soaks (marker soak); each has a bounded version in it.
 PYTEST_ARGS ?= -m "not soak"
+# The agents the tests start run the native kernels, as an installed one does (install.sh runs
+# warm-cache too); tests/test_native_kernels.py also runs the rule suite on numba's JIT.
 test: system-deps $(STAMP)
+	$(BIN)/safeedge warm-cache --require-native --cache-dir "$(NUMBA_CACHE_DIR)"
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 soak: system-deps $(STAMP)

@@ -91,6 +91,14 @@ def run_agent(
     # numba reads NUMBA_CACHE_DIR when first imported: set it before the rules kernels load
     # (loading the config does not import them; agent.pipeline does).
     os.environ.setdefault("NUMBA_CACHE_DIR", str(paths.data_dir / "numba-cache"))
+    from agent.kernels import kernel_summary
+    from rules.native import NativeKernelsError
+
+    try:  # the native modules of safeedge warm-cache, or numba's JIT (SAFEEDGE_KERNELS)
+        kernel_summary()
+    except NativeKernelsError as exc:
+        print(f"safeedge: {exc}", file=sys.stderr)
+        return EX_CONFIG
 
     from agent.credentials import BROKER_PASSWORD, broker_password, credential, with_credentials
     from agent.pipeline import Pipeline

@@ -117,7 +117,11 @@ def render(doc: dict[str, Any], *, clear: bool = False) -> None:
         f"[bold]{e(doc['site'])}/{e(doc['gateway'])}[/] agent {e(doc['agent'])} "
         f"config {e(doc['config_hash'])} up {doc['uptime_s']:.0f} s at {_when(doc['ts_ms'])} UTC"
     )
+    if doc.get("kernels"):
+        head += f" kernels {e(doc['kernels'])}"
     console.print(head)
+    if doc.get("kernels") == "jit" and doc.get("kernels_reason"):
+        console.print(f"[yellow]kernels jit:[/] {e(doc['kernels_reason'])}")
     if doc["degraded"]:
         for reason in doc["degraded"]:
             console.print(f"[bold red]DEGRADED[/] {e(reason)}")

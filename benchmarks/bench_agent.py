@@ -20,7 +20,7 @@ real Mosquitto) it starts, on loopback:
 An ``idle`` site (one device due once an hour) measures wakeups per second with nothing to do.
 
 Usage: ``python benchmarks/bench_agent.py [--sites 1x100 1x1000 10x100 10x1000 40x250 idle]
-[--window-s 20] [--warmup-s 6]``. Prints a table and the machine it ran on.
+[--window-s 20] [--warmup-s 6] [--kernels native|jit]``. Prints a table and the machine it ran on.
 """
 
 from __future__ import annotations
@@ -403,8 +403,20 @@ def main() -> None:
     )
     ap.add_argument("--window-s", type=float, default=20.0)
     ap.add_argument("--warmup-s", type=float, default=6.0)
+    ap.add_argument(
+        "--kernels",
+        choices=("native", "jit"),
+        default="native",
+        help="the agent's kernels: the native modules of warm-cache (as installed) or numba's JIT",
+    )
     args = ap.parse_args()
+    cache = os.environ.get("NUMBA_CACHE_DIR", "") or str(REPO / ".cache/numba")
+    warm = [sys.executable, "-m", "agent", "warm-cache", "--cache-dir", cache]
+    warm += ["--require-native"] if args.kernels == "native" else ["--no-native"]
+    subprocess.run(warm, check=True, capture_output=True, cwd=REPO)
+    os.environ["SAFEEDGE_KERNELS"] = args.kernels  # the agent's environment is built from ours
     print(f"machine: {machine()}")
+    print(f"kernels: {args.kernels} (SAFEEDGE_KERNELS; warm-cache ran first, as install.sh does)")
     print(f"steady window {args.window_s:.0f} s after {args.warmup_s:.0f} s warm-up; 1 Hz polling")
     head = (
         "| site | agent CPU % | floor CPU % | agent/floor | agent RSS MB (anon) | floor RSS MB "

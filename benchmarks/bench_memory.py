@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_agent import machine  # noqa: E402
 
-STEPS: list[tuple[str, str]] = [
+COMMON: list[tuple[str, str]] = [
     ("numpy", "import numpy"),
     ("msgspec", "import msgspec, msgspec.json, msgspec.toml"),
     ("cryptography (AES-GCM, SM4, Ed25519)",
@@ -39,10 +39,24 @@ STEPS: list[tuple[str, str]] = [
     ("pyserial (the agent's Modbus client is its own: no pymodbus)", "import serial"),
     ("agent config, drivers, buffer, uplink (no numba)",
      "import agent.config, agent.uplink, agent.forwarder, drivers, buffer"),
+]  # fmt: skip
+_KERNELS = (
+    "from rules import RuleEngine\nRuleEngine(['T'], []).warm_up()\n"
+    "from agent.shaping.stats import warm_up\nwarm_up()"
+)
+_BUILD = "runtime built for 10,000 tags on 40 devices, no incident recorder (no I/O)"
+# SAFEEDGE_KERNELS=jit: numba's dispatchers, kernels from numba's on-disk cache
+JIT_STEPS: list[tuple[str, str]] = [
+    *COMMON,
     ("numba + llvmlite", "import numba"),
-    ("rule kernels loaded from the cache", "from rules import RuleEngine\n"
-     "RuleEngine(['T'], []).warm_up()"),
-    ("runtime built for 10,000 tags on 40 devices, no incident recorder (no I/O)", "BUILD"),
+    ("rule and statistics kernels loaded from numba's cache", _KERNELS),
+    (_BUILD, "BUILD"),
+]  # fmt: skip
+# SAFEEDGE_KERNELS=native: the modules safeedge warm-cache compiled with numba.pycc
+NATIVE_STEPS: list[tuple[str, str]] = [
+    *COMMON,
+    ("rule and statistics kernels, native modules (numba is not imported)", _KERNELS),
+    (_BUILD, "BUILD"),
 ]  # fmt: skip
 
 _PROBE = r"""
@@ -86,28 +100,44 @@ def main() -> None:
             [sys.executable, "-m", "agent", "warm-cache", "--cache-dir", env["NUMBA_CACHE_DIR"]],
             check=True, capture_output=True, env=env,
         )  # fmt: skip
-        runs = [
-            json.loads(subprocess.run(
-                [sys.executable, "-c", _PROBE, json.dumps([c for _, c in STEPS]), str(path)],
-                capture_output=True, text=True, check=True, env=env, cwd=REPO,
-            ).stdout)
-            for path in (cfg, with_recorder)
-        ]  # fmt: skip
-    rss, rec = runs
-    print("| what is loaded | adds MB | RSS MB | adds anon MB | anon MB |")
-    print("|---|---|---|---|---|")
-    print(f"| bare interpreter (baseline) | – | {rss[0][0]:.1f} | – | {rss[0][1]:.1f} |")
-    rows = [
-        (name, before, after) for (name, _), before, after in zip(STEPS, rss, rss[1:], strict=False)
-    ]
-    rows.append(("runtime built for 10,000 tags on 40 devices with the incident recorder (no I/O)",
-                 rss[-2], rec[-1]))  # fmt: skip
-    for name, (b, b_anon), (a, a_anon) in rows:
-        print(f"| {name} | {a - b:+.1f} | {a:.1f} | {a_anon - b_anon:+.1f} | {a_anon:.1f} |")
-    numba_cost = rss[9][0] - rss[7][0]
-    print(f"numba + compiled kernels: {numba_cost:.1f} MB, {100 * numba_cost / rss[-1][0]:.0f} % "
-          f"of the total without the recorder: what a site without rules would save if it never "
-          f"loaded them")  # fmt: skip
+
+        def probe(steps: list[tuple[str, str]], path: Path, kernels: str) -> list[list[float]]:
+            done = subprocess.run(
+                [sys.executable, "-c", _PROBE, json.dumps([c for _, c in steps]), str(path)],
+                capture_output=True, text=True, env={**env, "SAFEEDGE_KERNELS": kernels},
+                cwd=REPO, check=False,
+            )  # fmt: skip
+            if done.returncode != 0:
+                raise SystemExit(f"probe failed ({kernels}): {done.stderr[-2000:]}")
+            out: list[list[float]] = json.loads(done.stdout)
+            return out
+
+        jit, jit_rec = (probe(JIT_STEPS, p, "jit") for p in (cfg, with_recorder))
+        nat, nat_rec = (probe(NATIVE_STEPS, p, "native") for p in (cfg, with_recorder))
+    for title, steps, rss, rec in (
+        ("numba's JIT (SAFEEDGE_KERNELS=jit)", JIT_STEPS, jit, jit_rec),
+        ("native kernels (SAFEEDGE_KERNELS=native, the default after warm-cache)", NATIVE_STEPS,
+         nat, nat_rec),
+    ):  # fmt: skip
+        print(f"\n{title}")
+        print("| what is loaded | adds MB | RSS MB | adds anon MB | anon MB |")
+        print("|---|---|---|---|---|")
+        print(f"| bare interpreter (baseline) | – | {rss[0][0]:.1f} | – | {rss[0][1]:.1f} |")
+        rows = [(name, b, a) for (name, _), b, a in zip(steps, rss, rss[1:], strict=False)]
+        rows.append(("runtime built for 10,000 tags on 40 devices with the incident recorder "
+                     "(no I/O)", rss[-2], rec[-1]))  # fmt: skip
+        for name, (b, b_anon), (a, a_anon) in rows:
+            print(f"| {name} | {a - b:+.1f} | {a:.1f} | {a_anon - b_anon:+.1f} | {a_anon:.1f} |")
+    n = len(COMMON)
+    numba_cost = jit[n + 2][0] - jit[n][0]
+    print(f"\nnumba + JIT kernels: {numba_cost:.1f} MB, {100 * numba_cost / jit[-1][0]:.0f} % of "
+          f"the JIT runtime without the recorder; the native kernels add "
+          f"{nat[n + 1][0] - nat[n][0]:.1f} MB instead")  # fmt: skip
+    print(
+        f"runtime for 10,000 tags: JIT {jit[-1][0]:.1f} MB (anon {jit[-1][1]:.1f}), native "
+        f"{nat[-1][0]:.1f} MB (anon {nat[-1][1]:.1f}): native saves "
+        f"{jit[-1][0] - nat[-1][0]:.1f} MB; a site without rules never loads numba either way"
+    )
 
 
 if __name__ == "__main__":

@@ -28,9 +28,10 @@ from typing import Any, Final, get_args
 import numpy as np
 from numpy.typing import NDArray
 
-from rules import kernels as kn
+from rules import layout as kn
 from rules.config import RuleConfig
 from rules.events import AlarmEvent, AlarmKind, Transition
+from rules.native import Kernels, rule_kernels
 from rules.params import ParamValue, number, resolve_rules
 from rules.state import AlarmState, TagState, params_hash
 
@@ -115,20 +116,31 @@ class RuleEngine:
         self._changed: dict[int, list[AlarmKind]] = {}
 
     @property
+    def kernels(self) -> Kernels:
+        """The kernels this engine runs (native module or numba's JIT; loaded on first use,
+        once per process: :func:`rules.native.rule_kernels`)."""
+        return rule_kernels()
+
+    @property
+    def _k(self) -> Kernels:
+        return rule_kernels()
+
+    @property
     def clamped_samples(self) -> int:
         """Samples processed at their tag's previous timestamp because they went back in time."""
         return int(self._st_i[:, kn.S_CLAMPED].sum())
 
     def warm_up(self) -> None:
-        """Compile the kernels (or load them from ``NUMBA_CACHE_DIR``) without touching state."""
+        """Load the kernels (the native module, or numba's JIT from ``NUMBA_CACHE_DIR``,
+        compiling on a cold cache) and run them once without touching state."""
         none = np.zeros(0, dtype=np.int64)
-        kn.evaluate_batch(
+        self._k.evaluate_batch(
             0, 0,
             np.zeros(0, dtype=np.int32), none, np.zeros(0, dtype=np.float64),
             np.zeros(0, dtype=np.uint8), self._params, self._st_i, self._st_f, self._buf,
             self._out_i, self._out_f,
         )  # fmt: skip
-        kn.move_rings(self._params, self._st_i, self._buf, self._buf, none, none, none)
+        self._k.move_rings(self._params, self._st_i, self._buf, self._buf, none, none, none)
 
     def _grow_rings(self) -> None:
         """Double every full ring: into the slack of ``_buf`` when it fits, else compact all
@@ -145,7 +157,7 @@ class RuleEngine:
         extra = int(new_cap.sum())
         if self._used + extra <= self._buf.shape[0]:
             new_off = self._used + np.cumsum(new_cap) - new_cap
-            kn.move_rings(self._params, st, self._buf, self._buf, full, new_off, new_cap)
+            self._k.move_rings(self._params, st, self._buf, self._buf, full, new_off, new_cap)
             self._used += extra
             return
         caps = cap.copy()
@@ -154,7 +166,7 @@ class RuleEngine:
         live = int(caps.sum())
         buf = np.zeros((live + live // 4, 2), dtype=np.float64)
         new_off = np.cumsum(caps[rings]) - caps[rings]
-        kn.move_rings(self._params, st, self._buf, buf, rings, new_off, caps[rings])
+        self._k.move_rings(self._params, st, self._buf, buf, rings, new_off, caps[rings])
         self._buf, self._used = buf, live
 
     def _grow_out(self, count: int) -> None:
@@ -205,7 +217,7 @@ class RuleEngine:
                 return head + ends + self.evaluate(tag[p:], ts[p:], val[p:], qual[p:])
         count, i = 0, 0
         while True:
-            count, i = kn.evaluate_batch(
+            count, i = self._k.evaluate_batch(
                 i, count, tag, ts, val, qual, self._params, self._st_i, self._st_f,
                 self._buf, self._out_i, self._out_f,
             )  # fmt: skip

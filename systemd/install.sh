@@ -80,7 +80,9 @@ run rm -rf "$prefix/docs"
 run cp -r "$docs" "$prefix/docs"
 if [ "$system" = 1 ]; then
   # Compile the rule kernels now, as the service user, into the unit's NUMBA_CACHE_DIR: the
-  # first start then loads them from the cache instead of compiling while the site waits.
+  # first start then loads them instead of compiling while the site waits, and with a C
+  # compiler (gcc, python3-dev) as native modules, so the agent runs without numba (~145 MB
+  # less). Without one, warm-cache says so and the agent uses numba's JIT cache.
   run install -d -o safeedge -g safeedge -m 0750 /var/cache/safeedge /var/cache/safeedge/numba
   run runuser -u safeedge -- "$prefix/.venv/bin/safeedge" warm-cache --cache-dir /var/cache/safeedge/numba
 fi

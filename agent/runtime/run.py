@@ -23,6 +23,7 @@ from agent.alarm_outputs import AlarmOutputs, AlarmStates, OutputPolicy
 from agent.commands import CommandProcessor
 from agent.config import AgentConfig
 from agent.forwarder import Forwarder
+from agent.kernels import kernel_summary
 from agent.logs import kv
 from agent.notify import notify, watchdog_interval_s
 from agent.runtime.actions import CommandActions, CommandEndpoint
@@ -109,7 +110,10 @@ class Runtime:
         t0 = time.monotonic()
         await loop.run_in_executor(None, c.engine.warm_up)
         await loop.run_in_executor(None, c.shaper.warm_up)  # not at the first poll, on the loop
-        log.info(kv("rules_ready", tags=len(c.tags), seconds=f"{time.monotonic() - t0:.2f}"))
+        k = kernel_summary()
+        where = {"reason": k.reason} if k.reason else {"modules": ",".join(p.name for p in k.paths)}
+        seconds = f"{time.monotonic() - t0:.2f}"
+        log.info(kv("rules_ready", tags=len(c.tags), seconds=seconds, kernels=k.impl, **where))
         store = open_store(c)
         self.store = store
         sink = RecordSink(store=store, stats=self.stats, clock_ms=c.clock_ms, wake=c.bridge.wake)

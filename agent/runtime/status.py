@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import msgspec
 
 from agent.config.retention import days_held, project_telemetry
+from agent.kernels import kernel_summary
 from agent.runtime.alarmstate import OpenAlarm
 from agent.runtime.build import Components
 from agent.runtime.stats import RuntimeStats
@@ -110,6 +111,8 @@ class StatusSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     samples: int = 0
     missed_deadlines: int = 0
     append_failures: int = 0
+    kernels: str = ""  # "native" (no numba loaded) or "jit"
+    kernels_reason: str = ""  # why the JIT runs (rules.native)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +169,7 @@ def snapshot(
     the caller (the only figures here that need a system call)."""
     c = components
     mono = time.monotonic() if now_monotonic is None else now_monotonic
+    kernels = kernel_summary()
     return StatusSnapshot(
         ts_ms=now_ms,
         agent=agent_version,
@@ -192,6 +196,8 @@ def snapshot(
         samples=stats.samples,
         missed_deadlines=stats.missed_deadlines,
         append_failures=stats.append_failures,
+        kernels=kernels.impl,
+        kernels_reason=kernels.reason,
     )
 
 

@@ -12,13 +12,39 @@ shutdown) closes what is open, so a partial window is sent rather than lost.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from agent.codec_v2 import StatRow
+from rules.native import Kernels, KernelSet, kernels
 
-__all__ = ["StatsWindows", "warm_up"]
+__all__ = ["STATS_KERNELS", "StatsWindows", "stats_kernels", "warm_up"]
+
+_C2 = "i8[:, ::1], f8[:, ::1], i4[::1], i8[:, ::1], f8[:, ::1]"  # st_i, st_f, out_t, out_i, out_f
+STATS_KERNELS = KernelSet(
+    prefix="safeedge_stats",
+    jit_module="agent.shaping.stats_kernel",
+    sources=("agent.shaping.stats_kernel",),
+    exports=(
+        ("accumulate", f"i8(i4[::1], i8[::1], f8[::1], u1[::1], i8[::1], {_C2})"),
+        ("close_due", f"i8(i8, i8[::1], {_C2})"),
+    ),
+)
+
+
+def stats_kernels() -> Kernels:
+    """The statistics kernels as loaded: native when built, else numba's JIT
+    (:func:`rules.native.kernels`)."""
+    return kernels(STATS_KERNELS)
+
+
+def _c_array(a: NDArray[Any], dtype: type[np.generic]) -> NDArray[Any]:
+    """Contiguous and writeable: the kernels' exact argument types (a read-only array would
+    make numba's JIT compile a second kernel; the native module takes only these)."""
+    out = np.ascontiguousarray(a, dtype=dtype)
+    return out if out.flags.writeable else out.copy()
 
 
 def _opt(x: float) -> float | None:
@@ -36,9 +62,7 @@ class StatsWindows:
             raise ValueError("one window per tag name is required")
         if np.any(window_ms < 0):
             raise ValueError("windows must be >= 0 ms")
-        from agent.shaping import stats_kernel
-
-        self._k = stats_kernel
+        self._k = stats_kernels()
         self._names = tuple(names)
         self._window = np.ascontiguousarray(window_ms, dtype=np.int64)
         n = len(names)
@@ -65,10 +89,10 @@ class StatsWindows:
         out_i = np.empty((n, 3), dtype=np.int64)
         out_f = np.empty((n, 4), dtype=np.float64)
         k = self._k.accumulate(
-            np.ascontiguousarray(tag, dtype=np.int32),
-            np.ascontiguousarray(ts_ms, dtype=np.int64),
-            np.ascontiguousarray(value, dtype=np.float64),
-            np.ascontiguousarray(quality, dtype=np.uint8),
+            _c_array(tag, np.int32),
+            _c_array(ts_ms, np.int64),
+            _c_array(value, np.float64),
+            _c_array(quality, np.uint8),
             self._window,
             self._st_i,
             self._st_f,

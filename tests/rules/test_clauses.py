@@ -11,7 +11,7 @@ import pytest
 
 from rules import AlarmEvent, AlarmKind, RuleEngine
 from rules.config import RuleConfig
-from rules.kernels import KINDS
+from rules.layout import KINDS
 from tests.rules.harness import Ack, Sample, events_match, feed, one_tag, run_naive, short
 from tests.rules.naive import NaiveEngine
 

@@ -89,7 +89,7 @@ def test_the_compiled_kernel_has_no_reference_counting_in_its_loop(tmp_path: Pat
     # (~4x slower); the flat kernel only has them at entry and exit, once per argument array.
     # A kernel loaded from the on-disk cache keeps no LLVM IR, so it is compiled afresh in a
     # child with an empty cache directory: the check always runs.
-    env = os.environ | {"NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}
+    env = os.environ | {"NUMBA_CACHE_DIR": str(tmp_path / "numba-cache"), "SAFEEDGE_KERNELS": "jit"}
     out = subprocess.run(
         [sys.executable, "-c", _COUNT_INCREFS],
         cwd=Path(__file__).resolve().parents[2],
