@@ -51,7 +51,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.codec import check_topic_suffix, root_topic
 from agent.config import UplinkConfig
 from agent.logs import RateLimiter, kv
-from agent.uplink.attempts import client_id, connect_cause, log_failed_attempt, paho_client
+from agent.uplink.attempts import Attempts, client_id, connect_cause, paho_client
 from agent.uplink.encoding import (
     EnvelopeParts,
     encode_payload,
@@ -67,7 +67,6 @@ from agent.uplink.session import (
     UplinkStats,
     mqtt_keepalive,
 )
-from agent.uplink.tls import tls_failure_after
 
 __all__ = ["Uplink", "client_id"]
 
@@ -107,10 +106,7 @@ class Uplink:
         self._meta_topic = f"{self.root}/meta"
         self._cmd_topic = f"{self.root}/cmd"
         self._limiter = RateLimiter(60.0)
-        self._attempt_limiter = RateLimiter(10.0)
-        self._failed_attempts = 0  # since the last session (reset at CONNACK)
-        self._down_since = time.monotonic()
-        self.last_error: str | None = None  # why the last attempt or session ended (status)
+        self._attempts = Attempts(config, log)
         self._encoding = encoding_of(config.compression)
         self._session = Session(
             agent_version=agent_version,
@@ -139,9 +135,6 @@ class Uplink:
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
         c.on_message = self._on_message
-        self._read_error: str | None = None  # paho's last socket error of this attempt
-        self._tls_named: tuple[str, str] | None = None  # (name, remedy) of this attempt's TLS cause
-        self._tls_last: tuple[str, str] | None = None  # the last named since the last session
 
     # -- caller side ---------------------------------------------------------------------------
 
@@ -199,6 +192,11 @@ class Uplink:
     def _ended(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:  # a bug: say so loudly
             log.error(kv("uplink_task_failed", error=repr(task.exception())))
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the last attempt or session ended (status)."""
+        return self._attempts.last_error
 
     @property
     def connected(self) -> bool:
@@ -303,17 +301,16 @@ class Uplink:
         while not self._stopping:
             sessions_before = self._session.stats().sessions
             self._client.will_set(self._state_topic, self._session.attempt(), qos=1, retain=True)
-            self._read_error = None
-            self._tls_named = None
+            self._attempts.begin()
             # Only until CONNACK: paho formats a log line per packet once on_log is set.
-            self._client.on_log = self._on_log
+            self._client.on_log = self._attempts.on_log
             connect = functools.partial(
                 self._client.connect, self._cfg.host, self._cfg.port, keepalive, **kwargs
             )
             try:
                 await loop.run_in_executor(None, connect)
             except Exception as exc:  # refused, unreachable, timeout, TLS: retried
-                self._note_failure(str(exc), connect_cause(exc))
+                self._attempts.failed(str(exc), connect_cause(exc))
             else:
                 if self._stopping:  # stop() came during the connect: end it without a session
                     self._client.disconnect()
@@ -322,23 +319,9 @@ class Uplink:
                 return
             delay = self._session.next_delay()
             if self._session.stats().sessions == sessions_before:  # this attempt got no session
-                self._failed_attempts += 1
-                self._log_attempt(delay)
+                self._attempts.no_session(delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
-
-    def _log_attempt(self, retry_in_s: float) -> None:
-        """One line per failed attempt, at most one per 10 s per cause (attempts.py)."""
-        log_failed_attempt(
-            log,
-            self._attempt_limiter,
-            host=self._cfg.host,
-            port=self._cfg.port,
-            attempt=self._failed_attempts,
-            error=self.last_error,
-            tls_named=self._tls_named,
-            retry_in_s=retry_in_s,
-        )
 
     # -- paho protocol callbacks (loop thread) -------------------------------------------------
 
@@ -352,7 +335,7 @@ class Uplink:
     ) -> None:
         if reason.is_failure:
             self._session.refused()
-            self.last_error = f"refused: {reason}"
+            self._attempts.refused(reason)
             self._log_limited(
                 "refused",
                 logging.ERROR,
@@ -364,7 +347,7 @@ class Uplink:
             return
         client.drop_out_messages()  # never let paho resend: the store decides
         client.on_log = None
-        self._tls_last = None
+        attempts = self._attempts.session_started()
         session = self._session.accepted()
         if self._stopping:
             client.disconnect()
@@ -379,11 +362,9 @@ class Uplink:
                 host=self._cfg.host,
                 port=self._cfg.port,
                 session=session,
-                attempts=self._failed_attempts + 1,
-                down_s=f"{time.monotonic() - self._down_since:.1f}",
+                **attempts,
             )
         )
-        self._failed_attempts = 0
         self._notify()
 
     def _on_disconnect(
@@ -396,9 +377,8 @@ class Uplink:
     ) -> None:
         was_connected = self._session.ended()
         self._untracked.clear()
-        error, self._read_error = self._read_error, None
-        if not was_connected and error is not None and not self._stopping:
-            self._note_failure(error, error[:300])  # e.g. the broker's TLS alert about our cert
+        if not was_connected and not self._stopping:
+            self._attempts.closed_before_session()
         for fut in self._waiting.values():
             if not fut.done():
                 fut.set_result(None)
@@ -406,8 +386,7 @@ class Uplink:
         if self._session.has_results:
             self._notify()
         if was_connected and not self._stopping:
-            self._down_since = time.monotonic()
-            self.last_error = f"disconnected: {reason}"
+            self._attempts.session_ended(reason)
             log.warning(kv("uplink_disconnected", reason=str(reason)))
 
     def _on_publish(
@@ -430,19 +409,6 @@ class Uplink:
             self._on_command(bytes(msg.payload))
         except Exception as exc:  # a bad command handler must not break paho's read
             self._log_limited("cmd", logging.ERROR, "uplink_command_handler_failed", error=exc)
-
-    def _on_log(self, client: mqtt.Client, userdata: object, level: int, buf: str) -> None:
-        # paho reports a failed read (a TLS alert after the handshake) only through its log.
-        if level == mqtt.MQTT_LOG_ERR:
-            self._read_error = buf
-
-    def _note_failure(self, error: str, text: str) -> None:
-        """Why this attempt failed (``last_error``; the TLS cause named when there is one);
-        logged by :meth:`_log_attempt` once the attempt is over (rate-limited per cause)."""
-        self.last_error = text
-        tls = self._cfg.tls is not None  # a bare EOF after a named cause is that cause again
-        self._tls_named = tls_failure_after(error, self._tls_last) if tls else None
-        self._tls_last = self._tls_named or self._tls_last
 
     def _notify(self) -> None:
         if self._on_results is None:
