@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import fields
-from typing import Any, Final, get_args
+from typing import Final, get_args
 
 import numpy as np
 from numpy.typing import NDArray
@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 from rules import layout as kn
 from rules.config import RuleConfig
 from rules.events import AlarmEvent, AlarmKind, Transition
-from rules.native import Kernels, rule_kernels
+from rules.native import Kernels, c_array, rule_kernels
 from rules.params import ParamValue, number, resolve_rules
 from rules.state import AlarmState, TagState, params_hash
 
@@ -122,10 +122,6 @@ class RuleEngine:
         return rule_kernels()
 
     @property
-    def _k(self) -> Kernels:
-        return rule_kernels()
-
-    @property
     def clamped_samples(self) -> int:
         """Samples processed at their tag's previous timestamp because they went back in time."""
         return int(self._st_i[:, kn.S_CLAMPED].sum())
@@ -134,13 +130,13 @@ class RuleEngine:
         """Load the kernels (the native module, or numba's JIT from ``NUMBA_CACHE_DIR``,
         compiling on a cold cache) and run them once without touching state."""
         none = np.zeros(0, dtype=np.int64)
-        self._k.evaluate_batch(
+        self.kernels.evaluate_batch(
             0, 0,
             np.zeros(0, dtype=np.int32), none, np.zeros(0, dtype=np.float64),
             np.zeros(0, dtype=np.uint8), self._params, self._st_i, self._st_f, self._buf,
             self._out_i, self._out_f,
         )  # fmt: skip
-        self._k.move_rings(self._params, self._st_i, self._buf, self._buf, none, none, none)
+        self.kernels.move_rings(self._params, self._st_i, self._buf, self._buf, none, none, none)
 
     def _grow_rings(self) -> None:
         """Double every full ring: into the slack of ``_buf`` when it fits, else compact all
@@ -157,7 +153,7 @@ class RuleEngine:
         extra = int(new_cap.sum())
         if self._used + extra <= self._buf.shape[0]:
             new_off = self._used + np.cumsum(new_cap) - new_cap
-            self._k.move_rings(self._params, st, self._buf, self._buf, full, new_off, new_cap)
+            self.kernels.move_rings(self._params, st, self._buf, self._buf, full, new_off, new_cap)
             self._used += extra
             return
         caps = cap.copy()
@@ -166,7 +162,7 @@ class RuleEngine:
         live = int(caps.sum())
         buf = np.zeros((live + live // 4, 2), dtype=np.float64)
         new_off = np.cumsum(caps[rings]) - caps[rings]
-        self._k.move_rings(self._params, st, self._buf, buf, rings, new_off, caps[rings])
+        self.kernels.move_rings(self._params, st, self._buf, buf, rings, new_off, caps[rings])
         self._buf, self._used = buf, live
 
     def _grow_out(self, count: int) -> None:
@@ -189,10 +185,10 @@ class RuleEngine:
         Raises ``ValueError`` (a caller bug) when the arrays differ in length or a tag index
         is outside the tag table.
         """
-        tag = _c_array(tag, np.int32)
-        ts = _c_array(ts_ms, np.int64)
-        val = _c_array(value, np.float64)
-        qual = _c_array(quality, np.uint8)
+        tag = c_array(tag, np.int32)
+        ts = c_array(ts_ms, np.int64)
+        val = c_array(value, np.float64)
+        qual = c_array(quality, np.uint8)
         n = tag.shape[0]
         if not (ts.shape == val.shape == qual.shape == (n,)):
             raise ValueError("tag, ts_ms, value and quality must be 1-d arrays of one length")
@@ -217,7 +213,7 @@ class RuleEngine:
                 return head + ends + self.evaluate(tag[p:], ts[p:], val[p:], qual[p:])
         count, i = 0, 0
         while True:
-            count, i = self._k.evaluate_batch(
+            count, i = self.kernels.evaluate_batch(
                 i, count, tag, ts, val, qual, self._params, self._st_i, self._st_f,
                 self._buf, self._out_i, self._out_f,
             )  # fmt: skip
@@ -307,12 +303,6 @@ class RuleEngine:
     def params(self, tag: int) -> dict[str, float | bool | tuple[float, float]]:
         """The merged keys set for ``tag`` (no defaults filled in); {} for a tag without rules."""
         return dict(self._values[tag])
-
-
-def _c_array(a: NDArray[Any], dtype: type[np.generic]) -> NDArray[Any]:
-    """Contiguous and writeable: a read-only array would make numba compile a second kernel."""
-    out = np.ascontiguousarray(a, dtype=dtype)
-    return out if out.flags.writeable else out.copy()
 
 
 def _extra_keys() -> tuple[tuple[str | None, ...], ...]:

@@ -38,12 +38,16 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
 
+import numpy as np
+from numpy.typing import NDArray
+
 __all__ = [
     "RULE_KERNELS",
     "KernelSet",
     "Kernels",
     "NativeKernelsError",
     "build",
+    "c_array",
     "fingerprint",
     "kernels",
     "module_path",
@@ -221,6 +225,14 @@ def kernels(ks: KernelSet) -> Kernels:
         got = Kernels(ks, "jit", importlib.import_module(ks.jit_module), None, reason)
         _loaded[ks.prefix] = got
         return got
+
+
+def c_array(a: NDArray[Any], dtype: type[np.generic]) -> NDArray[Any]:
+    """``a`` as the kernels take it: C-contiguous, of ``dtype`` and writeable (the native
+    module accepts exactly its signature's types; for the JIT a read-only array would compile
+    a second kernel in the middle of a tick)."""
+    out = np.ascontiguousarray(a, dtype=dtype)
+    return out if out.flags.writeable else out.copy()
 
 
 def rule_kernels() -> Kernels:

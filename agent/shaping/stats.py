@@ -12,13 +12,12 @@ shutdown) closes what is open, so a partial window is sent rather than lost.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from agent.codec_v2 import StatRow
-from rules.native import Kernels, KernelSet, kernels
+from rules.native import Kernels, KernelSet, c_array, kernels
 
 __all__ = ["STATS_KERNELS", "StatsWindows", "stats_kernels", "warm_up"]
 
@@ -38,13 +37,6 @@ def stats_kernels() -> Kernels:
     """The statistics kernels as loaded: native when built, else numba's JIT
     (:func:`rules.native.kernels`)."""
     return kernels(STATS_KERNELS)
-
-
-def _c_array(a: NDArray[Any], dtype: type[np.generic]) -> NDArray[Any]:
-    """Contiguous and writeable: the kernels' exact argument types (a read-only array would
-    make numba's JIT compile a second kernel; the native module takes only these)."""
-    out = np.ascontiguousarray(a, dtype=dtype)
-    return out if out.flags.writeable else out.copy()
 
 
 def _opt(x: float) -> float | None:
@@ -89,10 +81,10 @@ class StatsWindows:
         out_i = np.empty((n, 3), dtype=np.int64)
         out_f = np.empty((n, 4), dtype=np.float64)
         k = self._k.accumulate(
-            _c_array(tag, np.int32),
-            _c_array(ts_ms, np.int64),
-            _c_array(value, np.float64),
-            _c_array(quality, np.uint8),
+            c_array(tag, np.int32),
+            c_array(ts_ms, np.int64),
+            c_array(value, np.float64),
+            c_array(quality, np.uint8),
             self._window,
             self._st_i,
             self._st_f,
