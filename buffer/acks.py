@@ -4,7 +4,9 @@ Invariants:
 1. Durable before leased: :func:`lease` and :func:`resend` first make every commit durable
    (one WAL fsync per forward batch, only when something was committed since the last one),
    so a record the platform may have acknowledged can never be rolled back by a power cut
-   and reappear under its seq with other content.
+   and reappear under its seq with other content. ``lease(sync=False)`` makes no fsync: it
+   hands out only records already durable (seq at or below ``Core.durable``; the caller syncs
+   off its thread with :class:`buffer.core.WalSync`), the rest stay for a later lease.
 2. A record is handed out by ``lease`` at most once until it is released or settled; leases
    live in memory only, so after a restart every unsettled record is leased again
    (at-least-once, same id).
@@ -74,18 +76,21 @@ def _lease_order(live_since_ms: int | None) -> list[tuple[Stream, str, int | Non
     return order
 
 
-def lease(core: Core, max_count: int, max_bytes: int, live_since_ms: int | None) -> list[Record]:
+def lease(
+    core: Core, max_count: int, max_bytes: int, live_since_ms: int | None, *, sync: bool = True
+) -> list[Record]:
     conn = core.live()
     if max_count < 1 or max_bytes < 1:
         raise ValueError("max_count and max_bytes must be positive")
-    if core.needs_sync():
+    if sync and core.needs_sync():
         core.sync()
     out: list[Record] = []
     total = 0
     bad: list[tuple[Row, str]] = []
     for stream, query, bound in _lease_order(live_since_ms):
         after = 0
-        while len(out) < max_count:
+        durable = core.durable[stream]  # by seq: past it, nothing of this query is durable
+        while len(out) < max_count and after < durable:
             limit = min(max_count - len(out) + len(core.leased), _CHUNK)
             args = (after, limit) if bound is None else (bound, after, limit)
             batch = conn.execute(query, args).fetchall()
@@ -93,6 +98,8 @@ def lease(core: Core, max_count: int, max_bytes: int, live_since_ms: int | None)
                 break
             for row in batch:
                 after = row[2]
+                if after > durable:
+                    break
                 if (stream, row[2]) in core.leased:
                     continue
                 try:

@@ -5,7 +5,10 @@ Invariants:
 1. ``last_seq[s]`` is the last seq committed for stream ``s`` (never lowered); ``durable[s]``
    <= ``last_seq[s]`` is the last seq known to be on disk. :meth:`Core.sync` makes everything
    committed durable with one fsync of the WAL; a commit at ``synchronous=FULL`` (alarms) does
-   the same for every stream, because the WAL is one sequential file.
+   the same for every stream, because the WAL is one sequential file. A :class:`WalSync`
+   does the same fsync on another thread: it covers the commits made before it was taken
+   (its ``target``), and only :meth:`Core.end_sync`, back on the store's thread after the
+   fsync returned, raises ``durable`` to that target (never lowers it).
 2. ``bytes`` and ``stream_bytes`` equal the sum of ``records.size`` (updated only after a
    commit); ``leased`` names only records still in ``records``.
 3. Every SQLite or OS error leaving this module is translated into the buffer's tree
@@ -30,13 +33,37 @@ from buffer.record import Record, Stream
 from buffer.space import Ballast, Room, measure_room
 from buffer.stats import EvictionReason
 
-__all__ = ["PENDING", "ROW_OVERHEAD", "SELECT_ROW", "Candidate", "Core", "Row"]
+__all__ = ["PENDING", "ROW_OVERHEAD", "SELECT_ROW", "Candidate", "Core", "Row", "WalSync"]
 
 PENDING, DELIVERED, DEAD = 0, 1, 2
 ROW_OVERHEAD = 64
 SELECT_ROW = "SELECT id, stream, seq, created_ms, key_id, nonce, sealed FROM records"
 Row = tuple[int, int, int, int, int, bytes, bytes]
 Candidate = tuple[int, int, int, int, int, int]  # id, stream, seq, created_ms, size, state
+
+
+@dataclass(eq=False)
+class WalSync:
+    """One WAL fsync taken on the store's thread (:meth:`Core.begin_sync`) to be run on any
+    thread (:meth:`run`, once) and handed back to :meth:`Core.end_sync` when it returned.
+
+    It holds its own duplicate of the WAL's descriptor, so the store may close (or recover)
+    while it runs: the fsync then lands on the old file and is simply not counted."""
+
+    core: Core
+    target: dict[Stream, int]
+    fd: int
+    wal: Path
+
+    def run(self) -> None:
+        """fsync the WAL (blocking; any thread). Raises :class:`BufferIOError` /
+        :class:`BufferFullError`; the descriptor is closed either way."""
+        try:
+            os.fsync(self.fd)
+        except OSError as exc:
+            raise from_os_error(exc, f"{self.wal}: syncing the WAL") from exc
+        finally:
+            os.close(self.fd)
 
 
 @dataclass(eq=False)
@@ -146,6 +173,32 @@ class Core:
             raise from_os_error(exc, f"{wal}: syncing the WAL") from exc
         self.syncs += 1
         self.committed_durably()
+
+    def begin_sync(self) -> WalSync | None:
+        """A :class:`WalSync` covering every commit so far, or None when they are all
+        durable already. The first sync after an open (the WAL's directory entry, or no WAL
+        yet) is made here, inline, and None returned."""
+        if not self.needs_sync():
+            return None
+        if self._wal_fd is None:
+            self.sync()
+            return None
+        try:
+            fd = os.dup(self._wal_fd)
+        except OSError as exc:
+            raise from_os_error(exc, f"{self.path}-wal: syncing the WAL") from exc
+        wal = self.path.with_name(self.path.name + "-wal")
+        return WalSync(self, dict(self.last_seq), fd, wal)
+
+    def end_sync(self, done: WalSync) -> None:
+        """``done`` ran without error: what it covered is durable (a sync of another core,
+        from before a recovery, changes nothing)."""
+        if done.core is not self:
+            return
+        self.syncs += 1
+        for s, seq in done.target.items():
+            if seq > self.durable[s]:
+                self.durable[s] = seq
 
     def close_files(self) -> None:
         if self._wal_fd is not None:
