@@ -19,6 +19,8 @@ Invariants:
    (:func:`buffer.writer.with_room`); releasing is memory only.
 5. Lease order: alarms, events, then telemetry, each by seq; with ``live_since_ms`` live
    telemetry (created at or after it) before the backlog, each by seq.
+6. A lease after one that ran every query dry, with nothing made leasable since (the core's
+   ``lease_epoch``), answers ``[]`` without a query: the forwarder asks after every PUBACK.
 """
 
 from __future__ import annotations
@@ -84,6 +86,8 @@ def lease(
         raise ValueError("max_count and max_bytes must be positive")
     if sync and core.needs_sync():
         core.sync()
+    if core.exhausted_epoch == core.lease_epoch:  # nothing became leasable since: no query
+        return []
     out: list[Record] = []
     total = 0
     bad: list[tuple[Row, str]] = []
@@ -94,6 +98,7 @@ def lease(
             limit = min(max_count - len(out) + len(core.leased), _CHUNK)
             args = (after, limit) if bound is None else (bound, after, limit)
             batch = conn.execute(query, args).fetchall()
+            core.lease_queries += 1
             if not batch:
                 break
             for row in batch:
@@ -114,6 +119,8 @@ def lease(
                 total += record.size
                 if len(out) >= max_count:
                     break
+    if len(out) < max_count:  # every query ran dry: all that is leasable now is handed out
+        core.exhausted_epoch = core.lease_epoch
     core.quarantine(bad)
     return _take(core, out)
 
@@ -125,6 +132,7 @@ def _take(core: Core, records: list[Record]) -> list[Record]:
 
 def release(core: Core, keys: Iterable[tuple[Stream, int]] | None) -> None:
     """Give leases back (all of them when ``keys`` is None)."""
+    core.lease_epoch += 1
     if keys is None:
         core.leased.clear()
     else:

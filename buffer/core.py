@@ -9,9 +9,12 @@ Invariants:
    does the same fsync on another thread: it covers the commits made before it was taken
    (its ``target``), and only :meth:`Core.end_sync`, back on the store's thread after the
    fsync returned, raises ``durable`` to that target (never lowers it).
-2. ``bytes`` and ``stream_bytes`` equal the sum of ``records.size`` (updated only after a
+2. ``lease_epoch`` is raised whenever a record may have become leasable (``durable`` raised,
+   leases given back); nothing else makes one leasable (a delivered or dead record never is
+   again, and appends count only once durable).
+3. ``bytes`` and ``stream_bytes`` equal the sum of ``records.size`` (updated only after a
    commit); ``leased`` names only records still in ``records``.
-3. Every SQLite or OS error leaving this module is translated into the buffer's tree
+4. Every SQLite or OS error leaving this module is translated into the buffer's tree
    (:mod:`buffer.errors`); a failed transaction is rolled back whole.
 """
 
@@ -91,6 +94,11 @@ class Core:
     bytes: int = 0
     syncs: int = 0
     commits: int = 0
+    # Raised whenever records may have become leasable (durable moved, leases given back): a
+    # lease that found nothing more at ``exhausted_epoch == lease_epoch`` need not look again.
+    lease_epoch: int = 0
+    exhausted_epoch: int | None = None
+    lease_queries: int = 0  # lease SELECTs run since open (tests and benchmarks read it)
     monotonic: Callable[[], float] = time.monotonic
     written: int = 0  # bytes appended since open (the room estimate's since-measured count)
     # (monotonic when, room then, ``written`` then): the last room measured for an append
@@ -143,6 +151,7 @@ class Core:
     def committed_durably(self) -> None:
         """After a ``synchronous=FULL`` commit: everything committed is on disk."""
         self.durable = dict(self.last_seq)
+        self.lease_epoch += 1
 
     def needs_sync(self) -> bool:
         return any(self.durable[s] < self.last_seq[s] for s in Stream)
@@ -199,6 +208,7 @@ class Core:
         for s, seq in done.target.items():
             if seq > self.durable[s]:
                 self.durable[s] = seq
+                self.lease_epoch += 1
 
     def close_files(self) -> None:
         if self._wal_fd is not None:

@@ -378,6 +378,11 @@ class Store:
         return self._core.syncs
 
     @property
+    def lease_queries(self) -> int:
+        """Lease SELECTs run since open (a lease with nothing new to find runs none)."""
+        return self._core.lease_queries
+
+    @property
     def commits(self) -> int:
         """Write transactions committed since open (tests and benchmarks read it)."""
         return self._core.commits

@@ -89,3 +89,34 @@ def test_a_sync_still_running_when_the_store_closes_fails_nothing(open_store: Op
     pending.run()  # its own descriptor: still open, still the WAL's
     store = open_store()
     assert seqs(store.lease(max_count=10, max_bytes=1 << 20)) == [1, 2]
+
+
+def test_a_lease_after_one_that_ran_dry_asks_nothing_until_something_became_leasable(
+    open_store: OpenStore,
+) -> None:
+    store = open_store()
+    store.append(Stream.TELEMETRY, [b"a", b"b"])
+    got = store.lease(max_count=10, max_bytes=1 << 20)
+    assert seqs(got) == [1, 2]
+    queries = store.lease_queries
+    assert store.lease(max_count=10, max_bytes=1 << 20) == []
+    assert store.lease(max_count=10, max_bytes=1 << 20, sync=False) == []
+    assert store.lease_queries == queries  # nothing new: no query
+
+    store.release([(Stream.TELEMETRY, 2)])  # a lost publish: leasable again
+    assert seqs(store.lease(max_count=10, max_bytes=1 << 20)) == [2]
+    store.append(Stream.EVENT, [b"e"])  # committed, not yet durable
+    assert store.lease(max_count=10, max_bytes=1 << 20, sync=False) == []
+    sync_now(store)
+    assert [(r.stream, r.seq) for r in store.lease(max_count=10, max_bytes=1 << 20)] == [
+        (Stream.EVENT, 1)
+    ]
+    store.append(Stream.ALARM, [b"x"])  # durable with its commit
+    assert [(r.stream, r.seq) for r in store.lease(max_count=10, max_bytes=1 << 20)] == [
+        (Stream.ALARM, 1)
+    ]
+    store.append(Stream.TELEMETRY, [b"c", b"d", b"e"])
+    assert seqs(store.lease(max_count=2, max_bytes=1 << 20)) == [3, 4]  # stopped at the count
+    assert seqs(store.lease(max_count=2, max_bytes=1 << 20)) == [5]  # so it looks again
+    store.release_all()
+    assert len(store.lease(max_count=10, max_bytes=1 << 20)) == 7  # 1 alarm, 1 event, 5
