@@ -21,6 +21,11 @@ Invariants:
   their original ids, within the same in-flight window; their answers change nothing in the
   store (a lost one is queued again);
 - the forwarder runs on the agent's event loop thread, the only thread that touches the store;
+  in :meth:`Forwarder.run` the WAL fsync that makes new records leasable runs in a worker
+  thread (:meth:`buffer.Store.begin_sync`), so a disk stalled by other writers never stalls
+  polling, rules or PUBACKs; records are leased only once that fsync returned (durable before
+  published, exactly as with the store's inline sync), and commits made while it runs wait for
+  the next one (one fsync then covers every poll that landed meanwhile);
 - it works only when woken (:meth:`Forwarder.wake`: a store append, PUBACKs, a new session, a
   resend) or when the drain-rate bucket refills for a held backlog: idle means no wakeups;
 - a store error (full disk, I/O error, even corruption until the runtime recovers the store)
@@ -137,7 +142,10 @@ class Forwarder:
                 await self._wake.wait()
                 self._wake.clear()
                 self.wakeups += 1
-                while self.pump() > 0:  # noqa: ASYNC110 - work, not waiting: yield per batch
+                while True:
+                    await self._make_durable()
+                    if self._pump_durable() == 0:
+                        break
                     await asyncio.sleep(0)  # let PUBACKs and polls in between batches
                 if self._held_s is not None and self._timer is None:
                     self._timer = loop.call_later(self._held_s, self._rearm)
@@ -146,6 +154,24 @@ class Forwarder:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
+
+    async def _make_durable(self) -> None:
+        """fsync the WAL in a worker thread when records wait to be leased (only when a
+        lease could follow, as the store's inline sync did)."""
+        if self._budget() <= 0:
+            return
+        try:
+            pending = self._store.begin_sync()
+            if pending is None:
+                return
+            await asyncio.to_thread(pending.run)
+        except StoreError as exc:
+            self._store_failed("sync", exc)
+            return
+        self._store.end_sync(pending)
+
+    def _pump_durable(self) -> int:
+        return self.settle_results() + self.publish_pending(sync=False)
 
     def _rearm(self) -> None:
         self._timer = None
@@ -212,8 +238,8 @@ class Forwarder:
             )
         self._held_s = STORE_RETRY_S if self._held_s is None else min(self._held_s, STORE_RETRY_S)
 
-    def publish_pending(self) -> int:
-        """Lease what the in-flight window allows and publish it; returns how many were sent."""
+    def _budget(self) -> int:
+        """How many records the in-flight window takes now (0: none, or not connected)."""
         if not self._uplink.connected:
             return 0
         inflight = self._uplink.inflight
@@ -221,6 +247,14 @@ class Forwarder:
         # Refill the window in batches (a quarter at a time): one lease query and one settle
         # transaction per batch instead of per PUBACK.
         if budget <= 0 or (inflight and budget < max(1, self._max_inflight // 4)):
+            return 0
+        return budget
+
+    def publish_pending(self, *, sync: bool = True) -> int:
+        """Lease what the in-flight window allows and publish it; returns how many were sent.
+        ``sync``: as :meth:`buffer.Store.lease` (False: only records already durable)."""
+        budget = self._budget()
+        if budget <= 0:
             return 0
         now = self._clock_ms()
         sent = 0
@@ -248,6 +282,7 @@ class Forwarder:
                 max_count=limit,
                 max_bytes=_MAX_LEASE_BYTES,
                 live_since_ms=now - self._backfill_after_ms,
+                sync=sync,
             )
         except StoreError as exc:
             self._store_failed("lease", exc)

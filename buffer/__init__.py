@@ -29,7 +29,7 @@ from buffer.record import Record, Stream
 from buffer.recovery import OpenReport
 from buffer.reports import Corrupt, Refused, Report, SeqGap
 from buffer.stats import Eviction, StoreStats, StreamLimit, StreamStats
-from buffer.store import Appended, Store, record_id
+from buffer.store import Appended, Store, WalSync, record_id
 
 __all__ = [
     "Appended",
@@ -61,6 +61,7 @@ __all__ = [
     "StreamLimit",
     "StreamStats",
     "VerifyReport",
+    "WalSync",
     "record_id",
     "salvage_file",
 ]

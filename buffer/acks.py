@@ -4,7 +4,9 @@ Invariants:
 1. Durable before leased: :func:`lease` and :func:`resend` first make every commit durable
    (one WAL fsync per forward batch, only when something was committed since the last one),
    so a record the platform may have acknowledged can never be rolled back by a power cut
-   and reappear under its seq with other content.
+   and reappear under its seq with other content. ``lease(sync=False)`` makes no fsync: it
+   hands out only records already durable (seq at or below ``Core.durable``; the caller syncs
+   off its thread with :class:`buffer.core.WalSync`), the rest stay for a later lease.
 2. A record is handed out by ``lease`` at most once until it is released or settled; leases
    live in memory only, so after a restart every unsettled record is leased again
    (at-least-once, same id).
@@ -17,6 +19,8 @@ Invariants:
    (:func:`buffer.writer.with_room`); releasing is memory only.
 5. Lease order: alarms, events, then telemetry, each by seq; with ``live_since_ms`` live
    telemetry (created at or after it) before the backlog, each by seq.
+6. A lease after one that ran every query dry, with nothing made leasable since (the core's
+   ``lease_epoch``), answers ``[]`` without a query: the forwarder asks after every PUBACK.
 """
 
 from __future__ import annotations
@@ -74,25 +78,33 @@ def _lease_order(live_since_ms: int | None) -> list[tuple[Stream, str, int | Non
     return order
 
 
-def lease(core: Core, max_count: int, max_bytes: int, live_since_ms: int | None) -> list[Record]:
+def lease(
+    core: Core, max_count: int, max_bytes: int, live_since_ms: int | None, *, sync: bool = True
+) -> list[Record]:
     conn = core.live()
     if max_count < 1 or max_bytes < 1:
         raise ValueError("max_count and max_bytes must be positive")
-    if core.needs_sync():
+    if sync and core.needs_sync():
         core.sync()
+    if core.exhausted_epoch == core.lease_epoch:  # nothing became leasable since: no query
+        return []
     out: list[Record] = []
     total = 0
     bad: list[tuple[Row, str]] = []
     for stream, query, bound in _lease_order(live_since_ms):
         after = 0
-        while len(out) < max_count:
+        durable = core.durable[stream]  # by seq: past it, nothing of this query is durable
+        while len(out) < max_count and after < durable:
             limit = min(max_count - len(out) + len(core.leased), _CHUNK)
             args = (after, limit) if bound is None else (bound, after, limit)
             batch = conn.execute(query, args).fetchall()
+            core.lease_queries += 1
             if not batch:
                 break
             for row in batch:
                 after = row[2]
+                if after > durable:
+                    break
                 if (stream, row[2]) in core.leased:
                     continue
                 try:
@@ -107,6 +119,8 @@ def lease(core: Core, max_count: int, max_bytes: int, live_since_ms: int | None)
                 total += record.size
                 if len(out) >= max_count:
                     break
+    if len(out) < max_count:  # every query ran dry: all that is leasable now is handed out
+        core.exhausted_epoch = core.lease_epoch
     core.quarantine(bad)
     return _take(core, out)
 
@@ -118,6 +132,7 @@ def _take(core: Core, records: list[Record]) -> list[Record]:
 
 def release(core: Core, keys: Iterable[tuple[Stream, int]] | None) -> None:
     """Give leases back (all of them when ``keys`` is None)."""
+    core.lease_epoch += 1
     if keys is None:
         core.leased.clear()
     else:

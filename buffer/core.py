@@ -5,10 +5,16 @@ Invariants:
 1. ``last_seq[s]`` is the last seq committed for stream ``s`` (never lowered); ``durable[s]``
    <= ``last_seq[s]`` is the last seq known to be on disk. :meth:`Core.sync` makes everything
    committed durable with one fsync of the WAL; a commit at ``synchronous=FULL`` (alarms) does
-   the same for every stream, because the WAL is one sequential file.
-2. ``bytes`` and ``stream_bytes`` equal the sum of ``records.size`` (updated only after a
+   the same for every stream, because the WAL is one sequential file. A :class:`WalSync`
+   does the same fsync on another thread: it covers the commits made before it was taken
+   (its ``target``), and only :meth:`Core.end_sync`, back on the store's thread after the
+   fsync returned, raises ``durable`` to that target (never lowers it).
+2. ``lease_epoch`` is raised whenever a record may have become leasable (``durable`` raised,
+   leases given back); nothing else makes one leasable (a delivered or dead record never is
+   again, and appends count only once durable).
+3. ``bytes`` and ``stream_bytes`` equal the sum of ``records.size`` (updated only after a
    commit); ``leased`` names only records still in ``records``.
-3. Every SQLite or OS error leaving this module is translated into the buffer's tree
+4. Every SQLite or OS error leaving this module is translated into the buffer's tree
    (:mod:`buffer.errors`); a failed transaction is rolled back whole.
 """
 
@@ -30,13 +36,37 @@ from buffer.record import Record, Stream
 from buffer.space import Ballast, Room, measure_room
 from buffer.stats import EvictionReason
 
-__all__ = ["PENDING", "ROW_OVERHEAD", "SELECT_ROW", "Candidate", "Core", "Row"]
+__all__ = ["PENDING", "ROW_OVERHEAD", "SELECT_ROW", "Candidate", "Core", "Row", "WalSync"]
 
 PENDING, DELIVERED, DEAD = 0, 1, 2
 ROW_OVERHEAD = 64
 SELECT_ROW = "SELECT id, stream, seq, created_ms, key_id, nonce, sealed FROM records"
 Row = tuple[int, int, int, int, int, bytes, bytes]
 Candidate = tuple[int, int, int, int, int, int]  # id, stream, seq, created_ms, size, state
+
+
+@dataclass(eq=False)
+class WalSync:
+    """One WAL fsync taken on the store's thread (:meth:`Core.begin_sync`) to be run on any
+    thread (:meth:`run`, once) and handed back to :meth:`Core.end_sync` when it returned.
+
+    It holds its own duplicate of the WAL's descriptor, so the store may close (or recover)
+    while it runs: the fsync then lands on the old file and is simply not counted."""
+
+    core: Core
+    target: dict[Stream, int]
+    fd: int
+    wal: Path
+
+    def run(self) -> None:
+        """fsync the WAL (blocking; any thread). Raises :class:`BufferIOError` /
+        :class:`BufferFullError`; the descriptor is closed either way."""
+        try:
+            os.fsync(self.fd)
+        except OSError as exc:
+            raise from_os_error(exc, f"{self.wal}: syncing the WAL") from exc
+        finally:
+            os.close(self.fd)
 
 
 @dataclass(eq=False)
@@ -64,6 +94,11 @@ class Core:
     bytes: int = 0
     syncs: int = 0
     commits: int = 0
+    # Raised whenever records may have become leasable (durable moved, leases given back): a
+    # lease that found nothing more at ``exhausted_epoch == lease_epoch`` need not look again.
+    lease_epoch: int = 0
+    exhausted_epoch: int | None = None
+    lease_queries: int = 0  # lease SELECTs run since open (tests and benchmarks read it)
     monotonic: Callable[[], float] = time.monotonic
     written: int = 0  # bytes appended since open (the room estimate's since-measured count)
     # (monotonic when, room then, ``written`` then): the last room measured for an append
@@ -116,6 +151,7 @@ class Core:
     def committed_durably(self) -> None:
         """After a ``synchronous=FULL`` commit: everything committed is on disk."""
         self.durable = dict(self.last_seq)
+        self.lease_epoch += 1
 
     def needs_sync(self) -> bool:
         return any(self.durable[s] < self.last_seq[s] for s in Stream)
@@ -146,6 +182,33 @@ class Core:
             raise from_os_error(exc, f"{wal}: syncing the WAL") from exc
         self.syncs += 1
         self.committed_durably()
+
+    def begin_sync(self) -> WalSync | None:
+        """A :class:`WalSync` covering every commit so far, or None when they are all
+        durable already. The first sync after an open (the WAL's directory entry, or no WAL
+        yet) is made here, inline, and None returned."""
+        if not self.needs_sync():
+            return None
+        if self._wal_fd is None:
+            self.sync()
+            return None
+        try:
+            fd = os.dup(self._wal_fd)
+        except OSError as exc:
+            raise from_os_error(exc, f"{self.path}-wal: syncing the WAL") from exc
+        wal = self.path.with_name(self.path.name + "-wal")
+        return WalSync(self, dict(self.last_seq), fd, wal)
+
+    def end_sync(self, done: WalSync) -> None:
+        """``done`` ran without error: what it covered is durable (a sync of another core,
+        from before a recovery, changes nothing)."""
+        if done.core is not self:
+            return
+        self.syncs += 1
+        for s, seq in done.target.items():
+            if seq > self.durable[s]:
+                self.durable[s] = seq
+                self.lease_epoch += 1
 
     def close_files(self) -> None:
         if self._wal_fd is not None:

@@ -6,8 +6,9 @@ Invariants (each part states its own in detail):
    any loss continues above the ledger's ceiling and reports the ranges it cannot account
    for (:mod:`buffer.recovery`).
 2. Durable before leased: a record is handed to the uplink only after its commit is on disk
-   (:mod:`buffer.acks`: one WAL fsync per forward batch); alarms are durable when ``append``
-   returns. A failed append stored nothing and consumed no seq (:mod:`buffer.writer`).
+   (:mod:`buffer.acks`: one WAL fsync per forward batch, or one :class:`WalSync` run off the
+   store's thread for ``lease(sync=False)``); alarms are durable when ``append`` returns.
+   A failed append stored nothing and consumed no seq (:mod:`buffer.writer`).
 3. Nothing deleted before acknowledged; every drop counted (:mod:`buffer.writer`,
    :mod:`buffer.retention`); refused telemetry counted persistently and reported.
 4. A full disk never locks alarms out, nor settling, releasing or evicting: the reserve is
@@ -24,7 +25,8 @@ Invariants (each part states its own in detail):
 
 Threading: a Store is used from one thread only (the agent's event loop thread); the SQLite
 connection refuses use from another. :meth:`Store.check_integrity` is the exception: it opens
-its own connection. One process at a time: ``<db>.lock`` is held with ``flock``.
+its own connection; and :meth:`WalSync.run` (a sync taken with :meth:`Store.begin_sync`) only
+fsyncs a descriptor of its own. One process at a time: ``<db>.lock`` is held with ``flock``.
 
 Files beside the database ``buffer.db``: ``buffer.db.lock``, ``buffer.db.ledger`` (the seq
 ledger), ``buffer.db.reserve`` (the ballast), ``buffer.db.corrupt-<UTC>`` (moved aside).
@@ -42,7 +44,7 @@ from types import TracebackType
 from typing import Literal, Self
 
 from buffer import acks, kvstate, retention, writer
-from buffer.core import Core
+from buffer.core import Core, WalSync
 from buffer.errors import BufferInUseError, StoreError, from_os_error, from_sqlite
 from buffer.opening import Settings, open_core
 from buffer.record import Record, Stream
@@ -51,7 +53,7 @@ from buffer.reports import Refused, Report, decode_report
 from buffer.stats import Eviction, StoreStats, StreamLimit, query_stats
 from buffer.writer import Appended
 
-__all__ = ["Appended", "Store", "record_id"]
+__all__ = ["Appended", "Store", "WalSync", "record_id"]
 
 
 def _wall_clock_ms() -> int:
@@ -210,13 +212,33 @@ class Store:
         return kvstate.read(self._core, prefix, exact=False)
 
     def lease(
-        self, *, max_count: int, max_bytes: int, live_since_ms: int | None = None
+        self,
+        *,
+        max_count: int,
+        max_bytes: int,
+        live_since_ms: int | None = None,
+        sync: bool = True,
     ) -> list[Record]:
         """Hand out durable, undelivered, unleased records: alarm, event, then telemetry, by
         seq (with ``live_since_ms``: live telemetry before the backlog). Stops at
         ``max_count`` records or before ``max_bytes`` of payload, but returns at least one
-        when any is available. Records failing authentication are quarantined and skipped."""
-        return acks.lease(self._core, max_count, max_bytes, live_since_ms)
+        when any is available. Records failing authentication are quarantined and skipped.
+
+        ``sync``: first make every commit durable (a WAL fsync on this thread when needed);
+        without it only records already durable are handed out (see :meth:`begin_sync`)."""
+        return acks.lease(self._core, max_count, max_bytes, live_since_ms, sync=sync)
+
+    def begin_sync(self) -> WalSync | None:
+        """A WAL fsync covering every commit so far, to run on another thread
+        (:meth:`WalSync.run`) and then hand to :meth:`end_sync` on this one; None when every
+        commit is durable already (the first sync after an open is made here, inline).
+        Commits made while it runs are not covered: they wait for the next one."""
+        return self._core.begin_sync()
+
+    def end_sync(self, done: WalSync) -> None:
+        """``done.run()`` returned: the records it covered may now be leased with
+        ``sync=False`` (a sync taken before a :meth:`recover` counts for nothing)."""
+        self._core.end_sync(done)
 
     def release(self, keys: Iterable[tuple[Stream, int]]) -> None:
         """Give leases back (the publish was lost); unknown keys are ignored."""
@@ -354,6 +376,11 @@ class Store:
     def syncs(self) -> int:
         """WAL fsyncs made for durability since open (benchmarks read it)."""
         return self._core.syncs
+
+    @property
+    def lease_queries(self) -> int:
+        """Lease SELECTs run since open (a lease with nothing new to find runs none)."""
+        return self._core.lease_queries
 
     @property
     def commits(self) -> int:
