@@ -149,7 +149,12 @@ def agent_config(
 ) -> Path:
     lines = [
         '[gateway]\nsite = "BENCH"\nid = "GW1"\ndata_dir = "data"\n',
-        f'[uplink]\nhost = "127.0.0.1"\nport = {broker_port}\n',
+        f'[uplink]\nhost = "127.0.0.1"\nport = {broker_port}\n'
+        + (
+            f"telemetry_batch = {os.environ['BENCH_TELEMETRY_BATCH']}\n"
+            if os.environ.get("BENCH_TELEMETRY_BATCH")
+            else ""
+        ),
         '[buffer]\npath = "buffer.db"\nkey_file = "buffer.key"\n',
     ]
     for d, port in enumerate(ports):

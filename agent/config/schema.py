@@ -100,7 +100,8 @@ class UplinkConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     tls: TlsConfig | None = None
     backfill_after_s: Annotated[float, msgspec.Meta(ge=0)] = 10.0
     max_inflight: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 100
-    telemetry_batch: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 200
+    # points per message: a device poll of up to 1000 tags is one message
+    telemetry_batch: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 1000
     telemetry_max_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16_777_216)] = 65536
     telemetry_linger_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 0
     drain_rate: Annotated[float, msgspec.Meta(ge=0)] = 0.0  # backfill messages/s; 0: unlimited
