@@ -6,6 +6,7 @@ append as their records.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from typing import cast
@@ -83,6 +84,9 @@ class AlarmRecorder:
         self._sink.after_commit(lambda: self._recorded(events))
 
     def _recorded(self, events: Sequence[AlarmEvent]) -> None:
+        names = self._tags.names
+        for e in events:  # after the commit: a failed one was logged first (store_error)
+            log.info(kv("alarm", tag=names[e.tag], alarm=e.alarm, event=e.event, level=e.level))
         if self._states is not None:
             self._states.apply(events)
             if self._changed is not None:
@@ -112,9 +116,9 @@ class AlarmRecorder:
         ending, forget = self.book.removed_clears(ts_ms)
         if not ending and not forget:
             return 0
-        bodies = []
+        bodies, lines = [], []
         for tag, kind, a in ending:
-            log.info(kv("alarm", tag=tag, alarm=kind, event="clear", level=0))
+            lines.append(kv("alarm", tag=tag, alarm=kind, event="clear", level=0))
             bodies.append(
                 alarm_body(
                     tag=tag,
@@ -130,12 +134,13 @@ class AlarmRecorder:
         self._stats.alarms += len(bodies)
         if bodies:
             self._sink.append(Stream.ALARM, bodies, state=forget)
+        for line in lines:  # logged once recorded
+            self._sink.after_commit(functools.partial(log.info, line))
         return len(bodies)
 
     def encode(self, event: AlarmEvent) -> bytes:
         tag = self._tags[event.tag]
         alarm_id = self.book.note(event)
-        log.info(kv("alarm", tag=tag.name, alarm=event.alarm, event=event.event, level=event.level))
         extra = event.extra
         if self.shelving is not None and self.shelving.is_shelved(tag.name, event.alarm):
             extra = {**extra, "shelved": True}
