@@ -117,12 +117,11 @@ _PROBE = """
 import json, sys, time
 t = time.perf_counter()
 from rules import RuleEngine
-from agent.shaping.stats import stats_kernels, warm_up
+from agent.shaping.stats import warm_up
 engine = RuleEngine(["T"], [])
 engine.warm_up()
 warm_up()
-print(json.dumps({"rules": str(engine.kernels.path), "stats": str(stats_kernels().path),
-                  "numba": "numba" in sys.modules, "s": time.perf_counter() - t}))
+print(json.dumps({"numba": "numba" in sys.modules, "s": time.perf_counter() - t}))
 """
 
 
@@ -147,7 +146,7 @@ def build_native(cache_dir: Path) -> list[tuple[str, bool]]:
     from agent.shaping.stats import STATS_KERNELS
     from rules.native import RULE_KERNELS, NativeKernelsError, build, module_path
 
-    probe, why = _probe(cache_dir)
+    probe, _ = _probe(cache_dir)
     sets = (RULE_KERNELS, STATS_KERNELS)
     if probe is not None:
         names = ", ".join(module_path(ks, cache_dir).name for ks in sets)

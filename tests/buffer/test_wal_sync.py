@@ -66,7 +66,7 @@ def test_an_alarm_commit_is_durable_at_once_and_a_late_sync_does_not_lower_it(
     store.append(Stream.TELEMETRY, [b"t2"])
     pending = store.begin_sync()
     assert pending is not None
-    store.append(Stream.ALARM, [b"alarm"])  # synchronous=FULL: t2 and t3 durable with it
+    store.append(Stream.ALARM, [b"alarm"])  # synchronous=FULL: t2 is durable with it
     store.append(Stream.TELEMETRY, [b"t3"])
     pending.run()
     store.end_sync(pending)  # covered less than the alarm's commit did
