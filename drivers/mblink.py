@@ -213,13 +213,15 @@ class Link:
         self._waiter = waiter = loop.create_future()
         self._pending = (tid, unit)
         crc_before = self._decoder.crc_errors
+        # A plain timer on the reply's future, not asyncio.timeout(): one handle per request,
+        # no cancel-and-uncancel of the polling task (this is every request of every poll).
+        timer = loop.call_later(timeout_s, _expire, waiter)
         try:
             try:
                 chan.write(frame)
             except OSError as exc:
                 self._lost(chan, "closed", f"write failed: {exc}")
-            async with asyncio.timeout(timeout_s):
-                reply = await waiter
+            reply = await waiter
         except DeviceUnavailable as exc:  # the channel failed under the request
             raise DeviceUnavailable(device, exc.reason, kind=exc.kind) from exc
         except TimeoutError as exc:
@@ -231,6 +233,7 @@ class Link:
                 device, f"{what}: no answer within {timeout_s:g} s", kind=kind
             ) from exc
         finally:
+            timer.cancel()
             self._waiter, self._pending = None, None
         if reply.unit != unit:  # TCP: our transaction id, but another unit answered
             self.counters["unit_id"] += 1
@@ -304,6 +307,12 @@ class Link:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(DeviceUnavailable(self.key, text, kind=kind))
+
+
+def _expire(waiter: asyncio.Future[Frame]) -> None:
+    """A request's timeout: its reply did not come (a reply that did has settled it)."""
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 SERIAL_LINKS: dict[str, Link] = {}  # by port path: one owner per physical line
