@@ -79,6 +79,11 @@ _SYNC_FLUSH_END = b"\x00\x00\xff\xff"
 _FINAL_EMPTY = b"\x03\x00"
 _LAYOUT_BYTES = len(_SPLICEABLE) + len(_FINAL_EMPTY) + 8  # + adler32 + size
 _CHECK_PLAINTEXT = b"safeedge buffer key check"
+# pack()'s zlib level. 4 (the first of zlib's lazy-matching levels) keeps within 1-5 % of the
+# default 6's bytes at a third of its CPU on 1,000-tag telemetry bodies: 2-decimal readings
+# 5.47 vs 5.20 KB and 193 vs 599 us, full doubles 12.7 vs 12.4 KB and 555 vs 1215 us; level 1
+# would be faster again but 8-28 % bigger, and the buffer's bytes are its days of outage.
+PACK_LEVEL = 4
 
 
 class _KeyEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -184,7 +189,7 @@ def pack(payload: bytes) -> bytes:
     (:data:`_SPLICEABLE`); the plain level-6 streams written before this layout say "default",
     so they are never taken for it.
     """
-    c = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    c = zlib.compressobj(PACK_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
     blocks = c.compress(payload) + c.flush(zlib.Z_SYNC_FLUSH)
     if len(blocks) + _LAYOUT_BYTES >= len(payload):
         return bytes([_RAW]) + payload

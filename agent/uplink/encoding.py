@@ -41,9 +41,9 @@ CONTENT_TYPES: Final[dict[str, str]] = {
 # ~15 % more bytes (4.7 vs 4.1 B per reading, benchmarks/bench_uplink.py): the CPU of a
 # gateway draining a backlog matters more than the last bytes.
 _LEVEL: Final = 1
-# Bodies the buffer stored deflated (level 6) go out spliced: no compression on the uplink at
-# all. Below this size the envelope's own fields weigh more than the body, and compressing
-# them together saves more bytes than the splice saves CPU.
+# Bodies the buffer stored deflated (at buffer.crypto.PACK_LEVEL) go out spliced: no
+# compression on the uplink at all. Below this size the envelope's own fields weigh more than
+# the body, and compressing them together saves more bytes than the splice saves CPU.
 SPLICE_MIN_BYTES: Final = 2048
 _ZLIB_HEADER: Final = b"\x78\x9c"  # CMF 0x78 (deflate, 32 KiB window), FLEVEL "default"
 _ADLER_BASE: Final = 65521

@@ -50,7 +50,7 @@ def test_a_spliced_payload_is_one_zlib_stream_of_exactly_the_envelope(
     assert wire[0] == 0x78  # the first-byte rule (design/UPLINK.md "Compression")
     assert zlib.decompress(wire) == whole
     assert decode_payload(wire) == whole  # the listener's bounded reader: whole, nothing after
-    assert len(wire) < len(zlib.compress(whole, 1))  # the body keeps its level-6 compression
+    assert len(wire) < len(zlib.compress(whole, 1))  # the body keeps the buffer's compression
 
 
 def test_a_small_body_is_compressed_with_its_envelope_and_plain_json_is_joined() -> None:
