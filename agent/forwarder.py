@@ -26,6 +26,11 @@ Invariants:
   polling, rules or PUBACKs; records are leased only once that fsync returned (durable before
   published, exactly as with the store's inline sync), and commits made while it runs wait for
   the next one (one fsync then covers every poll that landed meanwhile);
+- deliveries are written with the next append (``Store.settle(defer=True)``): a device poll
+  then costs one store transaction, not one for its records and one for their PUBACKs; when no
+  append comes within :data:`SETTLE_LINGER_S` they are written on their own. Until written
+  only the mark can be lost (a power cut): those records go out again with the same ids.
+  Dead-letters are written at once;
 - it works only when woken (:meth:`Forwarder.wake`: a store append, PUBACKs, a new session, a
   resend) or when the drain-rate bucket refills for a held backlog: idle means no wakeups;
 - a store error (full disk, I/O error, even corruption until the runtime recovers the store)
@@ -52,12 +57,15 @@ from agent.uplink.encoding import EnvelopeParts
 from buffer import Store, StoreError
 from buffer.record import Record, Stream
 
-__all__ = ["STORE_RETRY_S", "Forwarder", "ForwarderStats", "Link"]
+__all__ = ["SETTLE_LINGER_S", "STORE_RETRY_S", "Forwarder", "ForwarderStats", "Link"]
 
 log = logging.getLogger(__name__)
 
 _MAX_LEASE_BYTES = 4 << 20
 STORE_RETRY_S = 1.0
+SETTLE_LINGER_S = 2.0
+"""How long staged deliveries wait for an append to ride along with (a 1 s poll's comes
+first) before they are written alone."""
 
 
 class Link(Protocol):
@@ -79,7 +87,7 @@ class Link(Protocol):
 @dataclass(slots=True)
 class ForwarderStats:
     published: int = 0
-    delivered: int = 0
+    delivered: int = 0  # acknowledged by the broker (the store writes the mark with an append)
     rejected: int = 0
     lost: int = 0
     resent: int = 0  # resend records acknowledged by the broker
@@ -125,6 +133,7 @@ class Forwarder:
         self._wake = asyncio.Event()
         self._held_s: float | None = None  # backfill held by the bucket: retry after this
         self._timer: asyncio.TimerHandle | None = None
+        self._settle_timer: asyncio.TimerHandle | None = None
         self._accepted: list[tuple[Stream, int]] = []  # answers not yet applied to the store
         self._rejected: list[tuple[Stream, int, str]] = []
         self.stats = ForwarderStats()
@@ -151,9 +160,10 @@ class Forwarder:
                     self._timer = loop.call_later(self._held_s, self._rearm)
                 self._held_s = None
         finally:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+            for timer in (self._timer, self._settle_timer):
+                if timer is not None:
+                    timer.cancel()
+            self._timer = self._settle_timer = None
 
     async def _make_durable(self) -> None:
         """fsync the WAL in a worker thread when records wait to be leased (only when a
@@ -210,16 +220,38 @@ class Forwarder:
             self._store.release(lost)
         self.stats.lost += len(lost)
         try:
-            self._store.settle(accepted=accepted, rejected=rejected)
+            self._store.settle(accepted=accepted, rejected=rejected, defer=True)
         except StoreError as exc:
             self._store_failed("settle", exc)
             return len(results)
+        if self._store.staged_settles and self._settle_timer is None:
+            self._settle_later()
         self._accepted, self._rejected = [], []
         if rejected:
             self._report_rejected(rejected)
         self.stats.delivered += len(accepted)
         self.stats.rejected += len(rejected)
         return len(results)
+
+    def _settle_later(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # called outside a loop (a tool, a test): no append will come
+            self.flush_settles()
+            return
+        self._settle_timer = loop.call_later(SETTLE_LINGER_S, self.flush_settles)
+
+    def flush_settles(self) -> None:
+        """Write the deliveries no append carried (the linger timer; before a stop)."""
+        self._settle_timer = None
+        try:
+            self._store.flush_settles()
+        except StoreError as exc:
+            self._store_failed("settle", exc)
+            if self._store.staged_settles:  # kept: tried again after STORE_RETRY_S
+                self._settle_timer = asyncio.get_running_loop().call_later(
+                    STORE_RETRY_S, self.flush_settles
+                )
 
     def _store_failed(self, doing: str, exc: StoreError) -> None:
         """A store call failed: count, log at most once a minute, and try again later."""

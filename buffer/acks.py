@@ -14,7 +14,10 @@ Invariants:
    broker's reason); they stay until retention or capacity removes them. The time a run of
    records was delivered is one ``settled`` row (buffer/schema.py), not a column of each.
    Only undelivered records change state. One transaction: on failure nothing changed and the
-   leases are kept.
+   leases are kept. ``settle(defer=True)`` only stages deliveries (``Core.staged``, records
+   still leased): the next append writes them in its own transaction (one commit per poll,
+   not two), or the next settle does (``Store.flush_settles``). Until then a power cut loses
+   only the "delivered" mark: those records are sent again with the same ids.
 4. Settling works on a full disk: the write releases the ballast once and retries
    (:func:`buffer.writer.with_room`); releasing is memory only.
 5. Lease order: alarms, events, then telemetry, each by seq; with ``live_since_ms`` live
@@ -27,9 +30,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from buffer.core import DEAD, DELIVERED, PENDING, SELECT_ROW, Core, Row
+from buffer import settling
+from buffer.core import SELECT_ROW, Core, Row
 from buffer.errors import RecordAuthError
 from buffer.record import Record, Stream
+from buffer.settling import seq_runs
 from buffer.writer import with_room
 
 __all__ = ["lease", "release", "resend", "seq_runs", "settle"]
@@ -50,18 +55,6 @@ _LEASE_BACKLOG = (
     SELECT_ROW + " INDEXED BY records_pending"
     " WHERE stream = 2 AND state = 0 AND created_ms < ? AND seq > ? ORDER BY seq LIMIT ?"
 )
-
-
-def seq_runs(keys: Iterable[tuple[Stream, int]]) -> list[tuple[int, int, int]]:
-    """``(stream, first, last)`` for each run of consecutive seqs among ``keys``."""
-    runs: list[list[int]] = []
-    for stream, seq in sorted({(int(s), q) for s, q in keys}):
-        last = runs[-1] if runs else None
-        if last is not None and last[0] == stream and last[2] + 1 == seq:
-            last[2] = seq
-        else:
-            runs.append([stream, seq, seq])
-    return [(s, lo, hi) for s, lo, hi in runs]
 
 
 def _lease_order(live_since_ms: int | None) -> list[tuple[Stream, str, int | None]]:
@@ -133,8 +126,9 @@ def _take(core: Core, records: list[Record]) -> list[Record]:
 def release(core: Core, keys: Iterable[tuple[Stream, int]] | None) -> None:
     """Give leases back (all of them when ``keys`` is None)."""
     core.lease_epoch += 1
-    if keys is None:
+    if keys is None:  # staged deliveries keep theirs: they were delivered
         core.leased.clear()
+        core.leased.update(core.staged)
     else:
         core.leased.difference_update((Stream(s), q) for s, q in keys)
 
@@ -143,47 +137,26 @@ def settle(
     core: Core,
     accepted: Iterable[tuple[Stream, int]],
     rejected: Iterable[tuple[Stream, int, str]],
+    *,
+    defer: bool = False,
 ) -> None:
     ok = [(Stream(s), q) for s, q in accepted]
     bad = [(Stream(s), q, reason) for s, q, reason in rejected]
+    if defer and not bad:  # written by the next append's transaction, or the next settle
+        core.staged.extend(ok)
+        core.leased.update(ok)  # (they are: the forwarder settles what it leased)
+        return
+    ok = core.staged + ok
     if not ok and not bad:
         return
     now = core.clock_ms()
 
-    runs = seq_runs(ok)
-
-    def write() -> None:
+    def write_all() -> settling.Changed:
         with core.transaction("settle") as conn:
-            # PUBACKs come back mostly in seq order: one statement per run of consecutive seqs.
-            # Only ``state`` changes: a row of the same size is rewritten in place, the sealed
-            # payload's overflow pages untouched (a settled_ms in the row would grow it, and
-            # SQLite would write the whole record again); the time goes to ``settled``.
-            conn.executemany(
-                "UPDATE records SET state = ?"
-                " WHERE stream = ? AND seq BETWEEN ? AND ? AND state = ?",
-                [(DELIVERED, s, lo, hi, PENDING) for s, lo, hi in runs],
-            )
-            conn.executemany(
-                "INSERT OR REPLACE INTO settled(stream, first_seq, last_seq, settled_ms)"
-                " VALUES (?, ?, ?, ?)",
-                [(s, lo, hi, now) for s, lo, hi in runs],
-            )
-            for s in {s for s, _, _ in runs}:  # ranges of records retention already removed
-                conn.execute(
-                    "DELETE FROM settled WHERE stream = ?1 AND last_seq <"
-                    " (SELECT min(seq) FROM records WHERE stream = ?1)",
-                    (s,),
-                )
-            for s, q, reason in bad:
-                cur = conn.execute(
-                    "UPDATE records SET state = ?, reason = ?, settled_ms = ?"
-                    " WHERE stream = ? AND seq = ? AND state = ?",
-                    (DEAD, reason, now, s, q, PENDING),
-                )
-                if cur.rowcount:
-                    conn.execute("UPDATE streams SET dead = dead + 1 WHERE stream = ?", (s,))
+            return settling.write(conn, ok, bad, now)
 
-    with_room(core, write)
+    settling.apply(core.counts, with_room(core, write_all))
+    core.staged = []
     core.leased.difference_update(ok)
     core.leased.difference_update((s, q) for s, q, _ in bad)
 

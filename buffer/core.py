@@ -13,7 +13,7 @@ Invariants:
    leases given back); nothing else makes one leasable (a delivered or dead record never is
    again, and appends count only once durable).
 3. ``bytes`` and ``stream_bytes`` equal the sum of ``records.size`` (updated only after a
-   commit); ``leased`` names only records still in ``records``.
+   commit); ``leased`` names only records still in ``records``, ``staged`` only leased ones.
 4. Every SQLite or OS error leaving this module is translated into the buffer's tree
    (:mod:`buffer.errors`); a failed transaction is rolled back whole.
 """
@@ -33,12 +33,22 @@ from buffer.errors import BufferClosedError, RecordAuthError, from_os_error, fro
 from buffer.keyring import KeyRing
 from buffer.ledger import Ledger
 from buffer.record import Record, Stream
+from buffer.settling import DEAD, DELIVERED, PENDING
 from buffer.space import Ballast, Room, measure_room
 from buffer.stats import EvictionReason
 
-__all__ = ["PENDING", "ROW_OVERHEAD", "SELECT_ROW", "Candidate", "Core", "Row", "WalSync"]
+__all__ = [
+    "DEAD",
+    "DELIVERED",
+    "PENDING",
+    "ROW_OVERHEAD",
+    "SELECT_ROW",
+    "Candidate",
+    "Core",
+    "Row",
+    "WalSync",
+]
 
-PENDING, DELIVERED, DEAD = 0, 1, 2
 ROW_OVERHEAD = 64
 SELECT_ROW = "SELECT id, stream, seq, created_ms, key_id, nonce, sealed FROM records"
 Row = tuple[int, int, int, int, int, bytes, bytes]
@@ -85,12 +95,19 @@ class Core:
     capacity: int
     reserve: int
     leased: set[tuple[Stream, int]] = field(default_factory=set)
+    # Deliveries taken (acks.settle with defer) but not yet written: the next append's
+    # transaction writes them (buffer.writer), or a settle; their records stay in ``leased``
+    # meanwhile, so they are never handed out again (a restart resends them: at-least-once).
+    staged: list[tuple[Stream, int]] = field(default_factory=list)
     evictions: dict[tuple[Stream, EvictionReason], tuple[int, int, int]] = field(
         default_factory=dict
     )
     last_seq: dict[Stream, int] = field(default_factory=dict)
     durable: dict[Stream, int] = field(default_factory=dict)
     stream_bytes: dict[Stream, int] = field(default_factory=dict)
+    # Records retained now per (stream, state), kept like ``bytes`` (after each commit), so
+    # stats() need not scan ``records`` (a full buffer is 250,000 rows of a page each).
+    counts: dict[tuple[Stream, int], int] = field(default_factory=dict)
     bytes: int = 0
     syncs: int = 0
     commits: int = 0
@@ -116,9 +133,17 @@ class Core:
         }
         self.durable = dict.fromkeys(Stream, 0)
         self.stream_bytes = dict.fromkeys(Stream, 0)
-        for s, size in conn.execute("SELECT stream, SUM(size) FROM records GROUP BY stream"):
-            self.stream_bytes[Stream(s)] = size
+        self.counts = {(s, state): 0 for s in Stream for state in (PENDING, DELIVERED, DEAD)}
+        for s, state, n, size in conn.execute(
+            "SELECT stream, state, count(*), SUM(size) FROM records GROUP BY stream, state"
+        ):
+            self.stream_bytes[Stream(s)] += size
+            self.counts[(Stream(s), state)] = n
         self.bytes = sum(self.stream_bytes.values())
+
+    def counted(self, stream: Stream, state: int, n: int) -> None:
+        """After a commit: ``n`` more (or fewer) retained records of ``stream`` in ``state``."""
+        self.counts[(stream, state)] = self.counts.get((stream, state), 0) + n
 
     def live(self) -> sqlite3.Connection:
         if self.conn is None:
@@ -237,11 +262,13 @@ class Core:
         if not bad:
             return
         now = self.clock_ms()
-        moved: list[tuple[Stream, int, int]] = []
+        moved: list[tuple[Stream, int, int, int]] = []  # stream, seq, size, state
         with self.transaction("quarantine") as conn:
             for row, reason in bad:
                 rid, stream, seq = row[0], Stream(row[1]), row[2]
-                size = conn.execute("SELECT size FROM records WHERE id = ?", (rid,)).fetchone()
+                size = conn.execute(
+                    "SELECT size, state FROM records WHERE id = ?", (rid,)
+                ).fetchone()
                 if size is None:
                     continue
                 conn.execute(
@@ -254,10 +281,11 @@ class Core:
                 conn.execute(
                     "UPDATE streams SET quarantined = quarantined + 1 WHERE stream = ?", (stream,)
                 )
-                moved.append((stream, seq, size[0]))
-        for stream, seq, size in moved:
+                moved.append((stream, seq, size[0], size[1]))
+        for stream, seq, size, state in moved:
             self.bytes -= size
             self.stream_bytes[stream] -= size
+            self.counted(stream, state, -1)
             self.leased.discard((stream, seq))
 
     def unseal_all(self, rows: list[Row]) -> tuple[list[Record], list[tuple[Row, str]]]:
@@ -289,6 +317,7 @@ class Core:
             stream = Stream(s)
             self.bytes -= size
             self.stream_bytes[stream] -= size
+            self.counted(stream, state, -1)
             self.leased.discard((stream, seq))
             if state != PENDING and reason == "capacity":
                 if created > now - self.retention_ms[stream]:

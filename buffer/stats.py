@@ -10,7 +10,15 @@ from typing import Literal
 
 from buffer.record import Stream
 
-__all__ = ["Eviction", "EvictionReason", "StoreStats", "StreamLimit", "StreamStats", "query_stats"]
+__all__ = [
+    "Eviction",
+    "EvictionReason",
+    "Kept",
+    "StoreStats",
+    "StreamLimit",
+    "StreamStats",
+    "query_stats",
+]
 
 EvictionReason = Literal["capacity", "retention"]
 
@@ -83,6 +91,15 @@ class Eviction:
     reason: EvictionReason
 
 
+@dataclass(frozen=True, slots=True)
+class Kept:
+    """What the live store keeps in memory (buffer.core): retained records per (stream,
+    state) and bytes per stream, so its stats need not scan ``records``."""
+
+    counts: Mapping[tuple[Stream, int], int]
+    stream_bytes: Mapping[Stream, int]
+
+
 def query_stats(
     conn: sqlite3.Connection,
     *,
@@ -90,19 +107,33 @@ def query_stats(
     capacity_bytes: int,
     active_key_id: int,
     key_ids: tuple[int, ...],
+    kept: Kept | None = None,
 ) -> StoreStats:
     """A consistent snapshot: one read transaction over ``records``, ``streams`` and
-    ``quarantine`` (``bytes`` is summed from the rows, so it is right for any reader)."""
+    ``quarantine``. Without ``kept`` (a reader of any file) counts and bytes are summed from
+    the rows, a scan of every record; with it only the oldest undelivered record of each
+    stream is looked up (through the pending index: a few pages however full the buffer)."""
     counts: dict[tuple[int, int], tuple[int, int, int | None]] = {}
     started = not conn.in_transaction
     if started:
         conn.execute("BEGIN")
     try:
-        for s, state, n, size, oldest in conn.execute(
-            "SELECT stream, state, count(*), SUM(size), MIN(created_ms) FROM records"
-            " GROUP BY stream, state"
-        ):
-            counts[(s, state)] = (n, size, oldest)
+        if kept is None:
+            for s, state, n, size, oldest in conn.execute(
+                "SELECT stream, state, count(*), SUM(size), MIN(created_ms) FROM records"
+                " GROUP BY stream, state"
+            ):
+                counts[(s, state)] = (n, size, oldest)
+        else:
+            for stream in Stream:
+                oldest = conn.execute(  # state spelled as the partial index's literal
+                    "SELECT MIN(created_ms) FROM records WHERE stream = ? AND state = 0",
+                    (int(stream),),
+                ).fetchone()[0]
+                for state in (0, 1, 2):
+                    size = kept.stream_bytes.get(stream, 0) if state == 0 else 0
+                    n = kept.counts.get((stream, state), 0)
+                    counts[(int(stream), state)] = (n, size, oldest if state == 0 else None)
         cols = {r[1] for r in conn.execute("PRAGMA table_info(streams)")}
         refused = "refused, refused_pending" if "refused" in cols else "0, 0"  # schema 1
         rows = conn.execute(

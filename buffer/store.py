@@ -34,6 +34,7 @@ ledger), ``buffer.db.reserve`` (the ballast), ``buffer.db.corrupt-<UTC>`` (moved
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -50,7 +51,7 @@ from buffer.opening import Settings, open_core
 from buffer.record import Record, Stream
 from buffer.recovery import OpenReport
 from buffer.reports import Refused, Report, decode_report
-from buffer.stats import Eviction, StoreStats, StreamLimit, query_stats
+from buffer.stats import Eviction, Kept, StoreStats, StreamLimit, query_stats
 from buffer.writer import Appended
 
 __all__ = ["Appended", "Store", "WalSync", "record_id"]
@@ -253,10 +254,27 @@ class Store:
         *,
         accepted: Iterable[tuple[Stream, int]] = (),
         rejected: Iterable[tuple[Stream, int, str]] = (),
+        defer: bool = False,
     ) -> None:
         """Mark ``accepted`` delivered and dead-letter ``rejected`` with its reason; un-lease
-        both. Unknown or already settled keys are ignored; on failure nothing changed."""
-        acks.settle(self._core, accepted, rejected)
+        both. Unknown or already settled keys are ignored; on failure nothing changed.
+
+        ``defer`` (and nothing rejected): only stage the deliveries; the next append writes
+        them in its transaction, or :meth:`flush_settles` (or any settle) does. Staged
+        records stay leased (never handed out again); :meth:`stats`, :meth:`maintain` and
+        :meth:`close` write them first. A power cut before they are written loses only the
+        mark: the records are sent again with the same ids (at-least-once)."""
+        acks.settle(self._core, accepted, rejected, defer=defer)
+
+    @property
+    def staged_settles(self) -> int:
+        """Deliveries staged by ``settle(defer=True)`` and not yet written."""
+        return len(self._core.staged)
+
+    def flush_settles(self) -> None:
+        """Write the staged deliveries now (nothing when none are staged)."""
+        if self._core.staged:
+            acks.settle(self._core, (), ())
 
     def resend(self, stream: Stream, from_seq: int, to_seq: int) -> list[Record]:
         """Records of ``stream`` with ``from_seq <= seq <= to_seq`` still retained, whatever
@@ -314,7 +332,10 @@ class Store:
     # -- housekeeping ----------------------------------------------------------------------
 
     def stats(self) -> StoreStats:
-        """A consistent snapshot (one read transaction)."""
+        """A consistent snapshot (one read transaction), staged deliveries written first
+        (when that fails they count as leased, as they still are)."""
+        with contextlib.suppress(StoreError):
+            self.flush_settles()
         leased: dict[Stream, int] = {}
         for s, _ in self._core.leased:
             leased[s] = leased.get(s, 0) + 1
@@ -324,12 +345,14 @@ class Store:
             capacity_bytes=self._core.capacity,
             active_key_id=self._core.keys.active.id,
             key_ids=self._core.keys.ids(),
+            kept=Kept(self._core.counts, self._core.stream_bytes),
         )
 
     def maintain(self) -> None:
         """Retention, capacities, room for a full disk, the ballast, the ledger's watermarks,
         key pruning (see :mod:`buffer.retention`). Raises :class:`BufferCorruptError` when
         the database went corrupt (then call :meth:`recover`)."""
+        self.flush_settles()
         retention.maintain(self._core)
 
     def check_integrity(self) -> list[str]:
@@ -398,6 +421,8 @@ class Store:
         if self._lock_fd is None:
             return
         try:
+            with contextlib.suppress(StoreError):  # unwritten, they are sent again: no loss
+                self.flush_settles()
             self._close_core(clean=True)
         finally:
             os.close(self._lock_fd)
@@ -408,6 +433,7 @@ class Store:
         if core.conn is None:
             return
         core.leased.clear()
+        core.staged.clear()
         try:
             if clean:
                 retention.refresh_ledger(core)

@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from buffer import crypto, kvstate
+from buffer import crypto, kvstate, settling
 from buffer.core import ROW_OVERHEAD, Candidate, Core
 from buffer.errors import BufferFullError, StoreError, from_os_error
 from buffer.record import Stream
@@ -152,7 +152,11 @@ def _commit(
     evicted: list[Candidate] = []
     durable = Stream.ALARM in parts
     incoming = sum(p.incoming for p in parts.values())
+    staged = core.staged  # deliveries taken since the last write ride along (acks.settle)
+    settled: settling.Changed = {}
     with core.transaction("append", durable=durable):
+        if staged:
+            settled = settling.write(conn, staged, [], core.clock_ms())
         for stream, part in parts.items():
             cap = core.stream_capacity[stream]
             over = core.stream_bytes[stream] + part.incoming - (cap or 0)
@@ -175,9 +179,14 @@ def _commit(
         core.keys.count_seals(conn, key_id, seals)
         if also is not None:
             also(conn)
+    if staged:
+        settling.apply(core.counts, settled)
+        core.leased.difference_update(staged)
+        core.staged = []
     for stream, part in parts.items():
         core.last_seq[stream] = part.last
         core.stream_bytes[stream] += part.incoming
+        core.counted(stream, settling.PENDING, len(part.rows))
     if durable:
         core.committed_durably()
     core.bytes += incoming

@@ -114,6 +114,7 @@ class Forwarding:
 
     def settle_late_results(self) -> None:
         self.forwarder.settle_results()
+        self.forwarder.flush_settles()  # no append will carry them now
 
 
 async def stop_uplink(

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import UplinkConfig
-from agent.forwarder import Forwarder
+from agent.forwarder import SETTLE_LINGER_S, Forwarder
 from agent.uplink import Uplink
 from buffer import Store
 from buffer.record import Stream
@@ -129,13 +129,19 @@ def test_a_store_error_is_transient_the_answers_are_kept_and_the_task_goes_on(
         store.append(Stream.ALARM, [b"{}"] * 5)
         store._core.live().execute("PRAGMA query_only = ON")
         fwd.wake()
-        await until(lambda: fwd.stats.store_errors > 0, what="a settle refused")
+        # the PUBACKs are taken at once; writing them (with no append to ride along, after
+        # SETTLE_LINGER_S) is refused
+        await until(lambda: fwd.stats.delivered == 5, what="the broker's answers taken")
+        await until(lambda: fwd.stats.store_errors > 0, timeout_s=5, what="a settle refused")
         await asyncio.sleep(1.5)  # retried (every STORE_RETRY_S) and still refused
         assert fwd.stats.store_errors >= 2
-        assert fwd.stats.delivered == 0
+        assert store.staged_settles == 5
+        alarms = store.stats().streams[Stream.ALARM]  # its own write refused: nothing changed
+        assert (alarms.delivered, alarms.undelivered) == (0, 5)
+        assert store.lease(max_count=10, max_bytes=1 << 20) == []  # still leased, not resent
         assert not task_of(fwd).done()
         store._core.live().execute("PRAGMA query_only = OFF")
-        await until(lambda: fwd.stats.delivered == 5, what="the kept answers applied")
+        await until(lambda: store.staged_settles == 0, what="the kept answers applied")
         assert store.stats().streams[Stream.ALARM].delivered == 5
 
     run_with(broker, tmp_path, body)
@@ -146,3 +152,51 @@ def task_of(fwd: Forwarder) -> asyncio.Task[None]:
         if getattr(task.get_coro(), "__qualname__", "") == "Forwarder.run":
             return task
     raise AssertionError("the forward task is gone")
+
+
+def test_a_poll_is_one_commit_the_next_append_carries_the_previous_deliveries(
+    broker: Broker, tmp_path: Path
+) -> None:
+    async def body(store: Store, up: Uplink, fwd: Forwarder) -> None:
+        await until(lambda: up.connected, what="connected")
+        await asyncio.sleep(0.3)  # the CONNACK's state/meta PUBACKs
+        conn = store._core.live()
+        state = "SELECT state FROM records WHERE stream = 2 AND seq = ?"
+        for poll in range(1, 6):  # as a 1 s device poll: append, wake, PUBACK, next poll
+            commits = store.commits
+            store.append(Stream.TELEMETRY, [b'{"points":[]}'])
+            fwd.wake()
+            await until(lambda n=poll: fwd.stats.delivered == n, what=f"poll {poll} delivered")
+            assert store.commits == commits + 1  # its PUBACK wrote nothing yet
+            assert store.staged_settles == 1
+            if poll > 1:  # the previous poll's delivery rode along with this append
+                assert conn.execute(state, (poll - 1,)).fetchone() == (1,)
+            assert conn.execute(state, (poll,)).fetchone() == (0,)
+        # no append follows the last one: its mark is written alone after the linger
+        commits = store.commits
+        await until(lambda: store.staged_settles == 0, timeout_s=SETTLE_LINGER_S + 2,
+                    what="the last delivery written")  # fmt: skip
+        assert store.commits == commits + 1
+        assert conn.execute(state, (5,)).fetchone() == (1,)
+
+    run_with(broker, tmp_path, body)
+
+
+def test_staged_deliveries_are_never_sent_twice_across_a_reconnect(
+    broker: Broker, tmp_path: Path
+) -> None:
+    async def body(store: Store, up: Uplink, fwd: Forwarder) -> None:
+        await until(lambda: up.connected, what="connected")
+        store.append(Stream.EVENT, [b"{}"] * 4)
+        fwd.wake()
+        await until(lambda: fwd.stats.delivered == 4, what="4 delivered")
+        assert store.staged_settles == 4
+        store.release_all()  # what a disconnect does: the staged keep their leases
+        published = fwd.stats.published
+        fwd.wake()
+        await asyncio.sleep(0.3)
+        assert fwd.stats.published == published
+        assert store.stats().streams[Stream.EVENT].delivered == 4  # stats writes them first
+        assert store.staged_settles == 0
+
+    run_with(broker, tmp_path, body)

@@ -1,7 +1,8 @@
 """Crash safety: a writer process SIGKILLed at random points during append/lease/settle.
 
 Each round forks a writer that opens the store and appends, leases and settles at random,
-reporting on a pipe every append and settle *after* it returned. The parent kills it after a
+reporting on a pipe every append and settle *after* it returned (a settle with ``defer`` only
+once the append or settle that wrote it returned). The parent kills it after a
 random number of reports (so the kill lands somewhere inside the next operations), then
 reopens the store and checks: every reported append is there with its exact payload, every
 reported settle stuck, nothing is half there (every record authenticates, no quarantine), no
@@ -39,6 +40,11 @@ def writer(root: Path, round_no: int, out: int) -> None:
     rng = random.Random(round_no)
     store = Store.open(**paths(root), gateway_id="gw")
     counter = 0
+    staged: list[tuple[Stream, int]] = []  # settled with defer: written by the next append
+
+    def written(keys: list[tuple[Stream, int]]) -> bytes:
+        return "".join(f"S {int(s)} {q}\n" for s, q in keys).encode() or b"-\n"
+
     while True:
         op = rng.random()
         if op < 0.6:
@@ -49,12 +55,20 @@ def writer(root: Path, round_no: int, out: int) -> None:
                 counter += 1
             seqs = store.append(stream, batch)
             lines = [f"A {int(stream)} {q} {p.hex()}\n" for q, p in zip(seqs, batch, strict=True)]
-            os.write(out, "".join(lines).encode())
+            os.write(out, "".join(lines).encode() + (written(staged) if staged else b""))
+            staged = []
         elif op < 0.9:
             leased = store.lease(max_count=rng.randint(1, 8), max_bytes=4096)
+            again = [f"X {int(r.stream)} {r.seq}\n" for r in leased if (r.stream, r.seq) in staged]
             accepted = [(r.stream, r.seq) for r in leased if rng.random() < 0.7]
-            store.settle(accepted=accepted)
-            os.write(out, "".join(f"S {int(s)} {q}\n" for s, q in accepted).encode() or b"-\n")
+            if rng.random() < 0.5:
+                store.settle(accepted=accepted, defer=True)
+                staged += accepted
+                os.write(out, "".join(again).encode() or b"-\n")
+            else:
+                store.settle(accepted=accepted)
+                os.write(out, "".join(again).encode() + written(staged + accepted))
+                staged = []
         else:
             store.release_all()
 
@@ -110,6 +124,8 @@ def kill_rounds(tmp_path: Path, rounds: int) -> None:
                 appended[key] = bytes.fromhex(rest[2])
             elif kind == "S":
                 settled.add((int(rest[0]), int(rest[1])))
+            elif kind == "X":
+                raise AssertionError(f"a staged delivery was leased again: {rest}")
         with Store.open(**paths(tmp_path), gateway_id="gw") as store:
             stats = store.stats()
             assert store.recovered_from is None

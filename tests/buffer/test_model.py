@@ -134,6 +134,17 @@ class StoreModel(RuleBasedStateMachine):
                 self.set_state(key, DEAD)
         self.leased -= set(accepted) | set(rejected)
 
+    @rule(data=st.data())
+    def settle_deferred(self, data: st.DataObject) -> None:
+        # staged only; the invariant's stats() writes them, as the next append would
+        candidates = st.tuples(streams, st.integers(1, max(self.last_seq.values()) + 2))
+        accepted = data.draw(st.lists(candidates, max_size=4))
+        self.store.settle(accepted=accepted, defer=True)
+        for key in accepted:
+            if self.state(key) == PENDING:
+                self.set_state(key, DELIVERED)
+        self.leased -= set(accepted)
+
     @rule(stream=streams, lo=st.integers(0, 12), span=st.integers(0, 12))
     def resend(self, stream: Stream, lo: int, span: int) -> None:
         got = self.store.resend(stream, lo, lo + span)
