@@ -41,8 +41,9 @@ __all__ = ["ROOM_FRESH_S", "ROOM_SLACK", "Appended", "append", "append_batch", "
 
 _T = TypeVar("_T")
 _CHUNK = 512
-ROOM_FRESH_S = 1.0
-"""How long a room measurement may be reused for telemetry appends (:func:`_check_room`)."""
+ROOM_FRESH_S = 5.0
+"""How long a room measurement may be reused for telemetry appends (:func:`_check_room`):
+longer than a 1 s poll period, or every such poll would measure (0.4 ms of its ~6 ms)."""
 ROOM_SLACK = 64 << 20
 """Room beyond the reserve below which every telemetry append measures again."""
 
@@ -202,7 +203,7 @@ def _check_room(core: Core, incoming: int) -> None:
     Measuring the room (five PRAGMAs, a stat and a statvfs) costs more than the append, so a
     measurement is reused, less what was appended since, while it is younger than
     :data:`ROOM_FRESH_S` and leaves more than :data:`ROOM_SLACK` above the reserve: only space
-    another process takes in that second goes unseen, and never near the reserve (where
+    another process takes in those seconds goes unseen, and never near the reserve (where
     every append measures), and the ballast keeps the reserve for alarms whatever happens."""
     now = core.monotonic()
     seen = core.room_seen
