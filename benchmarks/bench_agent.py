@@ -12,10 +12,12 @@ real Mosquitto) it starts, on loopback:
 - the agent, ``python -m agent run``, as its own process; after a warm-up, a steady window in
   which its CPU (utime + stime from /proc), RSS high-water mark and context switches (all
   threads) are read;
-- then the **floor** against the same PLC and broker: a minimal Python loop doing only the same
-  I/O — pymodbus reads of the same blocks every second and paho QoS 1 publishes of one v1-shaped
-  JSON payload per device poll; no rules, no buffer, no envelope. The agent's overhead is its
-  ratio to the floor, measured in the same run.
+- beside it, the **floor**, on PLC endpoints and a topic of its own, same broker: a minimal
+  Python loop doing only the same I/O — pymodbus reads of the same blocks every second and paho
+  QoS 1 publishes of one v1-shaped JSON payload per device poll; no rules, no buffer, no
+  envelope. Both are measured over the same window (a machine that slows down slows both; one
+  after the other, the floor alone moved by a third between runs), and the agent's overhead
+  is its ratio to the floor.
 
 An ``idle`` site (one device due once an hour) measures wakeups per second with nothing to do.
 
@@ -283,21 +285,6 @@ def _wait_line(proc: subprocess.Popen[str], text: str, timeout_s: float = 60) ->
     raise RuntimeError(f"no {text!r} within {timeout_s} s")
 
 
-def measure(
-    proc: subprocess.Popen[str], warmup_s: float, window_s: float, arrivals: Arrivals | None
-) -> tuple[float, tuple[float, float], float]:
-    time.sleep(warmup_s)
-    if arrivals is not None:
-        arrivals.recording = True
-    a = sample(proc.pid)
-    time.sleep(window_s)
-    b = sample(proc.pid)
-    if arrivals is not None:
-        arrivals.recording = False
-    dt = b.t - a.t
-    return 100 * (b.cpu_s - a.cpu_s) / dt, vm_mb(proc.pid), (b.switches - a.switches) / dt
-
-
 def stop(proc: subprocess.Popen[str]) -> None:
     proc.send_signal(signal.SIGTERM)
     try:
@@ -310,10 +297,16 @@ def stop(proc: subprocess.Popen[str]) -> None:
 def run_site(
     devices: int, tags: int, *, period_s: float, warmup_s: float, window_s: float, tmp: Path
 ) -> tuple[Result, Result | None]:
+    """The agent and the floor run side by side, each on its own PLC endpoints and topic, and
+    are measured over the same window: a machine that slows down (other work, a noisy
+    neighbour on a VM) slows both, so their ratio stays put where one after the other it
+    moved by a third between runs."""
+    floor_on = period_s < 60
     ports = [free_port() for _ in range(devices)]
+    floor_ports = [free_port() for _ in range(devices)] if floor_on else []
     stats_file = tmp / "plc.json"
     plc = subprocess.Popen(
-        [sys.executable, __file__, "--plc", str(stats_file), *map(str, ports)],
+        [sys.executable, __file__, "--plc", str(stats_file), *map(str, ports + floor_ports)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -321,7 +314,9 @@ def run_site(
     broker = Broker(tmp / "broker")
     broker.start()
     topic = "safeedge/v1/BENCH/GW1/telemetry"
+    floor_topic = "bench/floor/telemetry"
     arrivals = Arrivals(broker, topic)
+    floor_arrivals = Arrivals(broker, floor_topic) if floor_on else None
     cfg = agent_config(tmp, ports, tags, broker.port, period_s)
     env = {
         **os.environ,
@@ -335,50 +330,68 @@ def run_site(
         env=env,
         cwd=tmp,
     )
+    floor: subprocess.Popen[str] | None = None
     floor_result = None
     try:
         deadline = time.monotonic() + 90
-        while arrivals.messages == 0 and period_s < 60:
+        while arrivals.messages == 0 and floor_on:
             if agent.poll() is not None or time.monotonic() > deadline:
                 out = agent.stdout.read() if agent.stdout else ""
                 raise RuntimeError(f"agent produced no telemetry: {out[-2000:]}")
             time.sleep(0.05)
-        t_window = time.monotonic() + warmup_s
-        cpu, rss, wake = measure(agent, warmup_s, window_s, arrivals)
-        t_end = time.monotonic()
-        lat = list(arrivals.latencies_ms)
-        stop(agent)
-        agent_window = (t_window, t_end)
-        if period_s < 60:
-            arrivals.latencies_ms.clear()
+        if floor_arrivals is not None:
             floor = subprocess.Popen(
-                [
-                    sys.executable,
-                    __file__,
-                    "--floor",
-                    str(tags),
-                    str(broker.port),
-                    topic,
-                    *map(str, ports),
-                ],
+                [sys.executable, __file__, "--floor", str(tags), str(broker.port), floor_topic,
+                 *map(str, floor_ports)],
                 stdout=subprocess.PIPE,
                 text=True,
-            )
+            )  # fmt: skip
             _wait_line(floor, "floor ready")
-            f_cpu, f_rss, f_wake = measure(floor, warmup_s / 2, window_s, arrivals)
-            f_lat = list(arrivals.latencies_ms)
-            stop(floor)
+        time.sleep(warmup_s)
+        for a in (arrivals, floor_arrivals):
+            if a is not None:
+                a.recording = True
+        t_window = time.monotonic()
+        a0 = sample(agent.pid)
+        f0 = sample(floor.pid) if floor is not None else None
+        time.sleep(window_s)
+        a1 = sample(agent.pid)
+        f1 = sample(floor.pid) if floor is not None else None
+        t_end = time.monotonic()
+        for a in (arrivals, floor_arrivals):
+            if a is not None:
+                a.recording = False
+        dt = a1.t - a0.t
+        cpu, rss, wake = (
+            100 * (a1.cpu_s - a0.cpu_s) / dt,
+            vm_mb(agent.pid),
+            (a1.switches - a0.switches) / dt,
+        )
+        lat = list(arrivals.latencies_ms)
+        if floor is not None and f0 is not None and f1 is not None:
+            assert floor_arrivals is not None
+            fdt = f1.t - f0.t
+            f_lat = list(floor_arrivals.latencies_ms)
             floor_result = Result(
-                f_cpu, *f_rss, f_wake, pct(f_lat, 0.5), pct(f_lat, 0.95), math.nan, math.nan
-            )
+                100 * (f1.cpu_s - f0.cpu_s) / fdt, *vm_mb(floor.pid),
+                (f1.switches - f0.switches) / fdt, pct(f_lat, 0.5), pct(f_lat, 0.95),
+                math.nan, math.nan,
+            )  # fmt: skip
+        agent_window = (t_window, t_end)
     finally:
-        if agent.poll() is None:
-            stop(agent)
-        arrivals.close()
+        for proc in (agent, floor):
+            if proc is not None and proc.poll() is None:
+                stop(proc)
+        for a in (arrivals, floor_arrivals):
+            if a is not None:
+                a.close()
         broker.kill()
         plc.send_signal(signal.SIGTERM)
         plc.wait(10)
-    stamps = {int(p): a for p, a in json.loads(stats_file.read_text()).items()}
+    agent_ports = set(ports)
+    stamps = {
+        int(p): a for p, a in json.loads(stats_file.read_text()).items() if int(p) in agent_ports
+    }
     requests = 0
     jitter: list[float] = []
     lo, hi = agent_window

@@ -31,4 +31,6 @@ def test_the_agent_benchmark_measures_the_agent_and_its_floor_on_a_tiny_site() -
     assert 0.5 <= float(requests) <= 1.5  # the PLC counted about one request per 1 s cycle
     p50, p95 = (float(x) for x in cells[7].split()[0].split("/"))
     assert 0 < p50 <= p95 < 1000  # readings arrived at the subscriber, in well under a second
+    f50, f95 = (float(x) for x in cells[7].split()[1].strip("()").split("/"))
+    assert 0 < f50 <= f95 < 1000  # the floor, beside it on its own topic, was measured too
     assert any(line.startswith("| idle") for line in lines)
