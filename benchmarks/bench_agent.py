@@ -294,6 +294,17 @@ def stop(proc: subprocess.Popen[str]) -> None:
         proc.wait()
 
 
+def _distinct_ports(n: int) -> list[int]:
+    """``n`` different free ports (the kernel may hand one out twice in a row: 80 draws for
+    40 devices and their floor once gave a duplicate, and the PLC could not bind)."""
+    ports: list[int] = []
+    while len(ports) < n:
+        p = free_port()
+        if p not in ports:
+            ports.append(p)
+    return ports
+
+
 def run_site(
     devices: int, tags: int, *, period_s: float, warmup_s: float, window_s: float, tmp: Path
 ) -> tuple[Result, Result | None]:
@@ -302,8 +313,8 @@ def run_site(
     neighbour on a VM) slows both, so their ratio stays put where one after the other it
     moved by a third between runs."""
     floor_on = period_s < 60
-    ports = [free_port() for _ in range(devices)]
-    floor_ports = [free_port() for _ in range(devices)] if floor_on else []
+    drawn = _distinct_ports(2 * devices if floor_on else devices)
+    ports, floor_ports = drawn[:devices], drawn[devices:]
     stats_file = tmp / "plc.json"
     plc = subprocess.Popen(
         [sys.executable, __file__, "--plc", str(stats_file), *map(str, ports + floor_ports)],
