@@ -22,7 +22,8 @@ real Mosquitto) it starts, on loopback:
 An ``idle`` site (one device due once an hour) measures wakeups per second with nothing to do.
 
 Usage: ``python benchmarks/bench_agent.py [--sites 1x100 1x1000 10x100 10x1000 40x250 idle]
-[--window-s 20] [--warmup-s 6] [--kernels native|jit]``. Prints a table and the machine it ran on.
+[--window-s 20] [--warmup-s 6] [--rounds 1] [--kernels native|jit]``. Prints a table and the
+machine it ran on; with ``--rounds`` also the median agent/floor ratio per site.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import math
 import os
 import platform
 import signal
+import statistics
 import struct
 import subprocess
 import sys
@@ -431,6 +433,12 @@ def main() -> None:
         "--sites", nargs="+", default=["1x100", "1x1000", "10x100", "10x1000", "40x250", "idle"]
     )
     ap.add_argument("--window-s", type=float, default=20.0)
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run each site this many times (a row each); then the median agent/floor ratio",
+    )
     ap.add_argument("--warmup-s", type=float, default=6.0)
     ap.add_argument(
         "--kernels",
@@ -454,7 +462,8 @@ def main() -> None:
     )
     print(head)
     print("|---" * 10 + "|")
-    for site in args.sites:
+    ratios: dict[str, list[float]] = {}
+    for site in [s for s in args.sites for _ in range(max(1, args.rounds))]:
         with tempfile.TemporaryDirectory(prefix="bench-agent-") as d:
             if site == "idle":
                 devices, tags, period = 1, 10, 3600.0
@@ -485,6 +494,14 @@ def main() -> None:
                 f"| {r.lat_p50:.1f}/{r.lat_p95:.1f} ({f.lat_p50:.1f}/{f.lat_p95:.1f}) "
                 f"| {r.requests_per_cycle:.2f} ({optimum}) | {r.jitter_p95_pct:.2f} |",
                 flush=True,
+            )
+            if f.cpu_pct:
+                ratios.setdefault(f"{devices}×{tags}", []).append(r.cpu_pct / f.cpu_pct)
+    for name, rs in ratios.items():
+        if len(rs) > 1:
+            print(
+                f"{name}: agent/floor median {statistics.median(rs):.2f} over {len(rs)} rounds "
+                f"(range {min(rs):.2f}–{max(rs):.2f})"
             )
 
 
