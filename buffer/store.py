@@ -44,13 +44,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
 
-from buffer import acks, kvstate, retention, writer
+from buffer import acks, kvstate, reporting, retention, writer
 from buffer.core import Core, WalSync
 from buffer.errors import BufferInUseError, StoreError, from_os_error, from_sqlite
 from buffer.opening import Settings, open_core
 from buffer.record import Record, Stream
 from buffer.recovery import OpenReport
-from buffer.reports import Refused, Report, decode_report
+from buffer.reports import Report
 from buffer.stats import Eviction, Kept, StoreStats, StreamLimit, query_stats
 from buffer.writer import Appended
 
@@ -285,49 +285,12 @@ class Store:
 
     def pending_reports(self) -> list[Report]:
         """Reports not yet turned into events: gaps, corruption, refused telemetry."""
-        return [r for _, r in self._pending()]
+        return [r for _, r in reporting.pending(self._core)]
 
     def flush_reports(self, encode: Callable[[Report], bytes]) -> int:
         """Append ``encode(report)`` for every pending report to the event stream and clear
         them, in one transaction; returns how many. Raises as :meth:`append` does."""
-        pending = self._pending()
-        if not pending:
-            return 0
-        ids = [(i,) for i, _ in pending if i is not None]
-        unsaved = dict(self._core.unsaved_refusals)
-
-        def clear(c: sqlite3.Connection) -> None:
-            c.executemany("DELETE FROM reports WHERE id = ?", ids)
-            c.execute(
-                "UPDATE streams SET refused_pending = 0, refused_first_ms = NULL,"
-                " refused_last_ms = NULL, refused_reason = NULL"
-            )
-            for stream, (n, _, _, _) in unsaved.items():
-                c.execute("UPDATE streams SET refused = refused + ? WHERE stream = ?", (n, stream))
-
-        writer.append(self._core, Stream.EVENT, [encode(r) for _, r in pending], None, also=clear)
-        for stream in unsaved:
-            self._core.unsaved_refusals.pop(stream, None)
-        return len(pending)
-
-    def _pending(self) -> list[tuple[int | None, Report]]:
-        conn = self._core.live()
-        out: list[tuple[int | None, Report]] = [
-            (i, decode_report(body)) for i, body in conn.execute("SELECT id, body FROM reports")
-        ]
-        rows = conn.execute(
-            "SELECT stream, refused_pending, refused_first_ms, refused_last_ms, refused_reason"
-            " FROM streams WHERE refused_pending > 0"
-        ).fetchall()
-        summed = {Stream(s): (n, a, b, r) for s, n, a, b, r in rows}
-        for stream, (n, a, b, r) in self._core.unsaved_refusals.items():
-            m, a0, b0, _ = summed.get(stream, (0, a, b, r))
-            summed[stream] = (n + m, min(a, a0), max(b, b0), r)
-        for stream, (n, a, b, r) in sorted(summed.items()):
-            out.append(
-                (None, Refused(stream=stream, count=n, first_ts=a, last_ts=b, reason=r or ""))
-            )
-        return out
+        return reporting.flush(self._core, encode)
 
     # -- housekeeping ----------------------------------------------------------------------
 
