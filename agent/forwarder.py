@@ -134,6 +134,7 @@ class Forwarder:
         self._held_s: float | None = None  # backfill held by the bucket: retry after this
         self._timer: asyncio.TimerHandle | None = None
         self._settle_timer: asyncio.TimerHandle | None = None
+        self._staged_since = 0.0  # monotonic: when the oldest unwritten delivery was staged
         self._accepted: list[tuple[Stream, int]] = []  # answers not yet applied to the store
         self._rejected: list[tuple[Stream, int, str]] = []
         self.stats = ForwarderStats()
@@ -219,13 +220,17 @@ class Forwarder:
         if lost:
             self._store.release(lost)
         self.stats.lost += len(lost)
+        staged_before = self._store.staged_settles  # 0: an append wrote the earlier ones
         try:
             self._store.settle(accepted=accepted, rejected=rejected, defer=True)
         except StoreError as exc:
             self._store_failed("settle", exc)
             return len(results)
-        if self._store.staged_settles and self._settle_timer is None:
-            self._settle_later()
+        if self._store.staged_settles:
+            if not staged_before:
+                self._staged_since = self._monotonic()
+            if self._settle_timer is None:
+                self._settle_later(SETTLE_LINGER_S)
         self._accepted, self._rejected = [], []
         if rejected:
             self._report_rejected(rejected)
@@ -233,25 +238,38 @@ class Forwarder:
         self.stats.rejected += len(rejected)
         return len(results)
 
-    def _settle_later(self) -> None:
+    def _settle_later(self, delay_s: float) -> None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # called outside a loop (a tool, a test): no append will come
-            self.flush_settles()
+            try:
+                self._store.flush_settles()
+            except StoreError as exc:  # kept: the next append or the close writes them
+                self._store_failed("settle", exc)
             return
-        self._settle_timer = loop.call_later(SETTLE_LINGER_S, self.flush_settles)
+        self._settle_timer = loop.call_later(delay_s, self._settle_due)
+
+    def _settle_due(self) -> None:
+        """The linger timer: write the staged deliveries once the oldest waited
+        :data:`SETTLE_LINGER_S` (appends that wrote the earlier ones restart the count, so a
+        steady 1 s poll never has a settle-only commit)."""
+        self._settle_timer = None
+        if not self._store.staged_settles:
+            return
+        wait = self._staged_since + SETTLE_LINGER_S - self._monotonic()
+        if wait > 0:
+            self._settle_later(wait)
+        else:
+            self.flush_settles()
 
     def flush_settles(self) -> None:
         """Write the deliveries no append carried (the linger timer; before a stop)."""
-        self._settle_timer = None
         try:
             self._store.flush_settles()
         except StoreError as exc:
             self._store_failed("settle", exc)
-            if self._store.staged_settles:  # kept: tried again after STORE_RETRY_S
-                self._settle_timer = asyncio.get_running_loop().call_later(
-                    STORE_RETRY_S, self.flush_settles
-                )
+            if self._store.staged_settles and self._settle_timer is None:
+                self._settle_later(STORE_RETRY_S)  # kept: tried again
 
     def _store_failed(self, doing: str, exc: StoreError) -> None:
         """A store call failed: count, log at most once a minute, and try again later."""

@@ -162,7 +162,11 @@ def test_a_poll_is_one_commit_the_next_append_carries_the_previous_deliveries(
         await asyncio.sleep(0.3)  # the CONNACK's state/meta PUBACKs
         conn = store._core.live()
         state = "SELECT state FROM records WHERE stream = 2 AND seq = ?"
-        for poll in range(1, 6):  # as a 1 s device poll: append, wake, PUBACK, next poll
+        first = commits = store.commits
+        for poll in range(1, 6):  # a 0.9 s device poll: append, wake, PUBACK, next poll
+            if poll > 1:  # 3.6 s in all: the linger (2 s) restarts with each append
+                await asyncio.sleep(0.9)
+                assert store.commits == commits + 1, "a settle-only commit between two polls"
             commits = store.commits
             store.append(Stream.TELEMETRY, [b'{"points":[]}'])
             fwd.wake()
@@ -172,10 +176,13 @@ def test_a_poll_is_one_commit_the_next_append_carries_the_previous_deliveries(
             if poll > 1:  # the previous poll's delivery rode along with this append
                 assert conn.execute(state, (poll - 1,)).fetchone() == (1,)
             assert conn.execute(state, (poll,)).fetchone() == (0,)
+            staged_at = time.monotonic()
+        assert store.commits == first + 5  # five polls, five commits
         # no append follows the last one: its mark is written alone after the linger
         commits = store.commits
         await until(lambda: store.staged_settles == 0, timeout_s=SETTLE_LINGER_S + 2,
                     what="the last delivery written")  # fmt: skip
+        assert time.monotonic() - staged_at >= SETTLE_LINGER_S - 0.1
         assert store.commits == commits + 1
         assert conn.execute(state, (5,)).fetchone() == (1,)
 
