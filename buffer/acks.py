@@ -34,10 +34,9 @@ from buffer import settling
 from buffer.core import SELECT_ROW, Core, Row
 from buffer.errors import RecordAuthError
 from buffer.record import Record, Stream
-from buffer.settling import seq_runs
 from buffer.writer import with_room
 
-__all__ = ["lease", "release", "resend", "seq_runs", "settle"]
+__all__ = ["lease", "release", "resend", "settle"]
 
 _CHUNK = 512
 # Lease queries. SQL text spells states and Stream.TELEMETRY = 2 as literals: SQLite uses a

@@ -37,17 +37,7 @@ from buffer.settling import DEAD, DELIVERED, PENDING
 from buffer.space import Ballast, Room, measure_room
 from buffer.stats import EvictionReason
 
-__all__ = [
-    "DEAD",
-    "DELIVERED",
-    "PENDING",
-    "ROW_OVERHEAD",
-    "SELECT_ROW",
-    "Candidate",
-    "Core",
-    "Row",
-    "WalSync",
-]
+__all__ = ["PENDING", "ROW_OVERHEAD", "SELECT_ROW", "Candidate", "Core", "Row", "WalSync"]
 
 ROW_OVERHEAD = 64
 SELECT_ROW = "SELECT id, stream, seq, created_ms, key_id, nonce, sealed FROM records"

@@ -131,6 +131,7 @@ def query_stats(
                     (int(stream),),
                 ).fetchone()[0]
                 for state in (0, 1, 2):
+                    # bytes are kept per stream only: all in one slot (the stats sum them)
                     size = kept.stream_bytes.get(stream, 0) if state == 0 else 0
                     n = kept.counts.get((stream, state), 0)
                     counts[(int(stream), state)] = (n, size, oldest if state == 0 else None)
