@@ -216,15 +216,24 @@ def test_2000_mutated_commands_are_each_answered_or_counted_and_forge_nothing(
         for m in delivered
         if m.id is not None and len(m.raw) <= cap and m.id not in by_id
     ]
-    assert len(unanswered) <= dropped["result_dropped"], unanswered[:5]  # answered or counted
+    # a valid command whose own result was dropped (counted) may show only its replay's
+    # rejection; every such gap, like every unanswered id, is one of the counted drops
+    ok_missing: list[list[str]] = []
     for m in items:
         if m.ok and m.id in by_id:
             # acted on at most once; a replay may be answered before the original (its
             # rejection does not wait for the original's replay-store write)
             answers = by_id[m.id]
             oks = [a for a in answers if a.startswith("ok")]
-            assert oks == ["ok pong"] or any("rate_limited" in a for a in answers), answers
             assert len(oks) <= 1, answers
+            assert oks in ([], ["ok pong"]), answers
+            if not oks and not any("rate_limited" in a for a in answers):
+                assert all("replayed" in a for a in answers), answers
+                ok_missing.append(answers)
+    assert len(unanswered) + len(ok_missing) <= dropped["result_dropped"], (
+        unanswered[:5],
+        ok_missing[:5],
+    )
     statuses = [r.status for r in results]
     assert statuses.count("ok") >= 1 and statuses.count("rejected") > 1000
 
