@@ -24,6 +24,9 @@ Invariants:
    telemetry (created at or after it) before the backlog, each by seq.
 6. A lease after one that ran every query dry, with nothing made leasable since (the core's
    ``lease_epoch``), answers ``[]`` without a query: the forwarder asks after every PUBACK.
+7. A record this process appended and has not leased yet is handed out as it was appended
+   (``Core.fresh``, bounded, memory only): its row is found by the same query but not opened
+   or inflated again. Every other record is authenticated from its row before it is believed.
 """
 
 from __future__ import annotations
@@ -99,11 +102,13 @@ def lease(
                     break
                 if (stream, row[2]) in core.leased:
                     continue
-                try:
-                    record = core.unseal(row)
-                except RecordAuthError as exc:
-                    bad.append((row, str(exc)))
-                    continue
+                record = core.fresh.get((stream, row[2]))  # appended by this process
+                if record is None:
+                    try:
+                        record = core.unseal(row)
+                    except RecordAuthError as exc:
+                        bad.append((row, str(exc)))
+                        continue
                 if out and total + record.size > max_bytes:
                     core.quarantine(bad)
                     return _take(core, out)
@@ -118,7 +123,9 @@ def lease(
 
 
 def _take(core: Core, records: list[Record]) -> list[Record]:
-    core.leased.update((r.stream, r.seq) for r in records)
+    for r in records:
+        core.leased.add((r.stream, r.seq))
+        core.take_fresh((r.stream, r.seq))
     return records
 
 

@@ -40,9 +40,17 @@ from buffer.stats import EvictionReason
 __all__ = ["PENDING", "ROW_OVERHEAD", "SELECT_ROW", "Candidate", "Core", "Row", "WalSync"]
 
 ROW_OVERHEAD = 64
+FRESH_MAX_BYTES = 2 << 20
+"""Bound of :attr:`Core.fresh`: the last second's records of a large site, several times over;
+while the uplink is down the oldest fall out (they are unsealed when leased, as before)."""
 SELECT_ROW = "SELECT id, stream, seq, created_ms, key_id, nonce, sealed FROM records"
 Row = tuple[int, int, int, int, int, bytes, bytes]
 Candidate = tuple[int, int, int, int, int, int]  # id, stream, seq, created_ms, size, state
+
+
+def _held(r: Record) -> int:
+    d = r.deflated
+    return r.size + (len(d.data) if d is not None else 0)
 
 
 @dataclass(eq=False)
@@ -113,7 +121,27 @@ class Core:
     unsaved_refusals: dict[Stream, tuple[int, int, int, str]] = field(default_factory=dict)
     # delivered/dead records capacity evicted before their retention (Store.take_shortened)
     shortened: dict[Stream, tuple[int, int, int]] = field(default_factory=dict)
+    # Records committed by this process and not yet leased, as they were appended (their
+    # payload and, when stored deflated, that form too): a lease takes a record from here
+    # instead of opening and inflating what it just sealed. Memory only, bounded by
+    # FRESH_MAX_BYTES (oldest out first); a record not here is unsealed from its row.
+    fresh: dict[tuple[Stream, int], Record] = field(default_factory=dict)
+    fresh_bytes: int = 0
     _wal_fd: int | None = None
+
+    def remember(self, records: list[Record]) -> None:
+        """After a commit: keep ``records`` for their first lease (see ``fresh``)."""
+        for r in records:
+            self.fresh[(r.stream, r.seq)] = r
+            self.fresh_bytes += _held(r)
+        while self.fresh_bytes > FRESH_MAX_BYTES and self.fresh:
+            self.fresh_bytes -= _held(self.fresh.pop(next(iter(self.fresh))))
+
+    def take_fresh(self, key: tuple[Stream, int]) -> Record | None:
+        r = self.fresh.pop(key, None)
+        if r is not None:
+            self.fresh_bytes -= _held(r)
+        return r
 
     def load_counters(self) -> None:
         """Read ``last_seq`` and the byte accounting from the database."""
@@ -277,6 +305,7 @@ class Core:
             self.stream_bytes[stream] -= size
             self.counted(stream, state, -1)
             self.leased.discard((stream, seq))
+            self.take_fresh((stream, seq))
 
     def unseal_all(self, rows: list[Row]) -> tuple[list[Record], list[tuple[Row, str]]]:
         out: list[Record] = []
@@ -309,6 +338,7 @@ class Core:
             self.stream_bytes[stream] -= size
             self.counted(stream, state, -1)
             self.leased.discard((stream, seq))
+            self.take_fresh((stream, seq))
             if state != PENDING and reason == "capacity":
                 if created > now - self.retention_ms[stream]:
                     n, first, last = self.shortened.get(stream, (0, created, created))

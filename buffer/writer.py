@@ -35,7 +35,7 @@ from typing import TypeVar
 from buffer import crypto, kvstate, settling
 from buffer.core import ROW_OVERHEAD, Candidate, Core
 from buffer.errors import BufferFullError, StoreError, from_os_error
-from buffer.record import Stream
+from buffer.record import Record, Stream
 
 __all__ = ["ROOM_FRESH_S", "ROOM_SLACK", "Appended", "append", "append_batch", "evict", "with_room"]
 
@@ -72,6 +72,7 @@ class _Sealed:
     rows: list[tuple[Stream, int, int, int, bytes, bytes, int]]
     incoming: int
     last: int
+    records: list[Record]  # as appended, for Core.fresh (forwarded streams only)
 
 
 def append(
@@ -126,14 +127,20 @@ def _seal(core: Core, stream: Stream, payloads: Sequence[bytes], created: int) -
     key = core.keys.active
     first = core.last_seq[stream] + 1
     rows = []
+    records = []
     incoming = 0
     for seq, payload in enumerate(payloads, start=first):
         aad = crypto.associated_data(core.gateway, stream, seq, created, key.id)
-        nonce, sealed = key.seal(crypto.pack(payload), aad)
+        packed = crypto.pack(payload)
+        nonce, sealed = key.seal(packed, aad)
         size = len(nonce) + len(sealed) + ROW_OVERHEAD
         rows.append((stream, seq, created, key.id, nonce, sealed, size))
         incoming += size
-    return _Sealed(rows, incoming, first + len(payloads) - 1)
+        if stream.forwarded:
+            body = crypto.unpack_lazy(packed)  # the deflated form as a lease hands it out
+            deflated = None if isinstance(body, bytes) else body
+            records.append(Record(stream, seq, created, payload, deflated=deflated))
+    return _Sealed(rows, incoming, first + len(payloads) - 1, records)
 
 
 def _commit(
@@ -188,6 +195,7 @@ def _commit(
         core.last_seq[stream] = part.last
         core.stream_bytes[stream] += part.incoming
         core.counted(stream, settling.PENDING, len(part.rows))
+        core.remember(part.records)
     if durable:
         core.committed_durably()
     core.bytes += incoming
