@@ -372,12 +372,15 @@ class Forwarder:
                 site=self._site, gateway=self._gateway, stream=stream, seq=record.seq,
                 ts_ms=record.created_ms, backfill=backfill, body=record.payload,
             )  # fmt: skip
+        # a record the store still held as appended has its payload too: no inflating at all
+        plain = record.payload if record.payload_at_hand else None
+        start = deflated.peek(VERSION_PEEK_BYTES) if plain is None else plain[:VERSION_PEEK_BYTES]
         head = envelope_head(
-            v=body_version(stream, deflated.peek(VERSION_PEEK_BYTES)),
+            v=body_version(stream, start),
             site=self._site, gateway=self._gateway, stream=stream, seq=record.seq,
             ts_ms=record.created_ms, backfill=backfill,
         )  # fmt: skip
-        return EnvelopeParts(head, deflated, b"}")
+        return EnvelopeParts(head, deflated, b"}", plain)
 
     def _report_rejected(self, rejected: list[tuple[Stream, int, str]]) -> None:
         now = self._clock_ms()

@@ -114,6 +114,11 @@ class Record:
         return p
 
     @property
+    def payload_at_hand(self) -> bool:
+        """Whether :attr:`payload` is held already (reading it inflates nothing)."""
+        return self._payload is not None
+
+    @property
     def size(self) -> int:
         """``len(payload)``, without inflating it."""
         p = self._payload

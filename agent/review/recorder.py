@@ -145,6 +145,7 @@ class IncidentRecorder:
         self._max_ms = int(config.max_s * 1000)
         self._levels = frozenset(config.levels)
         watched = np.flatnonzero(self._watched)
+        self._all_watched = bool(self._watched.all())
         self.plan: RingPlan = ring_plan(
             pre_s=config.pre_s,
             ring_mb=config.ring_mb,
@@ -188,13 +189,23 @@ class IncidentRecorder:
     ) -> list[bytes]:
         """One polled batch and its events (in the engine's order); the bodies to append."""
         out: list[bytes] = []
-        keep = self._watched[tag]
-        chunk = (
-            tag[keep].astype(np.int32),
-            ts_ms[keep].astype(np.int64),
-            value[keep].astype(np.float64),
-            quality[keep].astype(np.uint8),
-        )
+        # the ring copies what it keeps: a batch of watched tags only (at a site with a rule on
+        # every tag, every batch) is passed as it is, without a mask and four copies per poll
+        if self._all_watched:
+            chunk = (
+                tag.astype(np.int32, copy=False),
+                ts_ms.astype(np.int64, copy=False),
+                value.astype(np.float64, copy=False),
+                quality.astype(np.uint8, copy=False),
+            )
+        else:
+            keep = self._watched[tag]
+            chunk = (
+                tag[keep].astype(np.int32, copy=False),
+                ts_ms[keep].astype(np.int64, copy=False),
+                value[keep].astype(np.float64, copy=False),
+                quality[keep].astype(np.uint8, copy=False),
+            )
         self._ring.push(*chunk)
         for inc in self._open:
             sel = inc.member[chunk[0]]

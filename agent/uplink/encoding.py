@@ -85,10 +85,12 @@ class EnvelopeParts:
     head: bytes
     body: DeflatedBody
     tail: bytes
+    plain: bytes | None = None  # the body inflated, when the reader has it at hand
 
     def joined(self) -> bytes:
-        """The plain JSON envelope (inflates the body)."""
-        return b"".join((self.head, self.body.inflate(), self.tail))
+        """The plain JSON envelope (inflates the body unless ``plain`` is given)."""
+        body = self.plain if self.plain is not None else self.body.inflate()
+        return b"".join((self.head, body, self.tail))
 
 
 def encode_payload(envelope: bytes | EnvelopeParts, encoding: Encoding) -> bytes:

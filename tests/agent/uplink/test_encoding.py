@@ -65,3 +65,25 @@ def test_plain_envelopes_encode_as_before() -> None:
     whole = parts(v2_body(10, 6))[1]
     assert encode_payload(whole, "json") == whole
     assert zlib.decompress(encode_payload(whole, "json+zlib")) == whole
+
+
+class _NoInflate:
+    """A deflated body that must not be inflated (its plaintext is given beside it)."""
+
+    def __init__(self, real: Deflated) -> None:
+        self.data, self.adler32, self.size = real.data, real.adler32, real.size
+
+    def inflate(self) -> bytes:
+        raise AssertionError("inflated although the plaintext was at hand")
+
+
+@pytest.mark.parametrize("n_tags", [20, 1000])
+def test_a_body_given_with_its_plaintext_goes_out_the_same_without_inflating(n_tags: int) -> None:
+    body = v2_body(n_tags, 8)
+    p, whole = parts(body)
+    held = EnvelopeParts(p.head, _NoInflate(p.body), p.tail, body)  # type: ignore[arg-type]
+    assert held.joined() == whole and encode_payload(held, "json") == whole
+    if p.body.size >= SPLICE_MIN_BYTES:  # spliced as stored: the same bytes on the wire
+        assert encode_payload(held, "json+zlib") == encode_payload(p, "json+zlib")
+    else:
+        assert zlib.decompress(encode_payload(held, "json+zlib")) == whole
