@@ -397,6 +397,8 @@ class Store:
             return
         core.leased.clear()
         core.staged.clear()
+        core.fresh.clear()
+        core.fresh_bytes = 0
         try:
             if clean:
                 retention.refresh_ledger(core)
