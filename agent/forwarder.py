@@ -52,6 +52,7 @@ from typing import Protocol
 from agent.codec import encode_envelope, envelope_head, event_body
 from agent.codec_v2 import VERSION_PEEK_BYTES, body_version
 from agent.logs import RateLimiter, kv
+from agent.syncthread import SyncThread
 from agent.uplink import Outcome, PublishResult
 from agent.uplink.encoding import EnvelopeParts
 from buffer import Store, StoreError
@@ -138,6 +139,7 @@ class Forwarder:
         self._accepted: list[tuple[Stream, int]] = []  # answers not yet applied to the store
         self._rejected: list[tuple[Stream, int, str]] = []
         self.stats = ForwarderStats()
+        self._syncer = SyncThread("safeedge-walsync")
         self.wakeups = 0  # times run() woke up (idle cost, for benchmarks and tests)
 
     def wake(self) -> None:
@@ -165,9 +167,10 @@ class Forwarder:
                 if timer is not None:
                     timer.cancel()
             self._timer = self._settle_timer = None
+            self._syncer.close()
 
     async def _make_durable(self) -> None:
-        """fsync the WAL in a worker thread when records wait to be leased (only when a
+        """fsync the WAL on the sync thread when records wait to be leased (only when a
         lease could follow, as the store's inline sync did)."""
         if self._budget() <= 0:
             return
@@ -175,7 +178,7 @@ class Forwarder:
             pending = self._store.begin_sync()
             if pending is None:
                 return
-            await asyncio.to_thread(pending.run)
+            await self._syncer.run(pending.run)
         except StoreError as exc:
             self._store_failed("sync", exc)
             return
