@@ -21,11 +21,12 @@ Invariants:
   their original ids, within the same in-flight window; their answers change nothing in the
   store (a lost one is queued again);
 - the forwarder runs on the agent's event loop thread, the only thread that touches the store;
-  in :meth:`Forwarder.run` the WAL fsync that makes new records leasable runs in a worker
-  thread (:meth:`buffer.Store.begin_sync`), so a disk stalled by other writers never stalls
-  polling, rules or PUBACKs; records are leased only once that fsync returned (durable before
-  published, exactly as with the store's inline sync), and commits made while it runs wait for
-  the next one (one fsync then covers every poll that landed meanwhile);
+  in :meth:`Forwarder.run` the WAL fsync that makes new records leasable runs on a thread of
+  its own (:class:`agent.syncthread.SyncThread`, :meth:`buffer.Store.begin_sync`), so a disk
+  stalled by other writers never stalls polling, rules or PUBACKs; records are leased only
+  once that fsync returned (durable before published, exactly as with the store's inline
+  sync), and commits made while it runs wait for the next one (one fsync then covers every
+  poll that landed meanwhile);
 - deliveries are written with the next append (``Store.settle(defer=True)``): a device poll
   then costs one store transaction, not one for its records and one for their PUBACKs; when no
   append comes within :data:`SETTLE_LINGER_S` they are written on their own. Until written
